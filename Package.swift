@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Numeric targets are compiled for Haswell (AVX2 + FMA + F16C, every x86-64 server since 2013): without a named CPU,
+// Swift lowers SIMD fused multiply-adds to scalar `fmaf` calls (DESIGN.md, measured facts).
+#if arch(x86_64)
+let numericFlags: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=haswell", "-target-cpu", "haswell"])]
+#else
+let numericFlags: [SwiftSetting] = []
+#endif
+
+let package = Package(
+    name: "Apus",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "apus", targets: ["apus"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "GGUF"),
+        .target(name: "Kernels", swiftSettings: numericFlags),
+        .target(name: "Tokenizer", dependencies: ["GGUF"]),
+        .target(name: "Models", dependencies: ["GGUF", "Kernels"], swiftSettings: numericFlags),
+        .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels"]),
+        .target(name: "ModelStore"),
+        .executableTarget(
+            name: "apus",
+            dependencies: [
+                "GGUF", "Kernels", "Tokenizer", "Models", "Engine", "ModelStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: numericFlags),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "GGUF"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUF", "Kernels", "Tokenizer", "Engine"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF"]),
+        .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore"]),
+    ]
+)

@@ -1,0 +1,94 @@
+import Foundation
+
+/// Builds a GGUF v3 file: metadata in insertion order, then tensors laid out at the
+/// alignment. Used by tests to craft models (valid and invalid) and by `quantize`.
+public struct GGUFWriter {
+    public struct Tensor {
+        public var name: String
+        public var type: GGMLType
+        public var dimensions: [Int]
+        public var data: [UInt8]
+
+        public init(name: String, type: GGMLType, dimensions: [Int], data: [UInt8]) {
+            self.name = name
+            self.type = type
+            self.dimensions = dimensions
+            self.data = data
+        }
+    }
+
+    public var metadata: GGUFMetadata
+    public var tensors: [Tensor] = []
+    public var version: UInt32 = 3
+
+    public init(metadata: GGUFMetadata = GGUFMetadata()) {
+        self.metadata = metadata
+    }
+
+    public mutating func add(_ tensor: Tensor) { tensors.append(tensor) }
+
+    public var alignment: Int {
+        if case .uint32(let a)? = metadata["general.alignment"], a > 0 { return Int(a) }
+        return GGUFFile.defaultAlignment
+    }
+
+    /// The encoded file. Tensor data sizes are written as given; the writer does not
+    /// check them, so tests can build files that lie.
+    public func encode() -> [UInt8] {
+        var out: [UInt8] = []
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+        func putString(_ s: String) { put(UInt64(s.utf8.count)); out.append(contentsOf: s.utf8) }
+        func putValue(_ v: GGUFValue) {
+            switch v {
+            case .uint8(let x): put(x)
+            case .int8(let x): put(x)
+            case .uint16(let x): put(x)
+            case .int16(let x): put(x)
+            case .uint32(let x): put(x)
+            case .int32(let x): put(x)
+            case .uint64(let x): put(x)
+            case .int64(let x): put(x)
+            case .float32(let x): put(x.bitPattern)
+            case .float64(let x): put(x.bitPattern)
+            case .bool(let x): put(UInt8(x ? 1 : 0))
+            case .string(let s): putString(s)
+            case .array(let type, let elements):
+                put(type.rawValue)
+                put(UInt64(elements.count))
+                elements.forEach(putValue)
+            }
+        }
+        let align = alignment
+        func pad() { while out.count % align != 0 { out.append(0) } }
+
+        put(GGUFFile.magic)
+        put(version)
+        put(UInt64(tensors.count))
+        put(UInt64(metadata.count))
+        for key in metadata.keys {
+            let value = metadata[key]!
+            putString(key)
+            put(value.type.rawValue)
+            putValue(value)
+        }
+        var offset = 0
+        for t in tensors {
+            putString(t.name)
+            put(UInt32(t.dimensions.count))
+            t.dimensions.forEach { put(UInt64($0)) }
+            put(t.type.rawValue)
+            put(UInt64(offset))
+            offset += (t.data.count + align - 1) / align * align
+        }
+        pad()
+        for t in tensors {
+            out.append(contentsOf: t.data)
+            pad()
+        }
+        return out
+    }
+
+    public func write(to path: String) throws {
+        try Data(encode()).write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -1,0 +1,25 @@
+import Foundation
+
+public enum Activation {
+    /// Softmax in place: subtract the maximum, exponentiate, normalise.
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        var maximum = -Float.infinity
+        for i in 0..<count { maximum = max(maximum, x[i]) }
+        var sum: Double = 0
+        for i in 0..<count {
+            let e = expf(x[i] - maximum)
+            x[i] = e
+            sum += Double(e)
+        }
+        let inv = Float(1 / sum)
+        for i in 0..<count { x[i] *= inv }
+    }
+
+    @inline(__always) public static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
+
+    /// SwiGLU (Shazeer 2020): `gate[i] = silu(gate[i]) * up[i]`, in place.
+    public static func swiglu(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { gate[i] = silu(gate[i]) * up[i] }
+    }
+}

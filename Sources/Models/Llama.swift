@@ -1,0 +1,205 @@
+import GGUF
+import Kernels
+
+/// The Llama family (Llama 2/3, SmolLM, Mistral without sliding windows): pre-norm
+/// decoder blocks of RMSNorm → GQA attention with RoPE → residual → RMSNorm → SwiGLU
+/// feed-forward → residual, then a final RMSNorm and the output head (tied to the token
+/// embedding when the file has no `output.weight`).
+public final class Llama: LanguageModel, @unchecked Sendable {
+    public struct Hyperparameters: Sendable, Equatable {
+        public var layers: Int
+        public var width: Int
+        public var feedForwardWidth: Int
+        public var heads: Int
+        public var kvHeads: Int
+        public var headDim: Int
+        public var contextLength: Int
+        public var vocabularySize: Int
+        public var ropeBase: Float
+        public var normEpsilon: Float
+
+        public var kvWidth: Int { kvHeads * headDim }
+
+        /// Reads `llama.*` metadata and checks that the numbers are consistent and sane.
+        public init(metadata m: GGUFMetadata, prefix: String = "llama") throws {
+            func positive(_ key: String, max limit: Int) throws -> Int {
+                let v = try m.int("\(prefix).\(key)")
+                guard v > 0, v <= limit else { throw GGUFError(field: "\(prefix).\(key)", "\(v) is outside 1...\(limit)") }
+                return v
+            }
+            layers = try positive("block_count", max: 1024)
+            width = try positive("embedding_length", max: 1 << 16)
+            feedForwardWidth = try positive("feed_forward_length", max: 1 << 18)
+            heads = try positive("attention.head_count", max: 1024)
+            kvHeads = try m.optionalInt("\(prefix).attention.head_count_kv") == nil ? heads : try positive("attention.head_count_kv", max: 1024)
+            contextLength = try positive("context_length", max: 1 << 20)
+            guard width % heads == 0 else {
+                throw GGUFError(field: "\(prefix).attention.head_count", "\(heads) heads do not divide the width \(width)")
+            }
+            guard heads % kvHeads == 0 else {
+                throw GGUFError(field: "\(prefix).attention.head_count_kv", "\(kvHeads) KV heads do not divide the \(heads) query heads")
+            }
+            headDim = width / heads
+            guard headDim % 2 == 0 else { throw GGUFError(field: "\(prefix).attention.head_count", "head dimension \(headDim) is odd; RoPE needs pairs") }
+            if let ropeDims = try m.optionalInt("\(prefix).rope.dimension_count"), ropeDims != headDim {
+                throw GGUFError(field: "\(prefix).rope.dimension_count", "\(ropeDims) differs from the head dimension \(headDim); partial rotary embeddings are not supported")
+            }
+            let base = try m.optionalDouble("\(prefix).rope.freq_base") ?? 10000
+            guard base.isFinite, base > 1 else { throw GGUFError(field: "\(prefix).rope.freq_base", "\(base) is not a usable RoPE base") }
+            ropeBase = Float(base)
+            let eps = try m.optionalDouble("\(prefix).attention.layer_norm_rms_epsilon") ?? 1e-5
+            guard eps.isFinite, eps > 0, eps < 1 else {
+                throw GGUFError(field: "\(prefix).attention.layer_norm_rms_epsilon", "\(eps) is not a small positive number")
+            }
+            normEpsilon = Float(eps)
+            let tokens = try m.stringArray("tokenizer.ggml.tokens")
+            vocabularySize = tokens.count
+            guard vocabularySize > 0, vocabularySize <= 1 << 21 else {
+                throw GGUFError(field: "tokenizer.ggml.tokens", "vocabulary of \(vocabularySize) tokens is outside 1...\(1 << 21)")
+            }
+            if let declared = try m.optionalInt("\(prefix).vocab_size"), declared != vocabularySize {
+                throw GGUFError(field: "\(prefix).vocab_size", "\(declared) differs from the \(vocabularySize) tokens of tokenizer.ggml.tokens")
+            }
+        }
+    }
+
+    struct Layer {
+        let attentionNorm: [Float]
+        let query, key, value, output: WeightMatrix
+        let feedForwardNorm: [Float]
+        let gate, up, down: WeightMatrix
+    }
+
+    public let architecture = "llama"
+    public let hyperparameters: Hyperparameters
+    public let options: ModelOptions
+    let file: GGUFFile
+    let embedding: WeightMatrix
+    let layers: [Layer]
+    let outputNorm: [Float]
+    let outputHead: WeightMatrix
+    let pool: ThreadPool
+    let ropeLayout: RoPE.Layout = .normal
+
+    public var vocabularySize: Int { hyperparameters.vocabularySize }
+    public var trainedContextLength: Int { hyperparameters.contextLength }
+
+    public init(file: GGUFFile, options: ModelOptions) throws {
+        let hp = try Hyperparameters(metadata: file.metadata)
+        let bind = TensorBinder(file: file)
+        // Every block the tensors mention must be within block_count, and every block
+        // within it must be complete.
+        for tensor in file.tensors where tensor.name.hasPrefix("blk.") {
+            let index = tensor.name.dropFirst(4).prefix { $0.isNumber }
+            guard let i = Int(index), i < hp.layers else {
+                throw GGUFError(field: "llama.block_count", "\(hp.layers) blocks, but the file has tensor \(tensor.name)")
+            }
+        }
+        embedding = try bind.matrix("token_embd.weight", rows: hp.vocabularySize, cols: hp.width)
+        layers = try (0..<hp.layers).map { i in
+            let p = "blk.\(i)."
+            return Layer(
+                attentionNorm: try bind.vector(p + "attn_norm.weight", count: hp.width),
+                query: try bind.matrix(p + "attn_q.weight", rows: hp.width, cols: hp.width),
+                key: try bind.matrix(p + "attn_k.weight", rows: hp.kvWidth, cols: hp.width),
+                value: try bind.matrix(p + "attn_v.weight", rows: hp.kvWidth, cols: hp.width),
+                output: try bind.matrix(p + "attn_output.weight", rows: hp.width, cols: hp.width),
+                feedForwardNorm: try bind.vector(p + "ffn_norm.weight", count: hp.width),
+                gate: try bind.matrix(p + "ffn_gate.weight", rows: hp.feedForwardWidth, cols: hp.width),
+                up: try bind.matrix(p + "ffn_up.weight", rows: hp.feedForwardWidth, cols: hp.width),
+                down: try bind.matrix(p + "ffn_down.weight", rows: hp.width, cols: hp.feedForwardWidth))
+        }
+        outputNorm = try bind.vector("output_norm.weight", count: hp.width)
+        outputHead = bind.has("output.weight")
+            ? try bind.matrix("output.weight", rows: hp.vocabularySize, cols: hp.width)
+            : embedding
+        self.hyperparameters = hp
+        self.options = options
+        self.file = file
+        self.pool = ThreadPool(threads: options.threads)
+    }
+
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(layers: hyperparameters.layers, capacity: capacity, rowWidth: hyperparameters.kvWidth)
+    }
+
+    public func forward(_ tokens: [Int], cache: KVCache, logitRows: Range<Int>) throws -> [Float] {
+        let hp = hyperparameters
+        let n = tokens.count
+        precondition(logitRows.lowerBound >= 0 && logitRows.upperBound <= n, "logit rows outside the batch")
+        guard n > 0 else { return [] }
+        for t in tokens where t < 0 || t >= hp.vocabularySize {
+            throw ModelError.tokenOutOfRange(token: t, vocabularySize: hp.vocabularySize)
+        }
+        let start = cache.length
+        guard start + n <= cache.capacity else { throw ModelError.contextFull(needed: start + n, capacity: cache.capacity) }
+
+        let x = FloatBuffer(n * hp.width)
+        let normed = FloatBuffer(n * hp.width)
+        let q = FloatBuffer(n * hp.width)
+        let k = FloatBuffer(n * hp.kvWidth)
+        let v = FloatBuffer(n * hp.kvWidth)
+        let attended = FloatBuffer(n * hp.width)
+        let projected = FloatBuffer(n * hp.width)
+        let gate = FloatBuffer(n * hp.feedForwardWidth)
+        let up = FloatBuffer(n * hp.feedForwardWidth)
+        var scratch = PreparedActivations()
+        defer { scratch.release() }
+        let precision = options.precision
+        let shape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim)
+
+        for (t, token) in tokens.enumerated() {
+            Quantization.dequantize(embedding.row(token), count: hp.width, format: embedding.format, into: x.pointer + t * hp.width)
+        }
+
+        for (l, layer) in layers.enumerated() {
+            layer.attentionNorm.withUnsafeBufferPointer { w in
+                for t in 0..<n {
+                    Norm.rms(x.pointer + t * hp.width, weight: w.baseAddress!, count: hp.width, eps: hp.normEpsilon, into: normed.pointer + t * hp.width)
+                }
+            }
+            let keys = cache.keys[l] + start * hp.kvWidth
+            let values = cache.values[l] + start * hp.kvWidth
+            MatMul.multiply(layer.query, normed.pointer, tokens: n, into: q.pointer, precision: precision, pool: pool, scratch: &scratch)
+            MatMul.multiply(layer.key, normed.pointer, tokens: n, into: k.pointer, precision: precision, pool: pool, scratch: &scratch)
+            MatMul.multiply(layer.value, normed.pointer, tokens: n, into: v.pointer, precision: precision, pool: pool, scratch: &scratch)
+            for t in 0..<n {
+                RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
+                RoPE.apply(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
+            }
+            for i in 0..<(n * hp.kvWidth) {
+                keys[i] = Float16(k.pointer[i])
+                values[i] = Float16(v.pointer[i])
+            }
+            Attention.causal(queries: q.pointer, tokens: n, firstPosition: start, keys: cache.keys[l], values: cache.values[l],
+                             shape: shape, into: attended.pointer, pool: pool)
+            MatMul.multiply(layer.output, attended.pointer, tokens: n, into: projected.pointer, precision: precision, pool: pool, scratch: &scratch)
+            for i in 0..<(n * hp.width) { x.pointer[i] += projected.pointer[i] }
+
+            layer.feedForwardNorm.withUnsafeBufferPointer { w in
+                for t in 0..<n {
+                    Norm.rms(x.pointer + t * hp.width, weight: w.baseAddress!, count: hp.width, eps: hp.normEpsilon, into: normed.pointer + t * hp.width)
+                }
+            }
+            MatMul.multiply(layer.gate, normed.pointer, tokens: n, into: gate.pointer, precision: precision, pool: pool, scratch: &scratch)
+            MatMul.multiply(layer.up, normed.pointer, tokens: n, into: up.pointer, precision: precision, pool: pool, scratch: &scratch)
+            Activation.swiglu(gate: gate.pointer, up: up.pointer, count: n * hp.feedForwardWidth)
+            MatMul.multiply(layer.down, gate.pointer, tokens: n, into: projected.pointer, precision: precision, pool: pool, scratch: &scratch)
+            for i in 0..<(n * hp.width) { x.pointer[i] += projected.pointer[i] }
+        }
+        cache.length = start + n
+
+        let rows = logitRows.count
+        guard rows > 0 else { return [] }
+        outputNorm.withUnsafeBufferPointer { w in
+            for (i, t) in logitRows.enumerated() {
+                Norm.rms(x.pointer + t * hp.width, weight: w.baseAddress!, count: hp.width, eps: hp.normEpsilon, into: normed.pointer + i * hp.width)
+            }
+        }
+        var logits = [Float](repeating: 0, count: rows * hp.vocabularySize)
+        logits.withUnsafeMutableBufferPointer { out in
+            MatMul.multiply(outputHead, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &scratch)
+        }
+        return logits
+    }
+}

@@ -1,0 +1,48 @@
+import GGUF
+import Kernels
+
+/// Looks up a model's tensors in a GGUF file and checks each against the shape the
+/// architecture expects, so a file that lies fails at load time with the tensor's name.
+struct TensorBinder {
+    let file: GGUFFile
+
+    static func format(of type: GGMLType) -> TensorFormat? {
+        switch type {
+        case .f32: .f32
+        case .f16: .f16
+        case .bf16: .bf16
+        case .q4_0: .q4_0
+        case .q4_1: .q4_1
+        case .q5_0: .q5_0
+        case .q5_1: .q5_1
+        case .q8_0: .q8_0
+        default: nil
+        }
+    }
+
+    func has(_ name: String) -> Bool { file.tensor(named: name) != nil }
+
+    private func info(_ name: String, dimensions expected: [Int]) throws -> (GGUFTensorInfo, TensorFormat) {
+        guard let info = file.tensor(named: name) else { throw GGUFError(field: name, "tensor is missing") }
+        guard info.dimensions == expected else {
+            throw GGUFError(field: name, "shape \(info.dimensions) does not match the metadata, which implies \(expected)")
+        }
+        guard let format = Self.format(of: info.type) else {
+            throw GGUFError(field: name, "tensor type \(info.type.name) is not supported yet")
+        }
+        return (info, format)
+    }
+
+    /// A weight matrix of `rows` outputs over `cols` inputs (ggml shape `[cols, rows]`),
+    /// viewed in place.
+    func matrix(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
+        let (info, format) = try info(name, dimensions: [cols, rows])
+        return WeightMatrix(format: format, rows: rows, cols: cols, data: file.data(of: info).baseAddress!)
+    }
+
+    /// A vector (a norm's weights), converted to fp32.
+    func vector(_ name: String, count: Int) throws -> [Float] {
+        let (info, format) = try info(name, dimensions: [count])
+        return Quantization.dequantize(Array(file.data(of: info)), count: count, format: format)
+    }
+}
