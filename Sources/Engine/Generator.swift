@@ -1,0 +1,120 @@
+import Foundation
+import Models
+import Tokenizer
+
+/// Why generation ended, with OpenAI's names.
+public enum FinishReason: String, Sendable, Codable {
+    /// An end-of-generation token or a stop string.
+    case stop
+    /// `maxTokens` reached, or the context is full.
+    case length
+}
+
+public struct GenerationParameters: Sendable {
+    public var maxTokens: Int = 256
+    public var sampling = SamplingParameters()
+    public var stopStrings: [String] = []
+    /// Keep going past end-of-generation tokens.
+    public var ignoreEndOfGeneration = false
+    public init() {}
+}
+
+public struct GenerationResult: Sendable {
+    public var text: String
+    /// Generated ids, ending with the end-of-generation token when one stopped generation.
+    public var tokens: [Int]
+    public var promptTokens: Int
+    public var finishReason: FinishReason
+    public var promptSeconds: Double
+    public var generationSeconds: Double
+}
+
+public enum GenerationError: Error, Equatable, CustomStringConvertible {
+    case emptyPrompt
+    case promptTooLong(promptTokens: Int, contextLength: Int)
+    case invalidMaxTokens(Int)
+
+    public var description: String {
+        switch self {
+        case .emptyPrompt: "the prompt is empty"
+        case .promptTooLong(let p, let c): "the prompt has \(p) tokens but the context holds \(c); shorten it or raise the context length"
+        case .invalidMaxTokens(let n): "max tokens must be at least 1, got \(n)"
+        }
+    }
+}
+
+/// Runs one sequence at a time: prefill the prompt in chunks, then sample token by token,
+/// streaming text that never splits a UTF-8 character or shows part of a stop string.
+public final class Generator {
+    public let model: any LanguageModel
+    public let tokenizer: Tokenizer
+    public let contextLength: Int
+    /// Prompt tokens per forward pass during prefill (bounds activation memory).
+    public var prefillChunk = 512
+
+    public init(model: any LanguageModel, tokenizer: Tokenizer, contextLength: Int) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.contextLength = min(contextLength, model.trainedContextLength)
+    }
+
+    /// Generates a continuation of `prompt`. `onText` receives text as it becomes final;
+    /// returning false from it stops generation early.
+    public func generate(prompt: [Int], parameters: GenerationParameters, cache existing: KVCache? = nil,
+                         onText: (String) -> Bool = { _ in true }) throws -> GenerationResult {
+        guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
+        guard parameters.maxTokens >= 1 else { throw GenerationError.invalidMaxTokens(parameters.maxTokens) }
+        guard prompt.count < contextLength else { throw GenerationError.promptTooLong(promptTokens: prompt.count, contextLength: contextLength) }
+        var sampler = try Sampler(parameters.sampling)
+        let cache = existing ?? model.makeCache(capacity: contextLength)
+
+        // Reuse whatever prefix of the prompt the cache already holds (multi-turn chat).
+        let reused = cache.length
+        let start = Date()
+        var logits: [Float] = []
+        var position = reused
+        while position < prompt.count {
+            let end = min(prompt.count, position + prefillChunk)
+            let chunk = Array(prompt[position..<end])
+            logits = try model.forward(chunk, cache: cache, logitRows: end == prompt.count ? (chunk.count - 1)..<chunk.count : 0..<0)
+            position = end
+        }
+        precondition(!logits.isEmpty, "the cache already held the whole prompt")
+        let promptSeconds = Date().timeIntervalSince(start)
+
+        var history = prompt
+        var generated: [Int] = []
+        var text = ""
+        var decoder = StreamingDecoder(tokenizer: tokenizer)
+        var stops = StopStringMatcher(parameters.stopStrings)
+        var finish = FinishReason.length
+        let genStart = Date()
+        func deliver(_ piece: String) -> Bool {
+            guard !piece.isEmpty else { return true }
+            text += piece
+            return onText(piece)
+        }
+        var stoppedByString = false
+        while true {
+            let token = sampler.sample(logits, history: history)
+            generated.append(token)
+            history.append(token)
+            if !parameters.ignoreEndOfGeneration, tokenizer.isEndOfGeneration(token) {
+                finish = .stop
+                break
+            }
+            let (safe, stopped) = stops.append(decoder.append(token))
+            if stopped { stoppedByString = true }
+            if !deliver(safe) || stopped { finish = .stop; break }
+            if generated.count >= parameters.maxTokens || cache.length >= contextLength { break }
+            logits = try model.forward([token], cache: cache, logitRows: 0..<1)
+        }
+        if !stoppedByString {
+            let (safe, stopped) = stops.append(decoder.finish())
+            _ = deliver(safe)
+            if stopped { finish = .stop } else { _ = deliver(stops.flush()) }
+        }
+        return GenerationResult(text: text, tokens: generated, promptTokens: prompt.count, finishReason: finish,
+                                promptSeconds: promptSeconds, generationSeconds: Date().timeIntervalSince(genStart))
+    }
+}

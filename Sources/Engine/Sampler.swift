@@ -1,0 +1,90 @@
+import Foundation
+
+/// Chooses tokens from logits: penalties, then top-k, top-p and min-p filtering, then
+/// temperature and a draw from a seeded generator (the order of llama.cpp's default chain).
+public struct Sampler {
+    public let parameters: SamplingParameters
+    private var random: SplitMix64
+
+    public init(_ parameters: SamplingParameters) throws {
+        try parameters.validate()
+        self.parameters = parameters
+        random = SplitMix64(seed: parameters.seed ?? UInt64.random(in: .min ... .max))
+    }
+
+    /// Picks the next token given the logits of the last position and the tokens so far
+    /// (prompt and generated), which the penalties look at.
+    public mutating func sample(_ logits: [Float], history: [Int]) -> Int {
+        var logits = logits
+        applyPenalties(&logits, history: history)
+        if parameters.temperature == 0 { return Self.argmax(logits) }
+
+        var candidates = logits.indices.map { (id: $0, logit: logits[$0]) }
+        candidates.sort { $0.logit != $1.logit ? $0.logit > $1.logit : $0.id < $1.id }
+        if parameters.topK > 0, parameters.topK < candidates.count { candidates.removeLast(candidates.count - parameters.topK) }
+
+        // Probabilities before temperature, as llama.cpp's top-p and min-p see them.
+        var probabilities = Self.softmax(candidates.map(\.logit))
+        if parameters.topP < 1 {
+            var cumulative: Float = 0
+            var keep = candidates.count
+            for (i, p) in probabilities.enumerated() {
+                cumulative += p
+                if cumulative >= parameters.topP { keep = i + 1; break }
+            }
+            candidates.removeLast(candidates.count - keep)
+            probabilities.removeLast(probabilities.count - keep)
+        }
+        if parameters.minP > 0, let top = probabilities.first {
+            let keep = probabilities.prefix { $0 >= parameters.minP * top }.count
+            candidates.removeLast(candidates.count - max(keep, 1))
+        }
+        let scaled = Self.softmax(candidates.map { $0.logit / parameters.temperature })
+        let u = Float(Double(random.next() >> 11) / Double(1 << 53))
+        var cumulative: Float = 0
+        for (i, p) in scaled.enumerated() {
+            cumulative += p
+            if u < cumulative { return candidates[i].id }
+        }
+        return candidates[candidates.count - 1].id
+    }
+
+    private func applyPenalties(_ logits: inout [Float], history: [Int]) {
+        let p = parameters
+        guard p.repetitionPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0 else { return }
+        var counts: [Int: Int] = [:]
+        for t in history.suffix(p.penaltyWindow) where t >= 0 && t < logits.count { counts[t, default: 0] += 1 }
+        for (t, n) in counts {
+            if p.repetitionPenalty != 1 {
+                logits[t] = logits[t] > 0 ? logits[t] / p.repetitionPenalty : logits[t] * p.repetitionPenalty
+            }
+            logits[t] -= Float(n) * p.frequencyPenalty + p.presencePenalty
+        }
+    }
+
+    public static func argmax(_ logits: [Float]) -> Int {
+        var best = 0
+        for i in logits.indices where logits[i] > logits[best] { best = i }
+        return best
+    }
+
+    static func softmax(_ x: [Float]) -> [Float] {
+        guard let m = x.max() else { return [] }
+        let e = x.map { expf($0 - m) }
+        let sum = e.reduce(0, +)
+        return e.map { $0 / sum }
+    }
+}
+
+/// SplitMix64 (Steele et al. 2014): small, fast, and the same sequence on every platform.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

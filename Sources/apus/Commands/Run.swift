@@ -1,0 +1,114 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+/// Options for sampling and stopping, shared by `run` and `chat`.
+struct SamplingArguments: ParsableArguments {
+    @Option(name: .long, help: "Most tokens to generate.")
+    var maxTokens: Int = 256
+
+    @Option(name: .long, help: "Sampling temperature; 0 picks the most likely token every time (greedy).")
+    var temperature: Float = 0.8
+
+    @Option(name: .long, help: "Sample only among the K most likely tokens (0: off).")
+    var topK: Int = 40
+
+    @Option(name: .long, help: "Sample only among the most likely tokens whose probabilities add up to P (1: off).")
+    var topP: Float = 0.95
+
+    @Option(name: .long, help: "Drop tokens less likely than P times the most likely one (0: off).")
+    var minP: Float = 0.05
+
+    @Option(name: .long, help: "Penalise tokens seen in the last 64 (1: off).")
+    var repeatPenalty: Float = 1.0
+
+    @Option(name: .long, help: "OpenAI presence penalty, -2 to 2.")
+    var presencePenalty: Float = 0
+
+    @Option(name: .long, help: "OpenAI frequency penalty, -2 to 2.")
+    var frequencyPenalty: Float = 0
+
+    @Option(name: .long, help: "Seed for reproducible sampling (default: random).")
+    var seed: UInt64?
+
+    @Option(name: .long, help: "Stop when this text is generated (repeatable).")
+    var stop: [String] = []
+
+    @Option(name: .long, help: "Context length in tokens (default: 4096, at most the model's).")
+    var context: Int = 4096
+
+    func validate() throws {
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1") }
+        if context < 2 || context > 1 << 20 { throw ValidationError("--context must be between 2 and 1048576") }
+        try parameters.sampling.validate()
+    }
+
+    var parameters: GenerationParameters {
+        var p = GenerationParameters()
+        p.maxTokens = maxTokens
+        p.stopStrings = stop
+        p.sampling.temperature = temperature
+        p.sampling.topK = topK
+        p.sampling.topP = topP
+        p.sampling.minP = minP
+        p.sampling.repetitionPenalty = repeatPenalty
+        p.sampling.presencePenalty = presencePenalty
+        p.sampling.frequencyPenalty = frequencyPenalty
+        p.sampling.seed = seed
+        return p
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate a continuation of a prompt, streaming it to stdout.",
+        discussion: "PROMPT is tokenized with special-token parsing on, as llama.cpp's tools do, so an already-rendered chat prompt works; --chat renders it as a user message through the model's chat template instead.")
+
+    @OptionGroup var modelArguments: ModelArguments
+    @OptionGroup var sampling: SamplingArguments
+
+    @Flag(name: .long, help: "Render PROMPT as a user message through the model's chat template.")
+    var chat = false
+
+    @Flag(name: .long, help: "Print one JSON object at the end (text, tokens, prompt_tokens, finish_reason, timings) instead of streaming.")
+    var json = false
+
+    @Argument(help: "The prompt.")
+    var prompt: String
+
+    struct Output: Encodable {
+        struct Timings: Encodable {
+            let prompt_ms: Double
+            let prompt_per_second: Double
+            let predicted_ms: Double
+            let predicted_per_second: Double
+        }
+        let text: String
+        let tokens: [Int]
+        let prompt_tokens: Int
+        let finish_reason: String
+        let timings: Timings
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let loaded = try modelArguments.load()
+            let text = chat ? try loaded.chatTemplate().render([(role: "user", content: prompt)], tokenizer: loaded.tokenizer) : prompt
+            let tokens = loaded.tokenizer.encode(text, parseSpecial: true)
+            let generator = Generator(model: loaded.model, tokenizer: loaded.tokenizer, contextLength: sampling.context)
+            let result = try generator.generate(prompt: tokens, parameters: sampling.parameters) { piece in
+                if !json { writeOut(piece) }
+                return true
+            }
+            if json {
+                let timings = Output.Timings(
+                    prompt_ms: result.promptSeconds * 1000, prompt_per_second: Double(result.promptTokens) / max(result.promptSeconds, 1e-9),
+                    predicted_ms: result.generationSeconds * 1000, predicted_per_second: Double(result.tokens.count) / max(result.generationSeconds, 1e-9))
+                writeOut(try jsonLine(Output(text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokens,
+                                             finish_reason: result.finishReason.rawValue, timings: timings)))
+            } else {
+                writeOut("\n")
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import Engine
+import Foundation
+import GGUF
+import Kernels
+import Models
+import ModelStore
+import Tokenizer
+
+/// Options every model-using command shares.
+struct ModelArguments: ParsableArguments {
+    @Option(name: .long, help: "Path to a GGUF model file. Default: SmolLM2-135M-Instruct Q4_1, fetched on first use.")
+    var model: String?
+
+    @Option(name: .long, help: "Worker threads for the matrix kernels (default: all cores).")
+    var threads: Int?
+
+    @Option(name: .long, help: "Arithmetic for activations in quantized products: int8 (llama.cpp's 8-bit path, default) or fp32 (reference).")
+    var activations: ActivationPrecision = .int8
+
+    func validate() throws {
+        if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+    }
+
+    /// The model file's path, fetching the default model if needed.
+    func resolvedPath() throws -> String {
+        if let model { return model }
+        return try ModelStore.default.ensure(.smolLM2).path
+    }
+
+    func load() throws -> LoadedModel {
+        let file = try GGUFFile(path: resolvedPath())
+        var options = ModelOptions(precision: activations)
+        if let threads { options.threads = threads }
+        return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file))
+    }
+}
+
+extension ActivationPrecision: ExpressibleByArgument {}
+
+struct LoadedModel {
+    let file: GGUFFile
+    let model: any LanguageModel
+    let tokenizer: Tokenizer
+
+    func chatTemplate() throws -> ChatTemplate {
+        guard let template = try ChatTemplate(metadata: file.metadata) else {
+            throw ValidationError("the model has no chat template (tokenizer.chat_template)")
+        }
+        return template
+    }
+}
