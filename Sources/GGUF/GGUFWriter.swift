@@ -25,6 +25,13 @@ public struct GGUFWriter {
         self.metadata = metadata
     }
 
+    /// A writer holding a copy of everything in `file`, to be changed and written anew.
+    public init(copying file: GGUFFile) {
+        self.metadata = file.metadata
+        self.version = file.version
+        self.tensors = file.tensors.map { Tensor(name: $0.name, type: $0.type, dimensions: $0.dimensions, data: Array(file.data(of: $0))) }
+    }
+
     public mutating func add(_ tensor: Tensor) { tensors.append(tensor) }
 
     public var alignment: Int {

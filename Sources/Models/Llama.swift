@@ -95,23 +95,28 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                 throw GGUFError(field: "llama.block_count", "\(hp.layers) blocks, but the file has tensor \(tensor.name)")
             }
         }
-        embedding = try bind.matrix("token_embd.weight", rows: hp.vocabularySize, cols: hp.width)
+        for i in 0..<hp.layers where !bind.has("blk.\(i).attn_norm.weight") {
+            throw GGUFError(field: "llama.block_count", "\(hp.layers) blocks, but the file has no blk.\(i)")
+        }
+        let width = "llama.embedding_length", vocab = "tokenizer.ggml.tokens", ffn = "llama.feed_forward_length"
+        let heads = "llama.attention.head_count", kvHeads = "llama.attention.head_count_kv"
+        embedding = try bind.matrix("token_embd.weight", rows: hp.vocabularySize, cols: hp.width, keys: (vocab, width))
         layers = try (0..<hp.layers).map { i in
             let p = "blk.\(i)."
             return Layer(
-                attentionNorm: try bind.vector(p + "attn_norm.weight", count: hp.width),
-                query: try bind.matrix(p + "attn_q.weight", rows: hp.width, cols: hp.width),
-                key: try bind.matrix(p + "attn_k.weight", rows: hp.kvWidth, cols: hp.width),
-                value: try bind.matrix(p + "attn_v.weight", rows: hp.kvWidth, cols: hp.width),
-                output: try bind.matrix(p + "attn_output.weight", rows: hp.width, cols: hp.width),
-                feedForwardNorm: try bind.vector(p + "ffn_norm.weight", count: hp.width),
-                gate: try bind.matrix(p + "ffn_gate.weight", rows: hp.feedForwardWidth, cols: hp.width),
-                up: try bind.matrix(p + "ffn_up.weight", rows: hp.feedForwardWidth, cols: hp.width),
-                down: try bind.matrix(p + "ffn_down.weight", rows: hp.width, cols: hp.feedForwardWidth))
+                attentionNorm: try bind.vector(p + "attn_norm.weight", count: hp.width, key: width),
+                query: try bind.matrix(p + "attn_q.weight", rows: hp.width, cols: hp.width, keys: (heads, width)),
+                key: try bind.matrix(p + "attn_k.weight", rows: hp.kvWidth, cols: hp.width, keys: (kvHeads, width)),
+                value: try bind.matrix(p + "attn_v.weight", rows: hp.kvWidth, cols: hp.width, keys: (kvHeads, width)),
+                output: try bind.matrix(p + "attn_output.weight", rows: hp.width, cols: hp.width, keys: (width, heads)),
+                feedForwardNorm: try bind.vector(p + "ffn_norm.weight", count: hp.width, key: width),
+                gate: try bind.matrix(p + "ffn_gate.weight", rows: hp.feedForwardWidth, cols: hp.width, keys: (ffn, width)),
+                up: try bind.matrix(p + "ffn_up.weight", rows: hp.feedForwardWidth, cols: hp.width, keys: (ffn, width)),
+                down: try bind.matrix(p + "ffn_down.weight", rows: hp.width, cols: hp.feedForwardWidth, keys: (width, ffn)))
         }
-        outputNorm = try bind.vector("output_norm.weight", count: hp.width)
+        outputNorm = try bind.vector("output_norm.weight", count: hp.width, key: width)
         outputHead = bind.has("output.weight")
-            ? try bind.matrix("output.weight", rows: hp.vocabularySize, cols: hp.width)
+            ? try bind.matrix("output.weight", rows: hp.vocabularySize, cols: hp.width, keys: (vocab, width))
             : embedding
         self.hyperparameters = hp
         self.options = options
