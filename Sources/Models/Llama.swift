@@ -34,15 +34,17 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             kvHeads = try m.optionalInt("\(prefix).attention.head_count_kv") == nil ? heads : try positive("attention.head_count_kv", max: 1024)
             contextLength = try positive("context_length", max: 1 << 20)
             guard width % heads == 0 else {
-                throw GGUFError(field: "\(prefix).attention.head_count", "\(heads) heads do not divide the width \(width)")
+                throw GGUFError(field: "\(prefix).attention.head_count", "\(heads) heads do not divide \(prefix).embedding_length = \(width)")
             }
             guard heads % kvHeads == 0 else {
-                throw GGUFError(field: "\(prefix).attention.head_count_kv", "\(kvHeads) KV heads do not divide the \(heads) query heads")
+                throw GGUFError(field: "\(prefix).attention.head_count_kv", "\(kvHeads) KV heads do not divide \(prefix).attention.head_count = \(heads)")
             }
             headDim = width / heads
-            guard headDim % 2 == 0 else { throw GGUFError(field: "\(prefix).attention.head_count", "head dimension \(headDim) is odd; RoPE needs pairs") }
+            guard headDim % 2 == 0 else {
+                throw GGUFError(field: "\(prefix).attention.head_count", "\(prefix).embedding_length / head_count = \(headDim) is odd; RoPE needs pairs")
+            }
             if let ropeDims = try m.optionalInt("\(prefix).rope.dimension_count"), ropeDims != headDim {
-                throw GGUFError(field: "\(prefix).rope.dimension_count", "\(ropeDims) differs from the head dimension \(headDim); partial rotary embeddings are not supported")
+                throw GGUFError(field: "\(prefix).rope.dimension_count", "\(ropeDims) differs from the head dimension \(prefix).embedding_length / head_count = \(headDim); partial rotary embeddings are not supported")
             }
             let base = try m.optionalDouble("\(prefix).rope.freq_base") ?? 10000
             guard base.isFinite, base > 1 else { throw GGUFError(field: "\(prefix).rope.freq_base", "\(base) is not a usable RoPE base") }

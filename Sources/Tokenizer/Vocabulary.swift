@@ -38,7 +38,7 @@ public struct Vocabulary: Sendable {
         if m["tokenizer.ggml.token_type"] != nil {
             let raw = try m.intArray("tokenizer.ggml.token_type")
             guard raw.count == tokens.count else {
-                throw GGUFError(field: "tokenizer.ggml.token_type", "\(raw.count) entries for \(tokens.count) tokens")
+                throw GGUFError(field: "tokenizer.ggml.token_type", "has \(raw.count) entries but tokenizer.ggml.tokens has \(tokens.count)")
             }
             types = try raw.enumerated().map { i, t in
                 guard let type = TokenType(rawValue: t) else {
@@ -52,7 +52,7 @@ public struct Vocabulary: Sendable {
         if m["tokenizer.ggml.scores"] != nil {
             scores = try m.floatArray("tokenizer.ggml.scores")
             guard scores.count == tokens.count else {
-                throw GGUFError(field: "tokenizer.ggml.scores", "\(scores.count) entries for \(tokens.count) tokens")
+                throw GGUFError(field: "tokenizer.ggml.scores", "has \(scores.count) entries but tokenizer.ggml.tokens has \(tokens.count)")
             }
         } else {
             scores = Array(repeating: 0, count: tokens.count)

@@ -1,0 +1,98 @@
+import Engine
+import Foundation
+import GGUF
+import Kernels
+import Models
+import TestSupport
+import Tokenizer
+import XCTest
+
+/// The model against llama.cpp's reference outputs in `../shared/goldens`, with the bars of
+/// `formats.md`: exact top-1 agreement wherever llama.cpp leads by 0.5 nat or more, 94% or
+/// more overall, and perplexity within 1%.
+final class GoldenFidelityTests: XCTestCase {
+    struct GreedyCase {
+        let prompt: [Int]
+        let completion: [Int]
+        /// llama.cpp's top token and its lead over the second, per completion position.
+        let top: [(id: Int, lead: Double)]
+
+        /// Positions before the first one where llama.cpp was near a tie.
+        var confidentPrefix: Int { top.firstIndex { $0.lead < 0.5 } ?? top.count }
+    }
+
+    static func greedyCases() throws -> [GreedyCase] {
+        try TestSupport.jsonLines("greedy.jsonl").map { c in
+            let tops = (c["top_logprobs"] as! [[[String: Any]]]).map { entries in
+                (id: entries[0]["id"] as! Int, lead: (entries[0]["logprob"] as! Double) - (entries[1]["logprob"] as! Double))
+            }
+            return GreedyCase(prompt: c["prompt_ids"] as! [Int], completion: c["completion_ids"] as! [Int], top: tops)
+        }
+    }
+
+    func load(_ precision: ActivationPrecision) throws -> any LanguageModel {
+        try ModelRegistry.load(TestSupport.model(), options: ModelOptions(precision: precision))
+    }
+
+    func testTeacherForcedAgreementOnBothPaths() throws {
+        let cases = try Self.greedyCases()
+        XCTAssertEqual(cases.count, 10)
+        for precision in ActivationPrecision.allCases {
+            let model = try load(precision)
+            var agree = 0, total = 0
+            for (n, c) in cases.enumerated() {
+                let scored = try Evaluation.score(model: model, prompt: c.prompt, completion: c.completion, topK: 1)
+                for (i, reference) in c.top.enumerated() {
+                    total += 1
+                    if scored[i][0].id == reference.id {
+                        agree += 1
+                    } else {
+                        XCTAssertLessThan(reference.lead, 0.5, "\(precision) case \(n) position \(i): Apus picks \(scored[i][0].id), llama.cpp \(reference.id) with a lead of \(reference.lead) nat")
+                    }
+                }
+            }
+            XCTAssertGreaterThanOrEqual(Double(agree) / Double(total), 0.94, "\(precision): \(agree) of \(total) positions agree")
+        }
+    }
+
+    func testGreedyGenerationReproducesGoldenTokensWhileLlamaCppIsConfident() throws {
+        let file = try TestSupport.model()
+        let model = try load(.int8)
+        let generator = Generator(model: model, tokenizer: try Tokenizer(file: file), contextLength: 512)
+        for (n, c) in try Self.greedyCases().enumerated() {
+            var parameters = GenerationParameters()
+            parameters.sampling = .greedy
+            parameters.maxTokens = c.confidentPrefix + 1
+            let result = try generator.generate(prompt: c.prompt, parameters: parameters)
+            let k = min(c.confidentPrefix, c.completion.count)
+            XCTAssertEqual(Array(result.tokens.prefix(k)), Array(c.completion.prefix(k)), "case \(n), first \(k) tokens")
+        }
+    }
+
+    func testPerplexityWithinOnePercentOfLlamaCppOnBothPaths() throws {
+        let file = try TestSupport.model()
+        let tokenizer = try Tokenizer(file: file)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: TestSupport.goldens.appendingPathComponent("perplexity.json"))) as! [String: Any]
+        let reference = (json["cases"] as! [[String: Any]])[0]
+        let expected = reference["ppl"] as! Double
+        let text = try String(contentsOf: TestSupport.goldens.appendingPathComponent(reference["text_file"] as! String), encoding: .utf8)
+        let tokens = tokenizer.encode(text, parseSpecial: false, addSpecial: false)
+        for precision in ActivationPrecision.allCases {
+            let result = try Evaluation.perplexity(model: try load(precision), tokens: tokens, context: json["n_ctx"] as! Int)
+            XCTAssertEqual(result.chunks, reference["chunks"] as! Int)
+            XCTAssertEqual(result.perplexity, expected, accuracy: expected * 0.01, "\(precision)")
+        }
+    }
+
+    func testForwardRejectsBadTokensAndAFullContext() throws {
+        let model = try load(.int8)
+        let cache = model.makeCache(capacity: 4)
+        XCTAssertThrowsError(try model.forward([49152], cache: cache, logitRows: 0..<1)) {
+            XCTAssertEqual($0 as? ModelError, .tokenOutOfRange(token: 49152, vocabularySize: 49152))
+        }
+        XCTAssertThrowsError(try model.forward([1, 2, 3, 4, 5], cache: cache, logitRows: 0..<1)) {
+            XCTAssertEqual($0 as? ModelError, .contextFull(needed: 5, capacity: 4))
+        }
+        XCTAssertEqual(cache.length, 0, "a rejected batch leaves the cache untouched")
+    }
+}
