@@ -1,0 +1,97 @@
+@testable import Engine
+import XCTest
+
+final class SamplerTests: XCTestCase {
+    let logits: [Float] = [1.0, 3.0, 2.5, -1.0, 0.0, 2.9]
+
+    func testGreedyPicksTheMaximum() throws {
+        var sampler = try Sampler(.greedy)
+        XCTAssertEqual(sampler.sample(logits, history: []), 1)
+    }
+
+    func testSeedMakesSamplingReproducible() throws {
+        var p = SamplingParameters()
+        p.temperature = 1.5
+        p.topK = 0
+        p.topP = 1
+        p.minP = 0
+        p.seed = 42
+        var a = try Sampler(p), b = try Sampler(p)
+        let first = (0..<200).map { _ in a.sample(logits, history: []) }
+        XCTAssertEqual(first, (0..<200).map { _ in b.sample(logits, history: []) })
+        XCTAssertGreaterThan(Set(first).count, 3, "a high temperature spreads the choices")
+        p.seed = 43
+        var c = try Sampler(p)
+        XCTAssertNotEqual(first, (0..<200).map { _ in c.sample(logits, history: []) })
+    }
+
+    func testTopKTopPAndMinPRestrictTheChoices() throws {
+        var p = SamplingParameters()
+        p.temperature = 5
+        p.seed = 1
+        p.topP = 1
+        p.minP = 0
+        p.topK = 2
+        var s = try Sampler(p)
+        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []) }), [1, 5])
+        p.topK = 0
+        p.topP = 0.5  // token 1 alone has ~38%, with token 5 ~72%
+        s = try Sampler(p)
+        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []) }), [1, 5])
+        p.topP = 1
+        p.minP = 0.5  // keeps tokens with probability at least half of the top one's
+        s = try Sampler(p)
+        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []) }), [1, 2, 5])
+    }
+
+    func testPenalties() throws {
+        var p = SamplingParameters.greedy
+        p.repetitionPenalty = 2
+        var s = try Sampler(p)
+        XCTAssertEqual(s.sample(logits, history: [1]), 5, "3.0 / 2 falls below 2.9")
+        p = .greedy
+        p.presencePenalty = 0.6
+        s = try Sampler(p)
+        XCTAssertEqual(s.sample(logits, history: [1, 5]), 2, "3.0 and 2.9 both lose 0.6, below 2.5")
+        p = .greedy
+        p.frequencyPenalty = 0.5
+        s = try Sampler(p)
+        XCTAssertEqual(s.sample(logits, history: [1, 1, 5]), 2, "1 loses 1.0, 5 loses 0.5")
+        XCTAssertEqual(s.sample(logits, history: [1, 1]), 5, "1 loses 1.0; 5 keeps 2.9")
+    }
+
+    func testAbsurdParametersAreRejectedByName() {
+        func rejects(_ change: (inout SamplingParameters) -> Void, _ name: String) {
+            var p = SamplingParameters()
+            change(&p)
+            XCTAssertThrowsError(try Sampler(p)) {
+                guard case .invalidParameter(let n, _)? = $0 as? SamplingError else { return XCTFail("\($0)") }
+                XCTAssertEqual(n, name)
+            }
+        }
+        rejects({ $0.temperature = -1 }, "temperature")
+        rejects({ $0.temperature = .nan }, "temperature")
+        rejects({ $0.topP = 0 }, "top_p")
+        rejects({ $0.topP = 1.5 }, "top_p")
+        rejects({ $0.topK = -3 }, "top_k")
+        rejects({ $0.minP = 2 }, "min_p")
+        rejects({ $0.repetitionPenalty = 0 }, "repetition_penalty")
+        rejects({ $0.presencePenalty = 3 }, "presence_penalty")
+        rejects({ $0.frequencyPenalty = -2.5 }, "frequency_penalty")
+    }
+
+    func testStopStringsHoldBackPartialMatches() {
+        var m = StopStringMatcher(["STOP", "\n\n"])
+        XCTAssertEqual(m.append("Hello ST").emit, "Hello ")
+        XCTAssertEqual(m.append("ORY").emit, "STORY")
+        let r = m.append(" and then STO")
+        XCTAssertEqual(r.emit, " and then ")
+        XCTAssertFalse(r.stopped)
+        let end = m.append("P here")
+        XCTAssertEqual(end.emit, "")
+        XCTAssertTrue(end.stopped)
+        var n = StopStringMatcher(["\n\n"])
+        XCTAssertEqual(n.append("a\n").emit, "a")
+        XCTAssertEqual(n.flush(), "\n")
+    }
+}
