@@ -19,7 +19,9 @@ enum Downloader {
         guard let input = FileHandle(forReadingAtPath: url.path) else { throw ModelStoreError.fetchFailed("cannot read \(url.path)") }
         defer { try? input.close() }
         let total = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int64) ?? nil
-        FileManager.default.createFile(atPath: destination.path, contents: nil)
+        guard FileManager.default.createFile(atPath: destination.path, contents: nil) else {
+            throw ModelStoreError.fetchFailed("cannot create \(destination.path)")
+        }
         let output = try FileHandle(forWritingTo: destination)
         defer { try? output.close() }
         var done: Int64 = 0
@@ -33,7 +35,9 @@ enum Downloader {
 
     /// Streams an HTTP(S) body to `destination`; redirects (as Hugging Face uses) are followed.
     private static func download(_ url: URL, to destination: URL, progress: ProgressDisplay) throws {
-        FileManager.default.createFile(atPath: destination.path, contents: nil)
+        guard FileManager.default.createFile(atPath: destination.path, contents: nil) else {
+            throw ModelStoreError.fetchFailed("cannot create \(destination.path)")
+        }
         let output = try FileHandle(forWritingTo: destination)
         defer { try? output.close() }
         let delegate = StreamingDelegate(output: output, progress: progress)

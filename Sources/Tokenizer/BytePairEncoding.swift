@@ -3,7 +3,7 @@ import GGUF
 /// Byte-level BPE (Sennrich et al. 2016; GPT-2's byte-level variant): a word's bytes become
 /// characters of the byte-level alphabet, then the pair with the lowest merge rank is
 /// merged until no listed pair remains.
-struct BytePairEncoding: Sendable {
+struct BytePairEncoding: SubwordModel {
     struct Merge: Sendable { let rank: Int32; let result: Int32 }
 
     let vocabulary: Vocabulary
@@ -42,6 +42,8 @@ struct BytePairEncoding: Sendable {
     func encode(_ text: String, into out: inout [Int]) {
         for word in preTokenizer.split(text) { encodeWord(word, into: &out) }
     }
+
+    func bytes(ofPiece text: String) -> [UInt8] { ByteLevel.decode(text) }
 
     private func encodeWord(_ word: String, into out: inout [Int]) {
         let encoded = ByteLevel.encode(word.utf8)

@@ -7,19 +7,20 @@ import GGUF
 /// text. User-defined tokens are always matched, as llama.cpp does.
 public struct Tokenizer: Sendable {
     public let vocabulary: Vocabulary
-    let model: BytePairEncoding
+    let model: any SubwordModel
     /// Tokens matched in raw text before BPE, longest text first.
     let specialTokens: [(id: Int, text: String, control: Bool)]
 
     public init(metadata m: GGUFMetadata) throws {
         let kind = try m.string("tokenizer.ggml.model")
-        guard kind == "gpt2" else {
-            // SentencePiece (`llama`) comes with the next architecture; the seam is `model`.
-            throw GGUFError(field: "tokenizer.ggml.model", "tokenizer model '\(kind)' is not supported (supported: gpt2)")
-        }
         let vocabulary = try Vocabulary(metadata: m)
         self.vocabulary = vocabulary
-        model = try BytePairEncoding(vocabulary: vocabulary, metadata: m)
+        switch kind {
+        case "gpt2": model = try BytePairEncoding(vocabulary: vocabulary, metadata: m)
+        default:
+            // SentencePiece (`llama`) arrives with the next architecture, as another SubwordModel.
+            throw GGUFError(field: "tokenizer.ggml.model", "tokenizer model '\(kind)' is not supported (supported: gpt2)")
+        }
         specialTokens = vocabulary.tokens.indices
             .filter { [.control, .userDefined, .unknown].contains(vocabulary.types[$0]) && !vocabulary.tokens[$0].isEmpty }
             .map { (id: $0, text: vocabulary.tokens[$0], control: vocabulary.types[$0] != .userDefined) }
@@ -76,7 +77,7 @@ public struct Tokenizer: Sendable {
         switch vocabulary.types[id] {
         case .control, .unknown: return renderSpecial ? Array(text.utf8) : []
         case .userDefined: return Array(text.utf8)
-        default: return ByteLevel.decode(text)
+        default: return model.bytes(ofPiece: text)
         }
     }
 
@@ -86,6 +87,14 @@ public struct Tokenizer: Sendable {
     }
 
     public func isEndOfGeneration(_ id: Int) -> Bool { vocabulary.endOfGeneration.contains(id) }
+}
+
+/// The subword algorithm of a vocabulary: byte-level BPE now, SentencePiece next.
+protocol SubwordModel: Sendable {
+    /// Appends the ids of `text`, which contains no special-token text.
+    func encode(_ text: String, into out: inout [Int])
+    /// The bytes an ordinary token's text stands for.
+    func bytes(ofPiece text: String) -> [UInt8]
 }
 
 /// Turns a stream of tokens into a stream of text without ever splitting a UTF-8
