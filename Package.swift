@@ -20,7 +20,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "GGUF"),
-        .target(name: "Kernels", swiftSettings: numericFlags),
+        .target(name: "KernelsC", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "Kernels", dependencies: ["KernelsC"], swiftSettings: numericFlags),
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
         .target(name: "Models", dependencies: ["GGUF", "Kernels"], swiftSettings: numericFlags),
         .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels"]),

@@ -2,9 +2,15 @@ import Foundation
 
 /// Causal scaled dot-product attention over a contiguous f16 KV cache, with grouped-query
 /// attention (Ainslie et al. 2023): query head `h` reads KV head `h / (heads / kvHeads)`,
-/// without copying K or V per query head. Queries are rounded to f16 before the dot
-/// products with the f16 keys, as ggml converts them; measured on the golden prompts this
-/// brings teacher-forced agreement with llama.cpp from 97.7% to 98.8%.
+/// without copying K or V per query head.
+///
+/// Flash-style (Dao et al. 2022): one pass over the keys with an online softmax (a running
+/// maximum and sum), so no score matrix is materialised. The arithmetic follows llama.cpp's
+/// CPU flash-attention kernel, which the reference outputs came from: queries rounded to
+/// f16 before the dot products with the f16 keys, and the weighted sum of values kept in
+/// f16. Measured on the golden prompts with the int8 kernels, this lowers the mean
+/// log-probability error against llama.cpp from 0.0285 to 0.0279 nat and removes the one
+/// position where a confident llama.cpp choice was missed.
 public enum Attention {
     public struct Shape: Sendable {
         public let heads: Int
@@ -33,29 +39,36 @@ public enum Attention {
         let qStride = shape.heads * d
         let out = UncheckedBox(output)
         pool.parallelFor(tokens * shape.heads) { range in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: firstPosition + tokens)
             let q = UnsafeMutablePointer<Float>.allocate(capacity: d)
-            defer { scores.deallocate(); q.deallocate() }
+            defer { q.deallocate() }
             for item in range {
                 let t = item / shape.heads, h = item % shape.heads
                 let kvh = h / group
                 let query = queries + t * qStride + h * d
                 for i in 0..<d { q[i] = HalfPrecision.roundToF16(query[i]) }
                 let visible = firstPosition + t + 1
+                let o = out.value + t * qStride + h * d
+                for i in 0..<d { o[i] = 0 }
+                var m = -Float.infinity, sum: Float = 0  // running maximum and softmax denominator
                 for p in 0..<visible {
                     let k = keys + p * shape.kvStride + kvh * d
                     var dot: Float = 0
                     for i in 0..<d { dot += q[i] * Float(k[i]) }
-                    scores[p] = dot * scale
-                }
-                Activation.softmax(scores, count: visible)
-                let o = out.value + t * qStride + h * d
-                for i in 0..<d { o[i] = 0 }
-                for p in 0..<visible {
+                    let score = dot * scale
+                    var ms: Float = 1, vs: Float = 1
+                    if score > m {
+                        ms = m == -.infinity ? 0 : expf(m - score)
+                        m = score
+                        for i in 0..<d { o[i] = Float(Float16(o[i] * ms)) }
+                    } else {
+                        vs = expf(score - m)
+                    }
                     let v = values + p * shape.kvStride + kvh * d
-                    let weight = scores[p]
-                    for i in 0..<d { o[i] += weight * Float(v[i]) }
+                    for i in 0..<d { o[i] = Float(Float16(o[i] + Float(v[i]) * vs)) }
+                    sum = sum * ms + vs
                 }
+                let inv = 1 / sum
+                for i in 0..<d { o[i] *= inv }
             }
         }
     }

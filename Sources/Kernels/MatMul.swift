@@ -18,6 +18,8 @@ public struct WeightMatrix: @unchecked Sendable {
     public func row(_ r: Int) -> UnsafeRawPointer { data + r * rowBytes }
 }
 
+import KernelsC
+
 /// Matrix products `y = x · Wᵀ` over quantized weights.
 ///
 /// Each output element is `Σ_blocks (d_w · d_a · Σ q_w q_a + m_w · s_a)` with the blocks
@@ -33,6 +35,10 @@ public enum MatMul {
     public static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
                                 precision: ActivationPrecision, pool: ThreadPool, scratch: inout PreparedActivations) {
         guard tokens > 0 else { return }
+        if precision == .int8, w.format.isQuantized, IntegerKernels.level != .portable {
+            IntegerKernels.multiply(w, x, tokens: tokens, into: y, pool: pool, scratch: &scratch)
+            return
+        }
         let lanes = tokens == 1 ? 1 : Self.lanes
         scratch.prepare(x, rows: tokens, count: w.cols, format: w.format.activationPartner, precision: precision, lanes: lanes)
         let act = scratch

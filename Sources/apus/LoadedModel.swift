@@ -18,6 +18,9 @@ struct ModelArguments: ParsableArguments {
     @Option(name: .long, help: "Arithmetic for activations in quantized products: int8 (llama.cpp's 8-bit path, default) or fp32 (reference).")
     var activations: ActivationPrecision = .int8
 
+    @Option(name: .long, help: "Highest instruction set for the int8 kernels: portable, avx2 or avx512vnni (default: the best this CPU has).")
+    var kernels: IntegerKernels.Level?
+
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
@@ -29,6 +32,7 @@ struct ModelArguments: ParsableArguments {
     }
 
     func load() throws -> LoadedModel {
+        if let kernels { IntegerKernels.limit(to: kernels) }
         let file = try GGUFFile(path: resolvedPath())
         var options = ModelOptions(precision: activations)
         if let threads { options.threads = threads }
@@ -37,6 +41,17 @@ struct ModelArguments: ParsableArguments {
 }
 
 extension ActivationPrecision: ExpressibleByArgument {}
+
+extension IntegerKernels.Level: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "portable": self = .portable
+        case "avx2": self = .avx2
+        case "avx512vnni": self = .avx512vnni
+        default: return nil
+        }
+    }
+}
 
 struct LoadedModel {
     let file: GGUFFile

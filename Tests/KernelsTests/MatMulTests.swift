@@ -47,11 +47,19 @@ final class MatMulTests: XCTestCase {
         }
     }
 
+    /// The instruction-set levels this CPU can run, each tested against the same reference.
+    var levels: [IntegerKernels.Level] { IntegerKernels.Level.allCases.filter { $0 <= IntegerKernels.available } }
+
+    override func tearDown() { IntegerKernels.limit(to: .avx512vnni) }
+
     func testEveryFormatAgainstTheReferenceOnAwkwardSizes() {
-        for (i, format) in TensorFormat.allCases.enumerated() {
-            let cols = format.isQuantized ? 32 * 7 : 45
-            for tokens in [1, 3, 19, 70] {
-                check(format: format, rows: 37, cols: cols, tokens: tokens, threads: tokens % 2 == 0 ? 3 : 1, seed: UInt64(100 * i + tokens))
+        for level in levels {
+            XCTAssertEqual(IntegerKernels.limit(to: level), level)
+            for (i, format) in TensorFormat.allCases.enumerated() {
+                let cols = format.isQuantized ? 32 * 7 : 45
+                for tokens in [1, 3, 19, 70] {
+                    check(format: format, rows: 37, cols: cols, tokens: tokens, threads: tokens % 2 == 0 ? 3 : 1, seed: UInt64(100 * i + tokens))
+                }
             }
         }
     }
@@ -59,14 +67,21 @@ final class MatMulTests: XCTestCase {
     /// The single-token and the tiled kernel give bitwise the same row on the int8 path,
     /// whatever else is in the batch and however rows are split between threads.
     func testInt8ResultsAreBatchInvariant() {
+        for level in levels {
+            IntegerKernels.limit(to: level)
+            for format in [TensorFormat.q4_0, .q4_1, .q5_0, .q5_1, .q8_0] { checkBatchInvariance(format) }
+        }
+    }
+
+    func checkBatchInvariance(_ format: TensorFormat) {
         var seed: UInt64 = 9
         let rows = 29, cols = 32 * 5
-        let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: .q4_1) }
+        let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
         let x = Reference.randomValues(cols * 23, seed: &seed)
         var scratch = PreparedActivations()
         defer { scratch.release() }
         stored.withUnsafeBytes { raw in
-            let w = WeightMatrix(format: .q4_1, rows: rows, cols: cols, data: raw.baseAddress!)
+            let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
             var batch = [Float](repeating: 0, count: 23 * rows)
             MatMul.multiply(w, x, tokens: 23, into: &batch, precision: .int8, pool: ThreadPool(threads: 2), scratch: &scratch)
             for t in [0, 7, 22] {
@@ -74,9 +89,13 @@ final class MatMulTests: XCTestCase {
                 Array(x[(t * cols)..<((t + 1) * cols)]).withUnsafeBufferPointer { xt in
                     MatMul.multiply(w, xt.baseAddress!, tokens: 1, into: &single, precision: .int8, pool: ThreadPool(threads: 3), scratch: &scratch)
                 }
-                XCTAssertEqual(single.map(\.bitPattern), batch[(t * rows)..<((t + 1) * rows)].map(\.bitPattern), "token \(t)")
+                XCTAssertEqual(single.map(\.bitPattern), batch[(t * rows)..<((t + 1) * rows)].map(\.bitPattern), "\(format) \(IntegerKernels.level) token \(t)")
             }
         }
+    }
+
+    func testThisMachineUsesTheBestLevel() {
+        XCTAssertEqual(IntegerKernels.level, IntegerKernels.available)
     }
 
     func testDotMatchesMatMul() {

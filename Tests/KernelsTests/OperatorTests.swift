@@ -44,7 +44,8 @@ final class OperatorTests: XCTestCase {
         XCTAssertEqual(gate[1], Activation.silu(-2) * 3, accuracy: 1e-6)
     }
 
-    /// Grouped-query attention against a naive double-precision reference.
+    /// Grouped-query attention against a naive double-precision reference. The kernel keeps
+    /// its running sum of values in f16, as llama.cpp's does, hence the f16-sized tolerance.
     func testCausalAttentionWithGQA() {
         var seed: UInt64 = 6
         let heads = 6, kvHeads = 2, d = 10, first = 4, tokens = 3
@@ -68,7 +69,7 @@ final class OperatorTests: XCTestCase {
                 let z = w.reduce(0, +)
                 for i in 0..<d {
                     let expected = (0..<visible).reduce(0.0) { $0 + w[$1] / z * Double(Float(v[$1 * kvHeads * d + g * d + i])) }
-                    XCTAssertEqual(Double(out[t * heads * d + h * d + i]), expected, accuracy: 1e-5, "t \(t) h \(h) i \(i)")
+                    XCTAssertEqual(Double(out[t * heads * d + h * d + i]), expected, accuracy: 2e-3, "t \(t) h \(h) i \(i)")
                 }
             }
         }

@@ -10,6 +10,8 @@
 /// Quantization follows llama.cpp's x86 path (`../shared/formats.md`): `d = amax / 127`
 /// stored as f16, multiplier `127 / amax`, round half to even, and for Q8_1
 /// `s = f16(d · Σq)` with the unrounded `d`.
+import KernelsC
+
 public struct PreparedActivations {
     public static let stride = 34
     public private(set) var storage: UnsafeMutablePointer<Float>
@@ -18,12 +20,29 @@ public struct PreparedActivations {
     public private(set) var blocks = 0
     public private(set) var lanes = 1
 
+    private var blocks8: UnsafeMutablePointer<apus_q8_block>
+    private var blocks8Capacity = 0
+
     public init() {
         capacity = 0
         storage = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+        blocks8 = UnsafeMutablePointer<apus_q8_block>.allocate(capacity: 1)
     }
 
-    public func release() { storage.deallocate() }
+    public func release() {
+        storage.deallocate()
+        blocks8.deallocate()
+    }
+
+    /// Room for `count` 8-bit activation blocks for the C kernels.
+    mutating func quantizedBlocks(count: Int) -> UnsafeMutablePointer<apus_q8_block> {
+        if count > blocks8Capacity {
+            blocks8.deallocate()
+            blocks8 = UnsafeMutablePointer<apus_q8_block>.allocate(capacity: count)
+            blocks8Capacity = count
+        }
+        return blocks8
+    }
 
     public var tiles: Int { (rows + lanes - 1) / lanes }
 

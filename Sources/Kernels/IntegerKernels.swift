@@ -1,0 +1,48 @@
+import KernelsC
+
+/// The int8 path through the C kernels (`KernelsC`), which use the integer dot-product
+/// instructions Swift cannot express: AVX-512 VNNI `vpdpbusd` where the CPU has it, else
+/// AVX2 `vpmaddubsw`. Chosen at run time; without either, `MatMul` keeps its portable Swift
+/// path. Every path gives llama.cpp's integers for each block; only the fp32 summation of
+/// the blocks differs between paths.
+public enum IntegerKernels {
+    public enum Level: Int32, Comparable, Sendable, CaseIterable {
+        case portable = 0, avx2 = 1, avx512vnni = 2
+        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    /// The instruction set in use.
+    public static var level: Level { Level(rawValue: apus_int8_isa()) ?? .portable }
+
+    /// The best level this CPU supports.
+    public static var available: Level {
+        let current = apus_int8_isa()
+        defer { apus_set_int8_isa(current) }
+        return Level(rawValue: apus_set_int8_isa(2)) ?? .portable
+    }
+
+    /// Uses at most `level` from now on (for tests and benchmarks); returns the level in force.
+    @discardableResult
+    public static func limit(to level: Level) -> Level { Level(rawValue: apus_set_int8_isa(level.rawValue)) ?? .portable }
+
+    static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
+                         pool: ThreadPool, scratch: inout PreparedActivations) {
+        let blocks = w.cols / 32
+        let act = scratch.quantizedBlocks(count: tokens * blocks)
+        apus_quantize_q8(x, Int32(tokens), Int32(w.cols), w.format.activationPartner == .q8_1 ? 1 : 0, act)
+        let format: Int32 = switch w.format {
+        case .q4_0: Int32(APUS_Q4_0)
+        case .q4_1: Int32(APUS_Q4_1)
+        case .q5_0: Int32(APUS_Q5_0)
+        case .q5_1: Int32(APUS_Q5_1)
+        default: Int32(APUS_Q8_0)
+        }
+        let out = UncheckedBox(y)
+        let input = UncheckedBox(UnsafePointer(act))
+        pool.parallelFor(w.rows, minimumChunk: 16) { rows in
+            let done = apus_matmul_q8(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
+                                      input.value, Int32(tokens), Int32(blocks), out.value, Int32(w.rows))
+            precondition(done == 1, "the C kernels refused format \(w.format)")
+        }
+    }
+}

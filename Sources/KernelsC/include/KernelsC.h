@@ -1,0 +1,43 @@
+#ifndef APUS_KERNELS_C_H
+#define APUS_KERNELS_C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// One block of 32 activations quantized to 8 bits as llama.cpp's x86 path does
+/// (`../shared/formats.md`): q = round-half-even(x * 127 / amax), d = f16(amax / 127),
+/// s = f16(d * Σq) (used against Q4_1/Q5_1 weights).
+typedef struct {
+    int8_t qs[32];
+    float d;
+    float s;
+    int32_t pad[2];
+} apus_q8_block;
+
+/// Weight formats, numbered as ggml numbers them.
+enum {
+    APUS_Q4_0 = 2,
+    APUS_Q4_1 = 3,
+    APUS_Q5_0 = 6,
+    APUS_Q5_1 = 7,
+    APUS_Q8_0 = 8,
+};
+
+/// Which instruction set the fast kernels use on this CPU: 2 = AVX-512 VNNI, 1 = AVX2, 0 = none.
+int apus_int8_isa(void);
+
+/// Forces a lower instruction set (for tests); returns the level in force.
+int apus_set_int8_isa(int level);
+
+/// Quantizes `rows` rows of `cols` floats (cols a multiple of 32, row stride `cols`) into
+/// `rows * cols / 32` blocks, row after row.
+void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_block *out);
+
+/// y[t * y_stride + r] = Σ_b (d_w d_a Σ q_w q_a + m_w s_a) for rows [row_begin, row_end) of a
+/// weight matrix stored `row_bytes` apart, against `tokens` activation rows of `blocks`
+/// blocks each. Every output element is reduced in the same order whatever `tokens` is.
+/// Returns 0 if the format or instruction set is not supported here.
+int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                   const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride);
+
+#endif

@@ -1,0 +1,144 @@
+import ArgumentParser
+import Foundation
+import GGUF
+import Kernels
+import Models
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure prompt processing and generation speed, as llama-bench does.",
+        discussion: """
+            ppN processes N prompt tokens in one batch from an empty cache; tgN generates N tokens one at a time \
+            from an empty cache. Each test runs once to warm up, then --repetitions times; speeds are tokens per \
+            second, mean ± sample standard deviation. --json prints llama-bench's field names (n_threads, n_prompt, \
+            n_gen, avg_ts, stddev_ts, ...) so that tools written for llama-bench read it.
+            """)
+
+    @Option(name: .long, help: "Path to a GGUF model file (default: the default model).")
+    var model: String?
+
+    @Option(name: [.short, .customLong("n-prompt")], help: "Prompt lengths to test, comma-separated (0 skips).")
+    var prompt: String = "512"
+
+    @Option(name: [.short, .customLong("n-gen")], help: "Generation lengths to test, comma-separated (0 skips).")
+    var gen: String = "128"
+
+    @Option(name: [.short, .customLong("threads")], help: "Thread counts to test, comma-separated.")
+    var threads: String = "\(ModelOptions.defaultThreads)"
+
+    @Option(name: [.short, .customLong("repetitions")], help: "Timed runs per test.")
+    var repetitions: Int = 5
+
+    @Option(name: .long, help: "Activation arithmetic: int8 (default) or fp32.")
+    var activations: ActivationPrecision = .int8
+
+    @Option(name: .long, help: "Highest instruction set for the int8 kernels: portable, avx2 or avx512vnni.")
+    var kernels: IntegerKernels.Level?
+
+    @Flag(name: .long, help: "Print a JSON array with llama-bench's field names instead of a table.")
+    var json = false
+
+    struct Result: Encodable {
+        let model_filename: String
+        let model_type: String
+        let model_size: Int
+        let model_n_params: Int
+        let n_threads: Int
+        let n_prompt: Int
+        let n_gen: Int
+        let n_batch: Int
+        let type_k: String
+        let type_v: String
+        let flash_attn: Bool
+        let kernels: String
+        let activations: String
+        let test_time: String
+        let avg_ns: Int
+        let stddev_ns: Int
+        let avg_ts: Double
+        let stddev_ts: Double
+        let samples_ns: [Int]
+        let samples_ts: [Double]
+    }
+
+    static func parseList(_ s: String, name: String) throws -> [Int] {
+        let values = s.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil && $0! >= 0 && $0! <= 1 << 20 }) else {
+            throw ValidationError("\(name) must be a comma-separated list of counts, got '\(s)'")
+        }
+        return values.map { $0! }
+    }
+
+    func validate() throws {
+        if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        if try Self.parseList(threads, name: "--threads").contains(0) { throw ValidationError("--threads must be positive") }
+        _ = try Self.parseList(prompt, name: "--n-prompt")
+        _ = try Self.parseList(gen, name: "--n-gen")
+    }
+
+    func run() throws {
+        try reportingErrors {
+            if let kernels { IntegerKernels.limit(to: kernels) }
+            let path = try ModelArguments.parse(model.map { ["--model", $0] } ?? []).resolvedPath()
+            let file = try GGUFFile(path: path)
+            let size = file.tensors.reduce(0) { $0 + $1.byteCount }
+            let parameters = file.tensors.reduce(0) { $0 + $1.elementCount }
+            let types = Dictionary(grouping: file.tensors.filter { $0.dimensions.count > 1 }, by: \.type.name).max { $0.value.count < $1.value.count }?.key ?? "?"
+            let modelType = "\((try? file.metadata.string("general.architecture")) ?? "?") \(String(format: "%.0fM", Double(parameters) / 1e6)) \(types)"
+            var tests: [(prompt: Int, gen: Int)] = []
+            for p in try Self.parseList(prompt, name: "--n-prompt") where p > 0 { tests.append((p, 0)) }
+            for g in try Self.parseList(gen, name: "--n-gen") where g > 0 { tests.append((0, g)) }
+            var results: [Result] = []
+            if !json {
+                writeOut("| model | size | params | threads | kernels | test | t/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: |\n")
+            }
+            for t in try Self.parseList(threads, name: "--threads") {
+                let lm = try ModelRegistry.load(file, options: ModelOptions(threads: t, precision: activations))
+                for test in tests {
+                    let samples = try (0...repetitions).map { _ in try Self.measure(lm, prompt: test.prompt, gen: test.gen) }.dropFirst()
+                    let n = Double(test.prompt + test.gen)
+                    let ts = samples.map { n / $0 }
+                    let mean = ts.reduce(0, +) / Double(ts.count)
+                    let sd = ts.count > 1 ? (ts.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(ts.count - 1)).squareRoot() : 0
+                    let meanNs = samples.reduce(0, +) / Double(samples.count) * 1e9
+                    let sdNs = samples.count > 1 ? (samples.map { ($0 * 1e9 - meanNs) * ($0 * 1e9 - meanNs) }.reduce(0, +) / Double(samples.count - 1)).squareRoot() : 0
+                    let name = test.prompt > 0 ? "pp\(test.prompt)" : "tg\(test.gen)"
+                    let result = Result(
+                        model_filename: path, model_type: modelType, model_size: size, model_n_params: parameters, n_threads: t,
+                        n_prompt: test.prompt, n_gen: test.gen, n_batch: test.prompt, type_k: "f16", type_v: "f16", flash_attn: true,
+                        kernels: "\(IntegerKernels.level)", activations: activations.rawValue,
+                        test_time: ISO8601DateFormatter().string(from: Date()), avg_ns: Int(meanNs), stddev_ns: Int(sdNs),
+                        avg_ts: mean, stddev_ts: sd, samples_ns: samples.map { Int($0 * 1e9) }, samples_ts: ts)
+                    results.append(result)
+                    if !json {
+                        writeOut(String(format: "| %@ | %.2f MiB | %.2f M | %d | %@ | %@ | %.2f ± %.2f |\n", modelType as NSString, Double(size) / 1_048_576,
+                                        Double(parameters) / 1e6, t, "\(IntegerKernels.level)" as NSString, name as NSString, mean, sd))
+                    }
+                }
+            }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                writeOut(String(decoding: try encoder.encode(results), as: UTF8.self) + "\n")
+            }
+        }
+    }
+
+    /// Seconds for one run of a test: a batch of `prompt` random tokens, or `gen` single-token steps.
+    static func measure(_ model: any LanguageModel, prompt: Int, gen: Int) throws -> Double {
+        var random = SystemRandomNumberGenerator()
+        let cache = model.makeCache(capacity: max(prompt, gen) + 1)
+        let start = DispatchTime.now().uptimeNanoseconds
+        if prompt > 0 {
+            let tokens = (0..<prompt).map { _ in Int.random(in: 0..<model.vocabularySize, using: &random) }
+            _ = try model.forward(tokens, cache: cache, logitRows: (prompt - 1)..<prompt)
+        } else {
+            var token = Int.random(in: 0..<model.vocabularySize, using: &random)
+            for _ in 0..<gen {
+                let logits = try model.forward([token], cache: cache, logitRows: 0..<1)
+                token = logits.indices.max { logits[$0] < logits[$1] }!
+            }
+        }
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's llama-bench and llama-server from the source distribution of
+# llama-cpp-python 0.3.36 on PyPI (its vendored llama.cpp), Release, native CPU, into
+# vendor/llama.cpp/build (ignored by git). Used to compare Apus with llama.cpp side by side.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=vendor
+bin="$root/llama.cpp/build/bin"
+if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-server" ]; then
+    echo "$bin"
+    exit 0
+fi
+command -v cmake >/dev/null 2>&1 || { apt-get update >&2 && apt-get install -y cmake >&2; }
+mkdir -p "$root"
+if [ ! -d "$root/llama.cpp" ]; then
+    python3 -m pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$root/sdist" >&2
+    tar -xzf "$root"/sdist/llama_cpp_python-0.3.36.tar.gz -C "$root"
+    mv "$root/llama_cpp_python-0.3.36/vendor/llama.cpp" "$root/llama.cpp"
+    rm -rf "$root/llama_cpp_python-0.3.36"
+fi
+cmake -S "$root/llama.cpp" -B "$root/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
+cmake --build "$root/llama.cpp/build" --config Release -j "$(nproc)" --target llama-bench llama-server >&2
+echo "$bin"
