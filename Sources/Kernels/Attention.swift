@@ -48,28 +48,71 @@ public enum Attention {
                 for i in 0..<d { q[i] = HalfPrecision.roundToF16(query[i]) }
                 let visible = firstPosition + t + 1
                 let o = out.value + t * qStride + h * d
-                for i in 0..<d { o[i] = 0 }
+                o.initialize(repeating: 0, count: d)
                 var m = -Float.infinity, sum: Float = 0  // running maximum and softmax denominator
                 for p in 0..<visible {
-                    let k = keys + p * shape.kvStride + kvh * d
-                    var dot: Float = 0
-                    for i in 0..<d { dot += q[i] * Float(k[i]) }
-                    let score = dot * scale
+                    let score = dotF16(q, keys + p * shape.kvStride + kvh * d, d) * scale
                     var ms: Float = 1, vs: Float = 1
                     if score > m {
                         ms = m == -.infinity ? 0 : expf(m - score)
                         m = score
-                        for i in 0..<d { o[i] = Float(Float16(o[i] * ms)) }
                     } else {
                         vs = expf(score - m)
                     }
-                    let v = values + p * shape.kvStride + kvh * d
-                    for i in 0..<d { o[i] = Float(Float16(o[i] + Float(v[i]) * vs)) }
-                    sum = sum * ms + vs
+                    accumulateF16(o, scale: ms, plus: values + p * shape.kvStride + kvh * d, times: vs, d)
+                    sum = vs.addingProduct(sum, ms)
                 }
                 let inv = 1 / sum
                 for i in 0..<d { o[i] *= inv }
             }
+        }
+    }
+
+    /// `Σ q[i] · k[i]` over f16 keys in the order of ggml's AVX-512 `ggml_vec_dot_f16`: four
+    /// 16-lane accumulators over steps of 64, combined pairwise, the tail summed in double.
+    @inline(__always)
+    static func dotF16(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float16>, _ d: Int) -> Float {
+        typealias V = SIMD16<Float>
+        func load(_ i: Int) -> (V, V) {
+            (UnsafeRawPointer(q + i).loadUnaligned(as: V.self), V(UnsafeRawPointer(k + i).loadUnaligned(as: SIMD16<Float16>.self)))
+        }
+        var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+        var i = 0
+        while i + 64 <= d {
+            var (x, y) = load(i)
+            a0.addProduct(x, y)
+            (x, y) = load(i + 16)
+            a1.addProduct(x, y)
+            (x, y) = load(i + 32)
+            a2.addProduct(x, y)
+            (x, y) = load(i + 48)
+            a3.addProduct(x, y)
+            i += 64
+        }
+        var dot = Double(((a0 + a2) + (a1 + a3)).sum())
+        while i < d { dot += Double(q[i] * Float(k[i])); i += 1 }
+        return Float(dot)
+    }
+
+    /// `o = f16(f16(o · ms) + v · vs)` with a fused multiply-add: ggml's f16 running sum of
+    /// values, where a new maximum first rescales the sum (`ms`) and each value enters with
+    /// its weight (`vs`).
+    @inline(__always)
+    static func accumulateF16(_ o: UnsafeMutablePointer<Float>, scale ms: Float, plus v: UnsafePointer<Float16>, times vs: Float, _ d: Int) {
+        var i = 0
+        while i + 16 <= d {
+            var acc = UnsafeRawPointer(o + i).loadUnaligned(as: SIMD16<Float>.self)
+            if ms != 1 { acc = SIMD16<Float>(SIMD16<Float16>(acc * ms)) }
+            let values = SIMD16<Float>(UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float16>.self))
+            acc = SIMD16<Float>(SIMD16<Float16>(acc.addingProduct(values, vs)))
+            UnsafeMutableRawPointer(o + i).storeBytes(of: acc, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < d {
+            var acc = o[i]
+            if ms != 1 { acc = Float(Float16(acc * ms)) }
+            o[i] = Float(Float16(acc.addingProduct(Float(v[i]), vs)))
+            i += 1
         }
     }
 }

@@ -40,4 +40,13 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride);
 
+/// A hint to the CPU that the caller is spinning (x86 `pause`).
+static inline void apus_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif

@@ -17,16 +17,16 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Path to a GGUF model file (default: the default model).")
     var model: String?
 
-    @Option(name: [.short, .customLong("n-prompt")], help: "Prompt lengths to test, comma-separated (0 skips).")
+    @Option(name: [.customShort("p"), .customLong("n-prompt")], help: "Prompt lengths to test, comma-separated (0 skips).")
     var prompt: String = "512"
 
-    @Option(name: [.short, .customLong("n-gen")], help: "Generation lengths to test, comma-separated (0 skips).")
+    @Option(name: [.customShort("n"), .customLong("n-gen")], help: "Generation lengths to test, comma-separated (0 skips).")
     var gen: String = "128"
 
-    @Option(name: [.short, .customLong("threads")], help: "Thread counts to test, comma-separated.")
+    @Option(name: [.customShort("t"), .customLong("threads")], help: "Thread counts to test, comma-separated.")
     var threads: String = "\(ModelOptions.defaultThreads)"
 
-    @Option(name: [.short, .customLong("repetitions")], help: "Timed runs per test.")
+    @Option(name: [.customShort("r"), .customLong("repetitions")], help: "Timed runs per test.")
     var repetitions: Int = 5
 
     @Option(name: .long, help: "Activation arithmetic: int8 (default) or fp32.")
