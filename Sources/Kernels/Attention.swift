@@ -1,4 +1,5 @@
 import Foundation
+import KernelsC
 
 /// Causal scaled dot-product attention over a contiguous f16 KV cache, with grouped-query
 /// attention (Ainslie et al. 2023): query head `h` reads KV head `h / (heads / kvHeads)`,
@@ -48,6 +49,9 @@ public enum Attention {
                 for i in 0..<d { q[i] = HalfPrecision.roundToF16(query[i]) }
                 let visible = firstPosition + t + 1
                 let o = out.value + t * qStride + h * d
+                let k0 = UnsafeRawPointer(keys + kvh * d).assumingMemoryBound(to: UInt16.self)
+                let v0 = UnsafeRawPointer(values + kvh * d).assumingMemoryBound(to: UInt16.self)
+                if apus_attention_f16(q, k0, v0, Int32(visible), Int32(shape.kvStride), Int32(d), scale, o) == 1 { continue }
                 o.initialize(repeating: 0, count: d)
                 var m = -Float.infinity, sum: Float = 0  // running maximum and softmax denominator
                 for p in 0..<visible {

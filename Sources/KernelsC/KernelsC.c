@@ -127,7 +127,7 @@ static inline VNNI __m256i dot_signed_vnni(__m256i w, __m256i a) {
             for (int b = 0; b < blocks; b++, w += 20, a++) {                                               \
                 __m256i s = DOT_U(unpack_nibbles(w + 4), _mm256_loadu_si256((const __m256i *)a->qs));      \
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w) * a->d), _mm256_cvtepi32_ps(s), acc);     \
-                minimum += f16_load(w + 2) * a->s;                                                         \
+                minimum = fmaf(f16_load(w + 2), a->s, minimum);                                                         \
             }                                                                                              \
             break;                                                                                         \
         case APUS_Q5_0:                                                                                    \
@@ -143,7 +143,7 @@ static inline VNNI __m256i dot_signed_vnni(__m256i w, __m256i a) {
                 __m256i q = _mm256_or_si256(unpack_nibbles(w + 8), unpack_fifth_bits(w + 4));              \
                 __m256i s = DOT_U(q, _mm256_loadu_si256((const __m256i *)a->qs));                          \
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w) * a->d), _mm256_cvtepi32_ps(s), acc);     \
-                minimum += f16_load(w + 2) * a->s;                                                         \
+                minimum = fmaf(f16_load(w + 2), a->s, minimum);                                                         \
             }                                                                                              \
             break;                                                                                         \
         case APUS_Q8_0:                                                                                    \
@@ -160,23 +160,160 @@ static inline VNNI __m256i dot_signed_vnni(__m256i w, __m256i a) {
 DEFINE_ROW_DOT(row_dot_avx2, AVX2, dot_unsigned_avx2, dot_signed_avx2)
 DEFINE_ROW_DOT(row_dot_vnni, VNNI, dot_unsigned_vnni, dot_signed_vnni)
 
-static AVX2 void matmul_avx2(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8_block *act,
-                             int tokens, int blocks, float *y, int y_stride) {
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = w + (size_t)r * row_bytes;
-        for (int t = 0; t < tokens; t++) y[(size_t)t * y_stride + r] = row_dot_avx2(format, row, act + (size_t)t * blocks, blocks);
+// A block of weights unpacked once for all the tokens of a tile: integer weights, whether
+// they are signed, the scale, and the minimum (0 for the symmetric formats).
+typedef struct {
+    __m256i q;
+    int is_signed;
+    float d;
+    float m;
+} unpacked_block;
+
+static inline AVX2 unpacked_block unpack_block(int format, const uint8_t *w) {
+    unpacked_block u;
+    u.d = f16_load(w);
+    u.m = 0;
+    switch (format) {
+    case APUS_Q4_0:
+        u.q = _mm256_sub_epi8(unpack_nibbles(w + 2), _mm256_set1_epi8(8));
+        u.is_signed = 1;
+        break;
+    case APUS_Q4_1:
+        u.q = unpack_nibbles(w + 4);
+        u.m = f16_load(w + 2);
+        u.is_signed = 0;
+        break;
+    case APUS_Q5_0:
+        u.q = _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(w + 6), unpack_fifth_bits(w + 2)), _mm256_set1_epi8(16));
+        u.is_signed = 1;
+        break;
+    case APUS_Q5_1:
+        u.q = _mm256_or_si256(unpack_nibbles(w + 8), unpack_fifth_bits(w + 4));
+        u.m = f16_load(w + 2);
+        u.is_signed = 0;
+        break;
+    default:
+        u.q = _mm256_loadu_si256((const __m256i *)(w + 2));
+        u.is_signed = 1;
+        break;
+    }
+    return u;
+}
+
+static int block_bytes(int format) {
+    switch (format) {
+    case APUS_Q4_0: return 18;
+    case APUS_Q4_1: return 20;
+    case APUS_Q5_0: return 22;
+    case APUS_Q5_1: return 24;
+    default: return 34;
     }
 }
 
-static VNNI void matmul_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8_block *act,
-                             int tokens, int blocks, float *y, int y_stride) {
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = w + (size_t)r * row_bytes;
-        for (int t = 0; t < tokens; t++) y[(size_t)t * y_stride + r] = row_dot_vnni(format, row, act + (size_t)t * blocks, blocks);
+// Up to TILE tokens against one row: each token's accumulator sees exactly the operations
+// of the single-token row dot, in the same order, so results are bitwise the same.
+#define TILE 4
+#define DEFINE_MATMUL(NAME, ATTR, ROW_DOT, DOT_U, DOT_S)                                                         \
+    static ATTR void NAME(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8_block *act, \
+                          int tokens, int blocks, float *y, int y_stride) {                                       \
+        int stride = block_bytes(format);                                                                         \
+        for (int r = r0; r < r1; r++) {                                                                           \
+            const uint8_t *row = w + (size_t)r * row_bytes;                                                       \
+            int t = 0;                                                                                            \
+            for (; t + TILE <= tokens; t += TILE) {                                                               \
+                __m256 acc[TILE];                                                                                 \
+                float minimum[TILE];                                                                              \
+                for (int k = 0; k < TILE; k++) { acc[k] = _mm256_setzero_ps(); minimum[k] = 0; }                  \
+                for (int b = 0; b < blocks; b++) {                                                                \
+                    unpacked_block u = unpack_block(format, row + (size_t)b * stride);                            \
+                    for (int k = 0; k < TILE; k++) {                                                              \
+                        const apus_q8_block *a = act + (size_t)(t + k) * blocks + b;                              \
+                        __m256i av = _mm256_loadu_si256((const __m256i *)a->qs);                                  \
+                        __m256i s = u.is_signed ? DOT_S(u.q, av) : DOT_U(u.q, av);                                \
+                        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(u.d * a->d), _mm256_cvtepi32_ps(s), acc[k]);      \
+                        if (!u.is_signed && (format == APUS_Q4_1 || format == APUS_Q5_1))                          \
+                            minimum[k] = fmaf(u.m, a->s, minimum[k]);                                             \
+                    }                                                                                             \
+                }                                                                                                 \
+                for (int k = 0; k < TILE; k++) y[(size_t)(t + k) * y_stride + r] = hsum8(acc[k]) + minimum[k];   \
+            }                                                                                                     \
+            for (; t < tokens; t++) y[(size_t)t * y_stride + r] = ROW_DOT(format, row, act + (size_t)t * blocks, blocks); \
+        }                                                                                                         \
     }
-}
+
+DEFINE_MATMUL(matmul_avx2, AVX2, row_dot_avx2, dot_unsigned_avx2, dot_signed_avx2)
+DEFINE_MATMUL(matmul_vnni, VNNI, row_dot_vnni, dot_unsigned_vnni, dot_signed_vnni)
 
 #endif
+
+#if APUS_X86
+// ggml's AVX-512 ggml_vec_dot_f16 order, in 8-lane halves: four 16-lane accumulators over
+// steps of 64, combined as (a0 + a2) + (a1 + a3), reduced as a tree; the tail in double.
+static inline AVX2 float dot_f16(const float *q, const uint16_t *k, int d) {
+    __m256 lo[4], hi[4];
+    for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= d; i += 64) {
+        for (int j = 0; j < 4; j++) {
+            const float *qj = q + i + 16 * j;
+            const uint16_t *kj = k + i + 16 * j;
+            lo[j] = _mm256_fmadd_ps(_mm256_loadu_ps(qj), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)kj)), lo[j]);
+            hi[j] = _mm256_fmadd_ps(_mm256_loadu_ps(qj + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kj + 8))), hi[j]);
+        }
+    }
+    __m256 l = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
+    __m256 h = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
+    double dot = hsum8(_mm256_add_ps(l, h));
+    for (; i < d; i++) dot += (double)(q[i] * _cvtsh_ss(k[i]));
+    return (float)dot;
+}
+
+static AVX2 void attention_avx2(const float *q, const uint16_t *keys, const uint16_t *values, int visible, int kv_stride,
+                                int d, float scale, float *o) {
+    for (int i = 0; i < d; i++) o[i] = 0;
+    float m = -INFINITY, sum = 0;
+    for (int p = 0; p < visible; p++) {
+        float score = dot_f16(q, keys + (size_t)p * kv_stride, d) * scale;
+        float ms = 1, vs = 1;
+        if (score > m) {
+            ms = m == -INFINITY ? 0 : expf(m - score);
+            m = score;
+        } else {
+            vs = expf(score - m);
+        }
+        const uint16_t *v = values + (size_t)p * kv_stride;
+        __m256 msv = _mm256_set1_ps(ms), vsv = _mm256_set1_ps(vs);
+        int i = 0;
+        for (; i + 8 <= d; i += 8) {
+            __m256 acc = _mm256_loadu_ps(o + i);
+            if (ms != 1) acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(acc, msv), _MM_FROUND_TO_NEAREST_INT));
+            __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
+            acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_fmadd_ps(vv, vsv, acc), _MM_FROUND_TO_NEAREST_INT));
+            _mm256_storeu_ps(o + i, acc);
+        }
+        for (; i < d; i++) {
+            float acc = o[i];
+            if (ms != 1) acc = _cvtsh_ss(_cvtss_sh(acc * ms, 0));
+            o[i] = _cvtsh_ss(_cvtss_sh(fmaf(_cvtsh_ss(v[i]), vs, acc), 0));
+        }
+        sum = fmaf(sum, ms, vs);
+    }
+    float inv = 1 / sum;
+    for (int i = 0; i < d; i++) o[i] *= inv;
+}
+#endif
+
+int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int visible, int kv_stride, int d,
+                       float scale, float *out) {
+#if APUS_X86
+    if (apus_int8_isa() >= 1) {
+        attention_avx2(q, keys, values, visible, kv_stride, d, scale, out);
+        return 1;
+    }
+#endif
+    (void)q; (void)keys; (void)values; (void)visible; (void)kv_stride; (void)d; (void)scale; (void)out;
+    return 0;
+}
 
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride) {

@@ -46,9 +46,17 @@ final class OperatorTests: XCTestCase {
 
     /// Grouped-query attention against a naive double-precision reference. The kernel keeps
     /// its running sum of values in f16, as llama.cpp's does, hence the f16-sized tolerance.
-    func testCausalAttentionWithGQA() {
+    func testCausalAttentionWithGQAOnEveryPath() {
+        defer { IntegerKernels.limit(to: .avx512vnni) }
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+            IntegerKernels.limit(to: level)
+            for d in [10, 64, 80] { checkAttention(headDim: d) }
+        }
+    }
+
+    func checkAttention(headDim d: Int) {
         var seed: UInt64 = 6
-        let heads = 6, kvHeads = 2, d = 10, first = 4, tokens = 3
+        let heads = 6, kvHeads = 2, first = 4, tokens = 3
         let positions = first + tokens
         let q = Reference.randomValues(tokens * heads * d, seed: &seed)
         let kf = Reference.randomValues(positions * kvHeads * d, seed: &seed)
@@ -69,7 +77,7 @@ final class OperatorTests: XCTestCase {
                 let z = w.reduce(0, +)
                 for i in 0..<d {
                     let expected = (0..<visible).reduce(0.0) { $0 + w[$1] / z * Double(Float(v[$1 * kvHeads * d + g * d + i])) }
-                    XCTAssertEqual(Double(out[t * heads * d + h * d + i]), expected, accuracy: 2e-3, "t \(t) h \(h) i \(i)")
+                    XCTAssertEqual(Double(out[t * heads * d + h * d + i]), expected, accuracy: 2e-3, "\(IntegerKernels.level) d \(d) t \(t) h \(h) i \(i)")
                 }
             }
         }

@@ -40,6 +40,13 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride);
 
+/// One query head against `visible` cached positions (keys and values f16, rows `kv_stride`
+/// halves apart), online softmax in ggml's flash-attention order: `q` holds f16-rounded
+/// values, the value sum is kept in f16. Writes `d` outputs. Returns 0 when this CPU lacks
+/// AVX2/F16C (the caller then uses its portable path).
+int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int visible, int kv_stride, int d,
+                       float scale, float *out);
+
 /// A hint to the CPU that the caller is spinning (x86 `pause`).
 static inline void apus_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
