@@ -26,10 +26,18 @@ public enum IntegerKernels {
     public static func limit(to level: Level) -> Level { Level(rawValue: apus_set_int8_isa(level.rawValue)) ?? .portable }
 
     static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
-                         pool: ThreadPool, scratch: inout PreparedActivations) {
+                         pool: ThreadPool, scratch: inout PreparedActivations, reusing: Bool) {
         let blocks = w.cols / 32
+        // One quantization serves every int8 format: the block sum is always computed.
+        let key = PreparedActivations.Key(input: x, rows: tokens, count: w.cols, format: nil, precision: .int8, lanes: 0)
         let act = scratch.quantizedBlocks(count: tokens * blocks)
-        apus_quantize_q8(x, Int32(tokens), Int32(w.cols), w.format.activationPartner == .q8_1 ? 1 : 0, act)
+        if !(reusing && scratch.key == key) {
+            let blocksOut = UncheckedBox(act)
+            pool.parallelFor(tokens, minimumChunk: 8) { rows in
+                apus_quantize_q8(x + rows.lowerBound * w.cols, Int32(rows.count), Int32(w.cols), 1, blocksOut.value + rows.lowerBound * blocks)
+            }
+            scratch.key = key
+        }
         let format: Int32 = switch w.format {
         case .q4_0: Int32(APUS_Q4_0)
         case .q4_1: Int32(APUS_Q4_1)

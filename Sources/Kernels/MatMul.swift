@@ -32,15 +32,24 @@ public enum MatMul {
 
     /// `y[t][r] = Σ_c x[t][c] · W[r][c]` for `tokens` rows of `x` (stride `w.cols`); `y` has
     /// stride `w.rows`.
+    ///
+    /// With `reusingActivations`, the caller promises that `x` has not changed since the
+    /// previous call with this scratch (Q, K and V share their input, as do gate and up);
+    /// the converted activations are then reused when they suit this matrix's format.
     public static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
-                                precision: ActivationPrecision, pool: ThreadPool, scratch: inout PreparedActivations) {
+                                precision: ActivationPrecision, pool: ThreadPool, scratch: inout PreparedActivations,
+                                reusingActivations: Bool = false) {
         guard tokens > 0 else { return }
         if precision == .int8, w.format.isQuantized, IntegerKernels.level != .portable {
-            IntegerKernels.multiply(w, x, tokens: tokens, into: y, pool: pool, scratch: &scratch)
+            IntegerKernels.multiply(w, x, tokens: tokens, into: y, pool: pool, scratch: &scratch, reusing: reusingActivations)
             return
         }
         let lanes = tokens == 1 ? 1 : Self.lanes
-        scratch.prepare(x, rows: tokens, count: w.cols, format: w.format.activationPartner, precision: precision, lanes: lanes)
+        let key = PreparedActivations.Key(input: x, rows: tokens, count: w.cols, format: w.format.activationPartner, precision: precision, lanes: lanes)
+        if !(reusingActivations && scratch.key == key) {
+            scratch.prepare(x, rows: tokens, count: w.cols, format: w.format.activationPartner, precision: precision, lanes: lanes)
+            scratch.key = key
+        }
         let act = scratch
         switch w.format {
         case .f32: run(F32Layout.self, w, act, y, pool)

@@ -126,6 +126,17 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         self.pool = ThreadPool(threads: options.threads)
     }
 
+    /// RMSNorm of each of `tokens` rows of `x`, split over the pool by rows.
+    private func normalize(_ x: FloatBuffer, _ weight: [Float], into out: FloatBuffer, tokens: Int) {
+        let width = hyperparameters.width, eps = hyperparameters.normEpsilon
+        weight.withUnsafeBufferPointer { w in
+            let wp = UncheckedSendable(w.baseAddress!)
+            pool.parallelFor(tokens, minimumChunk: 16) { rows in
+                for t in rows { Norm.rms(x.pointer + t * width, weight: wp.value, count: width, eps: eps, into: out.pointer + t * width) }
+            }
+        }
+    }
+
     public func makeCache(capacity: Int) -> KVCache {
         KVCache(layers: hyperparameters.layers, capacity: capacity, rowWidth: hyperparameters.kvWidth)
     }
@@ -160,19 +171,17 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         }
 
         for (l, layer) in layers.enumerated() {
-            layer.attentionNorm.withUnsafeBufferPointer { w in
-                for t in 0..<n {
-                    Norm.rms(x.pointer + t * hp.width, weight: w.baseAddress!, count: hp.width, eps: hp.normEpsilon, into: normed.pointer + t * hp.width)
-                }
-            }
+            normalize(x, layer.attentionNorm, into: normed, tokens: n)
             let keys = cache.keys[l] + start * hp.kvWidth
             let values = cache.values[l] + start * hp.kvWidth
             MatMul.multiply(layer.query, normed.pointer, tokens: n, into: q.pointer, precision: precision, pool: pool, scratch: &scratch)
-            MatMul.multiply(layer.key, normed.pointer, tokens: n, into: k.pointer, precision: precision, pool: pool, scratch: &scratch)
-            MatMul.multiply(layer.value, normed.pointer, tokens: n, into: v.pointer, precision: precision, pool: pool, scratch: &scratch)
-            for t in 0..<n {
-                RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
-                RoPE.apply(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
+            MatMul.multiply(layer.key, normed.pointer, tokens: n, into: k.pointer, precision: precision, pool: pool, scratch: &scratch, reusingActivations: true)
+            MatMul.multiply(layer.value, normed.pointer, tokens: n, into: v.pointer, precision: precision, pool: pool, scratch: &scratch, reusingActivations: true)
+            pool.parallelFor(n, minimumChunk: 16) { tokens in
+                for t in tokens {
+                    RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
+                    RoPE.apply(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
+                }
             }
             for i in 0..<(n * hp.kvWidth) {
                 keys[i] = Float16(k.pointer[i])
@@ -183,14 +192,13 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             MatMul.multiply(layer.output, attended.pointer, tokens: n, into: projected.pointer, precision: precision, pool: pool, scratch: &scratch)
             for i in 0..<(n * hp.width) { x.pointer[i] += projected.pointer[i] }
 
-            layer.feedForwardNorm.withUnsafeBufferPointer { w in
-                for t in 0..<n {
-                    Norm.rms(x.pointer + t * hp.width, weight: w.baseAddress!, count: hp.width, eps: hp.normEpsilon, into: normed.pointer + t * hp.width)
-                }
-            }
+            normalize(x, layer.feedForwardNorm, into: normed, tokens: n)
             MatMul.multiply(layer.gate, normed.pointer, tokens: n, into: gate.pointer, precision: precision, pool: pool, scratch: &scratch)
-            MatMul.multiply(layer.up, normed.pointer, tokens: n, into: up.pointer, precision: precision, pool: pool, scratch: &scratch)
-            Activation.swiglu(gate: gate.pointer, up: up.pointer, count: n * hp.feedForwardWidth)
+            MatMul.multiply(layer.up, normed.pointer, tokens: n, into: up.pointer, precision: precision, pool: pool, scratch: &scratch, reusingActivations: true)
+            let ffn = hp.feedForwardWidth
+            pool.parallelFor(n * ffn, minimumChunk: 4096) { r in
+                Activation.swiglu(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
+            }
             MatMul.multiply(layer.down, gate.pointer, tokens: n, into: projected.pointer, precision: precision, pool: pool, scratch: &scratch)
             for i in 0..<(n * hp.width) { x.pointer[i] += projected.pointer[i] }
         }

@@ -23,6 +23,17 @@ public struct PreparedActivations {
     private var blocks8: UnsafeMutablePointer<apus_q8_block>
     private var blocks8Capacity = 0
 
+    /// What the buffer currently holds, so a caller may reuse it for the same input.
+    struct Key: Equatable {
+        let input: UnsafePointer<Float>
+        let rows: Int
+        let count: Int
+        let format: ActivationFormat?
+        let precision: ActivationPrecision
+        let lanes: Int
+    }
+    var key: Key?
+
     public init() {
         capacity = 0
         storage = UnsafeMutablePointer<Float>.allocate(capacity: 1)
