@@ -43,7 +43,10 @@ public enum Attention {
             let q = UnsafeMutablePointer<Float>.allocate(capacity: d)
             defer { q.deallocate() }
             for item in range {
-                let t = item / shape.heads, h = item % shape.heads
+                // Causal rows grow with t, so rows are visited short-long-short-long (0, n-1,
+                // 1, n-2, ...): any contiguous range of items then holds a fair share of work.
+                let j = item / shape.heads, h = item % shape.heads
+                let t = j % 2 == 0 ? j / 2 : tokens - 1 - j / 2
                 let kvh = h / group
                 let query = queries + t * qStride + h * d
                 for i in 0..<d { q[i] = HalfPrecision.roundToF16(query[i]) }
