@@ -31,10 +31,18 @@ public enum IntegerKernels {
         // One quantization serves every int8 format: the block sum is always computed.
         let key = PreparedActivations.Key(input: x, rows: tokens, count: w.cols, format: nil, precision: .int8, lanes: 0)
         let act = scratch.quantizedBlocks(count: tokens * blocks)
+        // Full tiles of sixteen tokens go through the 512-bit kernel, the rest token by token;
+        // both give every output bitwise the same value.
+        let tileCount = level == .avx512vnni ? tokens / 16 : 0
+        let tiles = scratch.tileBlocks(count: max(tileCount * blocks, 1))
         if !(reusing && scratch.key == key) {
             let blocksOut = UncheckedBox(act)
             pool.parallelFor(tokens, minimumChunk: 8) { rows in
                 apus_quantize_q8(x + rows.lowerBound * w.cols, Int32(rows.count), Int32(w.cols), 1, blocksOut.value + rows.lowerBound * blocks)
+            }
+            let tilesOut = UncheckedBox(tiles)
+            pool.parallelFor(tileCount) { range in
+                apus_build_tiles16(blocksOut.value, Int32(blocks), Int32(range.lowerBound), Int32(range.upperBound), tilesOut.value)
             }
             scratch.key = key
         }
@@ -47,10 +55,20 @@ public enum IntegerKernels {
         }
         let out = UncheckedBox(y)
         let input = UncheckedBox(UnsafePointer(act))
+        let tileInput = UncheckedBox(UnsafePointer(tiles))
+        let tiled = tileCount * 16
         pool.parallelFor(w.rows, minimumChunk: 16) { rows in
-            let done = apus_matmul_q8(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
-                                      input.value, Int32(tokens), Int32(blocks), out.value, Int32(w.rows))
-            precondition(done == 1, "the C kernels refused format \(w.format)")
+            if tileCount > 0 {
+                let done = apus_matmul_tiles16(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
+                                               tileInput.value, Int32(tileCount), Int32(blocks), out.value, Int32(w.rows))
+                precondition(done == 1, "the VNNI kernel refused format \(w.format)")
+            }
+            if tiled < tokens {
+                let done = apus_matmul_q8(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
+                                          input.value + tiled * blocks, Int32(tokens - tiled), Int32(blocks),
+                                          out.value + tiled * w.rows, Int32(w.rows))
+                precondition(done == 1, "the C kernels refused format \(w.format)")
+            }
         }
     }
 }

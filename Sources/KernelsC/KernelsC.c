@@ -340,6 +340,105 @@ int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *val
     return 0;
 }
 
+void apus_build_tiles16(const apus_q8_block *act, int blocks, int tile_begin, int tile_end, apus_tile16_block *out) {
+    for (int tile = tile_begin; tile < tile_end; tile++) {
+        for (int b = 0; b < blocks; b++) {
+            apus_tile16_block *o = out + (size_t)tile * blocks + b;
+            for (int t = 0; t < 16; t++) {
+                const apus_q8_block *a = act + (size_t)(16 * tile + t) * blocks + b;
+                for (int i = 0; i < 8; i++) {
+                    int32_t group;
+                    memcpy(&group, a->qs + 4 * i, 4);
+                    o->qs[i][t] = group;
+                    o->sums[i][t] = a->qs[4 * i] + a->qs[4 * i + 1] + a->qs[4 * i + 2] + a->qs[4 * i + 3];
+                }
+                o->d[t] = a->d;
+                o->s[t] = a->s;
+            }
+        }
+    }
+}
+
+#if APUS_X86
+// Weights as unsigned bytes plus an offset: w = u - offset, so Σ w·a = Σ u·a - offset·Σ a
+// exactly, which is the integer the ymm kernels compute through |w| and sign(a, w).
+static inline __attribute__((always_inline)) VNNI __m256i unsigned_weights(int format, const uint8_t *w, int *shift) {
+    switch (format) {
+    case APUS_Q4_0: *shift = 3; return unpack_nibbles(w + 2);
+    case APUS_Q4_1: *shift = -1; return unpack_nibbles(w + 4);
+    case APUS_Q5_0: *shift = 4; return _mm256_or_si256(unpack_nibbles(w + 6), unpack_fifth_bits(w + 2));
+    case APUS_Q5_1: *shift = -1; return _mm256_or_si256(unpack_nibbles(w + 8), unpack_fifth_bits(w + 4));
+    default: *shift = 7; return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_set1_epi8((char)0x80));
+    }
+}
+
+// Sixteen tokens per zmm lane set: lane t of acc[i] is lane i of token t's ymm accumulator in
+// the single-token kernel, updated by the same operations in the same order; the final sum
+// repeats hsum8's tree, so the results are bitwise those of apus_matmul_q8.
+static inline __attribute__((always_inline)) VNNI void tile16_rows(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                                    const apus_tile16_block *tiles, int tile_count, int blocks,
+                                                                    float *y, int y_stride) {
+    const int stride = block_bytes(format);
+    const int has_min = format == APUS_Q4_1 || format == APUS_Q5_1;
+    for (int chunk = r0; chunk < r1; chunk += 16) {
+        int chunk_end = chunk + 16 < r1 ? chunk + 16 : r1;
+        for (int tile = 0; tile < tile_count; tile++) {
+            const apus_tile16_block *T = tiles + (size_t)tile * blocks;
+            for (int r = chunk; r < chunk_end; r++) {
+                const uint8_t *row = w + (size_t)r * row_bytes;
+                __m512 acc[8];
+                for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
+                __m512 minimum = _mm512_setzero_ps();
+                for (int b = 0; b < blocks; b++) {
+                    const uint8_t *blk = row + (size_t)b * stride;
+                    int shift;
+                    __m256i u = unsigned_weights(format, blk, &shift);
+                    int32_t groups[8];
+                    _mm256_storeu_si256((__m256i *)groups, u);
+                    const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(f16_load(blk)), _mm512_loadu_ps(T[b].d));
+                    for (int i = 0; i < 8; i++) {
+                        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(groups[i]),
+                                                        _mm512_loadu_si512((const void *)T[b].qs[i]));
+                        if (shift >= 0) s = _mm512_sub_epi32(s, _mm512_slli_epi32(_mm512_loadu_si512((const void *)T[b].sums[i]), shift));
+                        acc[i] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(s), acc[i]);
+                    }
+                    if (has_min) minimum = _mm512_fmadd_ps(_mm512_set1_ps(f16_load(blk + 2)), _mm512_loadu_ps(T[b].s), minimum);
+                }
+                __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[4]), _mm512_add_ps(acc[2], acc[6])),
+                                           _mm512_add_ps(_mm512_add_ps(acc[1], acc[5]), _mm512_add_ps(acc[3], acc[7])));
+                float out[16];
+                _mm512_storeu_ps(out, _mm512_add_ps(sum, minimum));
+                for (int t = 0; t < 16; t++) y[(size_t)(16 * tile + t) * y_stride + r] = out[t];
+            }
+        }
+    }
+}
+
+static VNNI void matmul_tiles16_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_tile16_block *tiles,
+                                     int tile_count, int blocks, float *y, int y_stride) {
+    switch (format) {
+    case APUS_Q4_0: tile16_rows(APUS_Q4_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
+    case APUS_Q4_1: tile16_rows(APUS_Q4_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
+    case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
+    case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
+    default: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
+    }
+}
+#endif
+
+int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride) {
+    if (format != APUS_Q4_0 && format != APUS_Q4_1 && format != APUS_Q5_0 && format != APUS_Q5_1 && format != APUS_Q8_0) return 0;
+#if APUS_X86
+    if (apus_int8_isa() >= 2) {
+        matmul_tiles16_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tile_count, blocks, y, y_stride);
+        return 1;
+    }
+#endif
+    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)tiles; (void)tile_count; (void)blocks; (void)y; (void)y_stride;
+    return 0;
+}
+
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride) {
     if (format != APUS_Q4_0 && format != APUS_Q4_1 && format != APUS_Q5_0 && format != APUS_Q5_1 && format != APUS_Q8_0) return 0;

@@ -23,6 +23,19 @@ public struct PreparedActivations {
     private var blocks8: UnsafeMutablePointer<apus_q8_block>
     private var blocks8Capacity = 0
 
+    private var tile16: UnsafeMutablePointer<apus_tile16_block>?
+    private var tilesCapacity = 0
+
+    /// Room for `count` transposed sixteen-token blocks for the AVX-512 VNNI kernel.
+    mutating func tileBlocks(count: Int) -> UnsafeMutablePointer<apus_tile16_block> {
+        if count > tilesCapacity {
+            tile16?.deallocate()
+            tile16 = UnsafeMutablePointer<apus_tile16_block>.allocate(capacity: count)
+            tilesCapacity = count
+        }
+        return tile16!
+    }
+
     /// What the buffer currently holds, so a caller may reuse it for the same input.
     struct Key: Equatable {
         let input: UnsafePointer<Float>
@@ -43,6 +56,7 @@ public struct PreparedActivations {
     public func release() {
         storage.deallocate()
         blocks8.deallocate()
+        tile16?.deallocate()
     }
 
     /// Room for `count` 8-bit activation blocks for the C kernels.

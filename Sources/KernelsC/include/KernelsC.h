@@ -40,6 +40,25 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride);
 
+/// Sixteen tokens' activations for one block, transposed for 512-bit VNNI: `qs[i][t]` holds
+/// bytes 4i..4i+3 of token t's block, `sums[i][t]` their sum (for the formats whose weights
+/// carry an offset).
+typedef struct {
+    int32_t qs[8][16];
+    int32_t sums[8][16];
+    float d[16];
+    float s[16];
+} apus_tile16_block;
+
+/// Fills tiles [tile_begin, tile_end) (tokens 16·tile ..< 16·tile + 16) from quantized
+/// activation rows of `blocks` blocks each; tile k's blocks start at `out + k * blocks`.
+void apus_build_tiles16(const apus_q8_block *activations, int blocks, int tile_begin, int tile_end, apus_tile16_block *out);
+
+/// Like `apus_matmul_q8` for `tiles` full tiles of sixteen tokens, with AVX-512 VNNI; gives
+/// bitwise the results of `apus_matmul_q8` for every token. Returns 0 without AVX-512 VNNI.
+int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride);
+
 /// One query head against `visible` cached positions (keys and values f16, rows `kv_stride`
 /// halves apart), online softmax in ggml's flash-attention order: `q` holds f16-rounded
 /// values, the value sum is kept in f16. Writes `d` outputs. Returns 0 when this CPU lacks
