@@ -26,7 +26,7 @@ public enum IntegerKernels {
     public static func limit(to level: Level) -> Level { Level(rawValue: apus_set_int8_isa(level.rawValue)) ?? .portable }
 
     static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
-                         pool: ThreadPool, scratch: inout PreparedActivations, reusing: Bool) {
+                         pool: ThreadPool, scratch: inout PreparedActivations, reusing: Bool, accumulate: Bool) {
         let blocks = w.cols / 32
         // One quantization serves every int8 format: the block sum is always computed.
         let key = PreparedActivations.Key(input: x, rows: tokens, count: w.cols, format: nil, precision: .int8, lanes: 0)
@@ -60,13 +60,13 @@ public enum IntegerKernels {
         pool.parallelFor(w.rows, minimumChunk: 16) { rows in
             if tileCount > 0 {
                 let done = apus_matmul_tiles16(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
-                                               tileInput.value, Int32(tileCount), Int32(blocks), out.value, Int32(w.rows))
+                                               tileInput.value, Int32(tileCount), Int32(blocks), out.value, Int32(w.rows), accumulate ? 1 : 0)
                 precondition(done == 1, "the VNNI kernel refused format \(w.format)")
             }
             if tiled < tokens {
                 let done = apus_matmul_q8(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
                                           input.value + tiled * blocks, Int32(tokens - tiled), Int32(blocks),
-                                          out.value + tiled * w.rows, Int32(w.rows))
+                                          out.value + tiled * w.rows, Int32(w.rows), accumulate ? 1 : 0)
                 precondition(done == 1, "the C kernels refused format \(w.format)")
             }
         }

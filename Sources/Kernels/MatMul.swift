@@ -35,13 +35,15 @@ public enum MatMul {
     ///
     /// With `reusingActivations`, the caller promises that `x` has not changed since the
     /// previous call with this scratch (Q, K and V share their input, as do gate and up);
-    /// the converted activations are then reused when they suit this matrix's format.
+    /// the converted activations are then reused when they suit this matrix's format. With
+    /// `accumulating`, the products are added to `y` (a residual connection) instead of
+    /// replacing it.
     public static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
                                 precision: ActivationPrecision, pool: ThreadPool, scratch: inout PreparedActivations,
-                                reusingActivations: Bool = false) {
+                                reusingActivations: Bool = false, accumulating: Bool = false) {
         guard tokens > 0 else { return }
         if precision == .int8, w.format.isQuantized, IntegerKernels.level != .portable {
-            IntegerKernels.multiply(w, x, tokens: tokens, into: y, pool: pool, scratch: &scratch, reusing: reusingActivations)
+            IntegerKernels.multiply(w, x, tokens: tokens, into: y, pool: pool, scratch: &scratch, reusing: reusingActivations, accumulate: accumulating)
             return
         }
         let lanes = tokens == 1 ? 1 : Self.lanes
@@ -52,25 +54,25 @@ public enum MatMul {
         }
         let act = scratch
         switch w.format {
-        case .f32: run(F32Layout.self, w, act, y, pool)
-        case .f16: run(F16Layout.self, w, act, y, pool)
-        case .bf16: run(BF16Layout.self, w, act, y, pool)
-        case .q4_0: run(Q4_0Layout.self, w, act, y, pool)
-        case .q4_1: run(Q4_1Layout.self, w, act, y, pool)
-        case .q5_0: run(Q5_0Layout.self, w, act, y, pool)
-        case .q5_1: run(Q5_1Layout.self, w, act, y, pool)
-        case .q8_0: run(Q8_0Layout.self, w, act, y, pool)
+        case .f32: run(F32Layout.self, w, act, y, pool, accumulating)
+        case .f16: run(F16Layout.self, w, act, y, pool, accumulating)
+        case .bf16: run(BF16Layout.self, w, act, y, pool, accumulating)
+        case .q4_0: run(Q4_0Layout.self, w, act, y, pool, accumulating)
+        case .q4_1: run(Q4_1Layout.self, w, act, y, pool, accumulating)
+        case .q5_0: run(Q5_0Layout.self, w, act, y, pool, accumulating)
+        case .q5_1: run(Q5_1Layout.self, w, act, y, pool, accumulating)
+        case .q8_0: run(Q8_0Layout.self, w, act, y, pool, accumulating)
         }
     }
 
     private static func run<L: WeightBlockLayout>(_ layout: L.Type, _ w: WeightMatrix, _ act: PreparedActivations,
-                                                  _ y: UnsafeMutablePointer<Float>, _ pool: ThreadPool) {
+                                                  _ y: UnsafeMutablePointer<Float>, _ pool: ThreadPool, _ accumulate: Bool) {
         let out = UncheckedBox(y)
         pool.parallelFor(w.rows, minimumChunk: 16) { rows in
             if act.lanes == 1 {
-                singleToken(layout, w, act, out.value, rows)
+                singleToken(layout, w, act, out.value, rows, accumulate)
             } else {
-                tiled(layout, w, act, out.value, rows)
+                tiled(layout, w, act, out.value, rows, accumulate)
             }
         }
     }
@@ -89,7 +91,7 @@ public enum MatMul {
     }
 
     static func singleToken<L: WeightBlockLayout>(_ layout: L.Type, _ w: WeightMatrix, _ act: PreparedActivations,
-                                                 _ y: UnsafeMutablePointer<Float>, _ rows: Range<Int>) {
+                                                 _ y: UnsafeMutablePointer<Float>, _ rows: Range<Int>, _ accumulate: Bool) {
         withUnsafeTemporaryAllocation(byteCount: 128, alignment: 64) { pad in
             let a = act.block(tile: 0, block: 0)
             for r in rows {
@@ -103,13 +105,13 @@ public enum MatMul {
                     let isum = (blk.low * q0 + blk.high * q1).sum()
                     acc += (blk.d * ab[32]) * isum + blk.m * ab[33]
                 }
-                y[r] = acc
+                y[r] = accumulate ? y[r] + acc : acc
             }
         }
     }
 
     static func tiled<L: WeightBlockLayout>(_ layout: L.Type, _ w: WeightMatrix, _ act: PreparedActivations,
-                                           _ y: UnsafeMutablePointer<Float>, _ rows: Range<Int>) {
+                                           _ y: UnsafeMutablePointer<Float>, _ rows: Range<Int>, _ accumulate: Bool) {
         typealias V = SIMD16<Float>
         let tiles = act.tiles
         withUnsafeTemporaryAllocation(byteCount: 128 + 32 * 4, alignment: 64) { scratch in
@@ -159,7 +161,10 @@ public enum MatMul {
                     for k in 0..<group {
                         let v = k == 0 ? acc.0 : k == 1 ? acc.1 : k == 2 ? acc.2 : acc.3
                         let first = (g + k) * 16
-                        for lane in 0..<min(16, act.rows - first) { y[(first + lane) * w.rows + r] = v[lane] }
+                        for lane in 0..<min(16, act.rows - first) {
+                            let slot = y + (first + lane) * w.rows + r
+                            slot.pointee = accumulate ? slot.pointee + v[lane] : v[lane]
+                        }
                     }
                     g += group
                 }

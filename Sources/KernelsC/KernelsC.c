@@ -64,6 +64,10 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
     }
 }
 
+// Writes an output, or adds it to what is there (the residual connection folded into the
+// output projections): the same single float addition a separate pass would make.
+#define STORE(slot, value) ((slot) = accumulate ? (slot) + (value) : (value))
+
 #if APUS_X86
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -217,7 +221,7 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
 #define HAS_MIN(format) ((format) == APUS_Q4_1 || (format) == APUS_Q5_1)
 #define DEFINE_MATMUL(NAME, ATTR, ROW_DOT, DOT_U, DOT_S)                                                          \
     static inline __attribute__((always_inline)) ATTR void NAME##_tokens(int format, const uint8_t *row, int stride, const apus_q8_block *act,     \
-                                          int blocks, float *y, int y_stride) {                                   \
+                                          int blocks, float *y, int y_stride, int accumulate) {                                   \
         __m256 acc[TILE];                                                                                          \
         float minimum[TILE];                                                                                       \
         for (int k = 0; k < TILE; k++) { acc[k] = _mm256_setzero_ps(); minimum[k] = 0; }                           \
@@ -231,38 +235,38 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
                 if (HAS_MIN(format)) minimum[k] = fmaf(u.m, a->s, minimum[k]);                                     \
             }                                                                                                      \
         }                                                                                                          \
-        for (int k = 0; k < TILE; k++) y[(size_t)k * y_stride] = hsum8(acc[k]) + minimum[k];                       \
+        for (int k = 0; k < TILE; k++) STORE(y[(size_t)k * y_stride], hsum8(acc[k]) + minimum[k]);                  \
     }                                                                                                              \
     static inline __attribute__((always_inline)) ATTR void NAME##_format(int format, const uint8_t *w, size_t row_bytes, \
-                          int r0, int r1, const apus_q8_block *act, int tokens, int blocks, float *y, int y_stride) { \
+                          int r0, int r1, const apus_q8_block *act, int tokens, int blocks, float *y, int y_stride, int accumulate) { \
         int stride = block_bytes(format);                                                                          \
         int tiled = tokens / TILE * TILE;                                                                          \
         for (int r = r0; r < r1; r++) {                                                                            \
             const uint8_t *row = w + (size_t)r * row_bytes;                                                        \
             for (int t = 0; t < tiled; t += TILE)                                                                  \
-                NAME##_tokens(format, row, stride, act + (size_t)t * blocks, blocks, y + (size_t)t * y_stride + r, y_stride); \
+                NAME##_tokens(format, row, stride, act + (size_t)t * blocks, blocks, y + (size_t)t * y_stride + r, y_stride, accumulate); \
         }                                                                                                          \
         for (int t = tiled; t < tokens; t++) {                                                                     \
             const apus_q8_block *a = act + (size_t)t * blocks;                                                     \
             float *yt = y + (size_t)t * y_stride;                                                                  \
-            for (int r = r0; r < r1; r++) yt[r] = ROW_DOT(format, w + (size_t)r * row_bytes, a, blocks);           \
+            for (int r = r0; r < r1; r++) STORE(yt[r], ROW_DOT(format, w + (size_t)r * row_bytes, a, blocks));      \
         }                                                                                                          \
     }                                                                                                              \
     /* One copy of the loops per format, so unpacking and signedness are decided at compile time. */              \
     static ATTR void NAME(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8_block *act, \
-                          int tokens, int blocks, float *y, int y_stride) {                                        \
+                          int tokens, int blocks, float *y, int y_stride, int accumulate) {                        \
         if (tokens < TILE) {                                                                                       \
             for (int r = r0; r < r1; r++)                                                                          \
                 for (int t = 0; t < tokens; t++)                                                                   \
-                    y[(size_t)t * y_stride + r] = ROW_DOT(format, w + (size_t)r * row_bytes, act + (size_t)t * blocks, blocks); \
+                    STORE(y[(size_t)t * y_stride + r], ROW_DOT(format, w + (size_t)r * row_bytes, act + (size_t)t * blocks, blocks)); \
             return;                                                                                                \
         }                                                                                                          \
         switch (format) {                                                                                          \
-        case APUS_Q4_0: NAME##_format(APUS_Q4_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride); break;   \
-        case APUS_Q4_1: NAME##_format(APUS_Q4_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride); break;   \
-        case APUS_Q5_0: NAME##_format(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride); break;   \
-        case APUS_Q5_1: NAME##_format(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride); break;   \
-        default: NAME##_format(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride); break;          \
+        case APUS_Q4_0: NAME##_format(APUS_Q4_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
+        case APUS_Q4_1: NAME##_format(APUS_Q4_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
+        case APUS_Q5_0: NAME##_format(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
+        case APUS_Q5_1: NAME##_format(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
+        default: NAME##_format(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;          \
         }                                                                                                          \
     }
 
@@ -377,7 +381,7 @@ static inline __attribute__((always_inline)) VNNI __m256i unsigned_weights(int f
 // repeats hsum8's tree, so the results are bitwise those of apus_matmul_q8.
 static inline __attribute__((always_inline)) VNNI void tile16_rows(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
                                                                     const apus_tile16_block *tiles, int tile_count, int blocks,
-                                                                    float *y, int y_stride) {
+                                                                    float *y, int y_stride, int accumulate) {
     const int stride = block_bytes(format);
     const int has_min = format == APUS_Q4_1 || format == APUS_Q5_1;
     for (int chunk = r0; chunk < r1; chunk += 16) {
@@ -408,50 +412,50 @@ static inline __attribute__((always_inline)) VNNI void tile16_rows(int format, c
                                            _mm512_add_ps(_mm512_add_ps(acc[1], acc[5]), _mm512_add_ps(acc[3], acc[7])));
                 float out[16];
                 _mm512_storeu_ps(out, _mm512_add_ps(sum, minimum));
-                for (int t = 0; t < 16; t++) y[(size_t)(16 * tile + t) * y_stride + r] = out[t];
+                for (int t = 0; t < 16; t++) STORE(y[(size_t)(16 * tile + t) * y_stride + r], out[t]);
             }
         }
     }
 }
 
 static VNNI void matmul_tiles16_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_tile16_block *tiles,
-                                     int tile_count, int blocks, float *y, int y_stride) {
+                                     int tile_count, int blocks, float *y, int y_stride, int accumulate) {
     switch (format) {
-    case APUS_Q4_0: tile16_rows(APUS_Q4_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
-    case APUS_Q4_1: tile16_rows(APUS_Q4_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
-    case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
-    case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
-    default: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride); break;
+    case APUS_Q4_0: tile16_rows(APUS_Q4_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
+    case APUS_Q4_1: tile16_rows(APUS_Q4_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
+    case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
+    case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
+    default: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
     }
 }
 #endif
 
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride) {
+                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride, int accumulate) {
     if (format != APUS_Q4_0 && format != APUS_Q4_1 && format != APUS_Q5_0 && format != APUS_Q5_1 && format != APUS_Q8_0) return 0;
 #if APUS_X86
     if (apus_int8_isa() >= 2) {
-        matmul_tiles16_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tile_count, blocks, y, y_stride);
+        matmul_tiles16_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tile_count, blocks, y, y_stride, accumulate);
         return 1;
     }
 #endif
-    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)tiles; (void)tile_count; (void)blocks; (void)y; (void)y_stride;
+    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)tiles; (void)tile_count; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
     return 0;
 }
 
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                   const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride) {
+                   const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate) {
     if (format != APUS_Q4_0 && format != APUS_Q4_1 && format != APUS_Q5_0 && format != APUS_Q5_1 && format != APUS_Q8_0) return 0;
 #if APUS_X86
     switch (apus_int8_isa()) {
     case 2:
-        matmul_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride);
+        matmul_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate);
         return 1;
     case 1:
-        matmul_avx2(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride);
+        matmul_avx2(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate);
         return 1;
     }
 #endif
-    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)activations; (void)tokens; (void)blocks; (void)y; (void)y_stride;
+    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)activations; (void)tokens; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
     return 0;
 }

@@ -1,3 +1,4 @@
+import Foundation
 import GGUF
 import Kernels
 
@@ -81,6 +82,10 @@ public final class Llama: LanguageModel, @unchecked Sendable {
     let outputNorm: [Float]
     let outputHead: WeightMatrix
     let pool: ThreadPool
+    /// Activation buffers reused by every forward pass (grown, never shrunk), so the
+    /// per-token loop allocates nothing but the returned logits.
+    private let workspace = Workspace()
+    private let workspaceLock = NSLock()
     let ropeLayout: RoPE.Layout = .normal
 
     public var vocabularySize: Int { hyperparameters.vocabularySize }
@@ -152,17 +157,11 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         let start = cache.length
         guard start + n <= cache.capacity else { throw ModelError.contextFull(needed: start + n, capacity: cache.capacity) }
 
-        let x = FloatBuffer(n * hp.width)
-        let normed = FloatBuffer(n * hp.width)
-        let q = FloatBuffer(n * hp.width)
-        let k = FloatBuffer(n * hp.kvWidth)
-        let v = FloatBuffer(n * hp.kvWidth)
-        let attended = FloatBuffer(n * hp.width)
-        let projected = FloatBuffer(n * hp.width)
-        let gate = FloatBuffer(n * hp.feedForwardWidth)
-        let up = FloatBuffer(n * hp.feedForwardWidth)
-        var scratch = PreparedActivations()
-        defer { scratch.release() }
+        workspaceLock.lock()
+        defer { workspaceLock.unlock() }
+        let ws = workspace.reserve(tokens: n, hyperparameters: hp)
+        let (x, normed, q, k, v) = (ws.x, ws.normed, ws.q, ws.k, ws.v)
+        let (attended, gate, up) = (ws.attended, ws.gate, ws.up)
         let precision = options.precision
         let shape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim)
 
@@ -174,33 +173,29 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             normalize(x, layer.attentionNorm, into: normed, tokens: n)
             let keys = cache.keys[l] + start * hp.kvWidth
             let values = cache.values[l] + start * hp.kvWidth
-            MatMul.multiply(layer.query, normed.pointer, tokens: n, into: q.pointer, precision: precision, pool: pool, scratch: &scratch)
-            MatMul.multiply(layer.key, normed.pointer, tokens: n, into: k.pointer, precision: precision, pool: pool, scratch: &scratch, reusingActivations: true)
-            MatMul.multiply(layer.value, normed.pointer, tokens: n, into: v.pointer, precision: precision, pool: pool, scratch: &scratch, reusingActivations: true)
+            MatMul.multiply(layer.query, normed.pointer, tokens: n, into: q.pointer, precision: precision, pool: pool, scratch: &workspace.scratch)
+            MatMul.multiply(layer.key, normed.pointer, tokens: n, into: k.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, reusingActivations: true)
+            MatMul.multiply(layer.value, normed.pointer, tokens: n, into: v.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, reusingActivations: true)
             pool.parallelFor(n, minimumChunk: 16) { tokens in
                 for t in tokens {
                     RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
-                    RoPE.apply(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
+                    RoPE.applyStoringF16(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, position: start + t,
+                                         base: hp.ropeBase, layout: ropeLayout, into: keys + t * hp.kvWidth)
+                    for i in (t * hp.kvWidth)..<((t + 1) * hp.kvWidth) { values[i] = Float16(v.pointer[i]) }
                 }
-            }
-            for i in 0..<(n * hp.kvWidth) {
-                keys[i] = Float16(k.pointer[i])
-                values[i] = Float16(v.pointer[i])
             }
             Attention.causal(queries: q.pointer, tokens: n, firstPosition: start, keys: cache.keys[l], values: cache.values[l],
                              shape: shape, into: attended.pointer, pool: pool)
-            MatMul.multiply(layer.output, attended.pointer, tokens: n, into: projected.pointer, precision: precision, pool: pool, scratch: &scratch)
-            for i in 0..<(n * hp.width) { x.pointer[i] += projected.pointer[i] }
+            MatMul.multiply(layer.output, attended.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, accumulating: true)
 
             normalize(x, layer.feedForwardNorm, into: normed, tokens: n)
-            MatMul.multiply(layer.gate, normed.pointer, tokens: n, into: gate.pointer, precision: precision, pool: pool, scratch: &scratch)
-            MatMul.multiply(layer.up, normed.pointer, tokens: n, into: up.pointer, precision: precision, pool: pool, scratch: &scratch, reusingActivations: true)
+            MatMul.multiply(layer.gate, normed.pointer, tokens: n, into: gate.pointer, precision: precision, pool: pool, scratch: &workspace.scratch)
+            MatMul.multiply(layer.up, normed.pointer, tokens: n, into: up.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, reusingActivations: true)
             let ffn = hp.feedForwardWidth
             pool.parallelFor(n * ffn, minimumChunk: 4096) { r in
                 Activation.swiglu(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
             }
-            MatMul.multiply(layer.down, gate.pointer, tokens: n, into: projected.pointer, precision: precision, pool: pool, scratch: &scratch)
-            for i in 0..<(n * hp.width) { x.pointer[i] += projected.pointer[i] }
+            MatMul.multiply(layer.down, gate.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, accumulating: true)
         }
         cache.length = start + n
 
@@ -213,7 +208,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         }
         var logits = [Float](repeating: 0, count: rows * hp.vocabularySize)
         logits.withUnsafeMutableBufferPointer { out in
-            MatMul.multiply(outputHead, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &scratch)
+            MatMul.multiply(outputHead, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &workspace.scratch)
         }
         return logits
     }

@@ -94,6 +94,32 @@ final class MatMulTests: XCTestCase {
         }
     }
 
+    /// Accumulating into `y` is bitwise the product added to what was there, on every path.
+    func testAccumulatingAddsTheProduct() {
+        var seed: UInt64 = 11
+        let rows = 21, cols = 32 * 3, tokens = 18
+        for level in levels {
+            IntegerKernels.limit(to: level)
+            for format in [TensorFormat.q4_1, .q8_0, .f16] {
+                for precision in ActivationPrecision.allCases {
+                    let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
+                    let x = Reference.randomValues(cols * tokens, seed: &seed)
+                    let base = Reference.randomValues(rows * tokens, seed: &seed)
+                    var scratch = PreparedActivations()
+                    defer { scratch.release() }
+                    stored.withUnsafeBytes { raw in
+                        let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
+                        var product = [Float](repeating: 0, count: rows * tokens)
+                        MatMul.multiply(w, x, tokens: tokens, into: &product, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch)
+                        var y = base
+                        MatMul.multiply(w, x, tokens: tokens, into: &y, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch, accumulating: true)
+                        XCTAssertEqual(y.map(\.bitPattern), zip(base, product).map { ($0 + $1).bitPattern }, "\(level) \(format) \(precision)")
+                    }
+                }
+            }
+        }
+    }
+
     func testThisMachineUsesTheBestLevel() {
         XCTAssertEqual(IntegerKernels.level, IntegerKernels.available)
     }

@@ -36,9 +36,10 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
 /// y[t * y_stride + r] = Σ_b (d_w d_a Σ q_w q_a + m_w s_a) for rows [row_begin, row_end) of a
 /// weight matrix stored `row_bytes` apart, against `tokens` activation rows of `blocks`
 /// blocks each. Every output element is reduced in the same order whatever `tokens` is.
-/// Returns 0 if the format or instruction set is not supported here.
+/// With `accumulate`, adds to `y` instead of overwriting it. Returns 0 if the format or
+/// instruction set is not supported here.
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                   const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride);
+                   const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate);
 
 /// Sixteen tokens' activations for one block, transposed for 512-bit VNNI: `qs[i][t]` holds
 /// bytes 4i..4i+3 of token t's block, `sums[i][t]` their sum (for the formats whose weights
@@ -57,7 +58,7 @@ void apus_build_tiles16(const apus_q8_block *activations, int blocks, int tile_b
 /// Like `apus_matmul_q8` for `tiles` full tiles of sixteen tokens, with AVX-512 VNNI; gives
 /// bitwise the results of `apus_matmul_q8` for every token. Returns 0 without AVX-512 VNNI.
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride);
+                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride, int accumulate);
 
 /// One query head against `visible` cached positions (keys and values f16, rows `kv_stride`
 /// halves apart), online softmax in ggml's flash-attention order: `q` holds f16-rounded
