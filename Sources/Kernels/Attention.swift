@@ -28,51 +28,136 @@ public enum Attention {
         public var kvStride: Int { kvHeads * headDim }
     }
 
+    /// Keys are processed in fixed chunks of this many positions, each with its own online
+    /// softmax, and the chunks combined in order (FlashDecoding, Dao et al. 2023). Decoding
+    /// one token spreads the chunks over the threads; a batch computes the same chunks in
+    /// turn, so a query gets bitwise the same result either way. Contexts up to one chunk
+    /// are a single pass, exactly llama.cpp's arithmetic.
+    public static let chunkPositions = 512
+
     /// For each of `tokens` queries (row stride `heads · headDim`), the query at position
     /// `firstPosition + t` attends to cached positions `0...firstPosition + t`. `keys` and
     /// `values` hold one row of `kvHeads · headDim` per position.
     public static func causal(queries: UnsafePointer<Float>, tokens: Int, firstPosition: Int,
                               keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, shape: Shape,
                               into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let group = shape.heads / shape.kvHeads
         let d = shape.headDim
-        let scale = 1 / Float(d).squareRoot()
+        let visibleMax = firstPosition + tokens
+        let chunksMax = (visibleMax + chunkPositions - 1) / chunkPositions
+        if tokens == 1 && chunksMax > 1 {
+            splitDecode(query: queries, position: firstPosition, keys: keys, values: values, shape: shape, into: output, pool: pool)
+            return
+        }
         let qStride = shape.heads * d
         let out = UncheckedBox(output)
         pool.parallelFor(tokens * shape.heads) { range in
             let q = UnsafeMutablePointer<Float>.allocate(capacity: d)
+            let partial = Partials(chunks: chunksMax, headDim: d)
             defer { q.deallocate() }
             for item in range {
                 // Causal rows grow with t, so rows are visited short-long-short-long (0, n-1,
                 // 1, n-2, ...): any contiguous range of items then holds a fair share of work.
                 let j = item / shape.heads, h = item % shape.heads
                 let t = j % 2 == 0 ? j / 2 : tokens - 1 - j / 2
-                let kvh = h / group
                 let query = queries + t * qStride + h * d
                 for i in 0..<d { q[i] = HalfPrecision.roundToF16(query[i]) }
                 let visible = firstPosition + t + 1
-                let o = out.value + t * qStride + h * d
-                let k0 = UnsafeRawPointer(keys + kvh * d).assumingMemoryBound(to: UInt16.self)
-                let v0 = UnsafeRawPointer(values + kvh * d).assumingMemoryBound(to: UInt16.self)
-                if apus_attention_f16(q, k0, v0, Int32(visible), Int32(shape.kvStride), Int32(d), scale, o) == 1 { continue }
-                o.initialize(repeating: 0, count: d)
-                var m = -Float.infinity, sum: Float = 0  // running maximum and softmax denominator
-                for p in 0..<visible {
-                    let score = dotF16(q, keys + p * shape.kvStride + kvh * d, d) * scale
-                    var ms: Float = 1, vs: Float = 1
-                    if score > m {
-                        ms = m == -.infinity ? 0 : expf(m - score)
-                        m = score
-                    } else {
-                        vs = expf(score - m)
-                    }
-                    accumulateF16(o, scale: ms, plus: values + p * shape.kvStride + kvh * d, times: vs, d)
-                    sum = vs.addingProduct(sum, ms)
+                let chunks = (visible + chunkPositions - 1) / chunkPositions
+                for c in 0..<chunks {
+                    chunk(q, keys: keys, values: values, shape: shape, head: h, positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
+                          into: partial, index: c)
                 }
-                let inv = 1 / sum
-                for i in 0..<d { o[i] *= inv }
+                partial.combine(chunks, into: out.value + t * qStride + h * d)
             }
         }
+    }
+
+    /// The unnormalised value sums, maxima and denominators of a query's chunks.
+    final class Partials {
+        let sums: UnsafeMutablePointer<Float>
+        var maxima: [Float]
+        var denominators: [Float]
+        let headDim: Int
+
+        init(chunks: Int, headDim: Int) {
+            sums = .allocate(capacity: max(chunks, 1) * headDim)
+            maxima = Array(repeating: 0, count: max(chunks, 1))
+            denominators = Array(repeating: 0, count: max(chunks, 1))
+            self.headDim = headDim
+        }
+
+        deinit { sums.deallocate() }
+
+        /// Softmax-weighted values over all chunks, combined in chunk order.
+        func combine(_ chunks: Int, into o: UnsafeMutablePointer<Float>) {
+            let d = headDim
+            if chunks == 1 {
+                let inv = 1 / denominators[0]
+                for i in 0..<d { o[i] = sums[i] * inv }
+                return
+            }
+            let m = maxima[0..<chunks].max()!
+            var total: Float = 0
+            o.initialize(repeating: 0, count: d)
+            for c in 0..<chunks {
+                let w = expf(maxima[c] - m)
+                total = total.addingProduct(denominators[c], w)
+                for i in 0..<d { o[i] = o[i].addingProduct(sums[c * d + i], w) }
+            }
+            let inv = 1 / total
+            for i in 0..<d { o[i] *= inv }
+        }
+    }
+
+    /// One query head over `positions` of the cache: an online softmax pass into chunk `index`.
+    static func chunk(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, shape: Shape,
+                      head h: Int, positions: Range<Int>, into partial: Partials, index c: Int) {
+        let d = shape.headDim
+        let kvh = h / (shape.heads / shape.kvHeads)
+        let scale = 1 / Float(d).squareRoot()
+        let k0 = keys + positions.lowerBound * shape.kvStride + kvh * d
+        let v0 = values + positions.lowerBound * shape.kvStride + kvh * d
+        let o = partial.sums + c * d
+        var m = -Float.infinity, sum: Float = 0  // running maximum and softmax denominator
+        let done = apus_attention_f16(q, UnsafeRawPointer(k0).assumingMemoryBound(to: UInt16.self), UnsafeRawPointer(v0).assumingMemoryBound(to: UInt16.self),
+                                      Int32(positions.count), Int32(shape.kvStride), Int32(d), scale, o, &m, &sum)
+        if done == 0 {
+            o.initialize(repeating: 0, count: d)
+            for p in 0..<positions.count {
+                let score = dotF16(q, k0 + p * shape.kvStride, d) * scale
+                var ms: Float = 1, vs: Float = 1
+                if score > m {
+                    ms = m == -.infinity ? 0 : expf(m - score)
+                    m = score
+                } else {
+                    vs = expf(score - m)
+                }
+                accumulateF16(o, scale: ms, plus: v0 + p * shape.kvStride, times: vs, d)
+                sum = vs.addingProduct(sum, ms)
+            }
+        }
+        partial.maxima[c] = m
+        partial.denominators[c] = sum
+    }
+
+    /// One token against a long context: every (head, chunk) pair is a work item.
+    static func splitDecode(query: UnsafePointer<Float>, position: Int, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
+                            shape: Shape, into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let d = shape.headDim
+        let visible = position + 1
+        let chunks = (visible + chunkPositions - 1) / chunkPositions
+        let q = UnsafeMutablePointer<Float>.allocate(capacity: shape.heads * d)
+        defer { q.deallocate() }
+        for i in 0..<(shape.heads * d) { q[i] = HalfPrecision.roundToF16(query[i]) }
+        let partials = (0..<shape.heads).map { _ in Partials(chunks: chunks, headDim: d) }
+        pool.parallelFor(shape.heads * chunks) { range in
+            for item in range {
+                let h = item / chunks, c = item % chunks
+                chunk(q + h * d, keys: keys, values: values, shape: shape, head: h,
+                      positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials[h], index: c)
+            }
+        }
+        for h in 0..<shape.heads { partials[h].combine(chunks, into: output + h * d) }
     }
 
     /// `Σ q[i] · k[i]` over f16 keys in the order of ggml's AVX-512 `ggml_vec_dot_f16`: four

@@ -297,11 +297,11 @@ static inline AVX2 float dot_f16(const float *q, const uint16_t *k, int d) {
     return (float)dot;
 }
 
-static AVX2 void attention_avx2(const float *q, const uint16_t *keys, const uint16_t *values, int visible, int kv_stride,
-                                int d, float scale, float *o) {
+static AVX2 void attention_avx2(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride,
+                                int d, float scale, float *o, float *max_out, float *sum_out) {
     for (int i = 0; i < d; i++) o[i] = 0;
     float m = -INFINITY, sum = 0;
-    for (int p = 0; p < visible; p++) {
+    for (int p = 0; p < count; p++) {
         float score = dot_f16(q, keys + (size_t)p * kv_stride, d) * scale;
         float ms = 1, vs = 1;
         if (score > m) {
@@ -327,20 +327,20 @@ static AVX2 void attention_avx2(const float *q, const uint16_t *keys, const uint
         }
         sum = fmaf(sum, ms, vs);
     }
-    float inv = 1 / sum;
-    for (int i = 0; i < d; i++) o[i] *= inv;
+    *max_out = m;
+    *sum_out = sum;
 }
 #endif
 
-int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int visible, int kv_stride, int d,
-                       float scale, float *out) {
+int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride, int d,
+                       float scale, float *out, float *max_out, float *sum_out) {
 #if APUS_X86
     if (apus_int8_isa() >= 1) {
-        attention_avx2(q, keys, values, visible, kv_stride, d, scale, out);
+        attention_avx2(q, keys, values, count, kv_stride, d, scale, out, max_out, sum_out);
         return 1;
     }
 #endif
-    (void)q; (void)keys; (void)values; (void)visible; (void)kv_stride; (void)d; (void)scale; (void)out;
+    (void)q; (void)keys; (void)values; (void)count; (void)kv_stride; (void)d; (void)scale; (void)out; (void)max_out; (void)sum_out;
     return 0;
 }
 

@@ -82,4 +82,40 @@ final class OperatorTests: XCTestCase {
             }
         }
     }
+
+    /// Past one chunk of positions, a decoded token (split over threads by chunk) gets
+    /// bitwise the result the same query gets inside a batch, and both match the reference.
+    func testSplitKVDecodeMatchesTheBatchAndTheReference() {
+        defer { IntegerKernels.limit(to: .avx512vnni) }
+        var seed: UInt64 = 8
+        let heads = 4, kvHeads = 2, d = 16, positions = 2 * Attention.chunkPositions + 77
+        let shape = Attention.Shape(heads: heads, kvHeads: kvHeads, headDim: d)
+        let k = Reference.randomValues(positions * kvHeads * d, seed: &seed).map { Float16($0) }
+        let v = Reference.randomValues(positions * kvHeads * d, seed: &seed).map { Float16($0) }
+        let batch = 3
+        let q = Reference.randomValues(batch * heads * d, seed: &seed, scale: 3)
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+            IntegerKernels.limit(to: level)
+            var batched = [Float](repeating: 0, count: batch * heads * d)
+            Attention.causal(queries: q, tokens: batch, firstPosition: positions - batch, keys: k, values: v, shape: shape, into: &batched, pool: ThreadPool(threads: 2))
+            var single = [Float](repeating: 0, count: heads * d)
+            Array(q[((batch - 1) * heads * d)...]).withUnsafeBufferPointer { last in
+                Attention.causal(queries: last.baseAddress!, tokens: 1, firstPosition: positions - 1, keys: k, values: v, shape: shape, into: &single, pool: ThreadPool(threads: 3))
+            }
+            XCTAssertEqual(single.map(\.bitPattern), batched[((batch - 1) * heads * d)...].map(\.bitPattern), "\(level)")
+            for h in 0..<heads {
+                let g = h / (heads / kvHeads)
+                let scores = (0..<positions).map { p in
+                    (0..<d).reduce(0.0) { $0 + Double(Float(Float16(q[(batch - 1) * heads * d + h * d + $1]))) * Double(Float(k[p * kvHeads * d + g * d + $1])) } / Double(d).squareRoot()
+                }
+                let m = scores.max()!
+                let w = scores.map { exp($0 - m) }
+                let z = w.reduce(0, +)
+                for i in 0..<d {
+                    let expected = (0..<positions).reduce(0.0) { $0 + w[$1] / z * Double(Float(v[$1 * kvHeads * d + g * d + i])) }
+                    XCTAssertEqual(Double(single[h * d + i]), expected, accuracy: 3e-3, "\(level) h \(h) i \(i)")
+                }
+            }
+        }
+    }
 }

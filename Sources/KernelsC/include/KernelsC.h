@@ -60,12 +60,13 @@ void apus_build_tiles16(const apus_q8_block *activations, int blocks, int tile_b
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                         const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride, int accumulate);
 
-/// One query head against `visible` cached positions (keys and values f16, rows `kv_stride`
+/// One query head against `count` cached positions (keys and values f16, rows `kv_stride`
 /// halves apart), online softmax in ggml's flash-attention order: `q` holds f16-rounded
-/// values, the value sum is kept in f16. Writes `d` outputs. Returns 0 when this CPU lacks
-/// AVX2/F16C (the caller then uses its portable path).
-int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int visible, int kv_stride, int d,
-                       float scale, float *out);
+/// values, the value sum is kept in f16. Writes the unnormalised `d` sums, the maximum
+/// score and the softmax denominator. Returns 0 when this CPU lacks AVX2/F16C (the caller
+/// then uses its portable path).
+int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride, int d,
+                       float scale, float *out, float *max_out, float *sum_out);
 
 /// A hint to the CPU that the caller is spinning (x86 `pause`).
 static inline void apus_spin_pause(void) {
