@@ -23,9 +23,9 @@ import KernelsC
 /// Matrix products `y = x · Wᵀ` over quantized weights.
 ///
 /// Each output element is `Σ_blocks (d_w · d_a · Σ q_w q_a + m_w · s_a)` with the blocks
-/// summed in order. On the int8 path the inner sums are integers below 2²⁴, so they are
-/// exact whatever their order: the single-token and the tiled kernel give bitwise the same
-/// result for a row.
+/// summed in order and each inner sum taken weight by weight with fused multiply-adds, in
+/// the single-token and the tiled kernel alike: a row's result is bitwise the same alone or
+/// in any batch, on the int8 and the fp32 path.
 public enum MatMul {
     /// Tokens per tile in the batched kernel (one 16-lane vector).
     public static let lanes = 16
@@ -100,10 +100,12 @@ public enum MatMul {
                 for b in 0..<act.blocks {
                     let blk = unpack(layout, w, row: row, block: b, pad: pad.baseAddress!)
                     let ab = a + b * PreparedActivations.stride
-                    let q0 = UnsafeRawPointer(ab).loadUnaligned(as: SIMD16<Float>.self)
-                    let q1 = UnsafeRawPointer(ab + 16).loadUnaligned(as: SIMD16<Float>.self)
-                    let isum = (blk.low * q0 + blk.high * q1).sum()
-                    acc += (blk.d * ab[32]) * isum + blk.m * ab[33]
+                    // The tiled kernel's order for one lane: a fused multiply-add per weight, in
+                    // weight order, so a token's result does not depend on its batch.
+                    var inner: Float = 0
+                    for j in 0..<16 { inner = inner.addingProduct(blk.low[j], ab[j]) }
+                    for j in 0..<16 { inner = inner.addingProduct(blk.high[j], ab[16 + j]) }
+                    acc += (blk.d * ab[32]) * inner + blk.m * ab[33]
                 }
                 y[r] = accumulate ? y[r] + acc : acc
             }

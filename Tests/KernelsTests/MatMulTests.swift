@@ -64,16 +64,18 @@ final class MatMulTests: XCTestCase {
         }
     }
 
-    /// The single-token and the tiled kernel give bitwise the same row on the int8 path,
+    /// The single-token and the tiled kernels give bitwise the same row on every path,
     /// whatever else is in the batch and however rows are split between threads.
-    func testInt8ResultsAreBatchInvariant() {
+    func testResultsAreBatchInvariant() {
         for level in levels {
             IntegerKernels.limit(to: level)
-            for format in [TensorFormat.q4_0, .q4_1, .q5_0, .q5_1, .q8_0] { checkBatchInvariance(format) }
+            for format in TensorFormat.allCases {
+                for precision in ActivationPrecision.allCases { checkBatchInvariance(format, precision) }
+            }
         }
     }
 
-    func checkBatchInvariance(_ format: TensorFormat) {
+    func checkBatchInvariance(_ format: TensorFormat, _ precision: ActivationPrecision) {
         var seed: UInt64 = 9
         let rows = 29, cols = 32 * 5
         let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
@@ -83,13 +85,13 @@ final class MatMulTests: XCTestCase {
         stored.withUnsafeBytes { raw in
             let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
             var batch = [Float](repeating: 0, count: 23 * rows)
-            MatMul.multiply(w, x, tokens: 23, into: &batch, precision: .int8, pool: ThreadPool(threads: 2), scratch: &scratch)
+            MatMul.multiply(w, x, tokens: 23, into: &batch, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch)
             for t in [0, 7, 22] {
                 var single = [Float](repeating: 0, count: rows)
                 Array(x[(t * cols)..<((t + 1) * cols)]).withUnsafeBufferPointer { xt in
-                    MatMul.multiply(w, xt.baseAddress!, tokens: 1, into: &single, precision: .int8, pool: ThreadPool(threads: 3), scratch: &scratch)
+                    MatMul.multiply(w, xt.baseAddress!, tokens: 1, into: &single, precision: precision, pool: ThreadPool(threads: 3), scratch: &scratch)
                 }
-                XCTAssertEqual(single.map(\.bitPattern), batch[(t * rows)..<((t + 1) * rows)].map(\.bitPattern), "\(format) \(IntegerKernels.level) token \(t)")
+                XCTAssertEqual(single.map(\.bitPattern), batch[(t * rows)..<((t + 1) * rows)].map(\.bitPattern), "\(format) \(precision) \(IntegerKernels.level) token \(t)")
             }
         }
     }
