@@ -25,11 +25,15 @@ public enum IntegerKernels {
     @discardableResult
     public static func limit(to level: Level) -> Level { Level(rawValue: apus_set_int8_isa(level.rawValue)) ?? .portable }
 
-    static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
+    /// Several matrices over the same input (Q, K and V; gate and up) in one pass of the
+    /// thread pool: the rows of all of them are split between the threads together.
+    static func multiply(_ products: [(WeightMatrix, UnsafeMutablePointer<Float>)], _ x: UnsafePointer<Float>, tokens: Int,
                          pool: ThreadPool, scratch: inout PreparedActivations, reusing: Bool, accumulate: Bool) {
-        let blocks = w.cols / 32
+        let cols = products[0].0.cols
+        precondition(products.allSatisfy { $0.0.cols == cols }, "grouped products need one input width")
+        let blocks = cols / 32
         // One quantization serves every int8 format: the block sum is always computed.
-        let key = PreparedActivations.Key(input: x, rows: tokens, count: w.cols, format: nil, precision: .int8, lanes: 0)
+        let key = PreparedActivations.Key(input: x, rows: tokens, count: cols, format: nil, precision: .int8, lanes: 0)
         let act = scratch.quantizedBlocks(count: tokens * blocks)
         // Full tiles of sixteen tokens go through the 512-bit kernel, the rest token by token;
         // both give every output bitwise the same value.
@@ -38,7 +42,7 @@ public enum IntegerKernels {
         if !(reusing && scratch.key == key) {
             let blocksOut = UncheckedBox(act)
             pool.parallelFor(tokens, minimumChunk: 8) { rows in
-                apus_quantize_q8(x + rows.lowerBound * w.cols, Int32(rows.count), Int32(w.cols), 1, blocksOut.value + rows.lowerBound * blocks)
+                apus_quantize_q8(x + rows.lowerBound * cols, Int32(rows.count), Int32(cols), 1, blocksOut.value + rows.lowerBound * blocks)
             }
             let tilesOut = UncheckedBox(tiles)
             pool.parallelFor(tileCount) { range in
@@ -46,29 +50,39 @@ public enum IntegerKernels {
             }
             scratch.key = key
         }
-        let format: Int32 = switch w.format {
+        let input = UncheckedBox(UnsafePointer(act))
+        let tileInput = UncheckedBox(UnsafePointer(tiles))
+        let tiled = tileCount * 16
+        let group = UncheckedBox(products)
+        let totalRows = products.reduce(0) { $0 + $1.0.rows }
+        pool.parallelFor(totalRows, minimumChunk: 16) { range in
+            var first = 0
+            for (w, y) in group.value {
+                defer { first += w.rows }
+                let lo = max(range.lowerBound, first) - first, hi = min(range.upperBound, first + w.rows) - first
+                guard lo < hi else { continue }
+                let format = cFormat(w.format)
+                if tileCount > 0 {
+                    let done = apus_matmul_tiles16(format, w.data, w.rowBytes, Int32(lo), Int32(hi), tileInput.value, Int32(tileCount),
+                                                   Int32(blocks), y, Int32(w.rows), accumulate ? 1 : 0)
+                    precondition(done == 1, "the VNNI kernel refused format \(w.format)")
+                }
+                if tiled < tokens {
+                    let done = apus_matmul_q8(format, w.data, w.rowBytes, Int32(lo), Int32(hi), input.value + tiled * blocks,
+                                              Int32(tokens - tiled), Int32(blocks), y + tiled * w.rows, Int32(w.rows), accumulate ? 1 : 0)
+                    precondition(done == 1, "the C kernels refused format \(w.format)")
+                }
+            }
+        }
+    }
+
+    static func cFormat(_ format: TensorFormat) -> Int32 {
+        switch format {
         case .q4_0: Int32(APUS_Q4_0)
         case .q4_1: Int32(APUS_Q4_1)
         case .q5_0: Int32(APUS_Q5_0)
         case .q5_1: Int32(APUS_Q5_1)
         default: Int32(APUS_Q8_0)
-        }
-        let out = UncheckedBox(y)
-        let input = UncheckedBox(UnsafePointer(act))
-        let tileInput = UncheckedBox(UnsafePointer(tiles))
-        let tiled = tileCount * 16
-        pool.parallelFor(w.rows, minimumChunk: 16) { rows in
-            if tileCount > 0 {
-                let done = apus_matmul_tiles16(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
-                                               tileInput.value, Int32(tileCount), Int32(blocks), out.value, Int32(w.rows), accumulate ? 1 : 0)
-                precondition(done == 1, "the VNNI kernel refused format \(w.format)")
-            }
-            if tiled < tokens {
-                let done = apus_matmul_q8(format, w.data, w.rowBytes, Int32(rows.lowerBound), Int32(rows.upperBound),
-                                          input.value + tiled * blocks, Int32(tokens - tiled), Int32(blocks),
-                                          out.value + tiled * w.rows, Int32(w.rows), accumulate ? 1 : 0)
-                precondition(done == 1, "the C kernels refused format \(w.format)")
-            }
         }
     }
 }

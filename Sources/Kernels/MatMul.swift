@@ -43,7 +43,7 @@ public enum MatMul {
                                 reusingActivations: Bool = false, accumulating: Bool = false) {
         guard tokens > 0 else { return }
         if precision == .int8, w.format.isQuantized, IntegerKernels.level != .portable {
-            IntegerKernels.multiply(w, x, tokens: tokens, into: y, pool: pool, scratch: &scratch, reusing: reusingActivations, accumulate: accumulating)
+            IntegerKernels.multiply([(w, y)], x, tokens: tokens, pool: pool, scratch: &scratch, reusing: reusingActivations, accumulate: accumulating)
             return
         }
         let lanes = tokens == 1 ? 1 : Self.lanes
@@ -74,6 +74,21 @@ public enum MatMul {
             } else {
                 tiled(layout, w, act, out.value, rows, accumulate)
             }
+        }
+    }
+
+    /// Several products over the same input `x`, such as Q, K and V: on the int8 kernels one
+    /// quantization and one pass of the thread pool for all of them; results are the same as
+    /// separate calls.
+    public static func multiply(_ products: [(WeightMatrix, UnsafeMutablePointer<Float>)], _ x: UnsafePointer<Float>, tokens: Int,
+                                precision: ActivationPrecision, pool: ThreadPool, scratch: inout PreparedActivations) {
+        guard tokens > 0, !products.isEmpty else { return }
+        if precision == .int8, IntegerKernels.level != .portable, products.allSatisfy({ $0.0.format.isQuantized && $0.0.cols == products[0].0.cols }) {
+            IntegerKernels.multiply(products, x, tokens: tokens, pool: pool, scratch: &scratch, reusing: false, accumulate: false)
+            return
+        }
+        for (i, (w, y)) in products.enumerated() {
+            multiply(w, x, tokens: tokens, into: y, precision: precision, pool: pool, scratch: &scratch, reusingActivations: i > 0)
         }
     }
 

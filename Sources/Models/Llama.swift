@@ -173,9 +173,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             normalize(x, layer.attentionNorm, into: normed, tokens: n)
             let keys = cache.keys[l] + start * hp.kvWidth
             let values = cache.values[l] + start * hp.kvWidth
-            MatMul.multiply(layer.query, normed.pointer, tokens: n, into: q.pointer, precision: precision, pool: pool, scratch: &workspace.scratch)
-            MatMul.multiply(layer.key, normed.pointer, tokens: n, into: k.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, reusingActivations: true)
-            MatMul.multiply(layer.value, normed.pointer, tokens: n, into: v.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, reusingActivations: true)
+            MatMul.multiply([(layer.query, q.pointer), (layer.key, k.pointer), (layer.value, v.pointer)], normed.pointer, tokens: n,
+                            precision: precision, pool: pool, scratch: &workspace.scratch)
             pool.parallelFor(n, minimumChunk: 16) { tokens in
                 for t in tokens {
                     RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
@@ -189,8 +188,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             MatMul.multiply(layer.output, attended.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, accumulating: true)
 
             normalize(x, layer.feedForwardNorm, into: normed, tokens: n)
-            MatMul.multiply(layer.gate, normed.pointer, tokens: n, into: gate.pointer, precision: precision, pool: pool, scratch: &workspace.scratch)
-            MatMul.multiply(layer.up, normed.pointer, tokens: n, into: up.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, reusingActivations: true)
+            MatMul.multiply([(layer.gate, gate.pointer), (layer.up, up.pointer)], normed.pointer, tokens: n,
+                            precision: precision, pool: pool, scratch: &workspace.scratch)
             let ffn = hp.feedForwardWidth
             pool.parallelFor(n * ffn, minimumChunk: 4096) { r in
                 Activation.swiglu(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)

@@ -122,6 +122,35 @@ final class MatMulTests: XCTestCase {
         }
     }
 
+    /// Products grouped over one input give bitwise what separate calls give.
+    func testGroupedProductsMatchSeparateCalls() {
+        var seed: UInt64 = 12
+        let cols = 32 * 4, tokens = 21
+        let shapes: [(TensorFormat, Int)] = [(.q4_1, 19), (.q8_0, 7), (.q5_0, 33)]
+        let stored = shapes.map { format, rows in (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) } }
+        let x = Reference.randomValues(cols * tokens, seed: &seed)
+        for level in levels {
+            IntegerKernels.limit(to: level)
+            var scratch = PreparedActivations()
+            defer { scratch.release() }
+            let pointers = stored.map { bytes in bytes.withUnsafeBytes { raw -> UnsafeMutableRawPointer in
+                let p = UnsafeMutableRawPointer.allocate(byteCount: raw.count, alignment: 64)
+                p.copyMemory(from: raw.baseAddress!, byteCount: raw.count)
+                return p
+            } }
+            defer { pointers.forEach { $0.deallocate() } }
+            let matrices = zip(shapes, pointers).map { WeightMatrix(format: $0.0, rows: $0.1, cols: cols, data: $1) }
+            let grouped = matrices.map { UnsafeMutablePointer<Float>.allocate(capacity: $0.rows * tokens) }
+            defer { grouped.forEach { $0.deallocate() } }
+            MatMul.multiply(Array(zip(matrices, grouped)), x, tokens: tokens, precision: .int8, pool: ThreadPool(threads: 2), scratch: &scratch)
+            for (w, y) in zip(matrices, grouped) {
+                var separate = [Float](repeating: 0, count: w.rows * tokens)
+                MatMul.multiply(w, x, tokens: tokens, into: &separate, precision: .int8, pool: ThreadPool(threads: 3), scratch: &scratch)
+                XCTAssertEqual(separate.map(\.bitPattern), (0..<(w.rows * tokens)).map { y[$0].bitPattern }, "\(level) \(w.format)")
+            }
+        }
+    }
+
     func testThisMachineUsesTheBestLevel() {
         XCTAssertEqual(IntegerKernels.level, IntegerKernels.available)
     }
