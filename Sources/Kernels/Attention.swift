@@ -51,9 +51,10 @@ public enum Attention {
         let qStride = shape.heads * d
         let out = UncheckedBox(output)
         pool.parallelFor(tokens * shape.heads) { range in
-            let q = UnsafeMutablePointer<Float>.allocate(capacity: d)
-            let partial = Partials(chunks: chunksMax, headDim: d)
-            defer { q.deallocate() }
+          // Scratch on the stack: nothing is allocated per step.
+          withUnsafeTemporaryAllocation(of: Float.self, capacity: d + Partials.floats(chunks: chunksMax, headDim: d)) { scratch in
+            let q = scratch.baseAddress!
+            let partial = Partials(q + d, chunks: chunksMax, headDim: d)
             for item in range {
                 // Causal rows grow with t, so rows are visited short-long-short-long (0, n-1,
                 // 1, n-2, ...): any contiguous range of items then holds a fair share of work.
@@ -69,24 +70,26 @@ public enum Attention {
                 }
                 partial.combine(chunks, into: out.value + t * qStride + h * d)
             }
+          }
         }
     }
 
-    /// The unnormalised value sums, maxima and denominators of a query's chunks.
-    final class Partials {
+    /// The unnormalised value sums, maxima and denominators of a query's chunks, in a
+    /// buffer the caller owns.
+    struct Partials {
         let sums: UnsafeMutablePointer<Float>
-        var maxima: [Float]
-        var denominators: [Float]
+        let maxima: UnsafeMutablePointer<Float>
+        let denominators: UnsafeMutablePointer<Float>
         let headDim: Int
 
-        init(chunks: Int, headDim: Int) {
-            sums = .allocate(capacity: max(chunks, 1) * headDim)
-            maxima = Array(repeating: 0, count: max(chunks, 1))
-            denominators = Array(repeating: 0, count: max(chunks, 1))
+        static func floats(chunks: Int, headDim: Int) -> Int { max(chunks, 1) * (headDim + 2) }
+
+        init(_ buffer: UnsafeMutablePointer<Float>, chunks: Int, headDim: Int) {
+            sums = buffer
+            maxima = buffer + max(chunks, 1) * headDim
+            denominators = maxima + max(chunks, 1)
             self.headDim = headDim
         }
-
-        deinit { sums.deallocate() }
 
         /// Softmax-weighted values over all chunks, combined in chunk order.
         func combine(_ chunks: Int, into o: UnsafeMutablePointer<Float>) {
@@ -96,7 +99,7 @@ public enum Attention {
                 for i in 0..<d { o[i] = sums[i] * inv }
                 return
             }
-            let m = maxima[0..<chunks].max()!
+            let m = UnsafeBufferPointer(start: maxima, count: chunks).max()!
             var total: Float = 0
             o.initialize(repeating: 0, count: d)
             for c in 0..<chunks {
@@ -146,18 +149,21 @@ public enum Attention {
         let d = shape.headDim
         let visible = position + 1
         let chunks = (visible + chunkPositions - 1) / chunkPositions
-        let q = UnsafeMutablePointer<Float>.allocate(capacity: shape.heads * d)
-        defer { q.deallocate() }
-        for i in 0..<(shape.heads * d) { q[i] = HalfPrecision.roundToF16(query[i]) }
-        let partials = (0..<shape.heads).map { _ in Partials(chunks: chunks, headDim: d) }
-        pool.parallelFor(shape.heads * chunks) { range in
-            for item in range {
-                let h = item / chunks, c = item % chunks
-                chunk(q + h * d, keys: keys, values: values, shape: shape, head: h,
-                      positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials[h], index: c)
+        let perHead = Partials.floats(chunks: chunks, headDim: d)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: shape.heads * (d + perHead)) { scratch in
+            let q = UncheckedBox(scratch.baseAddress!)
+            let buffers = UncheckedBox(scratch.baseAddress! + shape.heads * d)
+            for i in 0..<(shape.heads * d) { q.value[i] = HalfPrecision.roundToF16(query[i]) }
+            pool.parallelFor(shape.heads * chunks) { range in
+                for item in range {
+                    let h = item / chunks, c = item % chunks
+                    chunk(q.value + h * d, keys: keys, values: values, shape: shape, head: h,
+                          positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
+                          into: Partials(buffers.value + h * perHead, chunks: chunks, headDim: d), index: c)
+                }
             }
+            for h in 0..<shape.heads { Partials(buffers.value + h * perHead, chunks: chunks, headDim: d).combine(chunks, into: output + h * d) }
         }
-        for h in 0..<shape.heads { partials[h].combine(chunks, into: output + h * d) }
     }
 
     /// `Σ q[i] · k[i]` over f16 keys in the order of ggml's AVX-512 `ggml_vec_dot_f16`: four
