@@ -191,7 +191,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             MatMul.multiply([(layer.gate, gate.pointer), (layer.up, up.pointer)], normed.pointer, tokens: n,
                             precision: precision, pool: pool, scratch: &workspace.scratch)
             let ffn = hp.feedForwardWidth
-            pool.parallelFor(n * ffn, minimumChunk: 4096) { r in
+            pool.parallelFor(n * ffn, minimumChunk: 256) { r in
                 Activation.swiglu(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
             }
             MatMul.multiply(layer.down, gate.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, accumulating: true)
