@@ -169,6 +169,9 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             Quantization.dequantize(embedding.row(token), count: hp.width, format: embedding.format, into: x.pointer + t * hp.width)
         }
 
+        let angles = ws.angles
+        for t in 0..<n { RoPE.angles(position: start + t, headDim: hp.headDim, base: hp.ropeBase, into: angles.pointer + t * hp.headDim) }
+
         for (l, layer) in layers.enumerated() {
             normalize(x, layer.attentionNorm, into: normed, tokens: n)
             let keys = cache.keys[l] + start * hp.kvWidth
@@ -177,9 +180,10 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                             precision: precision, pool: pool, scratch: &workspace.scratch)
             pool.parallelFor(n, minimumChunk: 16) { tokens in
                 for t in tokens {
-                    RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, position: start + t, base: hp.ropeBase, layout: ropeLayout)
-                    RoPE.applyStoringF16(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, position: start + t,
-                                         base: hp.ropeBase, layout: ropeLayout, into: keys + t * hp.kvWidth)
+                    let a = angles.pointer + t * hp.headDim
+                    RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, angles: a, layout: ropeLayout)
+                    RoPE.applyStoringF16(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, angles: a,
+                                         layout: ropeLayout, into: keys + t * hp.kvWidth)
                     for i in (t * hp.kvWidth)..<((t + 1) * hp.kvWidth) { values[i] = Float16(v.pointer[i]) }
                 }
             }

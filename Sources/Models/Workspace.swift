@@ -4,6 +4,8 @@ import Kernels
 final class Workspace {
     struct Buffers {
         let x, normed, q, k, v, attended, gate, up: FloatBuffer
+        /// RoPE cosines and sines per token, shared by every layer.
+        let angles: FloatBuffer
     }
 
     private var capacity = 0
@@ -19,7 +21,7 @@ final class Workspace {
         let fresh = Buffers(
             x: FloatBuffer(n * hp.width), normed: FloatBuffer(n * hp.width), q: FloatBuffer(n * hp.width),
             k: FloatBuffer(n * hp.kvWidth), v: FloatBuffer(n * hp.kvWidth), attended: FloatBuffer(n * hp.width),
-            gate: FloatBuffer(n * hp.feedForwardWidth), up: FloatBuffer(n * hp.feedForwardWidth))
+            gate: FloatBuffer(n * hp.feedForwardWidth), up: FloatBuffer(n * hp.feedForwardWidth), angles: FloatBuffer(n * hp.headDim))
         buffers = fresh
         capacity = n
         return fresh
