@@ -216,7 +216,8 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
 
 // Up to TILE tokens against one row: each token's accumulator sees exactly the operations
 // of the single-token row dot, in the same order, so results are bitwise the same. (Four
-// rows against one token, tried for decode, ran 40% slower than one row at a time.)
+// rows, or two, against one token, tried for decode, ran 35-40% slower than one row at a
+// time; not understood yet.)
 #define TILE 4
 #define HAS_MIN(format) ((format) == APUS_Q4_1 || (format) == APUS_Q5_1)
 #define DEFINE_MATMUL(NAME, ATTR, ROW_DOT, DOT_U, DOT_S)                                                          \
