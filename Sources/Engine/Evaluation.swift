@@ -26,8 +26,8 @@ public enum Evaluation {
         let v = model.vocabularySize
         return (0..<completion.count).map { i in
             let lp = logSoftmax(logits[(i * v)..<((i + 1) * v)])
-            return lp.indices.sorted { lp[$0] != lp[$1] ? lp[$0] > lp[$1] : $0 < $1 }.prefix(topK)
-                .map { TokenLogProbability(id: $0, logprob: lp[$0]) }
+            let row = logits[(i * v)..<((i + 1) * v)]
+            return TopK.indices(of: Array(row), k: topK).map { TokenLogProbability(id: $0, logprob: lp[$0]) }
         }
     }
 

@@ -19,9 +19,9 @@ public struct Sampler {
         applyPenalties(&logits, history: history)
         if parameters.temperature == 0 { return Self.argmax(logits) }
 
-        var candidates = logits.indices.map { (id: $0, logit: logits[$0]) }
-        candidates.sort { $0.logit != $1.logit ? $0.logit > $1.logit : $0.id < $1.id }
-        if parameters.topK > 0, parameters.topK < candidates.count { candidates.removeLast(candidates.count - parameters.topK) }
+        // Most likely first (ties: lower id first), cut to top-k when it is on.
+        let keep = parameters.topK > 0 ? parameters.topK : logits.count
+        var candidates = TopK.indices(of: logits, k: keep).map { (id: $0, logit: logits[$0]) }
 
         // Probabilities before temperature, as llama.cpp's top-p and min-p see them.
         var probabilities = Self.softmax(candidates.map(\.logit))

@@ -4,6 +4,21 @@ import XCTest
 final class SamplerTests: XCTestCase {
     let logits: [Float] = [1.0, 3.0, 2.5, -1.0, 0.0, 2.9]
 
+    func testTopKEqualsTheHeadOfAFullSort() {
+        var seed: UInt64 = 3
+        for count in [1, 7, 1000] {
+            // Few distinct values, so ties are common and their order (lower index first) matters.
+            let values: [Float] = (0..<count).map { _ in
+                seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                return Float((seed >> 33) % 13) - 6
+            }
+            let sorted = values.indices.sorted { values[$0] != values[$1] ? values[$0] > values[$1] : $0 < $1 }
+            for k in [1, 5, 40, count, count + 3] {
+                XCTAssertEqual(TopK.indices(of: values, k: k), Array(sorted.prefix(k)), "count \(count) k \(k)")
+            }
+        }
+    }
+
     func testGreedyPicksTheMaximum() throws {
         var sampler = try Sampler(.greedy)
         XCTAssertEqual(sampler.sample(logits, history: []), 1)
