@@ -27,9 +27,10 @@ public enum IntegerKernels {
 
     /// Several matrices over the same input (Q, K and V; gate and up) in one pass of the
     /// thread pool: the rows of all of them are split between the threads together.
-    static func multiply(_ products: [(WeightMatrix, UnsafeMutablePointer<Float>)], _ x: UnsafePointer<Float>, tokens: Int,
-                         pool: ThreadPool, scratch: inout PreparedActivations, reusing: Bool, accumulate: Bool) {
-        let cols = products[0].0.cols
+    static func multiply<Products: Collection>(_ products: Products, _ x: UnsafePointer<Float>, tokens: Int,
+                                               pool: ThreadPool, scratch: inout PreparedActivations, reusing: Bool, accumulate: Bool)
+    where Products.Element == (WeightMatrix, UnsafeMutablePointer<Float>) {
+        let cols = products.first!.0.cols
         precondition(products.allSatisfy { $0.0.cols == cols }, "grouped products need one input width")
         let blocks = cols / 32
         // One quantization serves every int8 format: the block sum is always computed.

@@ -43,7 +43,7 @@ public enum MatMul {
                                 reusingActivations: Bool = false, accumulating: Bool = false) {
         guard tokens > 0 else { return }
         if precision == .int8, w.format.isQuantized, IntegerKernels.level != .portable {
-            IntegerKernels.multiply([(w, y)], x, tokens: tokens, pool: pool, scratch: &scratch, reusing: reusingActivations, accumulate: accumulating)
+            IntegerKernels.multiply(CollectionOfOne((w, y)), x, tokens: tokens, pool: pool, scratch: &scratch, reusing: reusingActivations, accumulate: accumulating)
             return
         }
         let lanes = tokens == 1 ? 1 : Self.lanes

@@ -115,7 +115,9 @@ public final class ThreadPool: @unchecked Sendable {
     }
 }
 
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+/// A value handed to the pool's workers; `parallelFor` joins them before it returns, so the
+/// value is never used after the caller's scope ends.
+public struct UncheckedBox<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
 }

@@ -42,9 +42,3 @@ final class FloatBuffer {
 
     deinit { pointer.deallocate() }
 }
-
-/// A value that crosses into the thread pool's closures; the pool joins before returning.
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}

@@ -135,7 +135,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
     private func normalize(_ x: FloatBuffer, _ weight: [Float], into out: FloatBuffer, tokens: Int) {
         let width = hyperparameters.width, eps = hyperparameters.normEpsilon
         weight.withUnsafeBufferPointer { w in
-            let wp = UncheckedSendable(w.baseAddress!)
+            let wp = UncheckedBox(w.baseAddress!)
             pool.parallelFor(tokens, minimumChunk: 16) { rows in
                 for t in rows { Norm.rms(x.pointer + t * width, weight: wp.value, count: width, eps: eps, into: out.pointer + t * width) }
             }
