@@ -1,7 +1,7 @@
 import Foundation
 import KernelsC
 
-/// Causal scaled dot-product attention over a contiguous f16 KV cache, with grouped-query
+/// Causal scaled dot-product attention over a paged f16 KV cache, with grouped-query
 /// attention (Ainslie et al. 2023): query head `h` reads KV head `h / (heads / kvHeads)`,
 /// without copying K or V per query head.
 ///
@@ -35,40 +35,67 @@ public enum Attention {
     /// are a single pass, exactly llama.cpp's arithmetic.
     public static let chunkPositions = 512
 
-    /// For each of `tokens` queries (row stride `heads · headDim`), the query at position
-    /// `firstPosition + t` attends to cached positions `0...firstPosition + t`. `keys` and
-    /// `values` hold one row of `kvHeads · headDim` per position.
-    public static func causal(queries: UnsafePointer<Float>, tokens: Int, firstPosition: Int,
-                              keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, shape: Shape,
+    /// One layer of a paged KV cache (PagedAttention, Kwon et al. 2023): rows of
+    /// `shape.kvStride` halves in blocks of `blockSize` rows. Position `p` of a sequence is
+    /// row `blockTable[p / blockSize] · blockSize + p % blockSize`.
+    public struct PagedLayer {
+        public let keys: UnsafePointer<Float16>
+        public let values: UnsafePointer<Float16>
+        public let blockSize: Int
+
+        public init(keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, blockSize: Int) {
+            precondition(blockSize > 0, "blocks hold at least one position")
+            self.keys = keys
+            self.values = values
+            self.blockSize = blockSize
+        }
+    }
+
+    /// One query of a ragged batch: its row in the query and output matrices, its position
+    /// (it attends to positions `0...position` of its sequence), and its sequence's blocks.
+    public struct Query {
+        public let row: Int
+        public let position: Int
+        public let blockTable: UnsafePointer<Int32>
+
+        public init(row: Int, position: Int, blockTable: UnsafePointer<Int32>) {
+            self.row = row
+            self.position = position
+            self.blockTable = blockTable
+        }
+    }
+
+    /// Attention for every query of a ragged batch (rows of `heads · headDim` floats in
+    /// `queries` and `output`), the keys and values read through each query's block table.
+    /// Work is split over the threads in the order of `batch`; callers order long and short
+    /// queries alternately so that any contiguous share holds a fair amount of work.
+    public static func causal(queries: UnsafePointer<Float>, batch: UnsafeBufferPointer<Query>, cache: PagedLayer, shape: Shape,
                               into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let d = shape.headDim
-        let visibleMax = firstPosition + tokens
+        let visibleMax = batch.reduce(0) { max($0, $1.position + 1) }
         let chunksMax = (visibleMax + chunkPositions - 1) / chunkPositions
-        if tokens == 1 && chunksMax > 1 {
-            splitDecode(query: queries, position: firstPosition, keys: keys, values: values, shape: shape, into: output, pool: pool)
+        if batch.count == 1 && chunksMax > 1 {
+            splitDecode(query: batch[0], queries: queries, cache: cache, shape: shape, into: output, pool: pool)
             return
         }
         let qStride = shape.heads * d
         let out = UncheckedBox(output)
-        pool.parallelFor(tokens * shape.heads) { range in
+        pool.parallelFor(batch.count * shape.heads) { range in
           // Scratch on the stack: nothing is allocated per step.
           withUnsafeTemporaryAllocation(of: Float.self, capacity: d + Partials.floats(chunks: chunksMax, headDim: d)) { scratch in
             let q = scratch.baseAddress!
             let partial = Partials(q + d, chunks: chunksMax, headDim: d)
             for item in range {
-                // Causal rows grow with t, so rows are visited short-long-short-long (0, n-1,
-                // 1, n-2, ...): any contiguous range of items then holds a fair share of work.
-                let j = item / shape.heads, h = item % shape.heads
-                let t = j % 2 == 0 ? j / 2 : tokens - 1 - j / 2
-                let query = queries + t * qStride + h * d
-                for i in 0..<d { q[i] = HalfPrecision.roundToF16(query[i]) }
-                let visible = firstPosition + t + 1
+                let query = batch[item / shape.heads], h = item % shape.heads
+                let source = queries + query.row * qStride + h * d
+                for i in 0..<d { q[i] = HalfPrecision.roundToF16(source[i]) }
+                let visible = query.position + 1
                 let chunks = (visible + chunkPositions - 1) / chunkPositions
                 for c in 0..<chunks {
-                    chunk(q, keys: keys, values: values, shape: shape, head: h, positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
-                          into: partial, index: c)
+                    chunk(q, cache: cache, blockTable: query.blockTable, shape: shape, head: h,
+                          positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partial, index: c)
                 }
-                partial.combine(chunks, into: out.value + t * qStride + h * d)
+                partial.combine(chunks, into: out.value + query.row * qStride + h * d)
             }
           }
         }
@@ -112,57 +139,73 @@ public enum Attention {
         }
     }
 
-    /// One query head over `positions` of the cache: an online softmax pass into chunk `index`.
-    static func chunk(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, shape: Shape,
+    /// One query head over `positions` of a sequence: an online softmax pass into chunk
+    /// `index`, continued across the runs of consecutive rows the block table maps them to.
+    static func chunk(_ q: UnsafePointer<Float>, cache: PagedLayer, blockTable: UnsafePointer<Int32>, shape: Shape,
                       head h: Int, positions: Range<Int>, into partial: Partials, index c: Int) {
-        let d = shape.headDim
+        let d = shape.headDim, bs = cache.blockSize
         let kvh = h / (shape.heads / shape.kvHeads)
         let scale = 1 / Float(d).squareRoot()
-        let k0 = keys + positions.lowerBound * shape.kvStride + kvh * d
-        let v0 = values + positions.lowerBound * shape.kvStride + kvh * d
         let o = partial.sums + c * d
+        o.initialize(repeating: 0, count: d)
         var m = -Float.infinity, sum: Float = 0  // running maximum and softmax denominator
-        let done = apus_attention_f16(q, UnsafeRawPointer(k0).assumingMemoryBound(to: UInt16.self), UnsafeRawPointer(v0).assumingMemoryBound(to: UInt16.self),
-                                      Int32(positions.count), Int32(shape.kvStride), Int32(d), scale, o, &m, &sum)
-        if done == 0 {
-            o.initialize(repeating: 0, count: d)
-            for p in 0..<positions.count {
-                let score = dotF16(q, k0 + p * shape.kvStride, d) * scale
-                var ms: Float = 1, vs: Float = 1
-                if score > m {
-                    ms = m == -.infinity ? 0 : expf(m - score)
-                    m = score
-                } else {
-                    vs = expf(score - m)
-                }
-                accumulateF16(o, scale: ms, plus: v0 + p * shape.kvStride, times: vs, d)
-                sum = vs.addingProduct(sum, ms)
+        var p = positions.lowerBound
+        while p < positions.upperBound {
+            // The longest run of positions stored in consecutive rows: one kernel call.
+            var block = p / bs
+            let firstRow = Int(blockTable[block]) * bs + p % bs
+            var end = min(positions.upperBound, (block + 1) * bs)
+            while end < positions.upperBound && blockTable[block + 1] == blockTable[block] + 1 {
+                block += 1
+                end = min(positions.upperBound, (block + 1) * bs)
             }
+            let k0 = cache.keys + firstRow * shape.kvStride + kvh * d
+            let v0 = cache.values + firstRow * shape.kvStride + kvh * d
+            let count = end - p
+            let done = apus_attention_f16(q, UnsafeRawPointer(k0).assumingMemoryBound(to: UInt16.self), UnsafeRawPointer(v0).assumingMemoryBound(to: UInt16.self),
+                                          Int32(count), Int32(shape.kvStride), Int32(d), scale, o, &m, &sum)
+            if done == 0 {
+                for i in 0..<count {
+                    let score = dotF16(q, k0 + i * shape.kvStride, d) * scale
+                    var ms: Float = 1, vs: Float = 1
+                    if score > m {
+                        ms = m == -.infinity ? 0 : expf(m - score)
+                        m = score
+                    } else {
+                        vs = expf(score - m)
+                    }
+                    accumulateF16(o, scale: ms, plus: v0 + i * shape.kvStride, times: vs, d)
+                    sum = vs.addingProduct(sum, ms)
+                }
+            }
+            p = end
         }
         partial.maxima[c] = m
         partial.denominators[c] = sum
     }
 
     /// One token against a long context: every (head, chunk) pair is a work item.
-    static func splitDecode(query: UnsafePointer<Float>, position: Int, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>,
-                            shape: Shape, into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+    static func splitDecode(query: Query, queries: UnsafePointer<Float>, cache: PagedLayer, shape: Shape,
+                            into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let d = shape.headDim
-        let visible = position + 1
+        let visible = query.position + 1
         let chunks = (visible + chunkPositions - 1) / chunkPositions
         let perHead = Partials.floats(chunks: chunks, headDim: d)
+        let source = queries + query.row * shape.heads * d
         withUnsafeTemporaryAllocation(of: Float.self, capacity: shape.heads * (d + perHead)) { scratch in
             let q = UncheckedBox(scratch.baseAddress!)
             let buffers = UncheckedBox(scratch.baseAddress! + shape.heads * d)
-            for i in 0..<(shape.heads * d) { q.value[i] = HalfPrecision.roundToF16(query[i]) }
+            for i in 0..<(shape.heads * d) { q.value[i] = HalfPrecision.roundToF16(source[i]) }
             pool.parallelFor(shape.heads * chunks) { range in
                 for item in range {
                     let h = item / chunks, c = item % chunks
-                    chunk(q.value + h * d, keys: keys, values: values, shape: shape, head: h,
+                    chunk(q.value + h * d, cache: cache, blockTable: query.blockTable, shape: shape, head: h,
                           positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
                           into: Partials(buffers.value + h * perHead, chunks: chunks, headDim: d), index: c)
                 }
             }
-            for h in 0..<shape.heads { Partials(buffers.value + h * perHead, chunks: chunks, headDim: d).combine(chunks, into: output + h * d) }
+            let out = output + query.row * shape.heads * d
+            for h in 0..<shape.heads { Partials(buffers.value + h * perHead, chunks: chunks, headDim: d).combine(chunks, into: out + h * d) }
         }
     }
 

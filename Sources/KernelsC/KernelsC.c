@@ -299,9 +299,8 @@ static inline AVX2 float dot_f16(const float *q, const uint16_t *k, int d) {
 }
 
 static AVX2 void attention_avx2(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride,
-                                int d, float scale, float *o, float *max_out, float *sum_out) {
-    for (int i = 0; i < d; i++) o[i] = 0;
-    float m = -INFINITY, sum = 0;
+                                int d, float scale, float *o, float *max_io, float *sum_io) {
+    float m = *max_io, sum = *sum_io;
     for (int p = 0; p < count; p++) {
         float score = dot_f16(q, keys + (size_t)p * kv_stride, d) * scale;
         float ms = 1, vs = 1;
@@ -328,20 +327,20 @@ static AVX2 void attention_avx2(const float *q, const uint16_t *keys, const uint
         }
         sum = fmaf(sum, ms, vs);
     }
-    *max_out = m;
-    *sum_out = sum;
+    *max_io = m;
+    *sum_io = sum;
 }
 #endif
 
 int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride, int d,
-                       float scale, float *out, float *max_out, float *sum_out) {
+                       float scale, float *out, float *max_io, float *sum_io) {
 #if APUS_X86
     if (apus_int8_isa() >= 1) {
-        attention_avx2(q, keys, values, count, kv_stride, d, scale, out, max_out, sum_out);
+        attention_avx2(q, keys, values, count, kv_stride, d, scale, out, max_io, sum_io);
         return 1;
     }
 #endif
-    (void)q; (void)keys; (void)values; (void)count; (void)kv_stride; (void)d; (void)scale; (void)out; (void)max_out; (void)sum_out;
+    (void)q; (void)keys; (void)values; (void)count; (void)kv_stride; (void)d; (void)scale; (void)out; (void)max_io; (void)sum_io;
     return 0;
 }
 

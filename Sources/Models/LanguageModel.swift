@@ -8,13 +8,46 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// The context length the model was trained for (from its metadata).
     var trainedContextLength: Int { get }
 
-    /// A KV cache for up to `capacity` positions.
-    func makeCache(capacity: Int) -> KVCache
+    /// Layers, and halves per position per layer, of this model's KV cache.
+    var kvShape: (layers: Int, rowWidth: Int) { get }
+
+    /// Runs every sequence's tokens of `batch` at its positions, writes their keys and
+    /// values into `cache` through the sequences' block tables, and returns the logits of
+    /// `batch.logitRows`, one row of `vocabularySize` values each. A row's logits are
+    /// bitwise the same whatever else shares the batch and however its sequence was split
+    /// into earlier batches.
+    func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float]
+}
+
+extension LanguageModel {
+    /// A paged cache of `blockCount` blocks of `blockSize` positions.
+    public func makePagedCache(blockSize: Int, blockCount: Int) -> PagedKVCache {
+        PagedKVCache(layers: kvShape.layers, blockSize: blockSize, blockCount: blockCount, rowWidth: kvShape.rowWidth)
+    }
+
+    /// Bytes of KV cache one position takes.
+    public var kvBytesPerPosition: Int { PagedKVCache.bytesPerBlock(layers: kvShape.layers, blockSize: 1, rowWidth: kvShape.rowWidth) }
+
+    /// A single-sequence KV cache for up to `capacity` positions.
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(layers: kvShape.layers, capacity: capacity, rowWidth: kvShape.rowWidth)
+    }
 
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends
     /// their keys and values to `cache`, and returns the logits of the tokens at
     /// `logitRows` (indices into `tokens`), one row of `vocabularySize` values each.
-    func forward(_ tokens: [Int], cache: KVCache, logitRows: Range<Int>) throws -> [Float]
+    public func forward(_ tokens: [Int], cache: KVCache, logitRows: Range<Int>) throws -> [Float] {
+        precondition(logitRows.lowerBound >= 0 && logitRows.upperBound <= tokens.count, "logit rows outside the batch")
+        guard !tokens.isEmpty else { return [] }
+        let start = cache.length
+        guard start + tokens.count <= cache.capacity else { throw ModelError.contextFull(needed: start + tokens.count, capacity: cache.capacity) }
+        var batch = ForwardBatch()
+        batch.append(tokens, firstPosition: start, blockTable: cache.blockTable, wantsLogits: false)
+        batch.logitRows = Array(logitRows)
+        let logits = try forward(batch, cache: cache.storage)
+        cache.length = start + tokens.count
+        return logits
+    }
 }
 
 /// Options that change how a model computes, not what it is.
@@ -34,12 +67,14 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case unsupportedArchitecture(String)
     case tokenOutOfRange(token: Int, vocabularySize: Int)
     case contextFull(needed: Int, capacity: Int)
+    case invalidBatch(String)
 
     public var description: String {
         switch self {
         case .unsupportedArchitecture(let a): "architecture '\(a)' is not supported (supported: \(ModelRegistry.architectures.joined(separator: ", ")))"
         case .tokenOutOfRange(let t, let v): "token id \(t) is outside the vocabulary of \(v) tokens"
         case .contextFull(let needed, let capacity): "the context needs \(needed) positions but holds only \(capacity)"
+        case .invalidBatch(let problem): "invalid batch: \(problem)"
         }
     }
 }

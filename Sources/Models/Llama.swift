@@ -142,20 +142,38 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         }
     }
 
-    public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: hyperparameters.layers, capacity: capacity, rowWidth: hyperparameters.kvWidth)
-    }
+    public var kvShape: (layers: Int, rowWidth: Int) { (hyperparameters.layers, hyperparameters.kvWidth) }
 
-    public func forward(_ tokens: [Int], cache: KVCache, logitRows: Range<Int>) throws -> [Float] {
+    /// Checks a batch against the model and the cache before any of it runs.
+    private func validate(_ batch: ForwardBatch, cache: PagedKVCache) throws {
         let hp = hyperparameters
-        let n = tokens.count
-        precondition(logitRows.lowerBound >= 0 && logitRows.upperBound <= n, "logit rows outside the batch")
-        guard n > 0 else { return [] }
-        for t in tokens where t < 0 || t >= hp.vocabularySize {
+        guard cache.layers == hp.layers, cache.rowWidth == hp.kvWidth else {
+            throw ModelError.invalidBatch("the cache has \(cache.layers) layers of \(cache.rowWidth) halves, the model \(hp.layers) of \(hp.kvWidth)")
+        }
+        for t in batch.tokens where t < 0 || t >= hp.vocabularySize {
             throw ModelError.tokenOutOfRange(token: t, vocabularySize: hp.vocabularySize)
         }
-        let start = cache.length
-        guard start + n <= cache.capacity else { throw ModelError.contextFull(needed: start + n, capacity: cache.capacity) }
+        var total = 0
+        for (i, s) in batch.sequences.enumerated() {
+            total += s.count
+            guard s.count > 0, s.firstPosition >= 0 else { throw ModelError.invalidBatch("sequence \(i) has \(s.count) tokens at position \(s.firstPosition)") }
+            let needed = (s.firstPosition + s.count + cache.blockSize - 1) / cache.blockSize
+            guard s.blockTable.count >= needed else {
+                throw ModelError.invalidBatch("sequence \(i) reaches position \(s.firstPosition + s.count - 1) but its block table covers \(s.blockTable.count * cache.blockSize)")
+            }
+            for b in s.blockTable.prefix(needed) where b < 0 || Int(b) >= cache.blockCount {
+                throw ModelError.invalidBatch("sequence \(i) names block \(b) of a cache of \(cache.blockCount)")
+            }
+        }
+        guard total == batch.tokens.count else { throw ModelError.invalidBatch("the sequences hold \(total) tokens, the batch \(batch.tokens.count)") }
+        for r in batch.logitRows where r < 0 || r >= total { throw ModelError.invalidBatch("logit row \(r) is outside the batch of \(total)") }
+    }
+
+    public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float] {
+        let hp = hyperparameters
+        let n = batch.tokens.count
+        guard n > 0 else { return [] }
+        try validate(batch, cache: cache)
 
         workspaceLock.lock()
         defer { workspaceLock.unlock() }
@@ -164,48 +182,87 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         let (attended, gate, up) = (ws.attended, ws.gate, ws.up)
         let precision = options.precision
         let shape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim)
+        let bs = cache.blockSize
 
-        for (t, token) in tokens.enumerated() {
+        for (t, token) in batch.tokens.enumerated() {
             Quantization.dequantize(embedding.row(token), count: hp.width, format: embedding.format, into: x.pointer + t * hp.width)
         }
 
+        // Every token's position and cache row; the block tables side by side in one buffer
+        // that outlives the layer loop, so the attention queries can point into it.
+        var cacheRows = [Int](repeating: 0, count: n)
+        var tableOffsets: [Int] = []
+        var tables: [Int32] = []
+        var positions = [Int](repeating: 0, count: n)
+        var first = 0
+        for s in batch.sequences {
+            tableOffsets.append(tables.count)
+            tables.append(contentsOf: s.blockTable)
+            for j in 0..<s.count {
+                let p = s.firstPosition + j
+                positions[first + j] = p
+                cacheRows[first + j] = Int(s.blockTable[p / bs]) * bs + p % bs
+            }
+            first += s.count
+        }
         let angles = ws.angles
-        for t in 0..<n { RoPE.angles(position: start + t, headDim: hp.headDim, base: hp.ropeBase, into: angles.pointer + t * hp.headDim) }
+        for t in 0..<n { RoPE.angles(position: positions[t], headDim: hp.headDim, base: hp.ropeBase, into: angles.pointer + t * hp.headDim) }
 
-        for (l, layer) in layers.enumerated() {
-            normalize(x, layer.attentionNorm, into: normed, tokens: n)
-            let keys = cache.keys[l] + start * hp.kvWidth
-            let values = cache.values[l] + start * hp.kvWidth
-            MatMul.multiply([(layer.query, q.pointer), (layer.key, k.pointer), (layer.value, v.pointer)], normed.pointer, tokens: n,
-                            precision: precision, pool: pool, scratch: &workspace.scratch)
-            pool.parallelFor(n, minimumChunk: 16) { tokens in
-                for t in tokens {
-                    let a = angles.pointer + t * hp.headDim
-                    RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, angles: a, layout: ropeLayout)
-                    RoPE.applyStoringF16(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, angles: a,
-                                         layout: ropeLayout, into: keys + t * hp.kvWidth)
-                    for i in (t * hp.kvWidth)..<((t + 1) * hp.kvWidth) { values[i] = Float16(v.pointer[i]) }
+        tables.withUnsafeBufferPointer { tableBuffer in
+            // Queries of each sequence visited short-long-short-long (causal rows grow with
+            // position), so that any contiguous share of the work is a fair one.
+            var queries: [Attention.Query] = []
+            queries.reserveCapacity(n)
+            var first = 0
+            for (i, s) in batch.sequences.enumerated() {
+                let table = tableBuffer.baseAddress! + tableOffsets[i]
+                for j in 0..<s.count {
+                    let t = j % 2 == 0 ? j / 2 : s.count - 1 - j / 2
+                    queries.append(Attention.Query(row: first + t, position: s.firstPosition + t, blockTable: table))
+                }
+                first += s.count
+            }
+            queries.withUnsafeBufferPointer { queries in
+                cacheRows.withUnsafeBufferPointer { cacheRows in
+                    let rows = UncheckedBox(cacheRows.baseAddress!)
+                    for (l, layer) in layers.enumerated() {
+                        normalize(x, layer.attentionNorm, into: normed, tokens: n)
+                        let keys = cache.keys[l], values = cache.values[l]
+                        MatMul.multiply([(layer.query, q.pointer), (layer.key, k.pointer), (layer.value, v.pointer)], normed.pointer, tokens: n,
+                                        precision: precision, pool: pool, scratch: &workspace.scratch)
+                        pool.parallelFor(n, minimumChunk: 16) { tokens in
+                            for t in tokens {
+                                let a = angles.pointer + t * hp.headDim
+                                let row = rows.value[t] * hp.kvWidth
+                                RoPE.apply(q.pointer + t * hp.width, heads: hp.heads, headDim: hp.headDim, angles: a, layout: ropeLayout)
+                                RoPE.applyStoringF16(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, angles: a,
+                                                     layout: ropeLayout, into: keys + row)
+                                for i in 0..<hp.kvWidth { values[row + i] = Float16(v.pointer[t * hp.kvWidth + i]) }
+                            }
+                        }
+                        Attention.causal(queries: q.pointer, batch: queries, cache: .init(keys: keys, values: values, blockSize: bs),
+                                         shape: shape, into: attended.pointer, pool: pool)
+                        MatMul.multiply(layer.output, attended.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool,
+                                        scratch: &workspace.scratch, accumulating: true)
+
+                        normalize(x, layer.feedForwardNorm, into: normed, tokens: n)
+                        MatMul.multiply([(layer.gate, gate.pointer), (layer.up, up.pointer)], normed.pointer, tokens: n,
+                                        precision: precision, pool: pool, scratch: &workspace.scratch)
+                        let ffn = hp.feedForwardWidth
+                        pool.parallelFor(n * ffn, minimumChunk: 256) { r in
+                            Activation.swiglu(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
+                        }
+                        MatMul.multiply(layer.down, gate.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool,
+                                        scratch: &workspace.scratch, accumulating: true)
+                    }
                 }
             }
-            Attention.causal(queries: q.pointer, tokens: n, firstPosition: start, keys: cache.keys[l], values: cache.values[l],
-                             shape: shape, into: attended.pointer, pool: pool)
-            MatMul.multiply(layer.output, attended.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, accumulating: true)
-
-            normalize(x, layer.feedForwardNorm, into: normed, tokens: n)
-            MatMul.multiply([(layer.gate, gate.pointer), (layer.up, up.pointer)], normed.pointer, tokens: n,
-                            precision: precision, pool: pool, scratch: &workspace.scratch)
-            let ffn = hp.feedForwardWidth
-            pool.parallelFor(n * ffn, minimumChunk: 256) { r in
-                Activation.swiglu(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
-            }
-            MatMul.multiply(layer.down, gate.pointer, tokens: n, into: x.pointer, precision: precision, pool: pool, scratch: &workspace.scratch, accumulating: true)
         }
-        cache.length = start + n
 
-        let rows = logitRows.count
+        let rows = batch.logitRows.count
         guard rows > 0 else { return [] }
         outputNorm.withUnsafeBufferPointer { w in
-            for (i, t) in logitRows.enumerated() {
+            for (i, t) in batch.logitRows.enumerated() {
                 Norm.rms(x.pointer + t * hp.width, weight: w.baseAddress!, count: hp.width, eps: hp.normEpsilon, into: normed.pointer + i * hp.width)
             }
         }

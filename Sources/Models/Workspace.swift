@@ -27,3 +27,17 @@ final class Workspace {
         return fresh
     }
 }
+
+/// A heap buffer of floats with a fixed size, freed with its owner.
+final class FloatBuffer {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+
+    init(_ count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit { pointer.deallocate() }
+}

@@ -44,9 +44,11 @@ final class OperatorTests: XCTestCase {
         XCTAssertEqual(gate[1], Activation.silu(-2) * 3, accuracy: 1e-6)
     }
 
-    /// Grouped-query attention against a naive double-precision reference. The kernel keeps
-    /// its running sum of values in f16, as llama.cpp's does, hence the f16-sized tolerance.
-    func testCausalAttentionWithGQAOnEveryPath() {
+    /// Grouped-query attention over a paged cache against a naive double-precision
+    /// reference: a ragged batch of two sequences whose blocks (of an awkward size) lie
+    /// shuffled in the pool. The kernel keeps its running sum of values in f16, as
+    /// llama.cpp's does, hence the f16-sized tolerance.
+    func testPagedCausalAttentionWithGQAOnEveryPath() {
         defer { IntegerKernels.limit(to: .avx512vnni) }
         for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
             IntegerKernels.limit(to: level)
@@ -54,37 +56,101 @@ final class OperatorTests: XCTestCase {
         }
     }
 
+    /// Contiguous keys and values of several sequences scattered over a pool of blocks in a
+    /// shuffled order, with each sequence's block table.
+    struct PagedFixture {
+        var keys: [Float16]
+        var values: [Float16]
+        var tables: [[Int32]]
+        let blockSize: Int
+
+        init(keys: [[Float16]], values: [[Float16]], rowWidth: Int, blockSize: Int, shuffleSeed: UInt64?) {
+            self.blockSize = blockSize
+            let counts = keys.map { ($0.count / rowWidth + blockSize - 1) / blockSize }
+            var order = Array(0..<counts.reduce(0, +)).map(Int32.init)
+            if let shuffleSeed {
+                var g = SplitMix(shuffleSeed)
+                order.shuffle(using: &g)
+            }
+            self.keys = [Float16](repeating: .nan, count: order.count * blockSize * rowWidth)
+            self.values = self.keys
+            tables = []
+            var next = 0
+            for (s, n) in counts.enumerated() {
+                let table = Array(order[next..<(next + n)])
+                next += n
+                tables.append(table)
+                for p in 0..<(keys[s].count / rowWidth) {
+                    let row = Int(table[p / blockSize]) * blockSize + p % blockSize
+                    for i in 0..<rowWidth {
+                        self.keys[row * rowWidth + i] = keys[s][p * rowWidth + i]
+                        self.values[row * rowWidth + i] = values[s][p * rowWidth + i]
+                    }
+                }
+            }
+        }
+
+        /// Runs attention for `queries` (row, sequence, position) and returns the output.
+        func attend(_ q: [Float], _ queries: [(row: Int, sequence: Int, position: Int)], shape: Attention.Shape, threads: Int) -> [Float] {
+            var out = [Float](repeating: 0, count: q.count)
+            let tables = self.tables.map { table in
+                let p = UnsafeMutablePointer<Int32>.allocate(capacity: table.count)
+                p.initialize(from: table, count: table.count)
+                return p
+            }
+            defer { tables.forEach { $0.deallocate() } }
+            keys.withUnsafeBufferPointer { k in
+                values.withUnsafeBufferPointer { v in
+                    let batch = queries.map { Attention.Query(row: $0.row, position: $0.position, blockTable: tables[$0.sequence]) }
+                    batch.withUnsafeBufferPointer { b in
+                        Attention.causal(queries: q, batch: b, cache: .init(keys: k.baseAddress!, values: v.baseAddress!, blockSize: blockSize),
+                                         shape: shape, into: &out, pool: ThreadPool(threads: threads))
+                    }
+                }
+            }
+            return out
+        }
+    }
+
+    /// Naive attention of one query head over `0...position` of contiguous keys and values.
+    func referenceAttention(q: ArraySlice<Float>, keys k: [Float16], values v: [Float16], position: Int, head h: Int, heads: Int, kvHeads: Int, d: Int) -> [Double] {
+        let g = h / (heads / kvHeads)
+        let qs = Array(q)
+        let scores = (0...position).map { p in
+            (0..<d).reduce(0.0) { $0 + Double(Float(Float16(qs[$1]))) * Double(Float(k[p * kvHeads * d + g * d + $1])) } / Double(d).squareRoot()
+        }
+        let m = scores.max()!
+        let w = scores.map { exp($0 - m) }
+        let z = w.reduce(0, +)
+        return (0..<d).map { i in (0...position).reduce(0.0) { $0 + w[$1] / z * Double(Float(v[$1 * kvHeads * d + g * d + i])) } }
+    }
+
     func checkAttention(headDim d: Int) {
         var seed: UInt64 = 6
-        let heads = 6, kvHeads = 2, first = 4, tokens = 3
-        let positions = first + tokens
-        let q = Reference.randomValues(tokens * heads * d, seed: &seed)
-        let kf = Reference.randomValues(positions * kvHeads * d, seed: &seed)
-        let vf = Reference.randomValues(positions * kvHeads * d, seed: &seed)
-        let k = kf.map { Float16($0) }, v = vf.map { Float16($0) }
-        var out = [Float](repeating: 0, count: tokens * heads * d)
-        Attention.causal(queries: q, tokens: tokens, firstPosition: first, keys: k, values: v,
-                         shape: .init(heads: heads, kvHeads: kvHeads, headDim: d), into: &out, pool: ThreadPool(threads: 2))
-        for t in 0..<tokens {
+        let heads = 6, kvHeads = 2
+        let lengths = [7, 23]
+        let keys = lengths.map { n in Reference.randomValues(n * kvHeads * d, seed: &seed).map { Float16($0) } }
+        let values = lengths.map { n in Reference.randomValues(n * kvHeads * d, seed: &seed).map { Float16($0) } }
+        let fixture = PagedFixture(keys: keys, values: values, rowWidth: kvHeads * d, blockSize: 5, shuffleSeed: 3)
+        // Sequence 0 prefills its last three positions, sequence 1 decodes its last.
+        let queries = [(row: 0, sequence: 0, position: 4), (row: 1, sequence: 1, position: 22), (row: 2, sequence: 0, position: 5), (row: 3, sequence: 0, position: 6)]
+        let q = Reference.randomValues(queries.count * heads * d, seed: &seed)
+        let out = fixture.attend(q, queries, shape: .init(heads: heads, kvHeads: kvHeads, headDim: d), threads: 2)
+        for query in queries {
             for h in 0..<heads {
-                let g = h / (heads / kvHeads)
-                let visible = first + t + 1
-                let scores = (0..<visible).map { p in
-                    (0..<d).reduce(0.0) { $0 + Double(Float(Float16(q[t * heads * d + h * d + $1]))) * Double(Float(k[p * kvHeads * d + g * d + $1])) } / Double(d).squareRoot()
-                }
-                let m = scores.max()!
-                let w = scores.map { exp($0 - m) }
-                let z = w.reduce(0, +)
+                let base = query.row * heads * d + h * d
+                let expected = referenceAttention(q: q[base..<(base + d)], keys: keys[query.sequence], values: values[query.sequence],
+                                                  position: query.position, head: h, heads: heads, kvHeads: kvHeads, d: d)
                 for i in 0..<d {
-                    let expected = (0..<visible).reduce(0.0) { $0 + w[$1] / z * Double(Float(v[$1 * kvHeads * d + g * d + i])) }
-                    XCTAssertEqual(Double(out[t * heads * d + h * d + i]), expected, accuracy: 2e-3, "\(IntegerKernels.level) d \(d) t \(t) h \(h) i \(i)")
+                    XCTAssertEqual(Double(out[base + i]), expected[i], accuracy: 2e-3, "\(IntegerKernels.level) d \(d) row \(query.row) h \(h) i \(i)")
                 }
             }
         }
     }
 
     /// Past one chunk of positions, a decoded token (split over threads by chunk) gets
-    /// bitwise the result the same query gets inside a batch, and both match the reference.
+    /// bitwise the result the same query gets inside a batch, whether its blocks are
+    /// scattered or contiguous, and matches the reference.
     func testSplitKVDecodeMatchesTheBatchAndTheReference() {
         defer { IntegerKernels.limit(to: .avx512vnni) }
         var seed: UInt64 = 8
@@ -94,28 +160,36 @@ final class OperatorTests: XCTestCase {
         let v = Reference.randomValues(positions * kvHeads * d, seed: &seed).map { Float16($0) }
         let batch = 3
         let q = Reference.randomValues(batch * heads * d, seed: &seed, scale: 3)
+        let scattered = PagedFixture(keys: [k], values: [v], rowWidth: kvHeads * d, blockSize: 7, shuffleSeed: 11)
+        let contiguous = PagedFixture(keys: [k], values: [v], rowWidth: kvHeads * d, blockSize: positions, shuffleSeed: nil)
         for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
             IntegerKernels.limit(to: level)
-            var batched = [Float](repeating: 0, count: batch * heads * d)
-            Attention.causal(queries: q, tokens: batch, firstPosition: positions - batch, keys: k, values: v, shape: shape, into: &batched, pool: ThreadPool(threads: 2))
-            var single = [Float](repeating: 0, count: heads * d)
-            Array(q[((batch - 1) * heads * d)...]).withUnsafeBufferPointer { last in
-                Attention.causal(queries: last.baseAddress!, tokens: 1, firstPosition: positions - 1, keys: k, values: v, shape: shape, into: &single, pool: ThreadPool(threads: 3))
-            }
+            let batched = scattered.attend(q, (0..<batch).map { (row: $0, sequence: 0, position: positions - batch + $0) }, shape: shape, threads: 2)
+            let last = Array(q[((batch - 1) * heads * d)...])
+            let single = scattered.attend(last, [(row: 0, sequence: 0, position: positions - 1)], shape: shape, threads: 3)
+            let singleContiguous = contiguous.attend(last, [(row: 0, sequence: 0, position: positions - 1)], shape: shape, threads: 1)
             XCTAssertEqual(single.map(\.bitPattern), batched[((batch - 1) * heads * d)...].map(\.bitPattern), "\(level)")
+            XCTAssertEqual(single.map(\.bitPattern), singleContiguous.map(\.bitPattern), "\(level)")
             for h in 0..<heads {
-                let g = h / (heads / kvHeads)
-                let scores = (0..<positions).map { p in
-                    (0..<d).reduce(0.0) { $0 + Double(Float(Float16(q[(batch - 1) * heads * d + h * d + $1]))) * Double(Float(k[p * kvHeads * d + g * d + $1])) } / Double(d).squareRoot()
-                }
-                let m = scores.max()!
-                let w = scores.map { exp($0 - m) }
-                let z = w.reduce(0, +)
+                let expected = referenceAttention(q: last[(h * d)..<((h + 1) * d)], keys: k, values: v, position: positions - 1,
+                                                  head: h, heads: heads, kvHeads: kvHeads, d: d)
                 for i in 0..<d {
-                    let expected = (0..<positions).reduce(0.0) { $0 + w[$1] / z * Double(Float(v[$1 * kvHeads * d + g * d + i])) }
-                    XCTAssertEqual(Double(single[h * d + i]), expected, accuracy: 3e-3, "\(level) h \(h) i \(i)")
+                    XCTAssertEqual(Double(single[h * d + i]), expected[i], accuracy: 3e-3, "\(level) h \(h) i \(i)")
                 }
             }
         }
+    }
+}
+
+/// SplitMix64, for reproducible shuffles in tests.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -62,11 +62,13 @@ int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int r
 
 /// One query head against `count` cached positions (keys and values f16, rows `kv_stride`
 /// halves apart), online softmax in ggml's flash-attention order: `q` holds f16-rounded
-/// values, the value sum is kept in f16. Writes the unnormalised `d` sums, the maximum
-/// score and the softmax denominator. Returns 0 when this CPU lacks AVX2/F16C (the caller
-/// then uses its portable path).
+/// values, the value sum is kept in f16. Continues the state it is given (the unnormalised
+/// `d` sums in `out`, the maximum score and the softmax denominator; start from zeros and
+/// -inf), so consecutive runs of positions (the blocks of a paged cache) give bitwise the
+/// result of one call over all of them. Returns 0 when this CPU lacks AVX2/F16C (the
+/// caller then uses its portable path).
 int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride, int d,
-                       float scale, float *out, float *max_out, float *sum_out);
+                       float scale, float *out, float *max_io, float *sum_io);
 
 /// A hint to the CPU that the caller is spinning (x86 `pause`).
 static inline void apus_spin_pause(void) {

@@ -1,0 +1,123 @@
+/// Who holds which KV-cache block. Blocks are reference-counted: sequences that share a
+/// prefix (parallel samples of one prompt, or requests that hit the prefix cache) hold the
+/// same blocks, and a sequence about to write into a shared block copies it first.
+///
+/// The prefix cache (as in vLLM's automatic prefix caching; SGLang's RadixAttention keeps
+/// the same information in a tree): a full block is named by a hash of its tokens chained
+/// with the hash of everything before it, so equal hashes mean equal prefixes. A full block
+/// whose last holder lets go stays cached, and is reused by any later sequence with the
+/// same prefix, until its memory is needed: free blocks without content are handed out
+/// first, then cached ones, least recently used first.
+final class BlockManager {
+    let blockCount: Int
+    let blockSize: Int
+    let prefixCaching: Bool
+
+    private var references: [Int32]
+    /// The content hash of each registered block.
+    private var hashes: [UInt64?]
+    private var blocksByHash: [UInt64: Int32] = [:]
+    /// Free blocks holding nothing worth keeping.
+    private var empty: [Int32]
+    /// Free registered blocks in least-recently-used order: an intrusive doubly linked list
+    /// over block indices (-1 ends it), so every operation is O(1).
+    private var previous: [Int32], next: [Int32]
+    private var oldest: Int32 = -1, newest: Int32 = -1
+    private(set) var cachedFreeCount = 0
+
+    init(blockCount: Int, blockSize: Int, prefixCaching: Bool) {
+        precondition(blockCount > 0 && blockSize > 0)
+        self.blockCount = blockCount
+        self.blockSize = blockSize
+        self.prefixCaching = prefixCaching
+        references = Array(repeating: 0, count: blockCount)
+        hashes = Array(repeating: nil, count: blockCount)
+        empty = (0..<Int32(blockCount)).reversed()
+        previous = Array(repeating: -1, count: blockCount)
+        next = Array(repeating: -1, count: blockCount)
+    }
+
+    /// Blocks that can be handed out now (empty, or cached and unreferenced).
+    var freeCount: Int { empty.count + cachedFreeCount }
+    /// Blocks some sequence holds.
+    var usedCount: Int { blockCount - freeCount }
+    /// Blocks whose content the prefix cache remembers, held or not.
+    var cachedCount: Int { blocksByHash.count }
+
+    func referenceCount(of block: Int32) -> Int { Int(references[Int(block)]) }
+
+    /// A block for a sequence to write into, with one reference; nil when none is free.
+    func allocate() -> Int32? {
+        let block: Int32
+        if let b = empty.popLast() {
+            block = b
+        } else if oldest >= 0 {
+            block = oldest
+            unlink(block)
+            blocksByHash[hashes[Int(block)]!] = nil
+            hashes[Int(block)] = nil
+        } else {
+            return nil
+        }
+        references[Int(block)] = 1
+        return block
+    }
+
+    /// Another holder for `block`.
+    func retain(_ block: Int32) {
+        if references[Int(block)] == 0 { unlink(block) }
+        references[Int(block)] += 1
+    }
+
+    /// One holder fewer; the last one's release frees the block, keeping its content
+    /// cached when it is registered.
+    func release(_ block: Int32) {
+        let i = Int(block)
+        precondition(references[i] > 0, "block \(block) released more often than held")
+        references[i] -= 1
+        guard references[i] == 0 else { return }
+        if hashes[i] != nil { append(block) } else { empty.append(block) }
+    }
+
+    /// The cached block with content `hash`, retained for the caller.
+    func lookup(_ hash: UInt64) -> Int32? {
+        guard prefixCaching, let block = blocksByHash[hash] else { return nil }
+        retain(block)
+        return block
+    }
+
+    /// Remembers that full block `block` holds the prefix named `hash`. When another block
+    /// already holds it (two sequences computed the same prefix at once), the first stays.
+    func register(_ block: Int32, hash: UInt64) {
+        guard prefixCaching, blocksByHash[hash] == nil, hashes[Int(block)] == nil else { return }
+        blocksByHash[hash] = block
+        hashes[Int(block)] = hash
+    }
+
+    /// The name of a full block: its tokens chained with the name of the prefix before it.
+    static func hash(parent: UInt64?, tokens: ArraySlice<Int>) -> UInt64 {
+        var h = Hasher()
+        h.combine(parent)
+        h.combine(tokens.count)
+        for t in tokens { h.combine(t) }
+        return UInt64(bitPattern: Int64(h.finalize()))
+    }
+
+    private func append(_ block: Int32) {
+        let i = Int(block)
+        previous[i] = newest
+        next[i] = -1
+        if newest >= 0 { next[Int(newest)] = block } else { oldest = block }
+        newest = block
+        cachedFreeCount += 1
+    }
+
+    private func unlink(_ block: Int32) {
+        let i = Int(block)
+        if previous[i] >= 0 { next[Int(previous[i])] = next[i] } else { oldest = next[i] }
+        if next[i] >= 0 { previous[Int(next[i])] = previous[i] } else { newest = previous[i] }
+        previous[i] = -1
+        next[i] = -1
+        cachedFreeCount -= 1
+    }
+}

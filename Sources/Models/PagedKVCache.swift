@@ -1,0 +1,105 @@
+/// The keys and values of every sequence in one pool of fixed-size blocks (PagedAttention,
+/// Kwon et al. 2023). A sequence owns a block table; position `p` lives in block
+/// `table[p / blockSize]` at offset `p % blockSize`. Entries are f16, as in llama.cpp's
+/// default cache. Which block belongs to whom is the engine's business: this type only
+/// stores, and copies a block for copy-on-write.
+public final class PagedKVCache: @unchecked Sendable {
+    public let layers: Int
+    public let blockSize: Int
+    public let blockCount: Int
+    /// Halves per position per layer (KV heads × head dimension).
+    public let rowWidth: Int
+    let keys: [UnsafeMutablePointer<Float16>]
+    let values: [UnsafeMutablePointer<Float16>]
+
+    /// Bytes one block takes over all layers, keys and values.
+    public static func bytesPerBlock(layers: Int, blockSize: Int, rowWidth: Int) -> Int {
+        2 * layers * blockSize * rowWidth * MemoryLayout<Float16>.stride
+    }
+
+    /// The memory is reserved, not touched: pages are committed as blocks are first written.
+    public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int) {
+        precondition(layers > 0 && blockSize > 0 && blockCount > 0 && rowWidth > 0, "empty KV cache")
+        self.layers = layers
+        self.blockSize = blockSize
+        self.blockCount = blockCount
+        self.rowWidth = rowWidth
+        let halves = blockCount * blockSize * rowWidth
+        keys = (0..<layers).map { _ in .allocate(capacity: halves) }
+        values = (0..<layers).map { _ in .allocate(capacity: halves) }
+    }
+
+    deinit {
+        keys.forEach { $0.deallocate() }
+        values.forEach { $0.deallocate() }
+    }
+
+    public var bytes: Int { Self.bytesPerBlock(layers: layers, blockSize: blockSize, rowWidth: rowWidth) * blockCount }
+
+    /// Copies the first `positions` entries of block `source` into block `destination`, in
+    /// every layer: the copy of copy-on-write.
+    public func copyBlock(_ source: Int, to destination: Int, positions: Int) {
+        precondition((0..<blockCount).contains(source) && (0..<blockCount).contains(destination) && positions <= blockSize)
+        let count = positions * rowWidth
+        for l in 0..<layers {
+            (keys[l] + destination * blockSize * rowWidth).update(from: keys[l] + source * blockSize * rowWidth, count: count)
+            (values[l] + destination * blockSize * rowWidth).update(from: values[l] + source * blockSize * rowWidth, count: count)
+        }
+    }
+}
+
+/// One sequence's part of a ragged batch: its next `count` tokens, at positions
+/// `firstPosition ..< firstPosition + count`, stored through `blockTable`, which must cover
+/// all of them.
+public struct SequenceSlice: Sendable {
+    public var count: Int
+    public var firstPosition: Int
+    public var blockTable: [Int32]
+
+    public init(count: Int, firstPosition: Int, blockTable: [Int32]) {
+        self.count = count
+        self.firstPosition = firstPosition
+        self.blockTable = blockTable
+    }
+}
+
+/// Tokens of several sequences run in one forward pass, without padding: the tokens of
+/// `sequences[0]` first, then those of `sequences[1]`, and so on.
+public struct ForwardBatch: Sendable {
+    public var tokens: [Int] = []
+    public var sequences: [SequenceSlice] = []
+    /// Indices into `tokens` whose next-token logits are wanted, in the order returned.
+    public var logitRows: [Int] = []
+
+    public init() {}
+
+    /// Appends a sequence's next tokens; `wantsLogits` asks for the logits of the last one.
+    public mutating func append(_ tokens: some Collection<Int>, firstPosition: Int, blockTable: [Int32], wantsLogits: Bool) {
+        precondition(!tokens.isEmpty, "a slice of a batch has at least one token")
+        self.tokens.append(contentsOf: tokens)
+        sequences.append(SequenceSlice(count: tokens.count, firstPosition: firstPosition, blockTable: blockTable))
+        if wantsLogits { logitRows.append(self.tokens.count - 1) }
+    }
+}
+
+/// Keys and values of one sequence at a time, for the single-stream tools (`run`, `chat`,
+/// perplexity, scoring): a paged cache whose blocks are all this sequence's, in order.
+public final class KVCache: @unchecked Sendable {
+    public let storage: PagedKVCache
+    public let capacity: Int
+    let blockTable: [Int32]
+    /// Positions filled so far.
+    public internal(set) var length = 0
+
+    public init(layers: Int, capacity: Int, rowWidth: Int, blockSize: Int = 16) {
+        let blocks = max(1, (capacity + blockSize - 1) / blockSize)
+        storage = PagedKVCache(layers: layers, blockSize: blockSize, blockCount: blocks, rowWidth: rowWidth)
+        self.capacity = capacity
+        blockTable = (0..<Int32(blocks)).map { $0 }
+    }
+
+    /// Forgets positions from `newLength` on (for example to start a new sequence).
+    public func truncate(to newLength: Int) {
+        length = min(length, max(0, newLength))
+    }
+}
