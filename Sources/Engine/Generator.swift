@@ -8,6 +8,8 @@ public enum FinishReason: String, Sendable, Codable {
     case stop
     /// `maxTokens` reached, or the context is full.
     case length
+    /// The request was cancelled.
+    case abort
 }
 
 public struct GenerationParameters: Sendable {
@@ -85,16 +87,15 @@ public final class Generator {
         var history = prompt
         var generated: [Int] = []
         var text = ""
-        var decoder = StreamingDecoder(tokenizer: tokenizer)
-        var stops = StopStringMatcher(parameters.stopStrings)
+        var stream = TextStream(tokenizer: tokenizer, stopStrings: parameters.stopStrings)
         var finish = FinishReason.length
         let genStart = Date()
-        func deliver(_ piece: String) -> Bool {
-            guard !piece.isEmpty else { return true }
+        var consumerStopped = false
+        func deliver(_ piece: String) {
+            guard !piece.isEmpty else { return }
             text += piece
-            return onText(piece)
+            if !onText(piece) { consumerStopped = true }
         }
-        var stoppedByString = false
         while true {
             let token = sampler.sample(logits, history: history)
             generated.append(token)
@@ -103,17 +104,13 @@ public final class Generator {
                 finish = .stop
                 break
             }
-            let (safe, stopped) = stops.append(decoder.append(token))
-            if stopped { stoppedByString = true }
-            if !deliver(safe) || stopped { finish = .stop; break }
+            deliver(stream.append(token))
+            if stream.stopped || consumerStopped { finish = .stop; break }
             if generated.count >= parameters.maxTokens || cache.length >= contextLength { break }
             logits = try model.forward([token], cache: cache, logitRows: 0..<1)
         }
-        if !stoppedByString {
-            let (safe, stopped) = stops.append(decoder.finish())
-            _ = deliver(safe)
-            if stopped { finish = .stop } else { _ = deliver(stops.flush()) }
-        }
+        deliver(stream.finish())
+        if stream.stopped { finish = .stop }
         return GenerationResult(text: text, tokens: generated, promptTokens: prompt.count, finishReason: finish,
                                 promptSeconds: promptSeconds, generationSeconds: Date().timeIntervalSince(genStart))
     }

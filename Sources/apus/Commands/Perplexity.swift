@@ -28,7 +28,7 @@ struct Perplexity: ParsableCommand {
             let text = try String(contentsOfFile: file, encoding: .utf8)
             let tokens = loaded.tokenizer.encode(text, parseSpecial: false, addSpecial: false)
             guard tokens.count >= ctx else { throw ValidationError("\(file) has \(tokens.count) tokens, fewer than one chunk of \(ctx)") }
-            let result = try Engine.Evaluation.perplexity(model: loaded.model, tokens: tokens, context: ctx, maxChunks: chunks) { done, total, ppl in
+            let result = try Evaluation.perplexity(model: loaded.model, tokens: tokens, context: ctx, maxChunks: chunks) { done, total, ppl in
                 FileHandle.standardError.write(Data(String(format: "[%d/%d] %.4f\n", done, total, ppl).utf8))
             }
             writeOut(String(format: "PPL = %.4f\n", result.perplexity))
@@ -64,7 +64,7 @@ struct Score: ParsableCommand {
                 } catch {
                     throw ValidationError("line \(number + 1): expected {\"prompt_ids\": [...], \"completion_ids\": [...]}")
                 }
-                let top = try Engine.Evaluation.score(model: loaded.model, prompt: request.prompt_ids, completion: request.completion_ids, topK: min(topK, loaded.model.vocabularySize))
+                let top = try Evaluation.score(model: loaded.model, prompt: request.prompt_ids, completion: request.completion_ids, topK: min(topK, loaded.model.vocabularySize))
                 writeOut(try jsonLine(Response(top_logprobs: top.map { $0.map { Entry(id: $0.id, logprob: $0.logprob) } })))
             }
         }

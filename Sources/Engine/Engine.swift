@@ -1,0 +1,162 @@
+import Foundation
+import Models
+import Tokenizer
+
+/// The serving engine: many requests share each forward pass. The step loop runs on its
+/// own thread; each request is an `AsyncThrowingStream` of outputs. A consumer that stops
+/// listening (its task cancelled, or the stream dropped) aborts its request, whose blocks
+/// are released before the next step.
+public final class Engine: @unchecked Sendable {
+    public typealias Stream = AsyncThrowingStream<GenerationOutput, Error>
+
+    public let tokenizer: Tokenizer
+    public let contextLength: Int
+    public let configuration: EngineConfiguration
+    /// Blocks of `configuration.blockSize` positions in the KV cache.
+    public let kvBlocks: Int
+    private let core: EngineCore
+
+    // Shared with the loop thread, under `condition`.
+    private let condition = NSCondition()
+    private var arrivals: [(id: UInt64, request: GenerationRequest, continuation: Stream.Continuation)] = []
+    private var aborts: [UInt64] = []
+    private var nextID: UInt64 = 0
+    private var stopping = false
+    private var stopped = false
+    private var published = EngineStatistics()
+    private var thread: Thread?
+
+    // Owned by the loop thread.
+    private var continuations: [UInt64: Stream.Continuation] = [:]
+
+    public init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration()) throws {
+        core = try EngineCore(model: model, tokenizer: tokenizer, configuration: configuration)
+        self.tokenizer = tokenizer
+        self.configuration = configuration
+        contextLength = core.contextLength
+        kvBlocks = core.cache.blockCount
+        published = core.currentStatistics()
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "apus-engine"
+        thread.stackSize = 8 << 20
+        self.thread = thread
+        thread.start()
+    }
+
+    deinit { shutdown() }
+
+    /// Checks a request as `generate` will, without submitting it.
+    public func validate(_ request: GenerationRequest) throws { try core.validate(request) }
+
+    /// Submits a request. Invalid requests fail the stream at once with the reason.
+    public func generate(_ request: GenerationRequest) -> Stream {
+        let (stream, continuation) = Stream.makeStream()
+        do {
+            try core.validate(request)
+        } catch {
+            continuation.finish(throwing: error)
+            return stream
+        }
+        condition.lock()
+        guard !stopping else {
+            condition.unlock()
+            continuation.finish(throwing: EngineError.shutDown)
+            return stream
+        }
+        nextID += 1
+        let id = nextID
+        arrivals.append((id, request, continuation))
+        condition.signal()
+        condition.unlock()
+        continuation.onTermination = { [weak self] termination in
+            if case .cancelled = termination { self?.abort(id) }
+        }
+        return stream
+    }
+
+    /// Counters as of the end of the last step.
+    public var statistics: EngineStatistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return published
+    }
+
+    /// Stops the loop: waiting and running requests end with `EngineError.shutDown`.
+    public func shutdown() {
+        condition.lock()
+        stopping = true
+        condition.signal()
+        while thread != nil && !stopped { condition.wait() }
+        condition.unlock()
+    }
+
+    private func abort(_ id: UInt64) {
+        condition.lock()
+        aborts.append(id)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while arrivals.isEmpty && aborts.isEmpty && !core.hasWork && !stopping { condition.wait() }
+            let newArrivals = arrivals, newAborts = aborts
+            arrivals = []
+            aborts = []
+            let stop = stopping
+            condition.unlock()
+
+            for a in newArrivals {
+                do {
+                    try core.add(id: a.id, a.request)
+                    continuations[a.id] = a.continuation
+                } catch {
+                    a.continuation.finish(throwing: error)
+                }
+            }
+            for id in newAborts where core.abort(id: id) {
+                continuations.removeValue(forKey: id)?.finish()
+            }
+            if stop {
+                for (id, continuation) in continuations {
+                    core.abort(id: id)
+                    continuation.finish(throwing: EngineError.shutDown)
+                }
+                continuations = [:]
+                publish()
+                condition.lock()
+                stopped = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            do {
+                for event in try core.step() {
+                    guard let continuation = continuations[event.request] else { continue }
+                    continuation.yield(event.output)
+                    if event.finished {
+                        continuations[event.request] = nil
+                        continuation.finish()
+                    }
+                }
+            } catch {
+                // A failed forward pass is a bug, not bad input: fail every request rather
+                // than loop on the same batch.
+                for (id, continuation) in continuations {
+                    core.abort(id: id)
+                    continuation.finish(throwing: error)
+                }
+                continuations = [:]
+            }
+            publish()
+        }
+    }
+
+    private func publish() {
+        let s = core.currentStatistics()
+        condition.lock()
+        published = s
+        condition.unlock()
+    }
+}

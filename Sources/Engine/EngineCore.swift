@@ -1,0 +1,265 @@
+import Foundation
+import Models
+import Tokenizer
+
+/// Settings of the serving engine.
+public struct EngineConfiguration: Sendable {
+    /// Positions per KV-cache block.
+    public var blockSize = 16
+    /// Memory for the KV cache; the number of blocks follows from it.
+    public var kvCacheBytes = 512 << 20
+    /// Most tokens one step runs (decode tokens plus prompt chunks).
+    public var tokenBudget = 512
+    /// Most sequences running at once.
+    public var maxRunningSequences = 64
+    public var prefixCaching = true
+    /// Longest sequence (prompt and generated tokens); nil: the model's trained context.
+    public var contextLength: Int? = nil
+
+    public init() {}
+
+    public func validate() throws {
+        func check(_ ok: Bool, _ message: String) throws { if !ok { throw EngineError.invalidConfiguration(message) } }
+        try check((1...4096).contains(blockSize), "the block size must be between 1 and 4096 positions, got \(blockSize)")
+        try check(tokenBudget >= 1 && tokenBudget <= 1 << 16, "the token budget must be between 1 and 65536, got \(tokenBudget)")
+        try check(maxRunningSequences >= 1 && maxRunningSequences <= 4096, "the running-sequence limit must be between 1 and 4096, got \(maxRunningSequences)")
+        try check(kvCacheBytes > 0, "the KV cache needs memory")
+        if let contextLength { try check(contextLength >= 2, "the context must hold at least 2 tokens, got \(contextLength)") }
+    }
+}
+
+public enum EngineError: Error, Equatable, CustomStringConvertible {
+    case invalidConfiguration(String)
+    case exceedsKVCache(positions: Int, capacity: Int)
+    case invalidSamples(Int)
+    case invalidLogprobs(Int)
+    case shutDown
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let message): message
+        case .exceedsKVCache(let positions, let capacity):
+            "the request needs \(positions) KV-cache positions but the whole cache holds \(capacity); lower max_tokens or give the cache more memory"
+        case .invalidSamples(let n): "n must be between 1 and \(GenerationRequest.maxSamples), got \(n)"
+        case .invalidLogprobs(let k): "logprobs must be between 0 and \(GenerationRequest.maxLogprobs), got \(k)"
+        case .shutDown: "the engine is shutting down"
+        }
+    }
+}
+
+/// Counters and gauges of the engine, for metrics.
+public struct EngineStatistics: Sendable, Equatable {
+    public var waitingSequences = 0
+    public var runningSequences = 0
+    public var preemptions = 0
+    public var kvBlocksUsed = 0
+    public var kvBlocksFree = 0
+    public var kvBlocksTotal = 0
+    /// Full blocks the prefix cache remembers (held by a sequence or not).
+    public var kvBlocksCached = 0
+    public var promptTokensQueried = 0
+    /// Prompt tokens that came from the prefix cache instead of being computed.
+    public var promptTokensCached = 0
+    public var promptTokensComputed = 0
+    public var generatedTokens = 0
+    public var steps = 0
+    public var finishedRequests = 0
+    public var abortedRequests = 0
+
+    public init() {}
+}
+
+/// One step's news for one request.
+struct EngineEvent {
+    let request: UInt64
+    let output: GenerationOutput
+    /// The request's last event: every sample has finished.
+    let finished: Bool
+}
+
+/// The engine's state machine, driven one step at a time by a single thread: requests in,
+/// scheduling, one batched forward pass, sampling, outputs out. `Engine` runs it on its own
+/// thread; tests may drive it directly.
+final class EngineCore {
+    let model: any LanguageModel
+    let tokenizer: Tokenizer
+    let configuration: EngineConfiguration
+    let contextLength: Int
+    let cache: PagedKVCache
+    let scheduler: Scheduler
+    private var requests: [UInt64: RequestState] = [:]
+    private var sequences: [UInt64: [Sequence]] = [:]
+    private var arrivals: UInt64 = 0
+    private var statistics = EngineStatistics()
+
+    init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration) throws {
+        try configuration.validate()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.configuration = configuration
+        contextLength = min(configuration.contextLength ?? model.trainedContextLength, model.trainedContextLength)
+        let blockBytes = model.kvBytesPerPosition * configuration.blockSize
+        let blockCount = configuration.kvCacheBytes / blockBytes
+        guard blockCount >= 1 else {
+            throw EngineError.invalidConfiguration("\(configuration.kvCacheBytes) bytes of KV cache hold not even one block of \(blockBytes) bytes")
+        }
+        cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
+        scheduler = Scheduler(cache: cache, tokenBudget: configuration.tokenBudget, maxRunning: configuration.maxRunningSequences,
+                              prefixCaching: configuration.prefixCaching)
+    }
+
+    var hasWork: Bool { scheduler.hasWork }
+
+    /// Rejects requests that are malformed or could never finish.
+    func validate(_ r: GenerationRequest) throws {
+        guard !r.prompt.isEmpty else { throw GenerationError.emptyPrompt }
+        guard r.parameters.maxTokens >= 1 else { throw GenerationError.invalidMaxTokens(r.parameters.maxTokens) }
+        guard (1...GenerationRequest.maxSamples).contains(r.samples) else { throw EngineError.invalidSamples(r.samples) }
+        if let k = r.logprobs, !(0...GenerationRequest.maxLogprobs).contains(k) { throw EngineError.invalidLogprobs(k) }
+        try r.parameters.sampling.validate()
+        guard r.prompt.count < contextLength else { throw GenerationError.promptTooLong(promptTokens: r.prompt.count, contextLength: contextLength) }
+        for t in r.prompt where t < 0 || t >= model.vocabularySize {
+            throw ModelError.tokenOutOfRange(token: t, vocabularySize: model.vocabularySize)
+        }
+        // One sample must fit alone; the scheduler preempts the rest to make room.
+        let positions = min(r.prompt.count + r.parameters.maxTokens, contextLength)
+        let capacity = cache.blockCount * cache.blockSize
+        guard positions <= capacity else { throw EngineError.exceedsKVCache(positions: positions, capacity: capacity) }
+    }
+
+    func add(id: UInt64, _ request: GenerationRequest) throws {
+        try validate(request)
+        arrivals += 1
+        let state = RequestState(id: id, request: request, arrival: arrivals)
+        let first = Sequence(request: state, index: 0, sampler: try sampler(for: request, sample: 0),
+                             text: TextStream(tokenizer: tokenizer, stopStrings: request.parameters.stopStrings), pendingForks: request.samples - 1)
+        requests[id] = state
+        sequences[id] = [first]
+        scheduler.enqueue(first)
+    }
+
+    /// Drops a request and releases its blocks; false when it is unknown or already done.
+    @discardableResult
+    func abort(id: UInt64) -> Bool {
+        guard requests.removeValue(forKey: id) != nil else { return false }
+        for s in sequences.removeValue(forKey: id) ?? [] { scheduler.remove(s) }
+        statistics.abortedRequests += 1
+        return true
+    }
+
+    func currentStatistics() -> EngineStatistics {
+        var s = statistics
+        s.waitingSequences = scheduler.waiting.count
+        s.runningSequences = scheduler.running.count
+        s.preemptions = scheduler.preemptions
+        s.kvBlocksUsed = scheduler.blocks.usedCount
+        s.kvBlocksFree = scheduler.blocks.freeCount
+        s.kvBlocksTotal = scheduler.blocks.blockCount
+        s.kvBlocksCached = scheduler.blocks.cachedCount
+        s.promptTokensQueried = scheduler.promptTokensQueried
+        s.promptTokensCached = scheduler.promptTokensCached
+        return s
+    }
+
+    /// Runs one step: schedule, forward, sample. Returns what each request produced.
+    func step() throws -> [EngineEvent] {
+        let chunks = scheduler.schedule()
+        guard !chunks.isEmpty else { return [] }
+        var batch = ForwardBatch()
+        var logitIndex: [ObjectIdentifier: Int] = [:]
+        for chunk in chunks {
+            let s = chunk.sequence
+            let completes = s.computed + chunk.count == s.tokens.count
+            if completes { logitIndex[ObjectIdentifier(s)] = batch.logitRows.count }
+            batch.append(s.tokens[s.computed..<(s.computed + chunk.count)], firstPosition: s.computed, blockTable: s.blockTable, wantsLogits: completes)
+            if s.computed < s.promptCount { statistics.promptTokensComputed += min(chunk.count, s.promptCount - s.computed) }
+        }
+        let logits = try model.forward(batch, cache: cache)
+        scheduler.didRun(chunks)
+        statistics.steps += 1
+
+        let v = model.vocabularySize
+        var events: [EngineEvent] = []
+        for chunk in chunks {
+            let s = chunk.sequence
+            guard let row = logitIndex[ObjectIdentifier(s)] else { continue }
+            let rowLogits = Array(logits[(row * v)..<((row + 1) * v)])
+            var samples = [s]
+            if s.pendingForks > 0 {
+                samples += try fork(s)
+            }
+            for sample in samples {
+                events += emit(sample, token: sample.sampler.sample(rowLogits, history: sample.tokens), logits: rowLogits)
+            }
+        }
+        return events
+    }
+
+    /// The other samples of `parent`'s request, sharing its computed prompt.
+    private func fork(_ parent: Sequence) throws -> [Sequence] {
+        let request = parent.request.request
+        let children = try (1...parent.pendingForks).map { i in
+            Sequence(forking: parent, index: i, sampler: try sampler(for: request, sample: i),
+                     text: TextStream(tokenizer: tokenizer, stopStrings: request.parameters.stopStrings))
+        }
+        parent.pendingForks = 0
+        for child in children { scheduler.addRunning(child) }
+        sequences[parent.request.id, default: []] += children
+        return children
+    }
+
+    private func sampler(for request: GenerationRequest, sample: Int) throws -> Sampler {
+        var p = request.parameters.sampling
+        if let seed = p.seed { p.seed = seed &+ UInt64(sample) }
+        return try Sampler(p)
+    }
+
+    /// Appends a sampled token to a sequence, finishes it if it is done, and reports both.
+    private func emit(_ s: Sequence, token: Int, logits: [Float]) -> [EngineEvent] {
+        let state = s.request
+        let r = state.request
+        let now = Date()
+        if state.firstToken == nil { state.firstToken = now }
+        if let last = s.lastToken { state.interTokenSeconds.append(now.timeIntervalSince(last)) }
+        s.lastToken = now
+        s.tokens.append(token)
+        statistics.generatedTokens += 1
+
+        var output = GenerationOutput(index: s.index, text: "", tokens: [token], logprobs: [], finishReason: nil, metrics: nil)
+        if let k = r.logprobs { output.logprobs = [Self.logprobs(of: token, in: logits, top: k)] }
+        if !r.parameters.ignoreEndOfGeneration, tokenizer.isEndOfGeneration(token) {
+            output.finishReason = .stop
+        } else {
+            output.text = s.text.append(token)
+            if s.text.stopped {
+                output.finishReason = .stop
+            } else if s.generatedCount >= r.parameters.maxTokens || s.tokens.count >= contextLength {
+                output.finishReason = .length
+            }
+        }
+        guard let reason = output.finishReason else { return [EngineEvent(request: state.id, output: output, finished: false)] }
+        output.text += s.text.finish()
+        if s.text.stopped { output.finishReason = .stop }
+        s.finishReason = reason
+        scheduler.remove(s)
+        state.unfinishedSamples -= 1
+        let finished = state.unfinishedSamples == 0 && s.pendingForks == 0
+        if finished {
+            let all = sequences.removeValue(forKey: state.id) ?? []
+            requests[state.id] = nil
+            statistics.finishedRequests += 1
+            let start = state.submitted
+            output.metrics = RequestMetrics(
+                promptTokens: r.prompt.count, cachedPromptTokens: state.cachedPromptTokens, completionTokens: all.reduce(0) { $0 + $1.generatedCount },
+                queueSeconds: (state.firstScheduled ?? now).timeIntervalSince(start), timeToFirstTokenSeconds: (state.firstToken ?? now).timeIntervalSince(start),
+                interTokenSeconds: state.interTokenSeconds, totalSeconds: now.timeIntervalSince(start))
+        }
+        return [EngineEvent(request: state.id, output: output, finished: finished)]
+    }
+
+    static func logprobs(of token: Int, in logits: [Float], top k: Int) -> TokenLogprobs {
+        let lp = Evaluation.logSoftmax(logits[...])
+        let top = k > 0 ? TopK.indices(of: logits, k: k).map { TokenLogprobs.Entry(token: $0, logprob: lp[$0]) } : []
+        return TokenLogprobs(chosen: .init(token: token, logprob: lp[token]), top: top)
+    }
+}

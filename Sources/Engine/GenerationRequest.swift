@@ -1,0 +1,63 @@
+/// One request to the engine: a tokenized prompt and how to continue it.
+public struct GenerationRequest: Sendable {
+    public var prompt: [Int]
+    public var parameters: GenerationParameters
+    /// Independent samples of the same prompt (OpenAI's `n`); they share the prompt's KV
+    /// blocks. Sample `i` of a seeded request draws from seed `seed + i`.
+    public var samples: Int = 1
+    /// Log-probabilities of each chosen token and of this many most likely alternatives
+    /// (0: the chosen token only; nil: none).
+    public var logprobs: Int? = nil
+    /// Lower values are scheduled first; equal priorities are first come, first served.
+    public var priority: Int = 0
+
+    public init(prompt: [Int], parameters: GenerationParameters = GenerationParameters()) {
+        self.prompt = prompt
+        self.parameters = parameters
+    }
+
+    /// The most alternatives `logprobs` may ask for.
+    public static let maxLogprobs = 20
+    /// The most samples one request may ask for.
+    public static let maxSamples = 128
+}
+
+/// The log-probability of a chosen token under the model (before sampling's penalties,
+/// temperature and filters, as OpenAI and vLLM report them), with the most likely tokens.
+public struct TokenLogprobs: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public let token: Int
+        public let logprob: Double
+    }
+    public let chosen: Entry
+    public let top: [Entry]
+}
+
+/// What one request waited for and took, reported with its last output.
+public struct RequestMetrics: Sendable {
+    public var promptTokens: Int
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    public var cachedPromptTokens: Int
+    public var completionTokens: Int
+    /// From submission to the first step that ran any of the request's tokens.
+    public var queueSeconds: Double
+    /// From submission to the first generated token.
+    public var timeToFirstTokenSeconds: Double
+    /// Gaps between consecutive generated tokens of each sample.
+    public var interTokenSeconds: [Double]
+    public var totalSeconds: Double
+}
+
+/// A piece of one sample's output: the tokens generated since the last piece and the text
+/// that became final with them. The last piece of a sample carries its finish reason; the
+/// last piece of the request also carries the request's metrics.
+public struct GenerationOutput: Sendable {
+    /// Which sample (0 ..< `samples`).
+    public var index: Int
+    public var text: String
+    public var tokens: [Int]
+    /// One entry per token, when the request asked for log-probabilities.
+    public var logprobs: [TokenLogprobs]
+    public var finishReason: FinishReason?
+    public var metrics: RequestMetrics?
+}

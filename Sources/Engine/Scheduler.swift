@@ -1,0 +1,168 @@
+import Models
+
+/// The tokens of one sequence that run in this step.
+struct ScheduledChunk {
+    let sequence: Sequence
+    let count: Int
+}
+
+/// Iteration-level scheduling (Orca, Yu et al. 2022) with chunked prefill (Sarathi-Serve,
+/// Agrawal et al. 2024): every step takes at most `tokenBudget` tokens, first one decode
+/// token for each running sequence, then the rest of the budget for prompts, in chunks.
+/// Order is priority, then arrival. When a sequence needs a block and none is free, the
+/// last sequence in that order is preempted: its blocks are released (its full blocks stay
+/// in the prefix cache) and it is recomputed when it is admitted again.
+final class Scheduler {
+    let blocks: BlockManager
+    let cache: PagedKVCache
+    let tokenBudget: Int
+    let maxRunning: Int
+    /// Blocks admission leaves free, so that running sequences can grow without preempting.
+    let watermark: Int
+    private(set) var waiting: [Sequence] = []
+    private(set) var running: [Sequence] = []
+    private(set) var preemptions = 0
+    private(set) var promptTokensQueried = 0
+    private(set) var promptTokensCached = 0
+
+    init(cache: PagedKVCache, tokenBudget: Int, maxRunning: Int, prefixCaching: Bool) {
+        self.cache = cache
+        blocks = BlockManager(blockCount: cache.blockCount, blockSize: cache.blockSize, prefixCaching: prefixCaching)
+        self.tokenBudget = tokenBudget
+        self.maxRunning = maxRunning
+        watermark = max(1, cache.blockCount / 100)
+    }
+
+    var hasWork: Bool { !waiting.isEmpty || !running.isEmpty }
+
+    func enqueue(_ sequence: Sequence) { insert(sequence, into: &waiting) }
+
+    /// A sample forked from a running one; it holds its parent's blocks too.
+    func addRunning(_ sequence: Sequence) {
+        for b in sequence.blockTable { blocks.retain(b) }
+        insert(sequence, into: &running)
+    }
+
+    /// Takes a sequence out of the engine and releases its blocks.
+    func remove(_ sequence: Sequence) {
+        waiting.removeAll { $0 === sequence }
+        running.removeAll { $0 === sequence }
+        releaseBlocks(of: sequence)
+    }
+
+    /// The chunks to run in the next step, their blocks allocated.
+    func schedule() -> [ScheduledChunk] {
+        var budget = tokenBudget
+        var scheduled: [ScheduledChunk] = []
+
+        // Sequences already running, decodes first so that they never wait behind a prompt.
+        let order = running.filter { $0.uncomputed == 1 } + running.filter { $0.uncomputed > 1 }
+        for sequence in order where budget > 0 {
+            guard running.contains(where: { $0 === sequence }) else { continue }  // preempted meanwhile
+            var granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
+            while granted == 0, let victim = running.last {
+                preempt(victim)
+                if let i = scheduled.firstIndex(where: { $0.sequence === victim }) {
+                    budget += scheduled[i].count
+                    scheduled.remove(at: i)
+                }
+                if victim === sequence { break }
+                granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
+            }
+            if granted > 0 {
+                scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
+                budget -= granted
+            }
+        }
+
+        // New (and preempted) sequences, while the budget and the free blocks allow.
+        while budget > 0, running.count < maxRunning, let sequence = waiting.first {
+            if sequence.computed == 0 { reuseCachedPrefix(sequence) }
+            let want = min(sequence.uncomputed, budget)
+            let newBlocks = max(0, (sequence.computed + want + blocks.blockSize - 1) / blocks.blockSize - sequence.blockTable.count)
+            let granted = blocks.freeCount - newBlocks >= watermark || running.isEmpty ? reserve(sequence, tokens: want) : 0
+            guard granted > 0 else {
+                releaseBlocks(of: sequence)
+                break
+            }
+            waiting.removeFirst()
+            insert(sequence, into: &running)
+            if sequence.request.firstScheduled == nil {
+                sequence.request.firstScheduled = .now
+                promptTokensQueried += sequence.promptCount
+                promptTokensCached += sequence.computed
+                sequence.request.cachedPromptTokens = sequence.computed
+            }
+            scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
+            budget -= granted
+        }
+        return scheduled
+    }
+
+    /// Records that the chunks ran: their tokens are computed, and blocks they filled are
+    /// named for the prefix cache.
+    func didRun(_ chunks: [ScheduledChunk]) {
+        for chunk in chunks {
+            let s = chunk.sequence
+            s.computed += chunk.count
+            guard blocks.prefixCaching else { continue }
+            let bs = blocks.blockSize
+            while s.blockHashes.count < s.computed / bs {
+                let i = s.blockHashes.count
+                let hash = BlockManager.hash(parent: s.blockHashes.last, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
+                blocks.register(s.blockTable[i], hash: hash)
+                s.blockHashes.append(hash)
+            }
+        }
+    }
+
+    /// Blocks for up to `tokens` more of `sequence`'s tokens, copying a shared block it is
+    /// about to write into; returns how many tokens the blocks cover.
+    private func reserve(_ s: Sequence, tokens want: Int) -> Int {
+        let bs = blocks.blockSize
+        let index = s.computed / bs
+        if s.computed % bs != 0, index < s.blockTable.count, blocks.referenceCount(of: s.blockTable[index]) > 1 {
+            guard let copy = blocks.allocate() else { return 0 }
+            cache.copyBlock(Int(s.blockTable[index]), to: Int(copy), positions: s.computed % bs)
+            blocks.release(s.blockTable[index])
+            s.blockTable[index] = copy
+        }
+        while s.blockTable.count * bs < s.computed + want, let b = blocks.allocate() { s.blockTable.append(b) }
+        return max(0, min(want, s.blockTable.count * bs - s.computed))
+    }
+
+    /// Starts a sequence from the longest prefix of its tokens whose blocks are cached,
+    /// always leaving at least one token to compute (its logits are needed).
+    private func reuseCachedPrefix(_ s: Sequence) {
+        guard blocks.prefixCaching, s.blockTable.isEmpty else { return }
+        let bs = blocks.blockSize
+        var parent: UInt64? = nil
+        for i in 0..<((s.tokens.count - 1) / bs) {
+            let hash = BlockManager.hash(parent: parent, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
+            guard let block = blocks.lookup(hash) else { break }
+            s.blockTable.append(block)
+            s.blockHashes.append(hash)
+            parent = hash
+        }
+        s.computed = s.blockTable.count * bs
+    }
+
+    private func preempt(_ s: Sequence) {
+        running.removeAll { $0 === s }
+        releaseBlocks(of: s)
+        preemptions += 1
+        insert(s, into: &waiting)
+    }
+
+    private func releaseBlocks(of s: Sequence) {
+        for b in s.blockTable { blocks.release(b) }
+        s.blockTable = []
+        s.blockHashes = []
+        s.computed = 0
+    }
+
+    private func insert(_ s: Sequence, into queue: inout [Sequence]) {
+        let i = queue.firstIndex { s.precedes($0) } ?? queue.count
+        queue.insert(s, at: i)
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Tokenizer
+
+/// What the engine tracks of one request: its samples, timing and counts.
+final class RequestState {
+    let id: UInt64
+    let request: GenerationRequest
+    let arrival: UInt64
+    let submitted: Date
+    var firstScheduled: Date?
+    var firstToken: Date?
+    var cachedPromptTokens = 0
+    var interTokenSeconds: [Double] = []
+    var unfinishedSamples: Int
+
+    init(id: UInt64, request: GenerationRequest, arrival: UInt64) {
+        self.id = id
+        self.request = request
+        self.arrival = arrival
+        submitted = Date()
+        unfinishedSamples = request.samples
+    }
+}
+
+/// One sample being generated: its tokens (prompt, then generated), how many of them have
+/// keys and values in the cache, and the blocks that hold those.
+final class Sequence {
+    let request: RequestState
+    /// Sample index within the request.
+    let index: Int
+    var tokens: [Int]
+    let promptCount: Int
+    /// Tokens whose keys and values are in the cache: `tokens[..<computed]`.
+    var computed = 0
+    var blockTable: [Int32] = []
+    /// Prefix-cache names of the first full blocks, in order.
+    var blockHashes: [UInt64] = []
+    var sampler: Sampler
+    var text: TextStream
+    var lastToken: Date?
+    /// Further samples to fork off once the prompt is computed (n > 1).
+    var pendingForks: Int
+    var finishReason: FinishReason?
+
+    init(request: RequestState, index: Int, sampler: Sampler, text: TextStream, pendingForks: Int) {
+        self.request = request
+        self.index = index
+        tokens = request.request.prompt
+        promptCount = tokens.count
+        self.sampler = sampler
+        self.text = text
+        self.pendingForks = pendingForks
+    }
+
+    /// A sample that shares everything computed so far (the caller retains the blocks).
+    init(forking parent: Sequence, index: Int, sampler: Sampler, text: TextStream) {
+        request = parent.request
+        self.index = index
+        tokens = parent.tokens
+        promptCount = parent.promptCount
+        computed = parent.computed
+        blockTable = parent.blockTable
+        blockHashes = parent.blockHashes
+        self.sampler = sampler
+        self.text = text
+        pendingForks = 0
+    }
+
+    var generatedCount: Int { tokens.count - promptCount }
+    var uncomputed: Int { tokens.count - computed }
+
+    /// Scheduling order: priority, then arrival, then sample index.
+    func precedes(_ other: Sequence) -> Bool {
+        let a = (request.request.priority, request.arrival, index), b = (other.request.request.priority, other.request.arrival, other.index)
+        return a < b
+    }
+}
