@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 
 @main
-struct Apus: ParsableCommand {
+struct Apus: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apus",
         abstract: "A Swift-native LLM inference engine: GGUF models on the CPU.",
         discussion: "Without --model, commands use SmolLM2-135M-Instruct (Q4_1), fetched on first use into $APUS_HOME or ~/.cache/apus.",
-        subcommands: [Run.self, Chat.self, Tokenize.self, Template.self, Perplexity.self, Score.self, Bench.self, Inspect.self, Pull.self]
+        subcommands: [Run.self, Chat.self, Tokenize.self, Template.self, Perplexity.self, Score.self, Batch.self, Bench.self, Inspect.self, Pull.self]
     )
 }
 
@@ -21,6 +21,16 @@ func fail(_ error: Error) -> ExitCode {
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
+    } catch let exit as ExitCode {
+        throw exit
+    } catch {
+        throw fail(error)
+    }
+}
+
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
     } catch let exit as ExitCode {
         throw exit
     } catch {

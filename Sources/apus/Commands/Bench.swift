@@ -4,9 +4,17 @@ import GGUF
 import Kernels
 import Models
 
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure prompt processing and generation speed, as llama-bench does.",
+        abstract: "Measure speed: one sequence as llama-bench does (default), or the serving engine's throughput.",
+        subcommands: [BenchSingle.self, BenchThroughput.self],
+        defaultSubcommand: BenchSingle.self)
+}
+
+struct BenchSingle: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "single",
+        abstract: "Measure prompt processing and generation speed of one sequence, as llama-bench does.",
         discussion: """
             ppN processes N prompt tokens in one batch from an empty cache; tgN generates N tokens one at a time \
             from an empty cache. Each test runs once to warm up, then --repetitions times; speeds are tokens per \

@@ -1,0 +1,39 @@
+import ArgumentParser
+import Engine
+
+/// Settings of the serving engine, shared by `batch`, `bench throughput` and `serve`.
+struct EngineArguments: ParsableArguments {
+    @Option(name: .long, help: "Memory for the KV cache, in MiB.")
+    var kvMemory: Int = 512
+
+    @Option(name: .long, help: "Positions per KV-cache block.")
+    var blockSize: Int = 16
+
+    @Option(name: .long, help: "Most tokens per engine step (decode tokens plus prompt chunks).")
+    var tokenBudget: Int = 512
+
+    @Option(name: .long, help: "Most sequences running at once.")
+    var maxSequences: Int = 64
+
+    @Flag(name: .long, help: "Turn off the prefix cache (every prompt is computed in full).")
+    var noPrefixCache = false
+
+    @Option(name: .long, help: "Longest sequence, prompt and output (default: the model's trained context).")
+    var context: Int?
+
+    var configuration: EngineConfiguration {
+        var c = EngineConfiguration()
+        c.kvCacheBytes = kvMemory << 20
+        c.blockSize = blockSize
+        c.tokenBudget = tokenBudget
+        c.maxRunningSequences = maxSequences
+        c.prefixCaching = !noPrefixCache
+        c.contextLength = context
+        return c
+    }
+
+    func validate() throws {
+        if kvMemory < 1 || kvMemory > 1 << 20 { throw ValidationError("--kv-memory must be between 1 and 1048576 MiB") }
+        do { try configuration.validate() } catch { throw ValidationError("\(error)") }
+    }
+}
