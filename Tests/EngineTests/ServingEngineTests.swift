@@ -194,6 +194,23 @@ final class ServingEngineTests: XCTestCase {
         }
     }
 
+    /// With room for one sequence at a time, requests run by priority, then first come.
+    func testPriorityThenArrivalOrder() throws {
+        let core = try makeCore { $0.maxRunningSequences = 1 }
+        var p = GenerationParameters()
+        p.sampling = .greedy
+        p.maxTokens = 2
+        p.ignoreEndOfGeneration = true
+        for (id, priority) in [(0, 0), (1, 0), (2, -1), (3, 5)] {
+            var r = GenerationRequest(prompt: [504, 3575, 282, id % 2 == 0 ? 4649 : 314], parameters: p)
+            r.priority = priority
+            try core.add(id: UInt64(id), r)
+        }
+        var order: [UInt64] = []
+        while core.hasWork { order += try core.step().filter(\.finished).map(\.request) }
+        XCTAssertEqual(order, [2, 0, 1, 3])
+    }
+
     func testRequestsThatCanNeverRunAreClearErrors() throws {
         let (model, _) = try load()
         let core = try makeCore { $0.kvCacheBytes = 4 * 16 * model.kvBytesPerPosition }
