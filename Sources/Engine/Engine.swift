@@ -5,7 +5,7 @@ import Tokenizer
 /// The serving engine: many requests share each forward pass. The step loop runs on its
 /// own thread; each request is an `AsyncThrowingStream` of outputs. A consumer that stops
 /// listening (its task cancelled, or the stream dropped) aborts its request, whose blocks
-/// are released before the next step.
+/// are released before the next step. Call `shutdown()` to stop the loop thread.
 public final class Engine: @unchecked Sendable {
     public typealias Stream = AsyncThrowingStream<GenerationOutput, Error>
 
@@ -36,14 +36,13 @@ public final class Engine: @unchecked Sendable {
         contextLength = core.contextLength
         kvBlocks = core.cache.blockCount
         published = core.currentStatistics()
-        let thread = Thread { [unowned self] in self.loop() }
+        // The loop holds the engine until `shutdown()` ends it.
+        let thread = Thread { self.loop() }
         thread.name = "apus-engine"
         thread.stackSize = 8 << 20
         self.thread = thread
         thread.start()
     }
-
-    deinit { shutdown() }
 
     /// Checks a request as `generate` will, without submitting it.
     public func validate(_ request: GenerationRequest) throws { try core.validate(request) }
@@ -58,19 +57,22 @@ public final class Engine: @unchecked Sendable {
             return stream
         }
         condition.lock()
+        nextID += 1
+        let id = nextID
+        condition.unlock()
+        // Set before the loop can see the request, and outside the lock: the handler takes it.
+        continuation.onTermination = { [weak self] termination in
+            if case .cancelled = termination { self?.abort(id) }
+        }
+        condition.lock()
         guard !stopping else {
             condition.unlock()
             continuation.finish(throwing: EngineError.shutDown)
             return stream
         }
-        nextID += 1
-        let id = nextID
         arrivals.append((id, request, continuation))
         condition.signal()
         condition.unlock()
-        continuation.onTermination = { [weak self] termination in
-            if case .cancelled = termination { self?.abort(id) }
-        }
         return stream
     }
 
@@ -81,7 +83,8 @@ public final class Engine: @unchecked Sendable {
         return published
     }
 
-    /// Stops the loop: waiting and running requests end with `EngineError.shutDown`.
+    /// Stops the loop: waiting and running requests end with `EngineError.shutDown`. Safe
+    /// to call more than once.
     public func shutdown() {
         condition.lock()
         stopping = true
