@@ -11,9 +11,6 @@ public final class Engine: @unchecked Sendable {
 
     public let tokenizer: Tokenizer
     public let contextLength: Int
-    public let configuration: EngineConfiguration
-    /// Blocks of `configuration.blockSize` positions in the KV cache.
-    public let kvBlocks: Int
     private let core: EngineCore
 
     // Shared with the loop thread, under `condition`.
@@ -24,7 +21,6 @@ public final class Engine: @unchecked Sendable {
     private var stopping = false
     private var stopped = false
     private var published = EngineStatistics()
-    private var thread: Thread?
 
     // Owned by the loop thread.
     private var continuations: [UInt64: Stream.Continuation] = [:]
@@ -32,30 +28,22 @@ public final class Engine: @unchecked Sendable {
     public init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration()) throws {
         core = try EngineCore(model: model, tokenizer: tokenizer, configuration: configuration)
         self.tokenizer = tokenizer
-        self.configuration = configuration
         contextLength = core.contextLength
-        kvBlocks = core.cache.blockCount
         published = core.currentStatistics()
         // The loop holds the engine until `shutdown()` ends it.
         let thread = Thread { self.loop() }
         thread.name = "apus-engine"
         thread.stackSize = 8 << 20
-        self.thread = thread
         thread.start()
     }
 
     /// Checks a request as `generate` will, without submitting it.
     public func validate(_ request: GenerationRequest) throws { try core.validate(request) }
 
-    /// Submits a request. Invalid requests fail the stream at once with the reason.
+    /// Submits a request. An invalid request fails its stream with the reason (call
+    /// `validate` first to learn it before streaming).
     public func generate(_ request: GenerationRequest) -> Stream {
         let (stream, continuation) = Stream.makeStream()
-        do {
-            try core.validate(request)
-        } catch {
-            continuation.finish(throwing: error)
-            return stream
-        }
         condition.lock()
         nextID += 1
         let id = nextID
@@ -89,7 +77,7 @@ public final class Engine: @unchecked Sendable {
         condition.lock()
         stopping = true
         condition.signal()
-        while thread != nil && !stopped { condition.wait() }
+        while !stopped { condition.wait() }
         condition.unlock()
     }
 

@@ -237,13 +237,13 @@ final class EngineCore {
                 output.finishReason = .length
             }
         }
-        guard let reason = output.finishReason else { return [EngineEvent(request: state.id, output: output, finished: false)] }
+        guard output.finishReason != nil else { return [EngineEvent(request: state.id, output: output, finished: false)] }
         output.text += s.text.finish()
         if s.text.stopped { output.finishReason = .stop }
-        s.finishReason = reason
         scheduler.remove(s)
+        // Forks happen before their parent's first token, so every sample is counted here.
         state.unfinishedSamples -= 1
-        let finished = state.unfinishedSamples == 0 && s.pendingForks == 0
+        let finished = state.unfinishedSamples == 0
         if finished {
             let all = sequences.removeValue(forKey: state.id) ?? []
             requests[state.id] = nil

@@ -80,7 +80,8 @@ final class Scheduler {
             if sequence.computed == 0 { reuseCachedPrefix(sequence) }
             let want = min(sequence.uncomputed, budget)
             let newBlocks = max(0, (sequence.computed + want + blocks.blockSize - 1) / blocks.blockSize - sequence.blockTable.count)
-            let granted = blocks.freeCount - newBlocks >= watermark || running.isEmpty ? reserve(sequence, tokens: want) : 0
+            let admissible = blocks.freeCount - newBlocks >= watermark || running.isEmpty
+            let granted = admissible ? reserve(sequence, tokens: want) : 0
             guard granted > 0 else {
                 releaseBlocks(of: sequence)
                 break

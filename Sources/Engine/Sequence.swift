@@ -40,7 +40,6 @@ final class Sequence {
     var lastToken: Date?
     /// Further samples to fork off once the prompt is computed (n > 1).
     var pendingForks: Int
-    var finishReason: FinishReason?
 
     init(request: RequestState, index: Int, sampler: Sampler, text: TextStream, pendingForks: Int) {
         self.request = request

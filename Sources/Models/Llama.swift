@@ -188,25 +188,23 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             Quantization.dequantize(embedding.row(token), count: hp.width, format: embedding.format, into: x.pointer + t * hp.width)
         }
 
-        // Every token's position and cache row; the block tables side by side in one buffer
-        // that outlives the layer loop, so the attention queries can point into it.
+        // Every token's cache row and RoPE angles; the block tables side by side in one
+        // buffer that outlives the layer loop, so the attention queries can point into it.
+        let angles = ws.angles
         var cacheRows = [Int](repeating: 0, count: n)
         var tableOffsets: [Int] = []
         var tables: [Int32] = []
-        var positions = [Int](repeating: 0, count: n)
         var first = 0
         for s in batch.sequences {
             tableOffsets.append(tables.count)
             tables.append(contentsOf: s.blockTable)
             for j in 0..<s.count {
-                let p = s.firstPosition + j
-                positions[first + j] = p
-                cacheRows[first + j] = Int(s.blockTable[p / bs]) * bs + p % bs
+                let p = s.firstPosition + j, t = first + j
+                cacheRows[t] = Int(s.blockTable[p / bs]) * bs + p % bs
+                RoPE.angles(position: p, headDim: hp.headDim, base: hp.ropeBase, into: angles.pointer + t * hp.headDim)
             }
             first += s.count
         }
-        let angles = ws.angles
-        for t in 0..<n { RoPE.angles(position: positions[t], headDim: hp.headDim, base: hp.ropeBase, into: angles.pointer + t * hp.headDim) }
 
         tables.withUnsafeBufferPointer { tableBuffer in
             // Queries of each sequence visited short-long-short-long (causal rows grow with

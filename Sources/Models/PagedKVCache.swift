@@ -34,8 +34,6 @@ public final class PagedKVCache: @unchecked Sendable {
         values.forEach { $0.deallocate() }
     }
 
-    public var bytes: Int { Self.bytesPerBlock(layers: layers, blockSize: blockSize, rowWidth: rowWidth) * blockCount }
-
     /// Copies the first `positions` entries of block `source` into block `destination`, in
     /// every layer: the copy of copy-on-write.
     public func copyBlock(_ source: Int, to destination: Int, positions: Int) {

@@ -62,7 +62,7 @@ struct Batch: AsyncParsableCommand {
             defer { engine.shutdown() }
             let lines = try String(contentsOfFile: input, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
                 .map { $0.trimmingCharacters(in: .whitespaces) }
-            let requests: [Result] = lines.enumerated().compactMap { i, line in line.isEmpty ? nil : Result(index: i) }
+            let requestLines = lines.indices.filter { !lines[$0].isEmpty }
             var sink = FileHandle.standardOutput
             if let output {
                 guard FileManager.default.createFile(atPath: output, contents: nil), let file = FileHandle(forWritingAtPath: output) else {
@@ -84,10 +84,10 @@ struct Batch: AsyncParsableCommand {
                         nextToWrite += 1
                     }
                 }
-                for (position, base) in requests.enumerated() {
+                for (position, index) in requestLines.enumerated() {
                     if position >= window, let (p, r) = try await group.next() { try write(p, r) }
-                    let line = lines[base.index]
-                    group.addTask { (position, await Self.run(line: line, index: base.index, engine: engine, loaded: loaded)) }
+                    let line = lines[index]
+                    group.addTask { (position, await Self.run(line: line, index: index, engine: engine, loaded: loaded)) }
                 }
                 for try await (p, r) in group { try write(p, r) }
             }
