@@ -162,7 +162,6 @@ static inline VNNI __m256i dot_signed_vnni(__m256i w, __m256i a) {
     }
 
 DEFINE_ROW_DOT(row_dot_avx2, AVX2, dot_unsigned_avx2, dot_signed_avx2)
-DEFINE_ROW_DOT(row_dot_vnni, VNNI, dot_unsigned_vnni, dot_signed_vnni)
 
 // A block of weights unpacked once for all the tokens of a tile: integer weights, whether
 // they are signed, the scale, and the minimum (0 for the symmetric formats).
@@ -215,9 +214,8 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
 }
 
 // Up to TILE tokens against one row: each token's accumulator sees exactly the operations
-// of the single-token row dot, in the same order, so results are bitwise the same. (Four
-// rows, or two, against one token, tried for decode, ran 35-40% slower than one row at a
-// time; not understood yet.)
+// of the single-token row dot, in the same order, so results are bitwise the same. (Several
+// rows read side by side defeat the hardware prefetcher: see the prefetches of rows8_vnni.)
 #define TILE 4
 #define HAS_MIN(format) ((format) == APUS_Q4_1 || (format) == APUS_Q5_1)
 #define DEFINE_MATMUL(NAME, ATTR, ROW_DOT, DOT_U, DOT_S)                                                          \
@@ -272,7 +270,118 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
     }
 
 DEFINE_MATMUL(matmul_avx2, AVX2, row_dot_avx2, dot_unsigned_avx2, dot_signed_avx2)
-DEFINE_MATMUL(matmul_vnni, VNNI, row_dot_vnni, dot_unsigned_vnni, dot_signed_vnni)
+
+static inline VNNI int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// The eight int32 sums of each of v[0..7], as the eight lanes of one vector (exact).
+static inline VNNI __m256i sum8_epi32(const __m256i v[8]) {
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+// The two f16 at byte `offset` of eight rows `row_bytes` apart (a block's scale and
+// minimum), as floats, in one gather.
+static inline VNNI void f16_pairs(const uint8_t *row, __m256i rows, size_t offset, __m256 *first, __m256 *second) {
+    const __m256i pairs = _mm256_i32gather_epi32((const int *)(row + offset), rows, 1);
+    *first = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(pairs));
+    *second = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(pairs, 16)));
+}
+
+// VNNI, fewer than sixteen tokens (decode): a block's integer dot product is exact, and
+// each token's blocks go into one float, in block order, then the minimum terms, then their
+// sum. Eight rows share a register, lane j for row j; leftover rows take the same steps
+// one at a time. The tiled kernel below computes exactly these operations too.
+static inline __attribute__((always_inline)) VNNI void rows8_vnni(int format, const uint8_t *w, size_t row_bytes, int r,
+                                                                   const apus_q8_block *act, int tokens, int blocks,
+                                                                   float *y, int y_stride, int accumulate) {
+    const int stride = block_bytes(format);
+    const uint8_t *row = w + (size_t)r * row_bytes;
+    const __m256i offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)row_bytes));
+    __m256 acc[16], minimum[16];
+    for (int k = 0; k < tokens; k++) acc[k] = minimum[k] = _mm256_setzero_ps();
+    for (int b = 0; b < blocks; b++) {
+        __m256i q[8], magnitude[8];
+        int is_signed = 0;
+        for (int j = 0; j < 8; j++) {
+            unpacked_block u = unpack_block(format, row + (size_t)j * row_bytes + (size_t)b * stride);
+            q[j] = u.q;
+            magnitude[j] = _mm256_sign_epi8(u.q, u.q);
+            is_signed = u.is_signed;
+        }
+        // The next eight rows, a block's share at a time: eight rows are read side by side,
+        // which the hardware prefetcher does not follow as it does one row.
+        const uint8_t *ahead = row + 16 * row_bytes + (size_t)b * 8 * stride;
+        _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+        _mm_prefetch((const char *)ahead + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)ahead + 128, _MM_HINT_T0);
+        __m256 d, m;
+        f16_pairs(row, offsets, (size_t)b * stride, &d, &m);
+        for (int k = 0; k < tokens; k++) {
+            const apus_q8_block *a = act + (size_t)k * blocks + b;
+            const __m256i av = _mm256_loadu_si256((const __m256i *)a->qs);
+            __m256i dots[8];
+            for (int j = 0; j < 8; j++)
+                dots[j] = is_signed ? dot_unsigned_vnni(magnitude[j], _mm256_sign_epi8(av, q[j])) : dot_unsigned_vnni(q[j], av);
+            acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(sum8_epi32(dots)), acc[k]);
+            if (HAS_MIN(format)) minimum[k] = _mm256_fmadd_ps(m, _mm256_set1_ps(a->s), minimum[k]);
+        }
+    }
+    for (int k = 0; k < tokens; k++) {
+        float out[8];
+        _mm256_storeu_ps(out, _mm256_add_ps(acc[k], minimum[k]));
+        for (int j = 0; j < 8; j++) STORE(y[(size_t)k * y_stride + r + j], out[j]);
+    }
+}
+
+static inline __attribute__((always_inline)) VNNI void row_vnni(int format, const uint8_t *w, size_t row_bytes, int r,
+                                                                 const apus_q8_block *act, int tokens, int blocks,
+                                                                 float *y, int y_stride, int accumulate) {
+    const int stride = block_bytes(format);
+    const uint8_t *row = w + (size_t)r * row_bytes;
+    float acc[16], minimum[16];
+    for (int k = 0; k < tokens; k++) acc[k] = minimum[k] = 0;
+    for (int b = 0; b < blocks; b++) {
+        unpacked_block u = unpack_block(format, row + (size_t)b * stride);
+        for (int k = 0; k < tokens; k++) {
+            const apus_q8_block *a = act + (size_t)k * blocks + b;
+            __m256i av = _mm256_loadu_si256((const __m256i *)a->qs);
+            __m256i s = u.is_signed ? dot_signed_vnni(u.q, av) : dot_unsigned_vnni(u.q, av);
+            acc[k] = fmaf(u.d * a->d, (float)hsum_epi32(s), acc[k]);
+            if (HAS_MIN(format)) minimum[k] = fmaf(u.m, a->s, minimum[k]);
+        }
+    }
+    for (int k = 0; k < tokens; k++) STORE(y[(size_t)k * y_stride + r], acc[k] + minimum[k]);
+}
+
+static inline __attribute__((always_inline)) VNNI void rows_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                                  const apus_q8_block *act, int tokens, int blocks, float *y, int y_stride,
+                                                                  int accumulate) {
+    for (int t0 = 0; t0 < tokens; t0 += 16) {
+        const int n = tokens - t0 < 16 ? tokens - t0 : 16;
+        const apus_q8_block *a = act + (size_t)t0 * blocks;
+        float *yt = y + (size_t)t0 * y_stride;
+        int r = r0;
+        for (; r + 8 <= r1; r += 8) rows8_vnni(format, w, row_bytes, r, a, n, blocks, yt, y_stride, accumulate);
+        for (; r < r1; r++) row_vnni(format, w, row_bytes, r, a, n, blocks, yt, y_stride, accumulate);
+    }
+}
+
+static VNNI void matmul_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8_block *act,
+                             int tokens, int blocks, float *y, int y_stride, int accumulate) {
+    switch (format) {
+    case APUS_Q4_0: rows_vnni(APUS_Q4_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q4_1: rows_vnni(APUS_Q4_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q5_0: rows_vnni(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q5_1: rows_vnni(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    default: rows_vnni(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    }
+}
 
 #endif
 
@@ -351,10 +460,9 @@ void apus_build_tiles16(const apus_q8_block *act, int blocks, int tile_begin, in
             for (int t = 0; t < 16; t++) {
                 const apus_q8_block *a = act + (size_t)(16 * tile + t) * blocks + b;
                 for (int i = 0; i < 8; i++) {
-                    int32_t group;
+                    uint32_t group;
                     memcpy(&group, a->qs + 4 * i, 4);
-                    o->qs[i][t] = group;
-                    o->sums[i][t] = a->qs[4 * i] + a->qs[4 * i + 1] + a->qs[4 * i + 2] + a->qs[4 * i + 3];
+                    o->qs[i][t] = group ^ 0x80808080u;  // each signed byte + 128
                 }
                 o->d[t] = a->d;
                 o->s[t] = a->s;
@@ -364,58 +472,70 @@ void apus_build_tiles16(const apus_q8_block *act, int blocks, int tile_begin, in
 }
 
 #if APUS_X86
-// Weights as unsigned bytes plus an offset: w = u - offset, so Σ w·a = Σ u·a - offset·Σ a
-// exactly, which is the integer the ymm kernels compute through |w| and sign(a, w).
-static inline __attribute__((always_inline)) VNNI __m256i unsigned_weights(int format, const uint8_t *w, int *shift) {
-    switch (format) {
-    case APUS_Q4_0: *shift = 3; return unpack_nibbles(w + 2);
-    case APUS_Q4_1: *shift = -1; return unpack_nibbles(w + 4);
-    case APUS_Q5_0: *shift = 4; return _mm256_or_si256(unpack_nibbles(w + 6), unpack_fifth_bits(w + 2));
-    case APUS_Q5_1: *shift = -1; return _mm256_or_si256(unpack_nibbles(w + 8), unpack_fifth_bits(w + 4));
-    default: *shift = 7; return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_set1_epi8((char)0x80));
+// Rows handled together: each activation load serves ROWS dot products.
+#define ROWS 4
+
+// A group of `rows` rows against every tile, sixteen tokens per zmm. The rows' weights are
+// unpacked once into signed bytes, which `vpdpbusd` broadcasts straight from memory against
+// the unsigned activations (a + 128); starting each block's sum from -128 Σ w makes it the
+// exact integer Σ w·a. Lane t then sees the operations of `rows_vnni` for token t: one
+// float multiply-add per block in block order, then the minimum terms, then their sum.
+static inline __attribute__((always_inline)) VNNI void tile16_row_group(int format, const uint8_t *w, size_t row_bytes, int r, int rows,
+                                                                         const apus_tile16_block *tiles, int tile_count, int blocks,
+                                                                         float *y, int y_stride, int accumulate) {
+    const int stride = block_bytes(format);
+    // Weights stream from memory once per call when there are few tiles (decode): fetch the
+    // group after next while this one is unpacked.
+    const uint8_t *ahead = w + (size_t)(r + 2 * ROWS) * row_bytes;
+    for (size_t offset = 0; offset < (size_t)rows * row_bytes; offset += 64) _mm_prefetch((const char *)ahead + offset, _MM_HINT_T0);
+    uint8_t weights[ROWS][blocks * 32] __attribute__((aligned(32)));
+    int32_t offsets[ROWS][blocks];
+    float scales[ROWS][blocks], minima[ROWS][blocks];
+    for (int k = 0; k < rows; k++) {
+        const uint8_t *row = w + (size_t)(r + k) * row_bytes;
+        for (int b = 0; b < blocks; b++) {
+            unpacked_block u = unpack_block(format, row + (size_t)b * stride);
+            _mm256_store_si256((__m256i *)(weights[k] + 32 * b), u.q);
+            offsets[k][b] = -128 * hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), u.q));
+            scales[k][b] = u.d;
+            minima[k][b] = u.m;
+        }
+    }
+    for (int tile = 0; tile < tile_count; tile++) {
+        const apus_tile16_block *T = tiles + (size_t)tile * blocks;
+        __m512 acc[ROWS], minimum[ROWS];
+        for (int k = 0; k < rows; k++) acc[k] = minimum[k] = _mm512_setzero_ps();
+        for (int b = 0; b < blocks; b++) {
+            __m512i dot[ROWS];
+            for (int k = 0; k < rows; k++) dot[k] = _mm512_set1_epi32(offsets[k][b]);
+            for (int i = 0; i < 8; i++) {
+                const __m512i a = _mm512_loadu_si512((const void *)T[b].qs[i]);
+                for (int k = 0; k < rows; k++) {
+                    int32_t group;
+                    memcpy(&group, weights[k] + 32 * b + 4 * i, 4);
+                    dot[k] = _mm512_dpbusd_epi32(dot[k], a, _mm512_set1_epi32(group));
+                }
+            }
+            const __m512 d = _mm512_loadu_ps(T[b].d);
+            for (int k = 0; k < rows; k++) {
+                acc[k] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(scales[k][b]), d), _mm512_cvtepi32_ps(dot[k]), acc[k]);
+                if (HAS_MIN(format)) minimum[k] = _mm512_fmadd_ps(_mm512_set1_ps(minima[k][b]), _mm512_loadu_ps(T[b].s), minimum[k]);
+            }
+        }
+        for (int k = 0; k < rows; k++) {
+            float out[16];
+            _mm512_storeu_ps(out, _mm512_add_ps(acc[k], minimum[k]));
+            for (int t = 0; t < 16; t++) STORE(y[(size_t)(16 * tile + t) * y_stride + r + k], out[t]);
+        }
     }
 }
 
-// Sixteen tokens per zmm lane set: lane t of acc[i] is lane i of token t's ymm accumulator in
-// the single-token kernel, updated by the same operations in the same order; the final sum
-// repeats hsum8's tree, so the results are bitwise those of apus_matmul_q8.
 static inline __attribute__((always_inline)) VNNI void tile16_rows(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
                                                                     const apus_tile16_block *tiles, int tile_count, int blocks,
                                                                     float *y, int y_stride, int accumulate) {
-    const int stride = block_bytes(format);
-    const int has_min = format == APUS_Q4_1 || format == APUS_Q5_1;
-    for (int chunk = r0; chunk < r1; chunk += 16) {
-        int chunk_end = chunk + 16 < r1 ? chunk + 16 : r1;
-        for (int tile = 0; tile < tile_count; tile++) {
-            const apus_tile16_block *T = tiles + (size_t)tile * blocks;
-            for (int r = chunk; r < chunk_end; r++) {
-                const uint8_t *row = w + (size_t)r * row_bytes;
-                __m512 acc[8];
-                for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
-                __m512 minimum = _mm512_setzero_ps();
-                for (int b = 0; b < blocks; b++) {
-                    const uint8_t *blk = row + (size_t)b * stride;
-                    int shift;
-                    __m256i u = unsigned_weights(format, blk, &shift);
-                    int32_t groups[8];
-                    _mm256_storeu_si256((__m256i *)groups, u);
-                    const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(f16_load(blk)), _mm512_loadu_ps(T[b].d));
-                    for (int i = 0; i < 8; i++) {
-                        __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(groups[i]),
-                                                        _mm512_loadu_si512((const void *)T[b].qs[i]));
-                        if (shift >= 0) s = _mm512_sub_epi32(s, _mm512_slli_epi32(_mm512_loadu_si512((const void *)T[b].sums[i]), shift));
-                        acc[i] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(s), acc[i]);
-                    }
-                    if (has_min) minimum = _mm512_fmadd_ps(_mm512_set1_ps(f16_load(blk + 2)), _mm512_loadu_ps(T[b].s), minimum);
-                }
-                __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[4]), _mm512_add_ps(acc[2], acc[6])),
-                                           _mm512_add_ps(_mm512_add_ps(acc[1], acc[5]), _mm512_add_ps(acc[3], acc[7])));
-                float out[16];
-                _mm512_storeu_ps(out, _mm512_add_ps(sum, minimum));
-                for (int t = 0; t < 16; t++) STORE(y[(size_t)(16 * tile + t) * y_stride + r], out[t]);
-            }
-        }
-    }
+    int r = r0;
+    for (; r + ROWS <= r1; r += ROWS) tile16_row_group(format, w, row_bytes, r, ROWS, tiles, tile_count, blocks, y, y_stride, accumulate);
+    for (; r < r1; r++) tile16_row_group(format, w, row_bytes, r, 1, tiles, tile_count, blocks, y, y_stride, accumulate);
 }
 
 static VNNI void matmul_tiles16_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_tile16_block *tiles,

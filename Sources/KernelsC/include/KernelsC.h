@@ -36,17 +36,19 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
 /// y[t * y_stride + r] = Σ_b (d_w d_a Σ q_w q_a + m_w s_a) for rows [row_begin, row_end) of a
 /// weight matrix stored `row_bytes` apart, against `tokens` activation rows of `blocks`
 /// blocks each. Every output element is reduced in the same order whatever `tokens` is.
+/// With AVX-512 VNNI each block's integer Σ q_w q_a is exact and the blocks are summed
+/// one after another in one float (then the m_w s_a terms, then the two added); with AVX2,
+/// as in llama.cpp's AVX2 kernel, eight lanes of a block keep separate float sums.
 /// With `accumulate`, adds to `y` instead of overwriting it. Returns 0 if the format or
 /// instruction set is not supported here.
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate);
 
 /// Sixteen tokens' activations for one block, transposed for 512-bit VNNI: `qs[i][t]` holds
-/// bytes 4i..4i+3 of token t's block, `sums[i][t]` their sum (for the formats whose weights
-/// carry an offset).
+/// bytes 4i..4i+3 of token t's block plus 128 (unsigned, the operand `vpdpbusd` wants, so that
+/// the weights can be the broadcast one).
 typedef struct {
-    int32_t qs[8][16];
-    int32_t sums[8][16];
+    uint32_t qs[8][16];
     float d[16];
     float s[16];
 } apus_tile16_block;
