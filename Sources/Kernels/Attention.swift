@@ -68,7 +68,9 @@ public enum Attention {
     /// Attention for every query of a ragged batch (rows of `heads · headDim` floats in
     /// `queries` and `output`), the keys and values read through each query's block table.
     /// Work is split over the threads in the order of `batch`; callers order long and short
-    /// queries alternately so that any contiguous share holds a fair amount of work.
+    /// queries alternately so that any contiguous share holds a fair amount of work. The
+    /// query heads that share a KV head are computed together when there are enough items
+    /// to keep every thread busy; every head's result is bitwise the same either way.
     public static func causal(queries: UnsafePointer<Float>, batch: UnsafeBufferPointer<Query>, cache: PagedLayer, shape: Shape,
                               into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let d = shape.headDim
@@ -79,44 +81,55 @@ public enum Attention {
             return
         }
         let qStride = shape.heads * d
+        let group = shape.heads / shape.kvHeads
+        let headsPerItem = batch.count * shape.kvHeads >= 2 * pool.threads && group <= Int(APUS_MAX_GROUP) ? group : 1
+        let itemsPerQuery = shape.heads / headsPerItem
+        let perHead = Partials.floats(chunks: chunksMax, headDim: d)
         let out = UncheckedBox(output)
-        pool.parallelFor(batch.count * shape.heads) { range in
+        pool.parallelFor(batch.count * itemsPerQuery) { range in
           // Scratch on the stack: nothing is allocated per step.
-          withUnsafeTemporaryAllocation(of: Float.self, capacity: d + Partials.floats(chunks: chunksMax, headDim: d)) { scratch in
+          withUnsafeTemporaryAllocation(of: Float.self, capacity: headsPerItem * (d + perHead)) { scratch in
             let q = scratch.baseAddress!
-            let partial = Partials(q + d, chunks: chunksMax, headDim: d)
+            let partials = Partials(q + headsPerItem * d, chunks: chunksMax, headDim: d, stride: perHead)
             for item in range {
-                let query = batch[item / shape.heads], h = item % shape.heads
-                let source = queries + query.row * qStride + h * d
-                for i in 0..<d { q[i] = HalfPrecision.roundToF16(source[i]) }
+                let query = batch[item / itemsPerQuery], h0 = (item % itemsPerQuery) * headsPerItem
+                let source = queries + query.row * qStride + h0 * d
+                for i in 0..<(headsPerItem * d) { q[i] = HalfPrecision.roundToF16(source[i]) }
                 let visible = query.position + 1
                 let chunks = (visible + chunkPositions - 1) / chunkPositions
                 for c in 0..<chunks {
-                    chunk(q, cache: cache, blockTable: query.blockTable, shape: shape, head: h,
-                          positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partial, index: c)
+                    chunk(q, heads: headsPerItem, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h0,
+                          positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials, index: c)
                 }
-                partial.combine(chunks, into: out.value + query.row * qStride + h * d)
+                for j in 0..<headsPerItem { partials.head(j).combine(chunks, into: out.value + query.row * qStride + (h0 + j) * d) }
             }
           }
         }
     }
 
-    /// The unnormalised value sums, maxima and denominators of a query's chunks, in a
-    /// buffer the caller owns.
+    /// The unnormalised value sums, maxima and denominators of a query head's chunks, in a
+    /// buffer the caller owns; the next head's start `stride` floats further on.
     struct Partials {
         let sums: UnsafeMutablePointer<Float>
         let maxima: UnsafeMutablePointer<Float>
         let denominators: UnsafeMutablePointer<Float>
         let headDim: Int
+        let chunks: Int
+        let stride: Int
 
         static func floats(chunks: Int, headDim: Int) -> Int { max(chunks, 1) * (headDim + 2) }
 
-        init(_ buffer: UnsafeMutablePointer<Float>, chunks: Int, headDim: Int) {
+        init(_ buffer: UnsafeMutablePointer<Float>, chunks: Int, headDim: Int, stride: Int = 0) {
             sums = buffer
             maxima = buffer + max(chunks, 1) * headDim
             denominators = maxima + max(chunks, 1)
             self.headDim = headDim
+            self.chunks = chunks
+            self.stride = stride
         }
+
+        /// The partials of the `j`-th head after this one.
+        func head(_ j: Int) -> Partials { Partials(sums + j * stride, chunks: chunks, headDim: headDim, stride: stride) }
 
         /// Softmax-weighted values over all chunks, combined in chunk order.
         func combine(_ chunks: Int, into o: UnsafeMutablePointer<Float>) {
@@ -139,21 +152,26 @@ public enum Attention {
         }
     }
 
-    /// One query head over `positions` of a sequence: an online softmax pass into chunk
-    /// `index`, continued across the runs of consecutive rows the block table maps them to.
-    static func chunk(_ q: UnsafePointer<Float>, cache: PagedLayer, blockTable: UnsafePointer<Int32>, shape: Shape,
-                      head h: Int, positions: Range<Int>, into partial: Partials, index c: Int) {
+    /// `heads` query heads from `firstHead` (sharing one KV head; their f16-rounded queries
+    /// `headDim` apart in `q`) over `positions` of a sequence: an online softmax pass into
+    /// chunk `index` of each head's partials, continued across the runs of consecutive rows
+    /// the block table maps the positions to.
+    static func chunk(_ q: UnsafePointer<Float>, heads: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>, shape: Shape,
+                      firstHead h0: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize
-        let kvh = h / (shape.heads / shape.kvHeads)
+        let kvh = h0 / (shape.heads / shape.kvHeads)
         let scale = 1 / Float(d).squareRoot()
-        let o = partial.sums + c * d
-        o.initialize(repeating: 0, count: d)
-        var m = -Float.infinity, sum: Float = 0  // running maximum and softmax denominator
-        var p = positions.lowerBound
-        while p < positions.upperBound {
+        for j in 0..<heads {
+            let p = partials.head(j)
+            (p.sums + c * d).initialize(repeating: 0, count: d)
+            p.maxima[c] = -.infinity  // running maximum
+            p.denominators[c] = 0  // and softmax denominator
+        }
+        var position = positions.lowerBound
+        while position < positions.upperBound {
             // The longest run of positions stored in consecutive rows: one kernel call.
-            var block = p / bs
-            let firstRow = Int(blockTable[block]) * bs + p % bs
+            var block = position / bs
+            let firstRow = Int(blockTable[block]) * bs + position % bs
             var end = min(positions.upperBound, (block + 1) * bs)
             while end < positions.upperBound && blockTable[block + 1] == blockTable[block] + 1 {
                 block += 1
@@ -161,27 +179,33 @@ public enum Attention {
             }
             let k0 = cache.keys + firstRow * shape.kvStride + kvh * d
             let v0 = cache.values + firstRow * shape.kvStride + kvh * d
-            let count = end - p
-            let done = apus_attention_f16(q, UnsafeRawPointer(k0).assumingMemoryBound(to: UInt16.self), UnsafeRawPointer(v0).assumingMemoryBound(to: UInt16.self),
-                                          Int32(count), Int32(shape.kvStride), Int32(d), scale, o, &m, &sum)
+            let count = end - position
+            let done = apus_attention_f16(q, Int32(heads), Int32(d), UnsafeRawPointer(k0).assumingMemoryBound(to: UInt16.self),
+                                          UnsafeRawPointer(v0).assumingMemoryBound(to: UInt16.self), Int32(count), Int32(shape.kvStride),
+                                          Int32(d), scale, partials.sums + c * d, partials.maxima + c, partials.denominators + c,
+                                          Int32(partials.stride))
             if done == 0 {
-                for i in 0..<count {
-                    let score = dotF16(q, k0 + i * shape.kvStride, d) * scale
-                    var ms: Float = 1, vs: Float = 1
-                    if score > m {
-                        ms = m == -.infinity ? 0 : expf(m - score)
-                        m = score
-                    } else {
-                        vs = expf(score - m)
+                for j in 0..<heads {
+                    let p = partials.head(j), o = p.sums + c * d, qj = q + j * d
+                    var m = p.maxima[c], sum = p.denominators[c]
+                    for i in 0..<count {
+                        let score = dotF16(qj, k0 + i * shape.kvStride, d) * scale
+                        var ms: Float = 1, vs: Float = 1
+                        if score > m {
+                            ms = m == -.infinity ? 0 : expf(m - score)
+                            m = score
+                        } else {
+                            vs = expf(score - m)
+                        }
+                        accumulateF16(o, scale: ms, plus: v0 + i * shape.kvStride, times: vs, d)
+                        sum = vs.addingProduct(sum, ms)
                     }
-                    accumulateF16(o, scale: ms, plus: v0 + i * shape.kvStride, times: vs, d)
-                    sum = vs.addingProduct(sum, ms)
+                    p.maxima[c] = m
+                    p.denominators[c] = sum
                 }
             }
-            p = end
+            position = end
         }
-        partial.maxima[c] = m
-        partial.denominators[c] = sum
     }
 
     /// One token against a long context: every (head, chunk) pair is a work item.
@@ -199,7 +223,7 @@ public enum Attention {
             pool.parallelFor(shape.heads * chunks) { range in
                 for item in range {
                     let h = item / chunks, c = item % chunks
-                    chunk(q.value + h * d, cache: cache, blockTable: query.blockTable, shape: shape, head: h,
+                    chunk(q.value + h * d, heads: 1, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h,
                           positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
                           into: Partials(buffers.value + h * perHead, chunks: chunks, headDim: d), index: c)
                 }

@@ -407,49 +407,63 @@ static inline AVX2 float dot_f16(const float *q, const uint16_t *k, int d) {
     return (float)dot;
 }
 
-static AVX2 void attention_avx2(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride,
-                                int d, float scale, float *o, float *max_io, float *sum_io) {
-    float m = *max_io, sum = *sum_io;
-    for (int p = 0; p < count; p++) {
-        float score = dot_f16(q, keys + (size_t)p * kv_stride, d) * scale;
-        float ms = 1, vs = 1;
-        if (score > m) {
-            ms = m == -INFINITY ? 0 : expf(m - score);
-            m = score;
-        } else {
-            vs = expf(score - m);
-        }
-        const uint16_t *v = values + (size_t)p * kv_stride;
-        __m256 msv = _mm256_set1_ps(ms), vsv = _mm256_set1_ps(vs);
-        int i = 0;
-        for (; i + 8 <= d; i += 8) {
-            __m256 acc = _mm256_loadu_ps(o + i);
-            if (ms != 1) acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(acc, msv), _MM_FROUND_TO_NEAREST_INT));
-            __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
-            acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_fmadd_ps(vv, vsv, acc), _MM_FROUND_TO_NEAREST_INT));
-            _mm256_storeu_ps(o + i, acc);
-        }
-        for (; i < d; i++) {
-            float acc = o[i];
-            if (ms != 1) acc = _cvtsh_ss(_cvtss_sh(acc * ms, 0));
-            o[i] = _cvtsh_ss(_cvtss_sh(fmaf(_cvtsh_ss(v[i]), vs, acc), 0));
-        }
-        sum = fmaf(sum, ms, vs);
+// Several query heads that share one KV head, position by position: each head's running
+// state sees exactly the operations it would alone, and the heads' chains of dependent
+// operations (through `o`) interleave, so the core overlaps them instead of waiting on one.
+static AVX2 void attention_avx2(const float *q, int heads, int q_stride, const uint16_t *keys, const uint16_t *values, int count,
+                                int kv_stride, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
+    float m[APUS_MAX_GROUP], sum[APUS_MAX_GROUP];
+    for (int h = 0; h < heads; h++) {
+        m[h] = max_io[(size_t)h * state_stride];
+        sum[h] = sum_io[(size_t)h * state_stride];
     }
-    *max_io = m;
-    *sum_io = sum;
+    for (int p = 0; p < count; p++) {
+        const uint16_t *k = keys + (size_t)p * kv_stride;
+        const uint16_t *v = values + (size_t)p * kv_stride;
+        for (int h = 0; h < heads; h++) {
+            float *o = out + (size_t)h * state_stride;
+            float score = dot_f16(q + (size_t)h * q_stride, k, d) * scale;
+            float ms = 1, vs = 1;
+            if (score > m[h]) {
+                ms = m[h] == -INFINITY ? 0 : expf(m[h] - score);
+                m[h] = score;
+            } else {
+                vs = expf(score - m[h]);
+            }
+            __m256 msv = _mm256_set1_ps(ms), vsv = _mm256_set1_ps(vs);
+            int i = 0;
+            for (; i + 8 <= d; i += 8) {
+                __m256 acc = _mm256_loadu_ps(o + i);
+                if (ms != 1) acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(acc, msv), _MM_FROUND_TO_NEAREST_INT));
+                __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
+                acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_fmadd_ps(vv, vsv, acc), _MM_FROUND_TO_NEAREST_INT));
+                _mm256_storeu_ps(o + i, acc);
+            }
+            for (; i < d; i++) {
+                float acc = o[i];
+                if (ms != 1) acc = _cvtsh_ss(_cvtss_sh(acc * ms, 0));
+                o[i] = _cvtsh_ss(_cvtss_sh(fmaf(_cvtsh_ss(v[i]), vs, acc), 0));
+            }
+            sum[h] = fmaf(sum[h], ms, vs);
+        }
+    }
+    for (int h = 0; h < heads; h++) {
+        max_io[(size_t)h * state_stride] = m[h];
+        sum_io[(size_t)h * state_stride] = sum[h];
+    }
 }
 #endif
 
-int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride, int d,
-                       float scale, float *out, float *max_io, float *sum_io) {
+int apus_attention_f16(const float *q, int heads, int q_stride, const uint16_t *keys, const uint16_t *values, int count, int kv_stride,
+                       int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
 #if APUS_X86
-    if (apus_int8_isa() >= 1) {
-        attention_avx2(q, keys, values, count, kv_stride, d, scale, out, max_io, sum_io);
+    if (apus_int8_isa() >= 1 && heads <= APUS_MAX_GROUP) {
+        attention_avx2(q, heads, q_stride, keys, values, count, kv_stride, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }
 #endif
-    (void)q; (void)keys; (void)values; (void)count; (void)kv_stride; (void)d; (void)scale; (void)out; (void)max_io; (void)sum_io;
+    (void)q; (void)heads; (void)q_stride; (void)keys; (void)values; (void)count; (void)kv_stride; (void)d; (void)scale; (void)out;
+    (void)max_io; (void)sum_io; (void)state_stride;
     return 0;
 }
 

@@ -62,15 +62,20 @@ void apus_build_tiles16(const apus_q8_block *activations, int blocks, int tile_b
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                         const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride, int accumulate);
 
-/// One query head against `count` cached positions (keys and values f16, rows `kv_stride`
-/// halves apart), online softmax in ggml's flash-attention order: `q` holds f16-rounded
-/// values, the value sum is kept in f16. Continues the state it is given (the unnormalised
-/// `d` sums in `out`, the maximum score and the softmax denominator; start from zeros and
-/// -inf), so consecutive runs of positions (the blocks of a paged cache) give bitwise the
-/// result of one call over all of them. Returns 0 when this CPU lacks AVX2/F16C (the
-/// caller then uses its portable path).
-int apus_attention_f16(const float *q, const uint16_t *keys, const uint16_t *values, int count, int kv_stride, int d,
-                       float scale, float *out, float *max_io, float *sum_io);
+/// The most query heads one `apus_attention_f16` call takes.
+#define APUS_MAX_GROUP 16
+
+/// `heads` query heads (`q_stride` floats apart) that share one KV head, against `count`
+/// cached positions (keys and values f16, rows `kv_stride` halves apart), online softmax in
+/// ggml's flash-attention order: `q` holds f16-rounded values, the value sum is kept in f16.
+/// Continues the state it is given for each head h (the unnormalised `d` sums at
+/// `out + h * state_stride`, the maximum score and the softmax denominator at
+/// `h * state_stride` of `max_io` and `sum_io`; start from zeros and -inf), so consecutive
+/// runs of positions (the blocks of a paged cache) give bitwise the result of one call over
+/// all of them, and each head gets bitwise what it gets alone. Returns 0 when this CPU lacks
+/// AVX2/F16C or `heads` exceeds APUS_MAX_GROUP (the caller then uses its portable path).
+int apus_attention_f16(const float *q, int heads, int q_stride, const uint16_t *keys, const uint16_t *values, int count, int kv_stride,
+                       int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);
 
 /// A hint to the CPU that the caller is spinning (x86 `pause`).
 static inline void apus_spin_pause(void) {
