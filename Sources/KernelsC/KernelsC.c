@@ -41,7 +41,51 @@ static inline float f16_load(const uint8_t *p) {
     return (float)h;
 }
 
+#if APUS_X86
+// The same rounding as the portable loop below: one multiply, then conversion in the
+// default rounding mode (half to even), as nearbyintf does.
+__attribute__((target("avx2,fma,f16c"))) static void quantize_q8_avx2(const float *x, int rows, int cols, int with_sum, apus_q8_block *out) {
+    int blocks = cols / 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int r = 0; r < rows; r++) {
+        for (int b = 0; b < blocks; b++) {
+            const float *v = x + (size_t)r * cols + 32 * b;
+            apus_q8_block *o = out + (size_t)r * blocks + b;
+            __m256 x0 = _mm256_loadu_ps(v), x1 = _mm256_loadu_ps(v + 8), x2 = _mm256_loadu_ps(v + 16), x3 = _mm256_loadu_ps(v + 24);
+            __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, x0), _mm256_andnot_ps(sign, x1)),
+                                     _mm256_max_ps(_mm256_andnot_ps(sign, x2), _mm256_andnot_ps(sign, x3)));
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            float amax = _mm_cvtss_f32(h);
+            float d = amax / 127.0f;
+            float id = amax != 0 ? 127.0f / amax : 0.0f;
+            __m256 scale = _mm256_set1_ps(id);
+            __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, scale)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, scale));
+            __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, scale)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(x3, scale));
+            __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+            // Pack to bytes; the packs interleave 128-bit lanes, which the permute undoes.
+            __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+            bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)o->qs, bytes);
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+            s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
+            o->d = f16_round(d);
+            o->s = with_sum ? f16_round(d * (float)_mm_cvtsi128_si32(s4)) : 0.0f;
+            o->pad[0] = o->pad[1] = 0;
+        }
+    }
+}
+#endif
+
 void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_block *out) {
+#if APUS_X86
+    if (apus_int8_isa() >= 1) {
+        quantize_q8_avx2(x, rows, cols, with_sum, out);
+        return;
+    }
+#endif
     int blocks = cols / 32;
     for (int r = 0; r < rows; r++) {
         for (int b = 0; b < blocks; b++) {

@@ -1,8 +1,32 @@
 import Foundation
 @testable import Kernels
+import KernelsC
 import XCTest
 
 final class QuantizationTests: XCTestCase {
+    /// Activation quantization on every instruction-set level equals the reference exactly:
+    /// quantized values (ties to even), scale and sum. One row has amax 127, so that values
+    /// like 2.5 land exactly on ties.
+    func testActivationQuantizationMatchesTheReferenceOnEveryLevel() {
+        defer { IntegerKernels.limit(to: .avx512vnni) }
+        var seed: UInt64 = 21
+        let cols = 32 * 7, rows = 3
+        var x = Reference.randomValues(rows * cols, seed: &seed, scale: 3)
+        for j in 0..<cols { x[j] = j == 5 ? 127 : Float(j % 9) - 4.5 }
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+            IntegerKernels.limit(to: level)
+            var blocks = [apus_q8_block](repeating: apus_q8_block(), count: rows * cols / 32)
+            apus_quantize_q8(x, Int32(rows), Int32(cols), 1, &blocks)
+            for (i, block) in blocks.enumerated() {
+                let expected = Reference.quantizeActivationBlock(x[(32 * i)..<(32 * i + 32)])
+                let q = withUnsafeBytes(of: block.qs) { Array($0.bindMemory(to: Int8.self)).map(Int.init) }
+                XCTAssertEqual(q, expected.q, "\(level) block \(i)")
+                XCTAssertEqual(block.d.bitPattern, expected.d.bitPattern, "\(level) block \(i)")
+                XCTAssertEqual(block.s.bitPattern, expected.s.bitPattern, "\(level) block \(i)")
+            }
+        }
+    }
+
     func testRoundTripErrorIsWithinEachFormatsStep() {
         var seed: UInt64 = 1
         for format in TensorFormat.allCases {
