@@ -17,6 +17,10 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "GGUF"),
@@ -26,11 +30,22 @@ let package = Package(
         .target(name: "Models", dependencies: ["GGUF", "Kernels"], swiftSettings: numericFlags),
         .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels"]),
         .target(name: "ModelStore"),
+        .target(
+            name: "Server",
+            dependencies: [
+                "Engine", "Models", "Tokenizer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
         .executableTarget(
             name: "apus",
             dependencies: [
-                "GGUF", "Kernels", "Tokenizer", "Models", "Engine", "ModelStore",
+                "GGUF", "Kernels", "Tokenizer", "Models", "Engine", "ModelStore", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(name: "TestSupport", dependencies: ["GGUF"], path: "Tests/TestSupport"),
@@ -40,5 +55,6 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUF", "Kernels", "Tokenizer", "Engine", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF", "TestSupport"]),
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore"]),
+        .testTarget(name: "ServerTests", dependencies: ["Server", "Engine", "Models", "Tokenizer", "GGUF", "TestSupport"]),
     ]
 )

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Foundation
+import Server
 
 struct Batch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -98,10 +99,13 @@ struct Batch: AsyncParsableCommand {
         var result = Result(index: index)
         do {
             guard let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                throw RequestFieldError(param: nil, message: "line \(index + 1) is not a JSON object")
+                throw RequestFieldError(param: nil, "line \(index + 1) is not a JSON object")
             }
-            let request = try OpenAIRequest(json: json, tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate,
-                                             contextLength: engine.contextLength).request
+            let parsed = try OpenAIRequest(json: json, kind: json["messages"] == nil ? .completion : .chat)
+            let requests = try parsed.generationRequests(tokenizer: loaded.tokenizer, chatTemplate: loaded.chatTemplate, contextLength: engine.contextLength)
+            guard let request = requests.first, requests.count == 1 else {
+                throw RequestFieldError(param: "prompt", "one prompt per line, got \(requests.count)")
+            }
             var choices = (0..<request.samples).map { Choice(index: $0, logprobs: request.logprobs == nil ? nil : []) }
             for try await o in engine.generate(request) {
                 choices[o.index].text += o.text

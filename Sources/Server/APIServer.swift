@@ -1,0 +1,457 @@
+import Engine
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Tokenizer
+
+/// Settings of the HTTP server (the engine has its own).
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// When set, every endpoint but `/health` needs `Authorization: Bearer <key>`.
+    public var apiKey: String?
+    public var maxBodyBytes = 4 << 20
+    public var maxHeaderBytes = 16 << 10
+    /// Sequences waiting in the engine past which new requests get 429.
+    public var maxWaitingRequests = 256
+    public var limits = OpenAIRequest.Limits()
+    /// Seconds between SSE comments sent to keep a stream's connection alive.
+    public var keepAliveSeconds: Double = 5
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    public var drainSeconds: Double = 30
+
+    public init() {}
+}
+
+/// What the server serves once the model is loaded.
+public struct ServedModel: Sendable {
+    public let engine: Engine
+    public let tokenizer: Tokenizer
+    public let chatTemplate: ChatTemplate?
+    public let name: String
+
+    public init(engine: Engine, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, name: String) {
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.chatTemplate = chatTemplate
+        self.name = name
+    }
+}
+
+/// The OpenAI-compatible API on Hummingbird: `/v1/completions`, `/v1/chat/completions`
+/// (both streamed as server-sent events or not), `/v1/models`, `/tokenize`,
+/// `/detokenize`, `/health`, `/metrics`. Every failure is an OpenAI-shaped error; a client
+/// that goes away mid-stream aborts its requests in the engine.
+public final class APIServer: HTTPResponder, @unchecked Sendable {
+    public typealias Context = BasicRequestContext
+
+    enum State {
+        case loading
+        case ready(ServedModel)
+        case draining(ServedModel)
+    }
+
+    public let configuration: ServerConfiguration
+    public let metrics = ServerMetrics()
+    let logger: Logger
+    let created = Int(Date().timeIntervalSince1970)
+    public static let fingerprint = "apus-1"
+
+    private let lock = NSLock()
+    private var state = State.loading
+    private var inFlight = 0
+    private var nextID: UInt64 = 0
+
+    public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "apus.server")) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Starts serving `model` (until then every API call gets 503).
+    public func ready(_ model: ServedModel) {
+        lock.withLock { state = .ready(model) }
+    }
+
+    /// Refuses new work with 503 and waits up to `drainSeconds` for requests in flight.
+    public func drain() async {
+        lock.withLock {
+            if case .ready(let model) = state { state = .draining(model) }
+        }
+        let deadline = Date().addingTimeInterval(configuration.drainSeconds)
+        while lock.withLock({ inFlight }) > 0 && Date() < deadline {
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+
+    public var requestsInFlight: Int { lock.withLock { inFlight } }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let started = Date()
+        let id = lock.withLock { () -> String in
+            nextID += 1
+            inFlight += 1
+            return String(format: "%08llx%08x", nextID, UInt32.random(in: 0...UInt32.max))
+        }
+        var log = RequestLog(id: id, method: request.method.rawValue, path: request.uri.path, started: started)
+        var response: Response
+        do {
+            response = try await route(request, id: id, log: &log)
+        } catch {
+            let apiError = APIError.from(error) ?? {
+                logger.error("request \(id) failed: \(error)")
+                return APIError(.internalServerError, "the server failed to answer this request", type: "server_error")
+            }()
+            response = Self.errorResponse(apiError)
+        }
+        log.status = Int(response.status.code)
+        metrics.countRequest(status: log.status)
+        if !log.streamed {
+            finish(log)
+        }
+        return response
+    }
+
+    /// One line per request, written when its response is complete.
+    struct RequestLog: Sendable {
+        let id: String
+        let method: String
+        let path: String
+        let started: Date
+        var status = 0
+        var streamed = false
+        var metrics: RequestMetrics?
+    }
+
+    private func finish(_ log: RequestLog) {
+        lock.withLock { inFlight -= 1 }
+        var line = "\(log.id) \(log.method) \(log.path) \(log.status) \(Int(Date().timeIntervalSince(log.started) * 1000)) ms"
+        if let m = log.metrics {
+            line += String(format: " prompt=%d cached=%d completion=%d queue=%.0fms ttft=%.0fms", m.promptTokens, m.cachedPromptTokens,
+                           m.completionTokens, m.queueSeconds * 1000, m.timeToFirstTokenSeconds * 1000)
+        }
+        logger.info("\(line)")
+    }
+
+    // MARK: Routing
+
+    private func route(_ request: Request, id: String, log: inout RequestLog) async throws -> Response {
+        let headerBytes = request.headers.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 }
+        guard headerBytes <= configuration.maxHeaderBytes else {
+            throw APIError(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"),
+                           "the request headers take \(headerBytes) bytes, more than the limit of \(configuration.maxHeaderBytes)",
+                           type: "invalid_request_error")
+        }
+        let path = request.uri.path, method = request.method
+        if path == "/health" && method == .get { return health() }
+        try authorize(request)
+        switch (method, path) {
+        case (.get, "/metrics"):
+            return Self.response(.ok, contentType: "text/plain; version=0.0.4", Data(metrics.exposition(engine: currentModel()?.engine.statistics).utf8))
+        case (.get, "/v1/models"):
+            let model = try servingModel()
+            return Self.json(.ok, [
+                "object": "list",
+                "data": [["id": model.name, "object": "model", "created": created, "owned_by": "apus", "max_model_len": model.engine.contextLength]],
+            ])
+        case (.post, "/v1/completions"), (.post, "/v1/chat/completions"):
+            let model = try servingModel()
+            let json = try await readJSON(request)
+            return try await generate(json, kind: path == "/v1/completions" ? .completion : .chat, model: model, id: id, log: &log)
+        case (.post, "/tokenize"):
+            let model = try servingModel()
+            return try tokenize(try await readJSON(request), model: model)
+        case (.post, "/detokenize"):
+            let model = try servingModel()
+            return try detokenize(try await readJSON(request), model: model)
+        default:
+            throw APIError(.notFound, "Invalid URL (\(method.rawValue) \(path))", type: "invalid_request_error", code: "not_found")
+        }
+    }
+
+    private func health() -> Response {
+        switch lock.withLock({ state }) {
+        case .ready: Self.json(.ok, ["status": "ok"])
+        case .loading: Self.json(.serviceUnavailable, ["status": "loading"])
+        case .draining: Self.json(.serviceUnavailable, ["status": "draining"])
+        }
+    }
+
+    private func currentModel() -> ServedModel? {
+        switch lock.withLock({ state }) {
+        case .ready(let m), .draining(let m): m
+        case .loading: nil
+        }
+    }
+
+    private func servingModel() throws -> ServedModel {
+        switch lock.withLock({ state }) {
+        case .ready(let m): return m
+        case .loading: throw APIError(.serviceUnavailable, "the model is still loading", type: "server_error", retryAfter: 5)
+        case .draining: throw APIError(.serviceUnavailable, "the server is shutting down", type: "server_error", retryAfter: 5)
+        }
+    }
+
+    /// Compares in constant time, so that the key cannot be guessed a byte at a time.
+    private func authorize(_ request: Request) throws {
+        guard let key = configuration.apiKey else { return }
+        let given = request.headers[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : $0 } ?? ""
+        let a = Array(given.utf8), b = Array(key.utf8)
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for i in 0..<b.count { difference |= (i < a.count ? a[i] : 0) ^ b[i] }
+        guard difference == 0 else {
+            throw APIError(.unauthorized, given.isEmpty ? "missing API key: send Authorization: Bearer <key>" : "incorrect API key",
+                           type: "invalid_request_error", code: "invalid_api_key")
+        }
+    }
+
+    private func readJSON(_ request: Request) async throws -> [String: Any] {
+        var body = Data()
+        for try await buffer in request.body {
+            guard body.count + buffer.readableBytes <= configuration.maxBodyBytes else {
+                throw APIError(.contentTooLarge, "the request body is larger than the limit of \(configuration.maxBodyBytes) bytes", type: "invalid_request_error")
+            }
+            body.append(contentsOf: buffer.readableBytesView)
+        }
+        guard String(validating: body, as: UTF8.self) != nil else { throw APIError.invalidRequest("the request body is not valid UTF-8") }
+        guard let object = try? JSONSerialization.jsonObject(with: body) else { throw APIError.invalidRequest("the request body is not valid JSON") }
+        guard let json = object as? [String: Any] else { throw APIError.invalidRequest("the request body must be a JSON object") }
+        return json
+    }
+
+    // MARK: Endpoints
+
+    private func tokenize(_ json: [String: Any], model: ServedModel) throws -> Response {
+        guard let text = (json["prompt"] ?? json["content"]) as? String else {
+            throw APIError.invalidRequest("tokenize needs `prompt`, a string", param: "prompt")
+        }
+        let addSpecial = try OpenAIRequest.bool(json, "add_special_tokens") ?? true
+        let tokens = model.tokenizer.encode(text, parseSpecial: true, addSpecial: addSpecial)
+        return Self.json(.ok, ["tokens": tokens, "count": tokens.count, "max_model_len": model.engine.contextLength])
+    }
+
+    private func detokenize(_ json: [String: Any], model: ServedModel) throws -> Response {
+        guard let list = json["tokens"] as? [Any], list.allSatisfy({ $0 is Int && !OpenAIRequest.isBoolean($0) }) else {
+            throw APIError.invalidRequest("detokenize needs `tokens`, an array of token ids", param: "tokens")
+        }
+        let tokens = list as! [Int]
+        let vocabulary = model.tokenizer.vocabulary.count
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= vocabulary }) {
+            throw APIError.invalidRequest("token id \(bad) is outside the vocabulary of \(vocabulary) tokens", param: "tokens")
+        }
+        return Self.json(.ok, ["prompt": model.tokenizer.decode(tokens)])
+    }
+
+    private func generate(_ json: [String: Any], kind: OpenAIRequest.Kind, model: ServedModel, id: String, log: inout RequestLog) async throws -> Response {
+        let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits)
+        if let name = parsed.model, name != model.name {
+            throw APIError(.notFound, "The model `\(name)` does not exist.", type: "invalid_request_error", param: "model", code: "model_not_found")
+        }
+        let requests = try parsed.generationRequests(tokenizer: model.tokenizer, chatTemplate: {
+            guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template") }
+            return template
+        }, contextLength: model.engine.contextLength)
+        for r in requests { try model.engine.validate(r) }
+        guard model.engine.statistics.waitingSequences < configuration.maxWaitingRequests else {
+            throw APIError(.tooManyRequests, "too many requests are waiting; retry later", type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: 1)
+        }
+        let header = Header(id: (kind == .chat ? "chatcmpl-" : "cmpl-") + id, object: kind == .chat ? "chat.completion" : "text_completion",
+                            created: Int(Date().timeIntervalSince1970), model: model.name)
+        if parsed.stream {
+            log.streamed = true
+            return stream(requests, parsed: parsed, model: model, header: header, log: log)
+        }
+        var collected = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
+        try await withThrowingTaskGroup(of: (Int, [GenerationOutput]).self) { group in
+            for (i, r) in requests.enumerated() {
+                group.addTask {
+                    var outputs: [GenerationOutput] = []
+                    for try await o in model.engine.generate(r) { outputs.append(o) }
+                    return (i, outputs)
+                }
+            }
+            for try await (prompt, outputs) in group {
+                for o in outputs { collected.add(o, prompt: prompt) }
+            }
+        }
+        for m in collected.metrics { metrics.record(m) }
+        log.metrics = collected.metrics.first
+        return Self.response(.ok, contentType: "application/json", collected.body(header: header, tokenizer: model.tokenizer))
+    }
+
+    struct Header: Sendable {
+        let id: String
+        let object: String
+        let created: Int
+        let model: String
+    }
+
+    /// Whole choices of a non-streamed request.
+    struct Collected {
+        let kind: OpenAIRequest.Kind
+        let samples: Int
+        let logprobs: Bool
+        var texts: [String]
+        var logprobEntries: [[TokenLogprobs]]
+        var reasons: [FinishReason?]
+        var metrics: [RequestMetrics] = []
+
+        init(kind: OpenAIRequest.Kind, samples: Int, prompts: Int, logprobs: Bool) {
+            self.kind = kind
+            self.samples = samples
+            self.logprobs = logprobs
+            texts = Array(repeating: "", count: samples * prompts)
+            logprobEntries = Array(repeating: [], count: samples * prompts)
+            reasons = Array(repeating: nil, count: samples * prompts)
+        }
+
+        mutating func add(_ o: GenerationOutput, prompt: Int) {
+            let i = prompt * samples + o.index
+            texts[i] += o.text
+            logprobEntries[i] += o.logprobs
+            if let r = o.finishReason { reasons[i] = r }
+            if let m = o.metrics { metrics.append(m) }
+        }
+
+        func body(header: Header, tokenizer: Tokenizer) -> Data {
+            let usage = OpenAIResponse.Usage(prompt: metrics.reduce(0) { $0 + $1.promptTokens }, completion: metrics.reduce(0) { $0 + $1.completionTokens },
+                                             cached: metrics.reduce(0) { $0 + $1.cachedPromptTokens })
+            switch kind {
+            case .completion:
+                let choices = texts.indices.map { i in
+                    OpenAIResponse.CompletionChoice(
+                        index: i, text: texts[i],
+                        logprobs: logprobs ? OpenAIResponse.completionLogprobs(logprobEntries[i], tokenizer: tokenizer, textOffset: 0) : nil,
+                        finish_reason: (reasons[i] ?? .length).rawValue)
+                }
+                return OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: header.object, created: header.created, model: header.model,
+                                                                     system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage))
+            case .chat:
+                let choices = texts.indices.map { i in
+                    OpenAIResponse.ChatChoice(
+                        index: i, message: .init(role: "assistant", content: texts[i]),
+                        logprobs: logprobs ? OpenAIResponse.chatLogprobs(logprobEntries[i], tokenizer: tokenizer) : nil,
+                        finish_reason: (reasons[i] ?? .length).rawValue)
+                }
+                return OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: header.object, created: header.created, model: header.model,
+                                                                     system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage))
+            }
+        }
+    }
+
+    /// Server-sent events: one `data: {chunk}` per engine output, SSE comments as
+    /// keep-alives, an optional usage chunk, then `data: [DONE]`. When the client goes
+    /// away, the next write fails, the engine streams are dropped, and the engine aborts
+    /// the requests before its next step.
+    private func stream(_ requests: [GenerationRequest], parsed: OpenAIRequest, model: ServedModel, header: Header, log: RequestLog) -> Response {
+        let samples = parsed.samples, kind = parsed.kind, wantsLogprobs = parsed.logprobs != nil, includeUsage = parsed.includeUsage
+        let keepAlive = UInt64(configuration.keepAliveSeconds * 1e9)
+        let chunkObject = kind == .chat ? "chat.completion.chunk" : "text_completion"
+        let body = ResponseBody { [self] writer in
+            var log = log
+            log.status = 200
+            defer { finish(log) }
+            enum Event: Sendable {
+                case output(Int, GenerationOutput)
+                case failed(APIError)
+                case keepAlive
+            }
+            let (events, sink) = AsyncStream<Event>.makeStream()
+            let producers = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for (i, r) in requests.enumerated() {
+                        group.addTask {
+                            do {
+                                for try await o in model.engine.generate(r) { sink.yield(.output(i, o)) }
+                            } catch {
+                                sink.yield(.failed(APIError.from(error) ?? APIError(.internalServerError, "generation failed", type: "server_error")))
+                            }
+                        }
+                    }
+                }
+                sink.finish()
+            }
+            let ticker = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: keepAlive)
+                    if !Task.isCancelled { sink.yield(.keepAlive) }
+                }
+            }
+            defer {
+                producers.cancel()
+                ticker.cancel()
+            }
+            func send(_ data: Data) async throws {
+                var buffer = ByteBuffer(string: "data: ")
+                buffer.writeBytes(data)
+                buffer.writeString("\n\n")
+                try await writer.write(buffer)
+            }
+            func chunk<Choice: Encodable>(_ choices: [Choice], usage: OpenAIResponse.Usage? = nil) -> Data {
+                OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: chunkObject, created: header.created, model: header.model,
+                                                              system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage))
+            }
+            var started = Set<Int>()
+            var all: [RequestMetrics] = []
+            var offsets = [Int](repeating: 0, count: requests.count * samples)
+            loop: for await event in events {
+                switch event {
+                case .keepAlive:
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                case .failed(let error):
+                    try await send(error.body)
+                    break loop
+                case .output(let prompt, let o):
+                    let index = prompt * samples + o.index
+                    if let m = o.metrics {
+                        all.append(m)
+                        metrics.record(m)
+                    }
+                    switch kind {
+                    case .completion:
+                        let lp = wantsLogprobs ? OpenAIResponse.completionLogprobs(o.logprobs, tokenizer: model.tokenizer, textOffset: offsets[index]) : nil
+                        offsets[index] += o.text.utf8.count
+                        try await send(chunk([OpenAIResponse.CompletionChoice(index: index, text: o.text, logprobs: lp, finish_reason: o.finishReason?.rawValue)]))
+                    case .chat:
+                        if started.insert(index).inserted {
+                            try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: .init(role: "assistant", content: ""), logprobs: nil, finish_reason: nil)]))
+                        }
+                        let lp = wantsLogprobs ? OpenAIResponse.chatLogprobs(o.logprobs, tokenizer: model.tokenizer) : nil
+                        try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: .init(content: o.text), logprobs: lp, finish_reason: o.finishReason?.rawValue)]))
+                    }
+                }
+            }
+            if includeUsage {
+                let usage = OpenAIResponse.Usage(prompt: all.reduce(0) { $0 + $1.promptTokens }, completion: all.reduce(0) { $0 + $1.completionTokens },
+                                                 cached: all.reduce(0) { $0 + $1.cachedPromptTokens })
+                try await send(chunk([OpenAIResponse.CompletionChoice](), usage: usage))
+            }
+            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            try await writer.finish(nil)
+            log.metrics = all.first
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-cache"
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    // MARK: Responses
+
+    static func response(_ status: HTTPResponse.Status, contentType: String, _ body: Data, headers extra: HTTPFields = HTTPFields()) -> Response {
+        var headers = extra
+        headers[.contentType] = contentType
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        response(status, contentType: "application/json", try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+    }
+
+    static func errorResponse(_ error: APIError) -> Response {
+        var headers = HTTPFields()
+        if let seconds = error.retryAfter { headers[.retryAfter] = "\(seconds)" }
+        return response(error.status, contentType: "application/json", error.body, headers: headers)
+    }
+}

@@ -1,0 +1,263 @@
+import Engine
+import Foundation
+import Tokenizer
+
+/// A bad field of an OpenAI-style request, named as the request spells it.
+public struct RequestFieldError: Error, Equatable, CustomStringConvertible {
+    public let param: String?
+    public let message: String
+    /// OpenAI's machine-readable code, where it has one (`context_length_exceeded`).
+    public let code: String?
+
+    public init(param: String?, _ message: String, code: String? = nil) {
+        self.param = param
+        self.message = message
+        self.code = code
+    }
+
+    public var description: String { message }
+}
+
+/// The fields of an OpenAI completion or chat-completion request: `prompt` (a string, a list
+/// of strings, token ids, or lists of token ids) or `messages`, and `max_tokens` /
+/// `max_completion_tokens`, `temperature`, `top_p`, `n`, `stop`, `seed`, penalties,
+/// `logprobs` / `top_logprobs`, `user`, `stream`, `stream_options`, with the common
+/// extensions `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `priority`. Unknown
+/// fields are ignored, as OpenAI's clients expect; defaults are OpenAI's (temperature 1,
+/// top-p 1, no top-k or min-p).
+public struct OpenAIRequest {
+    public enum Kind: Sendable { case completion, chat }
+
+    public enum Prompt: Sendable, Equatable {
+        case text(String)
+        case tokens([Int])
+        case messages([ChatMessage])
+    }
+
+    public struct ChatMessage: Sendable, Equatable {
+        public let role: String
+        public let content: String
+    }
+
+    public struct Limits: Sendable {
+        /// Most samples per prompt (`n`).
+        public var maxSamples = 16
+        public var maxStopStrings = 4
+        /// Bytes per stop string.
+        public var maxStopLength = 1000
+        public var maxLogprobs = GenerationRequest.maxLogprobs
+        /// Prompts in one completion request.
+        public var maxPrompts = 64
+        public init() {}
+    }
+
+    public let kind: Kind
+    public var model: String?
+    public var prompts: [Prompt]
+    public var parameters = GenerationParameters()
+    /// nil: as many as the context leaves.
+    public var maxTokens: Int?
+    public var samples = 1
+    public var logprobs: Int?
+    public var priority = 0
+    public var stream = false
+    public var includeUsage = false
+    public var user: String?
+
+    public init(json: [String: Any], kind: Kind, limits: Limits = Limits()) throws {
+        self.kind = kind
+        model = try Self.string(json, "model")
+        user = try Self.string(json, "user")
+        switch kind {
+        case .chat:
+            guard let list = json["messages"] as? [Any], !list.isEmpty else {
+                throw RequestFieldError(param: "messages", "messages must be a non-empty array of {role, content} objects")
+            }
+            let messages = try list.enumerated().map { i, item -> ChatMessage in
+                guard let m = item as? [String: Any] else { throw RequestFieldError(param: "messages[\(i)]", "messages[\(i)] must be an object") }
+                guard let role = m["role"] as? String else { throw RequestFieldError(param: "messages[\(i)].role", "messages[\(i)].role must be a string") }
+                return ChatMessage(role: role, content: try Self.content(m["content"], at: i))
+            }
+            prompts = [.messages(messages)]
+        case .completion:
+            prompts = try Self.prompts(json["prompt"], limits: limits)
+        }
+
+        var p = GenerationParameters()
+        p.sampling.temperature = 1
+        p.sampling.topK = 0
+        p.sampling.topP = 1
+        p.sampling.minP = 0
+        let maxKey = json["max_completion_tokens"].map { !($0 is NSNull) } == true ? "max_completion_tokens" : "max_tokens"
+        if let n = try Self.int(json, maxKey) {
+            guard n >= 1 else { throw RequestFieldError(param: maxKey, "\(maxKey) must be at least 1, got \(n)") }
+            maxTokens = n
+        }
+        if let t = try Self.number(json, "temperature") {
+            guard (0...2).contains(t) else { throw RequestFieldError(param: "temperature", "temperature must be between 0 and 2, got \(t)") }
+            p.sampling.temperature = Float(t)
+        }
+        if let v = try Self.number(json, "top_p") {
+            guard v > 0 && v <= 1 else { throw RequestFieldError(param: "top_p", "top_p must be in (0, 1], got \(v)") }
+            p.sampling.topP = Float(v)
+        }
+        if let k = try Self.int(json, "top_k") {
+            guard k >= -1 else { throw RequestFieldError(param: "top_k", "top_k must be -1 or 0 (off) or positive, got \(k)") }
+            p.sampling.topK = max(0, k)
+        }
+        if let v = try Self.number(json, "min_p") {
+            guard (0...1).contains(v) else { throw RequestFieldError(param: "min_p", "min_p must be in [0, 1], got \(v)") }
+            p.sampling.minP = Float(v)
+        }
+        for (key, path) in [("presence_penalty", \SamplingParameters.presencePenalty), ("frequency_penalty", \SamplingParameters.frequencyPenalty)] {
+            if let v = try Self.number(json, key) {
+                guard (-2...2).contains(v) else { throw RequestFieldError(param: key, "\(key) must be between -2 and 2, got \(v)") }
+                p.sampling[keyPath: path] = Float(v)
+            }
+        }
+        if let v = try Self.number(json, "repetition_penalty") {
+            guard v > 0 && v <= 10 else { throw RequestFieldError(param: "repetition_penalty", "repetition_penalty must be in (0, 10], got \(v)") }
+            p.sampling.repetitionPenalty = Float(v)
+        }
+        if let seed = try Self.int(json, "seed") { p.sampling.seed = UInt64(bitPattern: Int64(seed)) }
+        if let stop = json["stop"], !(stop is NSNull) {
+            if let s = stop as? String {
+                p.stopStrings = [s]
+            } else if let list = stop as? [Any], list.allSatisfy({ $0 is String }) {
+                p.stopStrings = list as! [String]
+            } else {
+                throw RequestFieldError(param: "stop", "stop must be a string or an array of strings")
+            }
+            guard p.stopStrings.count <= limits.maxStopStrings else {
+                throw RequestFieldError(param: "stop", "at most \(limits.maxStopStrings) stop strings, got \(p.stopStrings.count)")
+            }
+            guard p.stopStrings.allSatisfy({ $0.utf8.count <= limits.maxStopLength }) else {
+                throw RequestFieldError(param: "stop", "stop strings must be at most \(limits.maxStopLength) bytes")
+            }
+        }
+        if let ignore = try Self.bool(json, "ignore_eos") { p.ignoreEndOfGeneration = ignore }
+        parameters = p
+        if let n = try Self.int(json, "n") {
+            guard (1...limits.maxSamples).contains(n) else { throw RequestFieldError(param: "n", "n must be between 1 and \(limits.maxSamples), got \(n)") }
+            samples = n
+        }
+        // Completions: `logprobs` is a count of alternatives; chat: a boolean, with `top_logprobs`.
+        switch kind {
+        case .completion:
+            if let k = try Self.int(json, "logprobs") {
+                guard (0...limits.maxLogprobs).contains(k) else { throw RequestFieldError(param: "logprobs", "logprobs must be between 0 and \(limits.maxLogprobs), got \(k)") }
+                logprobs = k
+            }
+        case .chat:
+            let top = try Self.int(json, "top_logprobs")
+            if let top, !(0...limits.maxLogprobs).contains(top) {
+                throw RequestFieldError(param: "top_logprobs", "top_logprobs must be between 0 and \(limits.maxLogprobs), got \(top)")
+            }
+            if try Self.bool(json, "logprobs") == true { logprobs = top ?? 0 }
+        }
+        if let priority = try Self.int(json, "priority") { self.priority = priority }
+        stream = try Self.bool(json, "stream") ?? false
+        if let options = json["stream_options"], !(options is NSNull) {
+            guard let o = options as? [String: Any] else { throw RequestFieldError(param: "stream_options", "stream_options must be an object") }
+            includeUsage = try Self.bool(o, "include_usage") ?? false
+        }
+    }
+
+    /// The engine requests, one per prompt: prompts tokenized (a text prompt as `apus run`
+    /// does it, special tokens parsed; messages through the chat template), checked against
+    /// the context, with `max_tokens` defaulting to what the context leaves.
+    public func generationRequests(tokenizer: Tokenizer, chatTemplate: () throws -> ChatTemplate, contextLength: Int) throws -> [GenerationRequest] {
+        try prompts.map { prompt in
+            let ids: [Int]
+            switch prompt {
+            case .text(let text): ids = tokenizer.encode(text, parseSpecial: true)
+            case .tokens(let tokens): ids = tokens
+            case .messages(let messages):
+                let text = try chatTemplate().render(messages.map { (role: $0.role, content: $0.content) }, tokenizer: tokenizer)
+                ids = tokenizer.encode(text, parseSpecial: true, addSpecial: false)
+            }
+            let param = kind == .chat ? "messages" : "prompt"
+            guard !ids.isEmpty else { throw RequestFieldError(param: param, "the prompt is empty") }
+            for t in ids where t < 0 || t >= tokenizer.vocabulary.count {
+                throw RequestFieldError(param: param, "token id \(t) is outside the vocabulary of \(tokenizer.vocabulary.count) tokens")
+            }
+            let completion = maxTokens ?? max(0, contextLength - ids.count)
+            guard ids.count + max(completion, 1) <= contextLength else {
+                throw RequestFieldError(
+                    param: param,
+                    "This model's maximum context length is \(contextLength) tokens. However, you requested \(ids.count + completion) tokens (\(ids.count) in the \(kind == .chat ? "messages" : "prompt"), \(completion) in the completion). Please reduce the length of the \(kind == .chat ? "messages" : "prompt") or completion.",
+                    code: "context_length_exceeded")
+            }
+            var request = GenerationRequest(prompt: ids, parameters: parameters)
+            request.parameters.maxTokens = completion
+            request.samples = samples
+            request.logprobs = logprobs
+            request.priority = priority
+            return request
+        }
+    }
+
+    private static func prompts(_ value: Any?, limits: Limits) throws -> [Prompt] {
+        func isTokens(_ list: [Any]) -> Bool { list.allSatisfy { $0 is Int && !isBoolean($0) } }
+        guard let value, !(value is NSNull) else { throw RequestFieldError(param: "prompt", "the request needs a prompt") }
+        if let text = value as? String { return [.text(text)] }
+        guard let list = value as? [Any], !list.isEmpty else {
+            throw RequestFieldError(param: "prompt", "prompt must be a string, an array of strings, or token ids")
+        }
+        if isTokens(list) { return [.tokens(list as! [Int])] }
+        guard list.count <= limits.maxPrompts else { throw RequestFieldError(param: "prompt", "at most \(limits.maxPrompts) prompts per request, got \(list.count)") }
+        return try list.map { item in
+            if let text = item as? String { return .text(text) }
+            if let ids = item as? [Any], isTokens(ids) { return .tokens(ids as! [Int]) }
+            throw RequestFieldError(param: "prompt", "prompt must be a string, an array of strings, or token ids")
+        }
+    }
+
+    private static func content(_ value: Any?, at i: Int) throws -> String {
+        if let s = value as? String { return s }
+        if value == nil || value is NSNull { return "" }
+        if let parts = value as? [[String: Any]] {
+            return try parts.map { part in
+                guard part["type"] as? String == "text", let text = part["text"] as? String else {
+                    throw RequestFieldError(param: "messages[\(i)].content", "only text content parts are supported")
+                }
+                return text
+            }.joined()
+        }
+        throw RequestFieldError(param: "messages[\(i)].content", "messages[\(i)].content must be a string or an array of text parts")
+    }
+
+    /// JSONSerialization gives booleans as NSNumbers that also cast to Int; their type code tells.
+    static func isBoolean(_ value: Any) -> Bool {
+        guard let n = value as? NSNumber else { return false }
+        return String(cString: n.objCType) == "c"
+    }
+
+    static func string(_ json: [String: Any], _ key: String) throws -> String? {
+        guard let v = json[key], !(v is NSNull) else { return nil }
+        guard let s = v as? String else { throw RequestFieldError(param: key, "\(key) must be a string") }
+        return s
+    }
+
+    static func bool(_ json: [String: Any], _ key: String) throws -> Bool? {
+        guard let v = json[key], !(v is NSNull) else { return nil }
+        guard isBoolean(v), let b = v as? Bool else { throw RequestFieldError(param: key, "\(key) must be a boolean") }
+        return b
+    }
+
+    /// A JSON number field (not a boolean); nil when absent or null.
+    static func number(_ json: [String: Any], _ key: String) throws -> Double? {
+        guard let v = json[key], !(v is NSNull) else { return nil }
+        guard let n = v as? NSNumber, !isBoolean(n), n.doubleValue.isFinite else {
+            throw RequestFieldError(param: key, "\(key) must be a number")
+        }
+        return n.doubleValue
+    }
+
+    /// A JSON integer field; nil when absent or null.
+    static func int(_ json: [String: Any], _ key: String) throws -> Int? {
+        guard let v = try number(json, key) else { return nil }
+        guard v == v.rounded(), abs(v) < 9.2e18 else { throw RequestFieldError(param: key, "\(key) must be an integer") }
+        return Int(v)
+    }
+}

@@ -1,0 +1,128 @@
+import Engine
+import Foundation
+import Tokenizer
+
+/// The response bodies of the completion and chat-completion endpoints, streamed or not,
+/// with OpenAI's field names.
+public enum OpenAIResponse {
+    public struct Usage: Encodable, Equatable {
+        public struct PromptDetails: Encodable, Equatable {
+            public let cached_tokens: Int
+        }
+        public let prompt_tokens: Int
+        public let completion_tokens: Int
+        public let total_tokens: Int
+        public let prompt_tokens_details: PromptDetails
+
+        public init(prompt: Int, completion: Int, cached: Int) {
+            prompt_tokens = prompt
+            completion_tokens = completion
+            total_tokens = prompt + completion
+            prompt_tokens_details = PromptDetails(cached_tokens: cached)
+        }
+    }
+
+    /// `{id, object, created, model, system_fingerprint, choices, usage}`.
+    public struct Envelope<Choice: Encodable>: Encodable {
+        public let id: String
+        public let object: String
+        public let created: Int
+        public let model: String
+        public let system_fingerprint: String
+        public let choices: [Choice]
+        public let usage: Usage?
+    }
+
+    /// Completions' log-probabilities: parallel arrays over the generated tokens.
+    public struct CompletionLogprobs: Encodable, Equatable {
+        public var tokens: [String] = []
+        public var token_logprobs: [Double] = []
+        public var top_logprobs: [[String: Double]] = []
+        public var text_offset: [Int] = []
+    }
+
+    public struct CompletionChoice: Encodable {
+        public let index: Int
+        public let text: String
+        public let logprobs: CompletionLogprobs?
+        public let finish_reason: String?
+    }
+
+    public struct ChatTokenLogprob: Encodable, Equatable {
+        public struct Alternative: Encodable, Equatable {
+            public let token: String
+            public let logprob: Double
+            public let bytes: [UInt8]
+        }
+        public let token: String
+        public let logprob: Double
+        public let bytes: [UInt8]
+        public let top_logprobs: [Alternative]
+    }
+
+    public struct ChatLogprobs: Encodable, Equatable {
+        public var content: [ChatTokenLogprob] = []
+    }
+
+    public struct Message: Encodable, Equatable {
+        public var role: String?
+        public var content: String?
+    }
+
+    public struct ChatChoice: Encodable {
+        public let index: Int
+        public let message: Message
+        public let logprobs: ChatLogprobs?
+        public let finish_reason: String
+    }
+
+    public struct ChatChunkChoice: Encodable {
+        public let index: Int
+        public let delta: Message
+        public let logprobs: ChatLogprobs?
+        public let finish_reason: String?
+    }
+
+    /// The text of a token as logprobs show it (special tokens by name).
+    static func bytes(of token: Int, tokenizer: Tokenizer) -> [UInt8] { tokenizer.bytes(of: token, renderSpecial: true) }
+
+    static func completionLogprobs(_ entries: [TokenLogprobs], tokenizer: Tokenizer, textOffset: Int) -> CompletionLogprobs {
+        var out = CompletionLogprobs()
+        var offset = textOffset
+        for e in entries {
+            let text = String(decoding: bytes(of: e.chosen.token, tokenizer: tokenizer), as: UTF8.self)
+            out.tokens.append(text)
+            out.token_logprobs.append(e.chosen.logprob)
+            var top: [String: Double] = [:]
+            for alt in e.top {
+                // Distinct ids can share a text; the dictionary keeps the likelier.
+                let key = String(decoding: bytes(of: alt.token, tokenizer: tokenizer), as: UTF8.self)
+                top[key] = max(top[key] ?? -.infinity, alt.logprob)
+            }
+            out.top_logprobs.append(top)
+            out.text_offset.append(offset)
+            offset += text.utf8.count
+        }
+        return out
+    }
+
+    static func chatLogprobs(_ entries: [TokenLogprobs], tokenizer: Tokenizer) -> ChatLogprobs {
+        ChatLogprobs(content: entries.map { e in
+            let b = bytes(of: e.chosen.token, tokenizer: tokenizer)
+            return ChatTokenLogprob(
+                token: String(decoding: b, as: UTF8.self), logprob: e.chosen.logprob, bytes: b,
+                top_logprobs: e.top.map { alt in
+                    let ab = bytes(of: alt.token, tokenizer: tokenizer)
+                    return .init(token: String(decoding: ab, as: UTF8.self), logprob: alt.logprob, bytes: ab)
+                })
+        })
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    public static func encode<T: Encodable>(_ value: T) -> Data { try! encoder.encode(value) }
+}

@@ -1,0 +1,63 @@
+import Engine
+import Foundation
+import Prometheus
+
+/// The server's Prometheus metrics: request counts by status, token counters, latency
+/// histograms, and gauges read from the engine when scraped.
+public final class ServerMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    let promptTokens: Counter
+    let generationTokens: Counter
+    let timeToFirstToken: ValueHistogram
+    let interTokenLatency: ValueHistogram
+    let endToEndLatency: ValueHistogram
+    let queueTime: ValueHistogram
+    let running: Gauge
+    let waiting: Gauge
+    let kvBlocksUsed: Gauge
+    let kvBlocksTotal: Gauge
+    let prefixCacheHitRatio: Gauge
+    let preemptions: Gauge
+
+    public init() {
+        let latency: [Double] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 60]
+        promptTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "prompt_tokens", unitName: "total", helpText: "Prompt tokens of finished requests."))
+        generationTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "generation_tokens", unitName: "total", helpText: "Tokens generated for finished requests."))
+        timeToFirstToken = registry.makeValueHistogram(descriptor: .init(namespace: "apus", metricName: "time_to_first_token", unitName: "seconds", helpText: "From arrival to the first generated token."), buckets: latency)
+        interTokenLatency = registry.makeValueHistogram(descriptor: .init(namespace: "apus", metricName: "inter_token_latency", unitName: "seconds", helpText: "Between consecutive generated tokens of a sample."), buckets: latency)
+        endToEndLatency = registry.makeValueHistogram(descriptor: .init(namespace: "apus", metricName: "e2e_request_latency", unitName: "seconds", helpText: "From arrival to the last token."), buckets: latency)
+        queueTime = registry.makeValueHistogram(descriptor: .init(namespace: "apus", metricName: "request_queue_time", unitName: "seconds", helpText: "From arrival to the first step that ran the request."), buckets: latency)
+        running = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "num_requests_running", unitName: "", helpText: "Sequences in the running batch."))
+        waiting = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "num_requests_waiting", unitName: "", helpText: "Sequences waiting to be scheduled."))
+        kvBlocksUsed = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_cache_blocks_used", unitName: "", helpText: "KV-cache blocks held by sequences."))
+        kvBlocksTotal = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_cache_blocks", unitName: "total", helpText: "KV-cache blocks in the pool."))
+        prefixCacheHitRatio = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "prefix_cache_hit_ratio", unitName: "", helpText: "Prompt tokens served from the prefix cache over prompt tokens seen."))
+        preemptions = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "preemptions", unitName: "", helpText: "Sequences preempted so far."))
+    }
+
+    func countRequest(status: Int) {
+        registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "requests", unitName: "total", helpText: "HTTP requests by status."), labels: [("status", "\(status)")]).increment()
+    }
+
+    func record(_ m: RequestMetrics) {
+        promptTokens.increment(by: Int64(m.promptTokens))
+        generationTokens.increment(by: Int64(m.completionTokens))
+        timeToFirstToken.record(m.timeToFirstTokenSeconds)
+        for gap in m.interTokenSeconds { interTokenLatency.record(gap) }
+        endToEndLatency.record(m.totalSeconds)
+        queueTime.record(m.queueSeconds)
+    }
+
+    /// The text exposition, with the engine's gauges as of now.
+    func exposition(engine: EngineStatistics?) -> String {
+        if let s = engine {
+            running.set(Double(s.runningSequences))
+            waiting.set(Double(s.waitingSequences))
+            kvBlocksUsed.set(Double(s.kvBlocksUsed))
+            kvBlocksTotal.set(Double(s.kvBlocksTotal))
+            prefixCacheHitRatio.set(s.promptTokensQueried == 0 ? 0 : Double(s.promptTokensCached) / Double(s.promptTokensQueried))
+            preemptions.set(Double(s.preemptions))
+        }
+        return registry.emitToString()
+    }
+}
