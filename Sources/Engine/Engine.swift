@@ -64,11 +64,13 @@ public final class Engine: @unchecked Sendable {
         return stream
     }
 
-    /// Counters as of the end of the last step.
+    /// Counters as of the last step; requests submitted since count as waiting.
     public var statistics: EngineStatistics {
         condition.lock()
         defer { condition.unlock() }
-        return published
+        var s = published
+        s.waitingSequences += arrivals.reduce(0) { $0 + $1.request.samples }
+        return s
     }
 
     /// Stops the loop: waiting and running requests end with `EngineError.shutDown`. Safe
@@ -109,6 +111,7 @@ public final class Engine: @unchecked Sendable {
             for id in newAborts where core.abort(id: id) {
                 continuations.removeValue(forKey: id)?.finish()
             }
+            if !newArrivals.isEmpty || !newAborts.isEmpty { publish() }
             if stop {
                 for (id, continuation) in continuations {
                     core.abort(id: id)

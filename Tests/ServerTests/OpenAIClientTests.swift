@@ -1,0 +1,106 @@
+import Engine
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import GGUF
+import Hummingbird
+import Logging
+import Models
+import Server
+import TestSupport
+import Tokenizer
+import XCTest
+
+/// A live server on loopback, driven by the official `openai` Python package
+/// (`openai_client_test.py` beside this file; CI installs the package).
+final class OpenAIClientTests: XCTestCase {
+    static let key = "test-key"
+    static let name = "smollm2-test"
+
+    /// Starts `server` on an ephemeral port; returns the port and the running task.
+    func start(_ server: APIServer) async throws -> (port: Int, task: Task<Void, Error>) {
+        let (ports, sink) = AsyncStream<Int>.makeStream()
+        let app = Application(responder: server, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { channel in sink.yield(channel.localAddress?.port ?? 0) },
+                              logger: Logger(label: "apus.test"))
+        let task = Task { try await app.runService(gracefulShutdownSignals: []) }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else { throw CocoaError(.featureUnsupported) }
+        return (port, task)
+    }
+
+    func servedModel(_ configure: (inout EngineConfiguration) -> Void = { _ in }) throws -> ServedModel {
+        let file = try TestSupport.model()
+        let tokenizer = try Tokenizer(file: file)
+        var configuration = EngineConfiguration()
+        configuration.contextLength = 2048
+        configuration.kvCacheBytes = 64 << 20
+        configure(&configuration)
+        let engine = try Engine(model: try ModelRegistry.load(file), tokenizer: tokenizer, configuration: configuration)
+        return ServedModel(engine: engine, tokenizer: tokenizer, chatTemplate: try ChatTemplate(metadata: file.metadata), name: Self.name)
+    }
+
+    func status(_ url: String) async throws -> Int {
+        var request = URLRequest(url: URL(string: url)!)
+        request.setValue("Bearer \(Self.key)", forHTTPHeaderField: "Authorization")
+        let (_, response) = try await URLSession.shared.data(for: request)
+        return (response as! HTTPURLResponse).statusCode
+    }
+
+    /// Runs a suite of the Python script; fails with its output when it fails.
+    func runClient(port: Int, suite: String) throws {
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/openai_client_test.py").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script, "--base-url", "http://127.0.0.1:\(port)", "--api-key", Self.key, "--model", Self.name, "--suite", suite]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        print(text, terminator: "")
+        XCTAssertEqual(process.terminationStatus, 0, "openai_client_test.py --suite \(suite) failed (is the `openai` package installed?):\n\(text)")
+    }
+
+    func testTheOfficialClientAgainstALiveServer() async throws {
+        var configuration = ServerConfiguration()
+        configuration.apiKey = Self.key
+        configuration.maxBodyBytes = 1 << 20
+        let server = APIServer(configuration: configuration)
+        let (port, task) = try await start(server)
+        defer { task.cancel() }
+        // Listening before the model is ready: health and the API say 503.
+        var status = try await self.status("http://127.0.0.1:\(port)/health")
+        XCTAssertEqual(status, 503)
+        status = try await self.status("http://127.0.0.1:\(port)/v1/models")
+        XCTAssertEqual(status, 503)
+        let model = try servedModel()
+        defer { model.engine.shutdown() }
+        server.ready(model)
+        status = try await self.status("http://127.0.0.1:\(port)/health")
+        XCTAssertEqual(status, 200)
+        try runClient(port: port, suite: "main")
+
+        // Draining: new requests get 503, and drain returns once nothing is in flight.
+        await server.drain()
+        status = try await self.status("http://127.0.0.1:\(port)/health")
+        XCTAssertEqual(status, 503)
+        XCTAssertEqual(server.requestsInFlight, 0)
+    }
+
+    func testOverloadGets429AndQueuedStreamsKeepAlive() async throws {
+        var configuration = ServerConfiguration()
+        configuration.apiKey = Self.key
+        configuration.maxWaitingRequests = 2
+        configuration.keepAliveSeconds = 0.1
+        let server = APIServer(configuration: configuration)
+        let (port, task) = try await start(server)
+        defer { task.cancel() }
+        let model = try servedModel { $0.maxRunningSequences = 2 }
+        defer { model.engine.shutdown() }
+        server.ready(model)
+        try runClient(port: port, suite: "overload")
+    }
+}
