@@ -48,20 +48,38 @@ final class OpenAIClientTests: XCTestCase {
         return (response as! HTTPURLResponse).statusCode
     }
 
-    /// Runs a suite of the Python script; fails with its output when it fails.
-    func runClient(port: Int, suite: String) throws {
-        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/openai_client_test.py").path
+    /// Runs a command to the end; returns its status and output.
+    @discardableResult
+    func shell(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "--base-url", "http://127.0.0.1:\(port)", "--api-key", Self.key, "--model", Self.name, "--suite", suite]
+        process.arguments = arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
         try process.run()
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    /// The client the script needs, installed with pip when missing, so that the README's
+    /// test command is all the set-up the tests need.
+    func ensureClient() throws {
+        guard try shell(["python3", "-c", "import openai"]).status != 0 else { return }
+        let (status, output) = try shell(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai==\(Self.clientVersion)"])
+        XCTAssertEqual(status, 0, "installing the openai package failed:\n\(output)")
+    }
+
+    static let clientVersion = "3.57.0"
+
+    /// Runs a suite of the Python script; fails with its output when it fails.
+    func runClient(port: Int, suite: String) throws {
+        try ensureClient()
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/openai_client_test.py").path
+        let (status, text) = try shell(["python3", script, "--base-url", "http://127.0.0.1:\(port)", "--api-key", Self.key, "--model", Self.name, "--suite", suite])
         print(text, terminator: "")
-        XCTAssertEqual(process.terminationStatus, 0, "openai_client_test.py --suite \(suite) failed (is the `openai` package installed?):\n\(text)")
+        XCTAssertEqual(status, 0, "openai_client_test.py --suite \(suite) failed:\n\(text)")
     }
 
     func testTheOfficialClientAgainstALiveServer() async throws {
