@@ -19,11 +19,13 @@ public struct Sampler {
         applyPenalties(&logits, history: history)
         if parameters.temperature == 0 { return Self.argmax(logits) }
 
-        // Most likely first (ties: lower id first), cut to top-k when it is on.
-        let keep = parameters.topK > 0 ? parameters.topK : logits.count
-        var candidates = TopK.indices(of: logits, k: keep).map { (id: $0, logit: logits[$0]) }
-
-        // Probabilities before temperature, as llama.cpp's top-p and min-p see them.
+        // No filter at all (OpenAI's defaults): draw from the whole distribution, no sorting.
+        if parameters.topK == 0 && parameters.topP >= 1 && parameters.minP == 0 {
+            return draw(from: logits.indices, logits: logits)
+        }
+        var candidates = likelyFirst(logits)
+        // Probabilities before temperature, normalised over the candidates (after top-k, as
+        // llama.cpp's top-p and min-p see them).
         var probabilities = Self.softmax(candidates.map(\.logit))
         if parameters.topP < 1 {
             var cumulative: Float = 0
@@ -39,14 +41,52 @@ public struct Sampler {
             let keep = probabilities.prefix { $0 >= parameters.minP * top }.count
             candidates.removeLast(candidates.count - max(keep, 1))
         }
-        let scaled = Self.softmax(candidates.map { $0.logit / parameters.temperature })
-        let u = Float(Double(random.next() >> 11) / Double(1 << 53))
-        var cumulative: Float = 0
-        for (i, p) in scaled.enumerated() {
-            cumulative += p
-            if u < cumulative { return candidates[i].id }
+        return draw(from: candidates.map(\.id), logits: logits)
+    }
+
+    /// The candidates for top-k, top-p and min-p, most likely first (ties: lower id first).
+    /// Without top-k, only tokens whose probability is within e^-30 of the most likely one
+    /// can matter (their total is under 49,152 · e^-30 ≈ 5e-9 of the top token's), so the
+    /// rest are not sorted; when top-p asks for more than the kept tokens hold, all are.
+    private func likelyFirst(_ logits: [Float]) -> [(id: Int, logit: Float)] {
+        if parameters.topK > 0 {
+            return TopK.indices(of: logits, k: parameters.topK).map { (id: $0, logit: logits[$0]) }
         }
-        return candidates[candidates.count - 1].id
+        let top = logits.max() ?? 0
+        let floor = top - 30
+        var likely: [(id: Int, logit: Float)] = []
+        var keptMass: Double = 0, totalMass: Double = 0
+        for (id, logit) in logits.enumerated() {
+            let w = exp(Double(logit - top))
+            totalMass += w
+            if logit >= floor {
+                likely.append((id, logit))
+                keptMass += w
+            }
+        }
+        if parameters.topP < 1 && keptMass / totalMass < Double(parameters.topP) {
+            likely = logits.enumerated().map { (id: $0.offset, logit: $0.element) }
+        }
+        likely.sort { $0.logit != $1.logit ? $0.logit > $1.logit : $0.id < $1.id }
+        return likely
+    }
+
+    /// A draw from the softmax of `logits / temperature` over `ids`, in their order.
+    private mutating func draw<C: Collection>(from ids: C, logits: [Float]) -> Int where C.Element == Int {
+        let t = parameters.temperature
+        let m = ids.reduce(-Float.infinity) { max($0, logits[$1]) }
+        var total: Float = 0
+        for id in ids { total += expf((logits[id] - m) / t) }
+        let u = Float(Double(random.next() >> 11) / Double(1 << 53)) * total
+        var cumulative: Float = 0
+        for id in ids {
+            cumulative += expf((logits[id] - m) / t)
+            if u < cumulative { return id }
+        }
+        // Rounding left u at or past the last sum: the last candidate.
+        var last = ids.first!
+        for id in ids { last = id }
+        return last
     }
 
     private func applyPenalties(_ logits: inout [Float], history: [Int]) {

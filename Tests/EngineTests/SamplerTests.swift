@@ -59,6 +59,55 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []) }), [1, 2, 5])
     }
 
+    /// Without filters (OpenAI's defaults) the draw covers the whole vocabulary without
+    /// sorting it; frequencies follow softmax(logits / temperature).
+    func testUnfilteredDrawsFollowTheDistribution() throws {
+        var p = SamplingParameters()
+        p.temperature = 0.7
+        p.topK = 0
+        p.topP = 1
+        p.minP = 0
+        p.seed = 3
+        var s = try Sampler(p)
+        let draws = 40_000
+        var counts = [Int](repeating: 0, count: logits.count)
+        for _ in 0..<draws { counts[s.sample(logits, history: [])] += 1 }
+        let weights = logits.map { exp(Double($0) / 0.7) }
+        let z = weights.reduce(0, +)
+        for (i, w) in weights.enumerated() {
+            let expected = w / z * Double(draws)
+            // Five standard deviations of a binomial count.
+            XCTAssertEqual(Double(counts[i]), expected, accuracy: 5 * expected.squareRoot() + 1, "token \(i)")
+        }
+    }
+
+    /// Top-p without top-k on a vocabulary-sized distribution: only the nucleus a full sort
+    /// gives is ever drawn, and its members are.
+    func testTopPWithoutTopKMatchesTheFullSortNucleus() throws {
+        var g = SplitMix64(seed: 5)
+        let big = (0..<49_152).map { _ in Float(Double(g.next() >> 11) / Double(1 << 53)) * 12 - 6 }
+        var p = SamplingParameters()
+        p.temperature = 1
+        p.topK = 0
+        p.topP = 0.3
+        p.minP = 0
+        p.seed = 9
+        let order = big.indices.sorted { big[$0] != big[$1] ? big[$0] > big[$1] : $0 < $1 }
+        let weights = order.map { exp(Double(big[$0] - big[order[0]])) }
+        let z = weights.reduce(0, +)
+        var cumulative = 0.0
+        var nucleus = Set<Int>()
+        for (i, id) in order.enumerated() {
+            nucleus.insert(id)
+            cumulative += weights[i] / z
+            if cumulative >= 0.3 { break }
+        }
+        var s = try Sampler(p)
+        let drawn = Set((0..<3000).map { _ in s.sample(big, history: []) })
+        XCTAssertTrue(drawn.isSubset(of: nucleus), "drew outside the nucleus")
+        XCTAssertGreaterThan(drawn.count, nucleus.count / 2, "covers the nucleus (\(drawn.count) of \(nucleus.count))")
+    }
+
     func testPenalties() throws {
         var p = SamplingParameters.greedy
         p.repetitionPenalty = 2
