@@ -16,6 +16,7 @@ public struct Sampler {
     /// (prompt and generated), which the penalties look at.
     public mutating func sample(_ logits: [Float], history: [Int]) -> Int {
         var logits = logits
+        for (token, bias) in parameters.logitBias where token < logits.count { logits[token] += bias }
         applyPenalties(&logits, history: history)
         if parameters.temperature == 0 { return Self.argmax(logits) }
 

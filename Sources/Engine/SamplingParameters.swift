@@ -18,6 +18,9 @@ public struct SamplingParameters: Sendable, Equatable {
     public var penaltyWindow: Int = 64
     /// Makes sampling reproducible; nil draws a random seed.
     public var seed: UInt64? = nil
+    /// Added to the logits of these token ids before anything else (OpenAI's `logit_bias`;
+    /// -100 in effect bans a token, 100 forces it).
+    public var logitBias: [Int: Float] = [:]
 
     public init() {}
 
@@ -40,6 +43,10 @@ public struct SamplingParameters: Sendable, Equatable {
         try check(presencePenalty.isFinite && abs(presencePenalty) <= 2, "presence_penalty", "must be in [-2, 2], got \(presencePenalty)")
         try check(frequencyPenalty.isFinite && abs(frequencyPenalty) <= 2, "frequency_penalty", "must be in [-2, 2], got \(frequencyPenalty)")
         try check(penaltyWindow >= 0 && penaltyWindow <= 1 << 20, "penalty_window", "must be between 0 and 2^20, got \(penaltyWindow)")
+        for (token, bias) in logitBias {
+            try check(token >= 0, "logit_bias", "token ids must not be negative, got \(token)")
+            try check(bias.isFinite && abs(bias) <= 100, "logit_bias", "biases must be between -100 and 100, got \(bias) for token \(token)")
+        }
     }
 }
 

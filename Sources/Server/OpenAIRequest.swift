@@ -21,7 +21,7 @@ public struct RequestFieldError: Error, Equatable, CustomStringConvertible {
 /// The fields of an OpenAI completion or chat-completion request: `prompt` (a string, a list
 /// of strings, token ids, or lists of token ids) or `messages`, and `max_tokens` /
 /// `max_completion_tokens`, `temperature`, `top_p`, `n`, `stop`, `seed`, penalties,
-/// `logprobs` / `top_logprobs`, `user`, `stream`, `stream_options`, with the common
+/// `logit_bias`, `logprobs` / `top_logprobs`, `user`, `stream`, `stream_options`, with the common
 /// extensions `top_k`, `min_p`, `repetition_penalty`, `ignore_eos`, `priority`. Unknown
 /// fields are ignored, as OpenAI's clients expect; defaults are OpenAI's (temperature 1,
 /// top-p 1, no top-k or min-p).
@@ -136,6 +136,16 @@ public struct OpenAIRequest {
             }
         }
         if let ignore = try Self.bool(json, "ignore_eos") { p.ignoreEndOfGeneration = ignore }
+        if let biases = json["logit_bias"], !(biases is NSNull) {
+            guard let map = biases as? [String: Any] else { throw RequestFieldError(param: "logit_bias", "logit_bias must map token ids to numbers") }
+            for (key, value) in map {
+                guard let token = Int(key), token >= 0 else { throw RequestFieldError(param: "logit_bias", "logit_bias keys must be token ids, got \(key)") }
+                guard let n = value as? NSNumber, !Self.isBoolean(n), n.doubleValue.isFinite, abs(n.doubleValue) <= 100 else {
+                    throw RequestFieldError(param: "logit_bias", "logit_bias values must be numbers between -100 and 100")
+                }
+                p.sampling.logitBias[token] = Float(n.doubleValue)
+            }
+        }
         parameters = p
         if let n = try Self.int(json, "n") {
             guard (1...limits.maxSamples).contains(n) else { throw RequestFieldError(param: "n", "n must be between 1 and \(limits.maxSamples), got \(n)") }
@@ -187,6 +197,9 @@ public struct OpenAIRequest {
                     param: param,
                     "This model's maximum context length is \(contextLength) tokens. However, you requested \(ids.count + completion) tokens (\(ids.count) in the \(kind == .chat ? "messages" : "prompt"), \(completion) in the completion). Please reduce the length of the \(kind == .chat ? "messages" : "prompt") or completion.",
                     code: "context_length_exceeded")
+            }
+            if let bad = parameters.sampling.logitBias.keys.first(where: { $0 >= tokenizer.vocabulary.count }) {
+                throw RequestFieldError(param: "logit_bias", "token id \(bad) is outside the vocabulary of \(tokenizer.vocabulary.count) tokens")
             }
             var request = GenerationRequest(prompt: ids, parameters: parameters)
             request.parameters.maxTokens = completion

@@ -108,6 +108,20 @@ final class SamplerTests: XCTestCase {
         XCTAssertGreaterThan(drawn.count, nucleus.count / 2, "covers the nucleus (\(drawn.count) of \(nucleus.count))")
     }
 
+    func testLogitBiasBansAndForcesTokens() throws {
+        var p = SamplingParameters.greedy
+        p.logitBias = [1: -100]
+        var s = try Sampler(p)
+        XCTAssertEqual(s.sample(logits, history: []), 5, "the best token banned, the next one wins")
+        p.logitBias = [3: 100]
+        s = try Sampler(p)
+        XCTAssertEqual(s.sample(logits, history: []), 3)
+        p.logitBias = [3: 101]
+        XCTAssertThrowsError(try Sampler(p)) {
+            XCTAssertEqual($0 as? SamplingError, .invalidParameter(name: "logit_bias", message: "biases must be between -100 and 100, got 101.0 for token 3"))
+        }
+    }
+
     func testPenalties() throws {
         var p = SamplingParameters.greedy
         p.repetitionPenalty = 2

@@ -50,6 +50,7 @@ final class OpenAIRequestTests: XCTestCase {
         XCTAssertNil(defaults.parameters.sampling.seed)
         XCTAssertFalse(defaults.stream)
 
+        XCTAssertEqual(try parse(#"{"prompt": "x", "logit_bias": {"30": 100, "7042": -100}}"#).parameters.sampling.logitBias, [30: 100, 7042: -100])
         XCTAssertEqual(try parse(#"{"prompt": ["a", [5, 6]]}"#).prompts, [.text("a"), .tokens([5, 6])])
         XCTAssertEqual(try parse(#"{"prompt": "x", "top_k": -1}"#).parameters.sampling.topK, 0, "-1 is off, as in vLLM")
         XCTAssertEqual(try parse(#"{"prompt": "x", "max_completion_tokens": 9, "max_tokens": 3}"#).maxTokens, 9)
@@ -86,6 +87,9 @@ final class OpenAIRequestTests: XCTestCase {
         assertRejects(#"{"prompt": "x", "ignore_eos": 1}"#, param: "ignore_eos", message: "ignore_eos must be a boolean")
         assertRejects(#"{"prompt": "x", "stream": "yes"}"#, param: "stream", message: "stream must be a boolean")
         assertRejects(#"{"prompt": "x", "model": 3}"#, param: "model", message: "model must be a string")
+        assertRejects(#"{"prompt": "x", "logit_bias": {"30": 101}}"#, param: "logit_bias", message: "logit_bias values must be numbers between -100 and 100")
+        assertRejects(#"{"prompt": "x", "logit_bias": {"dot": 1}}"#, param: "logit_bias", message: "logit_bias keys must be token ids, got dot")
+        assertRejects(#"{"prompt": "x", "logit_bias": [1]}"#, param: "logit_bias", message: "logit_bias must map token ids to numbers")
         assertRejects(#"{"max_tokens": 3}"#, param: "prompt", message: "the request needs a prompt")
         assertRejects(#"{"prompt": []}"#, param: "prompt", message: "prompt must be a string, an array of strings, or token ids")
         assertRejects(#"{"prompt": {"a": 1}}"#, param: "prompt", message: "prompt must be a string, an array of strings, or token ids")

@@ -153,6 +153,15 @@ def main_suite():
     content = clp.choices[0].logprobs.content
     check(len(content) == 4 and all(len(t.top_logprobs) == 2 for t in content), "chat logprobs")
 
+    # logit_bias: -100 bans the greedy choice, +100 forces a token.
+    banned = client.completions.create(model=args.model, prompt="The capital of France is", max_tokens=1, temperature=0, logprobs=1,
+                                       logit_bias={"7042": -100})
+    check(banned.choices[0].logprobs.tokens[0] != " Paris", f"logit_bias -100 bans a token: {banned.choices[0].text!r}")
+    forced = client.completions.create(model=args.model, prompt="The capital of France is", max_tokens=3, temperature=0, logit_bias={"30": 100})
+    check(forced.choices[0].text == "...", f"logit_bias +100 forces a token: {forced.choices[0].text!r}")
+    expect_error(openai.BadRequestError, 400, "logit_bias",
+                 lambda: client.completions.create(model=args.model, prompt="x", logit_bias={"99999999": 1}), what="logit_bias token")
+
     # Token ids as the prompt; tokenize and detokenize.
     ids = Raw("POST", "/tokenize", {"prompt": "The capital of France is"}, auth).json()
     check(ids["tokens"] == [504, 3575, 282, 4649, 314] and ids["count"] == 5, f"tokenize {ids}")
