@@ -7,11 +7,10 @@ import KernelsC
 ///
 /// Flash-style (Dao et al. 2022): one pass over the keys with an online softmax (a running
 /// maximum and sum), so no score matrix is materialised. The arithmetic follows llama.cpp's
-/// CPU flash-attention kernel, which the reference outputs came from: queries rounded to
-/// f16 before the dot products with the f16 keys, and the weighted sum of values kept in
-/// f16. Measured on the golden prompts with the int8 kernels, this lowers the mean
-/// log-probability error against llama.cpp from 0.0285 to 0.0279 nat and removes the one
-/// position where a confident llama.cpp choice was missed.
+/// CPU flash-attention kernel, which the reference outputs came from (queries rounded to
+/// f16 before the dot products with the f16 keys), except that the weighted sum of values
+/// is kept in f32 where llama.cpp rounds it to f16 after every position: those roundings
+/// were most of the AVX-512 kernel's work, and f32 is the more exact sum.
 public enum Attention {
     public struct Shape: Sendable {
         public let heads: Int
@@ -82,7 +81,13 @@ public enum Attention {
         }
         let qStride = shape.heads * d
         let group = shape.heads / shape.kvHeads
-        let headsPerItem = batch.count * shape.kvHeads >= 2 * pool.threads && group <= Int(APUS_MAX_GROUP) ? group : 1
+        // Work items: whole queries when there are enough of them to keep every thread busy
+        // (a query then reads whole rows of its blocks, which the prefetchers stream best),
+        // else each query's KV heads, else its heads.
+        let (kvHeadsPerItem, groupPerItem) =
+            batch.count >= 2 * pool.threads && shape.heads <= Int(APUS_MAX_HEADS) && group <= Int(APUS_MAX_GROUP) ? (shape.kvHeads, group)
+            : batch.count * shape.kvHeads >= 2 * pool.threads && group <= Int(APUS_MAX_GROUP) ? (1, group) : (1, 1)
+        let headsPerItem = kvHeadsPerItem * groupPerItem
         let itemsPerQuery = shape.heads / headsPerItem
         let perHead = Partials.floats(chunks: chunksMax, headDim: d)
         let out = UncheckedBox(output)
@@ -98,7 +103,7 @@ public enum Attention {
                 let visible = query.position + 1
                 let chunks = (visible + chunkPositions - 1) / chunkPositions
                 for c in 0..<chunks {
-                    chunk(q, heads: headsPerItem, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h0,
+                    chunk(q, kvHeads: kvHeadsPerItem, group: groupPerItem, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h0,
                           positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials, index: c)
                 }
                 for j in 0..<headsPerItem { partials.head(j).combine(chunks, into: out.value + query.row * qStride + (h0 + j) * d) }
@@ -152,14 +157,14 @@ public enum Attention {
         }
     }
 
-    /// `heads` query heads from `firstHead` (sharing one KV head; their f16-rounded queries
-    /// `headDim` apart in `q`) over `positions` of a sequence: an online softmax pass into
-    /// chunk `index` of each head's partials, continued across the runs of consecutive rows
-    /// the block table maps the positions to.
-    static func chunk(_ q: UnsafePointer<Float>, heads: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>, shape: Shape,
+    /// `kvHeads · group` query heads from `firstHead` (`group` of them per KV head; their
+    /// f16-rounded queries `headDim` apart in `q`) over `positions` of a sequence, read
+    /// through its block table: an online softmax pass into chunk `index` of each head's
+    /// partials.
+    static func chunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>, shape: Shape,
                       firstHead h0: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
-        let d = shape.headDim, bs = cache.blockSize
-        let kvh = h0 / (shape.heads / shape.kvHeads)
+        let d = shape.headDim, bs = cache.blockSize, heads = kvHeads * group
+        let modelGroup = shape.heads / shape.kvHeads
         let scale = 1 / Float(d).squareRoot()
         for j in 0..<heads {
             let p = partials.head(j)
@@ -167,44 +172,33 @@ public enum Attention {
             p.maxima[c] = -.infinity  // running maximum
             p.denominators[c] = 0  // and softmax denominator
         }
-        var position = positions.lowerBound
-        while position < positions.upperBound {
-            // The longest run of positions stored in consecutive rows: one kernel call.
-            var block = position / bs
-            let firstRow = Int(blockTable[block]) * bs + position % bs
-            var end = min(positions.upperBound, (block + 1) * bs)
-            while end < positions.upperBound && blockTable[block + 1] == blockTable[block] + 1 {
-                block += 1
-                end = min(positions.upperBound, (block + 1) * bs)
-            }
-            let k0 = cache.keys + firstRow * shape.kvStride + kvh * d
-            let v0 = cache.values + firstRow * shape.kvStride + kvh * d
-            let count = end - position
-            let done = apus_attention_f16(q, Int32(heads), Int32(d), UnsafeRawPointer(k0).assumingMemoryBound(to: UInt16.self),
-                                          UnsafeRawPointer(v0).assumingMemoryBound(to: UInt16.self), Int32(count), Int32(shape.kvStride),
-                                          Int32(d), scale, partials.sums + c * d, partials.maxima + c, partials.denominators + c,
-                                          Int32(partials.stride))
-            if done == 0 {
-                for j in 0..<heads {
-                    let p = partials.head(j), o = p.sums + c * d, qj = q + j * d
-                    var m = p.maxima[c], sum = p.denominators[c]
-                    for i in 0..<count {
-                        let score = dotF16(qj, k0 + i * shape.kvStride, d) * scale
-                        var ms: Float = 1, vs: Float = 1
-                        if score > m {
-                            ms = m == -.infinity ? 0 : expf(m - score)
-                            m = score
-                        } else {
-                            vs = expf(score - m)
-                        }
-                        accumulateF16(o, scale: ms, plus: v0 + i * shape.kvStride, times: vs, d)
-                        sum = vs.addingProduct(sum, ms)
-                    }
-                    p.maxima[c] = m
-                    p.denominators[c] = sum
+        let keys = cache.keys + (h0 / modelGroup) * d, values = cache.values + (h0 / modelGroup) * d
+        var rows = apus_kv_rows(keys: UnsafeRawPointer(keys).assumingMemoryBound(to: UInt16.self),
+                                values: UnsafeRawPointer(values).assumingMemoryBound(to: UInt16.self),
+                                table: blockTable, block_size: Int32(bs), stride: Int32(shape.kvStride))
+        let done = apus_attention_f16(q, Int32(kvHeads), Int32(group), Int32(d), &rows, Int32(positions.lowerBound),
+                                      Int32(positions.upperBound), Int32(d), scale, partials.sums + c * d, partials.maxima + c,
+                                      partials.denominators + c, Int32(partials.stride))
+        if done != 0 { return }
+        for j in 0..<heads {
+            let p = partials.head(j), o = p.sums + c * d, qj = q + j * d
+            let kvOffset = (j / group) * d
+            var m = p.maxima[c], sum = p.denominators[c]
+            for position in positions {
+                let row = (Int(blockTable[position / bs]) * bs + position % bs) * shape.kvStride + kvOffset
+                let score = dotF16(qj, keys + row, d) * scale
+                var ms: Float = 1, vs: Float = 1
+                if score > m {
+                    ms = m == -.infinity ? 0 : expf(m - score)
+                    m = score
+                } else {
+                    vs = expf(score - m)
                 }
+                accumulate(o, scale: ms, plus: values + row, times: vs, d)
+                sum = vs.addingProduct(sum, ms)
             }
-            position = end
+            p.maxima[c] = m
+            p.denominators[c] = sum
         }
     }
 
@@ -223,7 +217,7 @@ public enum Attention {
             pool.parallelFor(shape.heads * chunks) { range in
                 for item in range {
                     let h = item / chunks, c = item % chunks
-                    chunk(q.value + h * d, heads: 1, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h,
+                    chunk(q.value + h * d, kvHeads: 1, group: 1, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h,
                           positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
                           into: Partials(buffers.value + h * perHead, chunks: chunks, headDim: d), index: c)
                 }
@@ -259,24 +253,22 @@ public enum Attention {
         return Float(dot)
     }
 
-    /// `o = f16(f16(o · ms) + v · vs)` with a fused multiply-add: ggml's f16 running sum of
-    /// values, where a new maximum first rescales the sum (`ms`) and each value enters with
-    /// its weight (`vs`).
+    /// `o = o · ms + v · vs` with a fused multiply-add: the running sum of values, where a new
+    /// maximum first rescales the sum (`ms`) and each value enters with its weight (`vs`).
     @inline(__always)
-    static func accumulateF16(_ o: UnsafeMutablePointer<Float>, scale ms: Float, plus v: UnsafePointer<Float16>, times vs: Float, _ d: Int) {
+    static func accumulate(_ o: UnsafeMutablePointer<Float>, scale ms: Float, plus v: UnsafePointer<Float16>, times vs: Float, _ d: Int) {
         var i = 0
         while i + 16 <= d {
             var acc = UnsafeRawPointer(o + i).loadUnaligned(as: SIMD16<Float>.self)
-            if ms != 1 { acc = SIMD16<Float>(SIMD16<Float16>(acc * ms)) }
+            if ms != 1 { acc *= ms }
             let values = SIMD16<Float>(UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float16>.self))
-            acc = SIMD16<Float>(SIMD16<Float16>(acc.addingProduct(values, vs)))
-            UnsafeMutableRawPointer(o + i).storeBytes(of: acc, as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(o + i).storeBytes(of: acc.addingProduct(values, vs), as: SIMD16<Float>.self)
             i += 16
         }
         while i < d {
             var acc = o[i]
-            if ms != 1 { acc = Float(Float16(acc * ms)) }
-            o[i] = Float(Float16(acc.addingProduct(Float(v[i]), vs)))
+            if ms != 1 { acc *= ms }
+            o[i] = acc.addingProduct(Float(v[i]), vs)
             i += 1
         }
     }

@@ -7,10 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define APUS_X86 1
-#endif
+#include "x86.h"
 
 static int isa_level = -1;
 
@@ -114,9 +111,6 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
 
 #if APUS_X86
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
-
 // 32 nibbles (low halves first, then high halves) as bytes 0..15.
 static inline AVX2 __m256i unpack_nibbles(const uint8_t *p) {
     __m128i raw = _mm_loadu_si128((const __m128i *)p);
@@ -133,13 +127,6 @@ static inline AVX2 __m256i unpack_fifth_bits(const uint8_t *p) {
     const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
     __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
     return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-}
-
-static inline AVX2 float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 // Σ over 32 bytes of unsigned w × signed a, as 8 int32 lanes.
@@ -428,88 +415,6 @@ static VNNI void matmul_vnni(int format, const uint8_t *w, size_t row_bytes, int
 }
 
 #endif
-
-#if APUS_X86
-// ggml's AVX-512 ggml_vec_dot_f16 order, in 8-lane halves: four 16-lane accumulators over
-// steps of 64, combined as (a0 + a2) + (a1 + a3), reduced as a tree; the tail in double.
-static inline AVX2 float dot_f16(const float *q, const uint16_t *k, int d) {
-    __m256 lo[4], hi[4];
-    for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 64 <= d; i += 64) {
-        for (int j = 0; j < 4; j++) {
-            const float *qj = q + i + 16 * j;
-            const uint16_t *kj = k + i + 16 * j;
-            lo[j] = _mm256_fmadd_ps(_mm256_loadu_ps(qj), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)kj)), lo[j]);
-            hi[j] = _mm256_fmadd_ps(_mm256_loadu_ps(qj + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kj + 8))), hi[j]);
-        }
-    }
-    __m256 l = _mm256_add_ps(_mm256_add_ps(lo[0], lo[2]), _mm256_add_ps(lo[1], lo[3]));
-    __m256 h = _mm256_add_ps(_mm256_add_ps(hi[0], hi[2]), _mm256_add_ps(hi[1], hi[3]));
-    double dot = hsum8(_mm256_add_ps(l, h));
-    for (; i < d; i++) dot += (double)(q[i] * _cvtsh_ss(k[i]));
-    return (float)dot;
-}
-
-// Several query heads that share one KV head, position by position: each head's running
-// state sees exactly the operations it would alone, and the heads' chains of dependent
-// operations (through `o`) interleave, so the core overlaps them instead of waiting on one.
-static AVX2 void attention_avx2(const float *q, int heads, int q_stride, const uint16_t *keys, const uint16_t *values, int count,
-                                int kv_stride, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
-    float m[APUS_MAX_GROUP], sum[APUS_MAX_GROUP];
-    for (int h = 0; h < heads; h++) {
-        m[h] = max_io[(size_t)h * state_stride];
-        sum[h] = sum_io[(size_t)h * state_stride];
-    }
-    for (int p = 0; p < count; p++) {
-        const uint16_t *k = keys + (size_t)p * kv_stride;
-        const uint16_t *v = values + (size_t)p * kv_stride;
-        for (int h = 0; h < heads; h++) {
-            float *o = out + (size_t)h * state_stride;
-            float score = dot_f16(q + (size_t)h * q_stride, k, d) * scale;
-            float ms = 1, vs = 1;
-            if (score > m[h]) {
-                ms = m[h] == -INFINITY ? 0 : expf(m[h] - score);
-                m[h] = score;
-            } else {
-                vs = expf(score - m[h]);
-            }
-            __m256 msv = _mm256_set1_ps(ms), vsv = _mm256_set1_ps(vs);
-            int i = 0;
-            for (; i + 8 <= d; i += 8) {
-                __m256 acc = _mm256_loadu_ps(o + i);
-                if (ms != 1) acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(acc, msv), _MM_FROUND_TO_NEAREST_INT));
-                __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i)));
-                acc = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_fmadd_ps(vv, vsv, acc), _MM_FROUND_TO_NEAREST_INT));
-                _mm256_storeu_ps(o + i, acc);
-            }
-            for (; i < d; i++) {
-                float acc = o[i];
-                if (ms != 1) acc = _cvtsh_ss(_cvtss_sh(acc * ms, 0));
-                o[i] = _cvtsh_ss(_cvtss_sh(fmaf(_cvtsh_ss(v[i]), vs, acc), 0));
-            }
-            sum[h] = fmaf(sum[h], ms, vs);
-        }
-    }
-    for (int h = 0; h < heads; h++) {
-        max_io[(size_t)h * state_stride] = m[h];
-        sum_io[(size_t)h * state_stride] = sum[h];
-    }
-}
-#endif
-
-int apus_attention_f16(const float *q, int heads, int q_stride, const uint16_t *keys, const uint16_t *values, int count, int kv_stride,
-                       int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
-#if APUS_X86
-    if (apus_int8_isa() >= 1 && heads <= APUS_MAX_GROUP) {
-        attention_avx2(q, heads, q_stride, keys, values, count, kv_stride, d, scale, out, max_io, sum_io, state_stride);
-        return 1;
-    }
-#endif
-    (void)q; (void)heads; (void)q_stride; (void)keys; (void)values; (void)count; (void)kv_stride; (void)d; (void)scale; (void)out;
-    (void)max_io; (void)sum_io; (void)state_stride;
-    return 0;
-}
 
 void apus_build_tiles16(const apus_q8_block *act, int blocks, int tile_begin, int tile_end, apus_tile16_block *out) {
     for (int tile = tile_begin; tile < tile_end; tile++) {

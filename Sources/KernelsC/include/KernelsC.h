@@ -62,20 +62,42 @@ void apus_build_tiles16(const apus_q8_block *activations, int blocks, int tile_b
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                         const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride, int accumulate);
 
-/// The most query heads one `apus_attention_f16` call takes.
+/// The most query heads per KV head, and in all, that one `apus_attention_f16` call takes.
 #define APUS_MAX_GROUP 16
+#define APUS_MAX_HEADS 64
 
-/// `heads` query heads (`q_stride` floats apart) that share one KV head, against `count`
-/// cached positions (keys and values f16, rows `kv_stride` halves apart), online softmax in
-/// ggml's flash-attention order: `q` holds f16-rounded values, the value sum is kept in f16.
-/// Continues the state it is given for each head h (the unnormalised `d` sums at
-/// `out + h * state_stride`, the maximum score and the softmax denominator at
+/// Positions of one sequence in one layer of a paged f16 KV cache, for one KV head: position
+/// `p` is row `table[p / block_size] · block_size + p % block_size`, its key at
+/// `keys + row · stride` and its value at `values + row · stride` (both pointers already at
+/// the KV head's first dimension).
+typedef struct {
+    const uint16_t *keys;
+    const uint16_t *values;
+    const int32_t *table;
+    int block_size;
+    int stride;
+} apus_kv_rows;
+
+/// `kv_heads · group` query heads (`q_stride` floats apart; head h reads KV head h / group,
+/// `d` halves after the previous one in each row of `kv`) against positions [begin, end) of
+/// `kv`: an online softmax in llama.cpp's flash-attention order (`q` holds f16-rounded
+/// values, f16 keys and values), except that the weighted sum of values is kept in f32
+/// (llama.cpp rounds it to f16 after every position). With AVX-512 (head sizes a multiple of
+/// 16, up to 128) the softmax weights come from a vector exponential instead of
+/// libm's `expf`. Continues the state it is given for each head h (the unnormalised `d` sums
+/// at `out + h * state_stride`, the maximum score and the softmax denominator at
 /// `h * state_stride` of `max_io` and `sum_io`; start from zeros and -inf), so consecutive
-/// runs of positions (the blocks of a paged cache) give bitwise the result of one call over
-/// all of them, and each head gets bitwise what it gets alone. Returns 0 when this CPU lacks
-/// AVX2/F16C or `heads` exceeds APUS_MAX_GROUP (the caller then uses its portable path).
-int apus_attention_f16(const float *q, int heads, int q_stride, const uint16_t *keys, const uint16_t *values, int count, int kv_stride,
-                       int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);
+/// ranges of positions give bitwise the result of one call over all of them, and each head
+/// gets bitwise what it gets alone or with any other heads. Returns 0 when this CPU lacks
+/// AVX2/F16C or the heads exceed APUS_MAX_GROUP or APUS_MAX_HEADS (the caller then uses its
+/// portable path).
+int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
+                       float scale, float *out, float *max_io, float *sum_io, int state_stride);
+
+/// SwiGLU in place, `gate[i] = gate[i] / (1 + e^-gate[i]) · up[i]`, with the vector
+/// exponential of the AVX-512 attention kernel (within 2 ulp of e^x). Returns 0 when this
+/// CPU lacks AVX-512 (the caller then uses its portable path).
+int apus_swiglu(float *gate, const float *up, int count);
 
 /// A hint to the CPU that the caller is spinning (x86 `pause`).
 static inline void apus_spin_pause(void) {
