@@ -5,25 +5,37 @@ import Synchronization
 /// A fixed set of worker threads for loops over rows, started once and reused for every
 /// operation, so the hot path has no thread creation and no Dispatch overhead.
 ///
-/// The caller runs the first chunk itself. Workers spin while work keeps coming (between
-/// the operations of a forward pass the gap is microseconds) and park on a condition
-/// variable after `spinSeconds` without work. Every worker acknowledges every operation,
-/// so the shared job description is never rewritten while a worker may still read it.
+/// An operation is cut into a few chunks per thread, and the caller and the workers claim
+/// chunks until none are left, so a thread the OS preempts (a server shares its cores with
+/// its clients) delays the operation by at most a chunk instead of stalling it until that
+/// thread runs again. Workers spin while work keeps coming (between the operations of a
+/// forward pass the gap is microseconds) and park on a condition variable after
+/// `spinSeconds` without work.
 public final class ThreadPool: @unchecked Sendable {
     public let threads: Int
     public static let spinSeconds = 0.002
+    /// Chunks per thread: enough for the other threads to absorb one that is preempted.
+    static let chunksPerThread = 4
     private let state: State
 
     /// What the workers share; they hold it strongly, so it outlives the pool's owner.
     final class State: @unchecked Sendable {
+        /// Bumped for each operation; workers wait for it to change.
         let generation = Atomic<Int>(0)
-        let pending = Atomic<Int>(0)
+        /// The current operation's claims: its number (bits 32 and up), its chunk count
+        /// (bits 16...31) and the next unclaimed chunk (bits 0...15). A claim is a
+        /// compare-and-swap, so a worker that wakes late can only claim the current
+        /// operation's chunks, never a finished one's.
+        let ticket = Atomic<Int>(0)
+        /// Chunks of the current operation that have finished.
+        let finished = Atomic<Int>(0)
         let shuttingDown = Atomic<Bool>(false)
         let lock = NSCondition()
-        // Written before `generation` is bumped (release), read after it is seen (acquire).
+        // Written before `ticket` is stored (release), read after a claim (acquire); not
+        // rewritten until every claimed chunk has finished.
         var task: UnsafeRawPointer?
         var count = 0
-        var chunks = 0
+        var unit = 1
     }
 
     public init(threads: Int) {
@@ -31,7 +43,7 @@ public final class ThreadPool: @unchecked Sendable {
         state = State()
         for index in 1..<self.threads {
             let state = self.state
-            let thread = Thread { Self.work(index, state) }
+            let thread = Thread { Self.work(state) }
             thread.name = "apus-worker-\(index)"
             thread.start()
         }
@@ -49,11 +61,14 @@ public final class ThreadPool: @unchecked Sendable {
         state.lock.unlock()
     }
 
-    /// Calls `body` with disjoint ranges that together cover `0..<count`, one chunk per
-    /// thread (fewer when there is little work), and returns when all are done.
+    /// Calls `body` with disjoint ranges that together cover `0..<count`, on this thread and
+    /// the workers, and returns when all are done. Ranges start at multiples of
+    /// `minimumChunk` and hold at least that many indices (except the last).
     public func parallelFor(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         guard count > 0 else { return }
-        let chunks = max(1, min(threads, count / max(minimumChunk, 1)))
+        let unit = max(minimumChunk, 1)
+        let units = (count + unit - 1) / unit
+        let chunks = min(units, threads == 1 ? 1 : threads * Self.chunksPerThread, 0xFFFF)
         if chunks == 1 {
             body(0..<count)
             return
@@ -62,18 +77,20 @@ public final class ThreadPool: @unchecked Sendable {
             withUnsafePointer(to: body) { pointer in
                 state.task = UnsafeRawPointer(pointer)
                 state.count = count
-                state.chunks = chunks
-                state.pending.store(threads - 1, ordering: .relaxed)
+                state.unit = unit
+                state.finished.store(0, ordering: .relaxed)
+                let operation = (state.ticket.load(ordering: .relaxed) >> 32) + 1
+                state.ticket.store(operation << 32 | chunks << 16, ordering: .releasing)
                 publish()
-                body(0..<(count / chunks))
+                Self.claimChunks(state)
                 var spins = 0
-                while state.pending.load(ordering: .acquiring) > 0 { Self.backOff(&spins) }
+                while state.finished.load(ordering: .acquiring) < chunks { Self.backOff(&spins) }
                 state.task = nil
             }
         }
     }
 
-    private static func work(_ index: Int, _ state: State) {
+    private static func work(_ state: State) {
         // Generation 0 is the pool's start; a job may be published before this thread runs.
         var seen = 0
         while true {
@@ -94,8 +111,21 @@ public final class ThreadPool: @unchecked Sendable {
             }
             seen = state.generation.load(ordering: .acquiring)
             if state.shuttingDown.load(ordering: .acquiring) { return }
-            if index < state.chunks { runChunk(index, state) }
-            state.pending.subtract(1, ordering: .releasing)
+            claimChunks(state)
+        }
+    }
+
+    /// Runs unclaimed chunks of the current operation until there are none.
+    private static func claimChunks(_ state: State) {
+        while true {
+            let ticket = state.ticket.load(ordering: .acquiring)
+            let next = ticket & 0xFFFF, chunks = (ticket >> 16) & 0xFFFF
+            guard next < chunks else { return }
+            guard state.ticket.compareExchange(expected: ticket, desired: ticket + 1, ordering: .acquiringAndReleasing).exchanged else {
+                continue
+            }
+            runChunk(next, of: chunks, state)
+            state.finished.add(1, ordering: .releasing)
         }
     }
 
@@ -108,10 +138,11 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     @inline(never)
-    private static func runChunk(_ index: Int, _ state: State) {
+    private static func runChunk(_ index: Int, of chunks: Int, _ state: State) {
         let body = state.task!.assumingMemoryBound(to: ((Range<Int>) -> Void).self)
-        let (count, chunks) = (state.count, state.chunks)
-        body.pointee((count * index / chunks)..<(count * (index + 1) / chunks))
+        let (count, unit) = (state.count, state.unit)
+        let units = (count + unit - 1) / unit
+        body.pointee(min(count, units * index / chunks * unit)..<min(count, units * (index + 1) / chunks * unit))
     }
 }
 

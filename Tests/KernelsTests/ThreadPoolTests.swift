@@ -30,14 +30,33 @@ final class ThreadPoolTests: XCTestCase {
         }
     }
 
+    /// The worker takes part: the first chunk to start waits for a second thread to start
+    /// another (for up to two seconds), which only a worker can do.
     func testChunksRunConcurrentlyOnDifferentThreads() {
         let pool = ThreadPool(threads: 2)
         let threads = Mutex<Set<UInt>>([])
-        pool.parallelFor(2) { _ in
+        pool.parallelFor(8) { _ in
             let id = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(bitPattern: UInt(pthread_self()))))
             threads.withLock { _ = $0.insert(id) }
+            let deadline = Date().addingTimeInterval(2)
+            while threads.withLock({ $0.count }) < 2 && Date() < deadline { sched_yield() }
         }
         XCTAssertEqual(threads.withLock { $0.count }, 2)
+    }
+
+    /// Ranges start at multiples of the minimum chunk (row groups of the matrix kernels stay
+    /// whole) and only the last is shorter.
+    func testRangesAreAlignedToTheMinimumChunk() {
+        let pool = ThreadPool(threads: 3)
+        let ranges = Mutex<[Range<Int>]>([])
+        pool.parallelFor(1000, minimumChunk: 16) { range in ranges.withLock { $0.append(range) } }
+        let sorted = ranges.withLock { $0 }.sorted { $0.lowerBound < $1.lowerBound }
+        XCTAssertEqual(sorted.count, 12)
+        XCTAssertEqual(sorted.first?.lowerBound, 0)
+        XCTAssertEqual(sorted.last?.upperBound, 1000)
+        for (a, b) in zip(sorted, sorted.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound) }
+        for r in sorted { XCTAssertEqual(r.lowerBound % 16, 0, "\(r)") }
+        for r in sorted.dropLast() { XCTAssertGreaterThanOrEqual(r.count, 16, "\(r)") }
     }
 
     func testManyPoolsComeAndGo() {
