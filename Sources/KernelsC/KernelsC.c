@@ -416,19 +416,19 @@ static VNNI void matmul_vnni(int format, const uint8_t *w, size_t row_bytes, int
 
 #endif
 
-void apus_build_tiles16(const apus_q8_block *act, int blocks, int tile_begin, int tile_end, apus_tile16_block *out) {
+void apus_build_tiles16(const apus_q8_block *act, int blocks, int tokens, int tile_begin, int tile_end, apus_tile16_block *out) {
     for (int tile = tile_begin; tile < tile_end; tile++) {
         for (int b = 0; b < blocks; b++) {
             apus_tile16_block *o = out + (size_t)tile * blocks + b;
-            for (int t = 0; t < 16; t++) {
+            memset(o, 0, sizeof *o);  // lanes past the last token stay zero
+            for (int t = 0; t < 16 && 16 * tile + t < tokens; t++) {
                 const apus_q8_block *a = act + (size_t)(16 * tile + t) * blocks + b;
-                for (int i = 0; i < 8; i++) {
-                    uint32_t group;
-                    memcpy(&group, a->qs + 4 * i, 4);
-                    o->qs[i][t] = group ^ 0x80808080u;  // each signed byte + 128
-                }
+                int32_t sum = 0;
+                for (int i = 0; i < 8; i++) memcpy(&o->qs[i][t], a->qs + 4 * i, 4);
+                for (int j = 0; j < 32; j++) sum += a->qs[j];
                 o->d[t] = a->d;
                 o->s[t] = a->s;
+                o->neg_sum[t] = -sum;
             }
         }
     }
@@ -438,45 +438,68 @@ void apus_build_tiles16(const apus_q8_block *act, int blocks, int tile_begin, in
 // Rows handled together: each activation load serves ROWS dot products.
 #define ROWS 4
 
+// A block's quants as unsigned bytes u = q + bias (the stored values, before any offset
+// is removed), and the bias: vpdpbusd then sums u·a, and bias·Σa (per token, not per row)
+// turns that into the exact Σ q·a.
+static inline __attribute__((always_inline)) AVX2 __m256i unpack_unsigned(int format, const uint8_t *w) {
+    switch (format) {
+    case APUS_Q4_0: return unpack_nibbles(w + 2);
+    case APUS_Q4_1: return unpack_nibbles(w + 4);
+    case APUS_Q5_0: return _mm256_or_si256(unpack_nibbles(w + 6), unpack_fifth_bits(w + 2));
+    case APUS_Q5_1: return _mm256_or_si256(unpack_nibbles(w + 8), unpack_fifth_bits(w + 4));
+    default: return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_set1_epi8((char)0x80));
+    }
+}
+
+// log2 of the bias of unpack_unsigned, or -1 for none.
+static inline __attribute__((always_inline)) int bias_shift(int format) {
+    switch (format) {
+    case APUS_Q4_0: return 3;
+    case APUS_Q5_0: return 4;
+    case APUS_Q8_0: return 7;
+    default: return -1;
+    }
+}
+
 // A group of `rows` rows against every tile, sixteen tokens per zmm. The rows' weights are
-// unpacked once into signed bytes, which `vpdpbusd` broadcasts straight from memory against
-// the unsigned activations (a + 128); starting each block's sum from -128 Σ w makes it the
-// exact integer Σ w·a. Lane t then sees the operations of `rows_vnni` for token t: one
-// float multiply-add per block in block order, then the minimum terms, then their sum.
+// unpacked once into unsigned bytes (u = q + bias), broadcast four at a time against the
+// tile's signed activations; each block's sum starts from -bias·Σa of each token (the
+// tile's, shared by all rows), so it is the exact integer Σ q·a. Lane t then sees the
+// operations of `rows_vnni` for token t: one float multiply-add per block in block order,
+// then the minimum terms, then their sum.
 static inline __attribute__((always_inline)) VNNI void tile16_row_group(int format, const uint8_t *w, size_t row_bytes, int r, int rows,
-                                                                         const apus_tile16_block *tiles, int tile_count, int blocks,
+                                                                         const apus_tile16_block *tiles, int tokens, int blocks,
                                                                          float *y, int y_stride, int accumulate) {
-    const int stride = block_bytes(format);
+    const int stride = block_bytes(format), shift = bias_shift(format);
     // Weights stream from memory once per call when there are few tiles (decode): fetch the
     // group after next while this one is unpacked.
     const uint8_t *ahead = w + (size_t)(r + 2 * ROWS) * row_bytes;
     for (size_t offset = 0; offset < (size_t)rows * row_bytes; offset += 64) _mm_prefetch((const char *)ahead + offset, _MM_HINT_T0);
     uint8_t weights[ROWS][blocks * 32] __attribute__((aligned(32)));
-    int32_t offsets[ROWS][blocks];
     float scales[ROWS][blocks], minima[ROWS][blocks];
     for (int k = 0; k < rows; k++) {
         const uint8_t *row = w + (size_t)(r + k) * row_bytes;
         for (int b = 0; b < blocks; b++) {
-            unpacked_block u = unpack_block(format, row + (size_t)b * stride);
-            _mm256_store_si256((__m256i *)(weights[k] + 32 * b), u.q);
-            offsets[k][b] = -128 * hsum_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), u.q));
-            scales[k][b] = u.d;
-            minima[k][b] = u.m;
+            const uint8_t *block = row + (size_t)b * stride;
+            _mm256_store_si256((__m256i *)(weights[k] + 32 * b), unpack_unsigned(format, block));
+            scales[k][b] = f16_load(block);
+            minima[k][b] = HAS_MIN(format) ? f16_load(block + 2) : 0;
         }
     }
-    for (int tile = 0; tile < tile_count; tile++) {
+    for (int tile = 0; 16 * tile < tokens; tile++) {
         const apus_tile16_block *T = tiles + (size_t)tile * blocks;
         __m512 acc[ROWS], minimum[ROWS];
         for (int k = 0; k < rows; k++) acc[k] = minimum[k] = _mm512_setzero_ps();
         for (int b = 0; b < blocks; b++) {
+            const __m512i start = shift < 0 ? _mm512_setzero_si512() : _mm512_slli_epi32(_mm512_loadu_si512(T[b].neg_sum), shift);
             __m512i dot[ROWS];
-            for (int k = 0; k < rows; k++) dot[k] = _mm512_set1_epi32(offsets[k][b]);
+            for (int k = 0; k < rows; k++) dot[k] = start;
             for (int i = 0; i < 8; i++) {
                 const __m512i a = _mm512_loadu_si512((const void *)T[b].qs[i]);
                 for (int k = 0; k < rows; k++) {
                     int32_t group;
                     memcpy(&group, weights[k] + 32 * b + 4 * i, 4);
-                    dot[k] = _mm512_dpbusd_epi32(dot[k], a, _mm512_set1_epi32(group));
+                    dot[k] = _mm512_dpbusd_epi32(dot[k], _mm512_set1_epi32(group), a);
                 }
             }
             const __m512 d = _mm512_loadu_ps(T[b].d);
@@ -488,41 +511,41 @@ static inline __attribute__((always_inline)) VNNI void tile16_row_group(int form
         for (int k = 0; k < rows; k++) {
             float out[16];
             _mm512_storeu_ps(out, _mm512_add_ps(acc[k], minimum[k]));
-            for (int t = 0; t < 16; t++) STORE(y[(size_t)(16 * tile + t) * y_stride + r + k], out[t]);
+            for (int t = 0; t < 16 && 16 * tile + t < tokens; t++) STORE(y[(size_t)(16 * tile + t) * y_stride + r + k], out[t]);
         }
     }
 }
 
 static inline __attribute__((always_inline)) VNNI void tile16_rows(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
-                                                                    const apus_tile16_block *tiles, int tile_count, int blocks,
+                                                                    const apus_tile16_block *tiles, int tokens, int blocks,
                                                                     float *y, int y_stride, int accumulate) {
     int r = r0;
-    for (; r + ROWS <= r1; r += ROWS) tile16_row_group(format, w, row_bytes, r, ROWS, tiles, tile_count, blocks, y, y_stride, accumulate);
-    for (; r < r1; r++) tile16_row_group(format, w, row_bytes, r, 1, tiles, tile_count, blocks, y, y_stride, accumulate);
+    for (; r + ROWS <= r1; r += ROWS) tile16_row_group(format, w, row_bytes, r, ROWS, tiles, tokens, blocks, y, y_stride, accumulate);
+    for (; r < r1; r++) tile16_row_group(format, w, row_bytes, r, 1, tiles, tokens, blocks, y, y_stride, accumulate);
 }
 
 static VNNI void matmul_tiles16_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_tile16_block *tiles,
-                                     int tile_count, int blocks, float *y, int y_stride, int accumulate) {
+                                     int tokens, int blocks, float *y, int y_stride, int accumulate) {
     switch (format) {
-    case APUS_Q4_0: tile16_rows(APUS_Q4_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
-    case APUS_Q4_1: tile16_rows(APUS_Q4_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
-    default: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tile_count, blocks, y, y_stride, accumulate); break;
+    case APUS_Q4_0: tile16_rows(APUS_Q4_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q4_1: tile16_rows(APUS_Q4_1, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+    default: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
     }
 }
 #endif
 
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride, int accumulate) {
+                        const apus_tile16_block *tiles, int tokens, int blocks, float *y, int y_stride, int accumulate) {
     if (format != APUS_Q4_0 && format != APUS_Q4_1 && format != APUS_Q5_0 && format != APUS_Q5_1 && format != APUS_Q8_0) return 0;
 #if APUS_X86
     if (apus_int8_isa() >= 2) {
-        matmul_tiles16_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tile_count, blocks, y, y_stride, accumulate);
+        matmul_tiles16_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tokens, blocks, y, y_stride, accumulate);
         return 1;
     }
 #endif
-    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)tiles; (void)tile_count; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
+    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)tiles; (void)tokens; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
     return 0;
 }
 

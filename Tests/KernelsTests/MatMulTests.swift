@@ -79,19 +79,23 @@ final class MatMulTests: XCTestCase {
         var seed: UInt64 = 9
         let rows = 29, cols = 32 * 5
         let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
-        let x = Reference.randomValues(cols * 23, seed: &seed)
-        var scratch = PreparedActivations()
-        defer { scratch.release() }
-        stored.withUnsafeBytes { raw in
-            let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
-            var batch = [Float](repeating: 0, count: 23 * rows)
-            MatMul.multiply(w, x, tokens: 23, into: &batch, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch)
-            for t in [0, 7, 22] {
-                var single = [Float](repeating: 0, count: rows)
-                Array(x[(t * cols)..<((t + 1) * cols)]).withUnsafeBufferPointer { xt in
-                    MatMul.multiply(w, xt.baseAddress!, tokens: 1, into: &single, precision: precision, pool: ThreadPool(threads: 3), scratch: &scratch)
+        // 23 tokens: one tile and seven tokens one by one; 29: a full and a partial tile.
+        for tokens in [23, 29] {
+            let x = Reference.randomValues(cols * tokens, seed: &seed)
+            var scratch = PreparedActivations()
+            defer { scratch.release() }
+            stored.withUnsafeBytes { raw in
+                let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
+                var batch = [Float](repeating: 0, count: tokens * rows)
+                MatMul.multiply(w, x, tokens: tokens, into: &batch, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch)
+                for t in [0, 7, 17, tokens - 1] {
+                    var single = [Float](repeating: 0, count: rows)
+                    Array(x[(t * cols)..<((t + 1) * cols)]).withUnsafeBufferPointer { xt in
+                        MatMul.multiply(w, xt.baseAddress!, tokens: 1, into: &single, precision: precision, pool: ThreadPool(threads: 3), scratch: &scratch)
+                    }
+                    XCTAssertEqual(single.map(\.bitPattern), batch[(t * rows)..<((t + 1) * rows)].map(\.bitPattern),
+                                   "\(format) \(precision) \(IntegerKernels.level) token \(t) of \(tokens)")
                 }
-                XCTAssertEqual(single.map(\.bitPattern), batch[(t * rows)..<((t + 1) * rows)].map(\.bitPattern), "\(format) \(precision) \(IntegerKernels.level) token \(t)")
             }
         }
     }

@@ -45,22 +45,24 @@ int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_be
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate);
 
 /// Sixteen tokens' activations for one block, transposed for 512-bit VNNI: `qs[i][t]` holds
-/// bytes 4i..4i+3 of token t's block plus 128 (unsigned, the operand `vpdpbusd` wants, so that
-/// the weights can be the broadcast one).
+/// bytes 4i..4i+3 of token t's block (signed), `neg_sum[t]` minus the sum of its 32 bytes.
 typedef struct {
     uint32_t qs[8][16];
     float d[16];
     float s[16];
+    int32_t neg_sum[16];
 } apus_tile16_block;
 
-/// Fills tiles [tile_begin, tile_end) (tokens 16·tile ..< 16·tile + 16) from quantized
-/// activation rows of `blocks` blocks each; tile k's blocks start at `out + k * blocks`.
-void apus_build_tiles16(const apus_q8_block *activations, int blocks, int tile_begin, int tile_end, apus_tile16_block *out);
+/// Fills tiles [tile_begin, tile_end) (tokens 16·tile ..< 16·tile + 16) from the first
+/// `tokens` quantized activation rows of `blocks` blocks each, lanes past the last token
+/// with zeros; tile k's blocks start at `out + k * blocks`.
+void apus_build_tiles16(const apus_q8_block *activations, int blocks, int tokens, int tile_begin, int tile_end, apus_tile16_block *out);
 
-/// Like `apus_matmul_q8` for `tiles` full tiles of sixteen tokens, with AVX-512 VNNI; gives
-/// bitwise the results of `apus_matmul_q8` for every token. Returns 0 without AVX-512 VNNI.
+/// Like `apus_matmul_q8` for `tokens` tokens in tiles of sixteen (the last one may be
+/// partial: its empty lanes are computed and not stored), with AVX-512 VNNI; gives bitwise
+/// the results of `apus_matmul_q8` for every token. Returns 0 without AVX-512 VNNI.
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                        const apus_tile16_block *tiles, int tile_count, int blocks, float *y, int y_stride, int accumulate);
+                        const apus_tile16_block *tiles, int tokens, int blocks, float *y, int y_stride, int accumulate);
 
 /// The most query heads per KV head, and in all, that one `apus_attention_f16` call takes.
 #define APUS_MAX_GROUP 16
