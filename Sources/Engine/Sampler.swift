@@ -1,10 +1,13 @@
 import Foundation
+import Kernels
 
 /// Chooses tokens from logits: penalties, then top-k, top-p and min-p filtering, then
 /// temperature and a draw from a seeded generator (the order of llama.cpp's default chain).
 public struct Sampler {
     public let parameters: SamplingParameters
     private var random: SplitMix64
+    /// The unnormalised probabilities of the last draw, kept to reuse their memory.
+    private var weights: [Float] = []
 
     public init(_ parameters: SamplingParameters) throws {
         try parameters.validate()
@@ -72,16 +75,21 @@ public struct Sampler {
         return likely
     }
 
-    /// A draw from the softmax of `logits / temperature` over `ids`, in their order.
+    /// A draw from the softmax of `logits / temperature` over `ids`, in their order. Over the
+    /// whole vocabulary (OpenAI's defaults) this runs for every token of every request, so
+    /// the exponentials are computed once, as a vector.
     private mutating func draw<C: Collection>(from ids: C, logits: [Float]) -> Int where C.Element == Int {
-        let t = parameters.temperature
+        let scale = 1 / parameters.temperature
         let m = ids.reduce(-Float.infinity) { max($0, logits[$1]) }
+        weights.removeAll(keepingCapacity: true)
+        for id in ids { weights.append((logits[id] - m) * scale) }
+        weights.withUnsafeMutableBufferPointer { Activation.exponentiate($0.baseAddress!, count: $0.count) }
         var total: Float = 0
-        for id in ids { total += expf((logits[id] - m) / t) }
+        for w in weights { total += w }
         let u = Float(Double(random.next() >> 11) / Double(1 << 53)) * total
         var cumulative: Float = 0
-        for id in ids {
-            cumulative += expf((logits[id] - m) / t)
+        for (w, id) in zip(weights, ids) {
+            cumulative += w
             if u < cumulative { return id }
         }
         // Rounding left u at or past the last sum: the last candidate.

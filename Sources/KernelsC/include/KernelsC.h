@@ -96,6 +96,11 @@ typedef struct {
 int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
                        float scale, float *out, float *max_io, float *sum_io, int state_stride);
 
+/// `x[i] = e^x[i]` in place with the vector exponential of the AVX-512 attention kernel
+/// (within 2 ulp; +inf above 88.7, 0 below -86). Returns 0 when this CPU lacks AVX-512 (the
+/// caller then uses its portable path).
+int apus_exp(float *x, int count);
+
 /// SwiGLU in place, `gate[i] = gate[i] / (1 + e^-gate[i]) · up[i]`, with the vector
 /// exponential of the AVX-512 attention kernel (within 2 ulp of e^x). Returns 0 when this
 /// CPU lacks AVX-512 (the caller then uses its portable path).
