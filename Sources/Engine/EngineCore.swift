@@ -103,6 +103,12 @@ final class EngineCore {
         guard blockCount >= 1 else {
             throw EngineError.invalidConfiguration("\(configuration.kvCacheBytes) bytes of KV cache hold not even one block of \(blockBytes) bytes")
         }
+        // The pool is committed up front: one larger than the machine would be killed midway.
+        let physical = ProcessInfo.processInfo.physicalMemory
+        guard UInt64(blockCount * blockBytes) < physical else {
+            throw EngineError.invalidConfiguration(
+                "a KV cache of \(configuration.kvCacheBytes >> 20) MiB does not fit in this machine's \(physical >> 20) MiB of memory")
+        }
         cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
         scheduler = Scheduler(cache: cache, tokenBudget: configuration.tokenBudget, maxRunning: configuration.maxRunningSequences,
                               prefixCaching: configuration.prefixCaching)

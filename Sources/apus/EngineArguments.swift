@@ -3,7 +3,7 @@ import Engine
 
 /// Settings of the serving engine, shared by `batch`, `bench throughput` and `serve`.
 struct EngineArguments: ParsableArguments {
-    @Option(name: .long, help: "Memory for the KV cache, in MiB.")
+    @Option(name: .long, help: "Memory for the KV cache, in MiB, committed at start.")
     var kvMemory: Int = 512
 
     @Option(name: .long, help: "Positions per KV-cache block.")

@@ -25,6 +25,17 @@ final class ServingEngineTests: XCTestCase {
         return try EngineCore(model: model, tokenizer: tokenizer, configuration: c)
     }
 
+    /// The KV pool is committed when the engine starts, so one larger than the machine is
+    /// refused with both sizes instead of the process being killed while committing it.
+    func testAKVCacheLargerThanTheMachineIsRefused() throws {
+        let physical = ProcessInfo.processInfo.physicalMemory
+        let asked = Int(physical) + (1 << 30)
+        XCTAssertThrowsError(try makeCore { $0.kvCacheBytes = asked }) {
+            XCTAssertEqual($0 as? EngineError, .invalidConfiguration(
+                "a KV cache of \(asked >> 20) MiB does not fit in this machine's \(physical >> 20) MiB of memory"))
+        }
+    }
+
     /// Runs requests to completion on a core, stepping it directly; returns each request's
     /// outputs by sample index, and the statistics seen after every step.
     struct Finished {
