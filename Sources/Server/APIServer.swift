@@ -40,12 +40,25 @@ public struct ServedModel: Sendable {
     }
 }
 
+/// A request's context: Hummingbird's, plus the connection, whose closing tells a
+/// non-streamed generation that nobody is waiting for it any more.
+public struct APIRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    let closed: EventLoopFuture<Void>
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        closed = source.channel.closeFuture
+    }
+}
+
 /// The OpenAI-compatible API on Hummingbird: `/v1/completions`, `/v1/chat/completions`
 /// (both streamed as server-sent events or not), `/v1/models`, `/tokenize`,
 /// `/detokenize`, `/health`, `/metrics`. Every failure is an OpenAI-shaped error; a client
-/// that goes away mid-stream aborts its requests in the engine.
+/// that goes away before its answer is complete, streamed or not, aborts its requests in
+/// the engine.
 public final class APIServer: HTTPResponder, @unchecked Sendable {
-    public typealias Context = BasicRequestContext
+    public typealias Context = APIRequestContext
 
     enum State {
         case loading
@@ -97,7 +110,11 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var log = RequestLog(id: id, method: request.method.rawValue, path: request.uri.path, started: started)
         var response: Response
         do {
-            response = try await route(request, id: id, log: &log)
+            response = try await route(request, closed: context.closed, id: id, log: &log)
+        } catch is CancellationError {
+            // The client closed the connection; nobody reads this (nginx's status for it).
+            response = Self.errorResponse(APIError(.init(code: 499, reasonPhrase: "Client Closed Request"),
+                                                   "the client closed the connection", type: "invalid_request_error"))
         } catch {
             let apiError = APIError.from(error) ?? {
                 logger.error("request \(id) failed: \(error)")
@@ -136,7 +153,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
 
     // MARK: Routing
 
-    private func route(_ request: Request, id: String, log: inout RequestLog) async throws -> Response {
+    private func route(_ request: Request, closed: EventLoopFuture<Void>, id: String, log: inout RequestLog) async throws -> Response {
         let headerBytes = request.headers.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 }
         guard headerBytes <= configuration.maxHeaderBytes else {
             throw APIError(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"),
@@ -158,7 +175,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         case (.post, "/v1/completions"), (.post, "/v1/chat/completions"):
             let model = try servingModel()
             let json = try await readJSON(request)
-            return try await generate(json, kind: path == "/v1/completions" ? .completion : .chat, model: model, id: id, log: &log)
+            return try await generate(json, kind: path == "/v1/completions" ? .completion : .chat, model: model, closed: closed, id: id,
+                                      log: &log)
         case (.post, "/tokenize"):
             let model = try servingModel()
             return try tokenize(try await readJSON(request), model: model)
@@ -243,7 +261,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         return Self.json(.ok, ["prompt": model.tokenizer.decode(tokens)])
     }
 
-    private func generate(_ json: [String: Any], kind: OpenAIRequest.Kind, model: ServedModel, id: String, log: inout RequestLog) async throws -> Response {
+    private func generate(_ json: [String: Any], kind: OpenAIRequest.Kind, model: ServedModel, closed: EventLoopFuture<Void>, id: String,
+                          log: inout RequestLog) async throws -> Response {
         let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits)
         if let name = parsed.model, name != model.name {
             throw APIError(.notFound, "The model `\(name)` does not exist.", type: "invalid_request_error", param: "model", code: "model_not_found")
@@ -262,19 +281,28 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             log.streamed = true
             return stream(requests, parsed: parsed, model: model, header: header, log: log)
         }
-        var collected = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
-        try await withThrowingTaskGroup(of: (Int, [GenerationOutput]).self) { group in
-            for (i, r) in requests.enumerated() {
-                group.addTask {
-                    var outputs: [GenerationOutput] = []
-                    for try await o in model.engine.generate(r) { outputs.append(o) }
-                    return (i, outputs)
+        let empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
+        // A closed connection cancels the collection, which ends the engine streams, which
+        // abort their requests and free their blocks.
+        let collecting = Task { () async throws -> Collected in
+            var collected = empty
+            try await withThrowingTaskGroup(of: (Int, [GenerationOutput]).self) { group in
+                for (i, r) in requests.enumerated() {
+                    group.addTask {
+                        var outputs: [GenerationOutput] = []
+                        for try await o in model.engine.generate(r) { outputs.append(o) }
+                        try Task.checkCancellation()
+                        return (i, outputs)
+                    }
+                }
+                for try await (prompt, outputs) in group {
+                    for o in outputs { collected.add(o, prompt: prompt) }
                 }
             }
-            for try await (prompt, outputs) in group {
-                for o in outputs { collected.add(o, prompt: prompt) }
-            }
+            return collected
         }
+        closed.whenComplete { _ in collecting.cancel() }
+        let collected = try await withTaskCancellationHandler { try await collecting.value } onCancel: { collecting.cancel() }
         for m in collected.metrics { metrics.record(m) }
         log.metrics = collected.metrics.first
         return Self.response(.ok, contentType: "application/json", collected.body(header: header, tokenizer: model.tokenizer))

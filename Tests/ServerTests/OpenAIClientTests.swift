@@ -21,7 +21,7 @@ final class OpenAIClientTests: XCTestCase {
     /// Starts `server` on an ephemeral port; returns the port and the running task.
     func start(_ server: APIServer) async throws -> (port: Int, task: Task<Void, Error>) {
         let (ports, sink) = AsyncStream<Int>.makeStream()
-        let app = Application(responder: server, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+        let app = Application(responder: server, server: APIServer.http1, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                               onServerRunning: { channel in sink.yield(channel.localAddress?.port ?? 0) },
                               logger: Logger(label: "apus.test"))
         let task = Task { try await app.runService(gracefulShutdownSignals: []) }

@@ -228,6 +228,23 @@ def main_suite():
     check(metric("apus_kv_cache_blocks_used") == 0, "KV blocks return to zero after a disconnect")
     check(metric("apus_num_requests_running") == 0, "nothing left running")
 
+    # A client that disconnects while waiting for a whole (non-streamed) answer: aborted too,
+    # within a few steps, long before the 2,000 tokens it asked for could be generated.
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    conn.request("POST", "/v1/completions", body=json.dumps({"model": m, "prompt": "Once upon a time", "max_tokens": 2000,
+                                                              "ignore_eos": True}).encode(),
+                 headers={**auth, "Content-Type": "application/json"})
+    deadline = time.time() + 10
+    while time.time() < deadline and not metric("apus_kv_cache_blocks_used"):
+        time.sleep(0.02)
+    check(metric("apus_kv_cache_blocks_used") > 0, "the non-streamed request is running")
+    conn.close()
+    closed = time.time()
+    while time.time() < closed + 3 and metric("apus_kv_cache_blocks_used") != 0:
+        time.sleep(0.02)
+    check(metric("apus_kv_cache_blocks_used") == 0, "KV blocks return to zero after a non-streamed client disconnects")
+    check(metric("apus_num_requests_running") == 0, "nothing left running after the non-streamed disconnect")
+
     # Load: 200 requests at concurrency 32, zero errors.
     def one(i):
         r = client.completions.create(model=m, prompt=f"Request {i}: count to ten.", max_tokens=8, temperature=0.7, seed=i)

@@ -56,7 +56,8 @@ struct Serve: AsyncParsableCommand {
             configuration.drainSeconds = drainSeconds
             let logger = Logger(label: "apus.server")
             let server = APIServer(configuration: configuration, logger: logger)
-            let app = Application(responder: server, configuration: .init(address: .hostname(host, port: port), serverName: "apus"), logger: logger)
+            let app = Application(responder: server, server: APIServer.http1, configuration: .init(address: .hostname(host, port: port), serverName: "apus"),
+                                  logger: logger)
             let serving = Task { try await app.runService(gracefulShutdownSignals: []) }
 
             // Listening starts first, so /health can say "loading" while the model loads.
