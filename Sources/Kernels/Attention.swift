@@ -67,9 +67,10 @@ public enum Attention {
     /// Attention for every query of a ragged batch (rows of `heads · headDim` floats in
     /// `queries` and `output`), the keys and values read through each query's block table.
     /// Work is split over the threads in the order of `batch`; callers order long and short
-    /// queries alternately so that any contiguous share holds a fair amount of work. The
-    /// query heads that share a KV head are computed together when there are enough items
-    /// to keep every thread busy; every head's result is bitwise the same either way.
+    /// queries alternately so that any contiguous share holds a fair amount of work. A work
+    /// item is a whole query when there are enough queries to keep every thread busy, else
+    /// the heads of one KV head, else one head; every head's result is bitwise the same
+    /// either way.
     public static func causal(queries: UnsafePointer<Float>, batch: UnsafeBufferPointer<Query>, cache: PagedLayer, shape: Shape,
                               into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let d = shape.headDim

@@ -40,9 +40,8 @@ public final class PagedKVCache: @unchecked Sendable {
         let halves = blockCount * blockSize * rowWidth
         let bytes = 2 * layers * halves * MemoryLayout<Float16>.stride
         mappedBytes = (bytes + 2 * hugePage - 1) / hugePage * hugePage
-        guard let region = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
-              region != MAP_FAILED else {
-            fatalError("could not reserve \(bytes) bytes for the KV cache")
+        guard let region = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), region != MAP_FAILED else {
+            fatalError("could not map \(bytes) bytes for the KV cache")
         }
         mapping = region
         // Huge pages need 2 MiB alignment; the mapping has one page to spare for it.
