@@ -64,7 +64,7 @@ public enum IntegerKernels {
                 defer { first += w.rows }
                 let lo = max(range.lowerBound, first) - first, hi = min(range.upperBound, first + w.rows) - first
                 guard lo < hi else { continue }
-                let format = cFormat(w.format)
+                guard let format = w.format.cKernel else { preconditionFailure("\(w.format) has no C kernel") }
                 if tileCount > 0 {
                     let done = apus_matmul_tiles16(format, w.data, w.rowBytes, Int32(lo), Int32(hi), tileInput.value, Int32(tiled),
                                                    Int32(blocks), y, Int32(w.rows), accumulate ? 1 : 0)
@@ -76,16 +76,6 @@ public enum IntegerKernels {
                     precondition(done == 1, "the C kernels refused format \(w.format)")
                 }
             }
-        }
-    }
-
-    static func cFormat(_ format: TensorFormat) -> Int32 {
-        switch format {
-        case .q4_0: Int32(APUS_Q4_0)
-        case .q4_1: Int32(APUS_Q4_1)
-        case .q5_0: Int32(APUS_Q5_0)
-        case .q5_1: Int32(APUS_Q5_1)
-        default: Int32(APUS_Q8_0)
         }
     }
 }

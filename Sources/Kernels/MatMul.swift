@@ -42,7 +42,11 @@ public enum MatMul {
                                 precision: ActivationPrecision, pool: ThreadPool, scratch: inout PreparedActivations,
                                 reusingActivations: Bool = false, accumulating: Bool = false) {
         guard tokens > 0 else { return }
-        if precision == .int8, w.format.isQuantized, IntegerKernels.level != .portable {
+        if precision == .int8, w.format.activationPartner == .q8_K {
+            SuperBlockKernels.multiply(CollectionOfOne((w, y)), x, tokens: tokens, pool: pool, scratch: &scratch, reusing: reusingActivations, accumulate: accumulating)
+            return
+        }
+        if precision == .int8, w.format.cKernel != nil, IntegerKernels.level != .portable {
             IntegerKernels.multiply(CollectionOfOne((w, y)), x, tokens: tokens, pool: pool, scratch: &scratch, reusing: reusingActivations, accumulate: accumulating)
             return
         }
@@ -52,21 +56,11 @@ public enum MatMul {
             scratch.prepare(x, rows: tokens, count: w.cols, format: w.format.activationPartner, precision: precision, lanes: lanes)
             scratch.key = key
         }
-        let act = scratch
-        switch w.format {
-        case .f32: run(F32Layout.self, w, act, y, pool, accumulating)
-        case .f16: run(F16Layout.self, w, act, y, pool, accumulating)
-        case .bf16: run(BF16Layout.self, w, act, y, pool, accumulating)
-        case .q4_0: run(Q4_0Layout.self, w, act, y, pool, accumulating)
-        case .q4_1: run(Q4_1Layout.self, w, act, y, pool, accumulating)
-        case .q5_0: run(Q5_0Layout.self, w, act, y, pool, accumulating)
-        case .q5_1: run(Q5_1Layout.self, w, act, y, pool, accumulating)
-        case .q8_0: run(Q8_0Layout.self, w, act, y, pool, accumulating)
-        }
+        w.format.layout.multiplyRows(w, scratch, y, pool, accumulating)
     }
 
-    private static func run<L: WeightBlockLayout>(_ layout: L.Type, _ w: WeightMatrix, _ act: PreparedActivations,
-                                                  _ y: UnsafeMutablePointer<Float>, _ pool: ThreadPool, _ accumulate: Bool) {
+    static func run<L: WeightBlockLayout>(_ layout: L.Type, _ w: WeightMatrix, _ act: PreparedActivations,
+                                          _ y: UnsafeMutablePointer<Float>, _ pool: ThreadPool, _ accumulate: Bool) {
         let out = UncheckedBox(y)
         pool.parallelFor(w.rows, minimumChunk: 16) { rows in
             if act.lanes == 1 {
@@ -83,7 +77,12 @@ public enum MatMul {
     public static func multiply(_ products: [(WeightMatrix, UnsafeMutablePointer<Float>)], _ x: UnsafePointer<Float>, tokens: Int,
                                 precision: ActivationPrecision, pool: ThreadPool, scratch: inout PreparedActivations) {
         guard tokens > 0, !products.isEmpty else { return }
-        if precision == .int8, IntegerKernels.level != .portable, products.allSatisfy({ $0.0.format.isQuantized && $0.0.cols == products[0].0.cols }) {
+        let sameWidth = products.allSatisfy { $0.0.cols == products[0].0.cols }
+        if precision == .int8, sameWidth, products.allSatisfy({ $0.0.format.activationPartner == .q8_K }) {
+            SuperBlockKernels.multiply(products, x, tokens: tokens, pool: pool, scratch: &scratch, reusing: false, accumulate: false)
+            return
+        }
+        if precision == .int8, sameWidth, IntegerKernels.level != .portable, products.allSatisfy({ $0.0.format.cKernel != nil && $0.0.format.activationPartner != .q8_K }) {
             IntegerKernels.multiply(products, x, tokens: tokens, pool: pool, scratch: &scratch, reusing: false, accumulate: false)
             return
         }
@@ -98,11 +97,11 @@ public enum MatMul {
     static func unpack<L: WeightBlockLayout>(_: L.Type, _ w: WeightMatrix, row: UnsafeRawPointer, block b: Int,
                                             pad: UnsafeMutableRawPointer) -> UnpackedBlock {
         let remaining = w.cols - 32 * b
-        if remaining >= 32 { return L.unpack(row + b * L.bytesPer32) }
-        let bytes = w.format.rowBytes(remaining)
-        pad.initializeMemory(as: UInt8.self, repeating: 0, count: L.bytesPer32)
-        pad.copyMemory(from: row + b * L.bytesPer32, byteCount: bytes)
-        return L.unpack(pad)
+        if remaining >= 32 { return L.unpack(row, group: b) }
+        // Only plain float rows (one value per block) end inside a group.
+        pad.initializeMemory(as: UInt8.self, repeating: 0, count: 32 * L.blockBytes)
+        pad.copyMemory(from: row + 32 * b * L.blockBytes, byteCount: remaining * L.blockBytes)
+        return L.unpack(pad, group: 0)
     }
 
     static func singleToken<L: WeightBlockLayout>(_ layout: L.Type, _ w: WeightMatrix, _ act: PreparedActivations,
@@ -187,5 +186,13 @@ public enum MatMul {
                 }
             }
         }
+    }
+}
+
+extension WeightBlockLayout {
+    /// The portable kernels specialised for this layout (a requirement's witness, so a call
+    /// through the format's layout lands in a loop compiled for it).
+    public static func multiplyRows(_ w: WeightMatrix, _ act: PreparedActivations, _ y: UnsafeMutablePointer<Float>, _ pool: ThreadPool, _ accumulate: Bool) {
+        MatMul.run(Self.self, w, act, y, pool, accumulate)
     }
 }

@@ -296,7 +296,7 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
         case APUS_Q4_1: NAME##_format(APUS_Q4_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
         case APUS_Q5_0: NAME##_format(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
         case APUS_Q5_1: NAME##_format(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
-        default: NAME##_format(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;          \
+        case APUS_Q8_0: NAME##_format(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;          \
         }                                                                                                          \
     }
 
@@ -410,7 +410,7 @@ static VNNI void matmul_vnni(int format, const uint8_t *w, size_t row_bytes, int
     case APUS_Q4_1: rows_vnni(APUS_Q4_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_0: rows_vnni(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_1: rows_vnni(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    default: rows_vnni(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q8_0: rows_vnni(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     }
 }
 
@@ -531,7 +531,7 @@ static VNNI void matmul_tiles16_vnni(int format, const uint8_t *w, size_t row_by
     case APUS_Q4_1: tile16_rows(APUS_Q4_1, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    default: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q8_0: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
     }
 }
 #endif

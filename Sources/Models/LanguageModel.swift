@@ -65,6 +65,7 @@ public struct ModelOptions: Sendable {
 
 public enum ModelError: Error, Equatable, CustomStringConvertible {
     case unsupportedArchitecture(String)
+    case unsupportedTensorType(tensor: String, type: String)
     case tokenOutOfRange(token: Int, vocabularySize: Int)
     case contextFull(needed: Int, capacity: Int)
     case invalidBatch(String)
@@ -72,6 +73,8 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unsupportedArchitecture(let a): "architecture '\(a)' is not supported (supported: \(ModelRegistry.architectures.joined(separator: ", ")))"
+        case .unsupportedTensorType(let tensor, let type):
+            "\(tensor): tensor type \(type) is not supported (supported: \(TensorFormat.all.map(\.name).joined(separator: ", ")))"
         case .tokenOutOfRange(let t, let v): "token id \(t) is outside the vocabulary of \(v) tokens"
         case .contextFull(let needed, let capacity): "the context needs \(needed) positions but holds only \(capacity)"
         case .invalidBatch(let problem): "invalid batch: \(problem)"

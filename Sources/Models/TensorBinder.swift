@@ -6,20 +6,6 @@ import Kernels
 struct TensorBinder {
     let file: GGUFFile
 
-    static func format(of type: GGMLType) -> TensorFormat? {
-        switch type {
-        case .f32: .f32
-        case .f16: .f16
-        case .bf16: .bf16
-        case .q4_0: .q4_0
-        case .q4_1: .q4_1
-        case .q5_0: .q5_0
-        case .q5_1: .q5_1
-        case .q8_0: .q8_0
-        default: nil
-        }
-    }
-
     func has(_ name: String) -> Bool { file.tensor(named: name) != nil }
 
     /// Looks a tensor up and checks its shape; `keys` name the metadata that implies each
@@ -31,8 +17,8 @@ struct TensorBinder {
             let key = d < keys.count ? keys[d] : name
             throw GGUFError(field: key, "implies shape \(expected) for \(name), but the tensor has shape \(info.dimensions)")
         }
-        guard let format = Self.format(of: info.type) else {
-            throw GGUFError(field: name, "tensor type \(info.type.name) is not supported yet")
+        guard let format = TensorFormat(ggmlType: info.type.rawValue) else {
+            throw ModelError.unsupportedTensorType(tensor: name, type: info.type.name)
         }
         return (info, format)
     }

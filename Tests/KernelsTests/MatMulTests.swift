@@ -23,9 +23,12 @@ final class MatMulTests: XCTestCase {
             }
             let expected: [[Double]]
             let tolerance: Double
-            switch (precision, format) {
-            case (.int8, .q4_0), (.int8, .q4_1), (.int8, .q5_0), (.int8, .q5_1), (.int8, .q8_0):
+            switch (precision, format.activationPartner) {
+            case (.int8, .q8_0), (.int8, .q8_1):
                 expected = Reference.matmulInt8(format: format, rows: stored, cols: cols, x)
+                tolerance = 2e-5
+            case (.int8, .q8_K):
+                expected = Reference.matmulFloat(dequantized, x.map(Reference.roundTripQ8K))
                 tolerance = 2e-5
             case (.int8, .f16):
                 expected = Reference.matmulFloat(dequantized, x.map { $0.map { Float(Float16($0)) } })
@@ -55,8 +58,8 @@ final class MatMulTests: XCTestCase {
     func testEveryFormatAgainstTheReferenceOnAwkwardSizes() {
         for level in levels {
             XCTAssertEqual(IntegerKernels.limit(to: level), level)
-            for (i, format) in TensorFormat.allCases.enumerated() {
-                let cols = format.isQuantized ? 32 * 7 : 45
+            for (i, format) in TensorFormat.all.enumerated() {
+                let cols = format.blockSize == 256 ? 256 * 3 : format.isQuantized ? 32 * 7 : 45
                 for tokens in [1, 3, 19, 70] {
                     check(format: format, rows: 37, cols: cols, tokens: tokens, threads: tokens % 2 == 0 ? 3 : 1, seed: UInt64(100 * i + tokens))
                 }
@@ -69,7 +72,7 @@ final class MatMulTests: XCTestCase {
     func testResultsAreBatchInvariant() {
         for level in levels {
             IntegerKernels.limit(to: level)
-            for format in TensorFormat.allCases {
+            for format in TensorFormat.all {
                 for precision in ActivationPrecision.allCases { checkBatchInvariance(format, precision) }
             }
         }
@@ -77,7 +80,7 @@ final class MatMulTests: XCTestCase {
 
     func checkBatchInvariance(_ format: TensorFormat, _ precision: ActivationPrecision) {
         var seed: UInt64 = 9
-        let rows = 29, cols = 32 * 5
+        let rows = 29, cols = format.blockSize == 256 ? 512 : 32 * 5
         let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
         // 23 tokens: one tile and seven tokens one by one; 29: a full and a partial tile.
         for tokens in [23, 29] {
@@ -103,10 +106,10 @@ final class MatMulTests: XCTestCase {
     /// Accumulating into `y` is bitwise the product added to what was there, on every path.
     func testAccumulatingAddsTheProduct() {
         var seed: UInt64 = 11
-        let rows = 21, cols = 32 * 3, tokens = 18
+        let rows = 21, cols = 256 * 2, tokens = 18
         for level in levels {
             IntegerKernels.limit(to: level)
-            for format in [TensorFormat.q4_1, .q8_0, .f16] {
+            for format in [TensorFormat.q4_1, .q8_0, .f16, .q6_K] {
                 for precision in ActivationPrecision.allCases {
                     let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
                     let x = Reference.randomValues(cols * tokens, seed: &seed)
@@ -151,6 +154,32 @@ final class MatMulTests: XCTestCase {
                 var separate = [Float](repeating: 0, count: w.rows * tokens)
                 MatMul.multiply(w, x, tokens: tokens, into: &separate, precision: .int8, pool: ThreadPool(threads: 3), scratch: &scratch)
                 XCTAssertEqual(separate.map(\.bitPattern), (0..<(w.rows * tokens)).map { y[$0].bitPattern }, "\(level) \(w.format)")
+            }
+        }
+    }
+
+    /// K-quant products give bitwise the same floats on every level, since each super-block
+    /// is two exact integers and the float steps are the same everywhere.
+    func testSuperBlockProductsAreBitwiseEqualOnEveryLevel() {
+        var seed: UInt64 = 13
+        let rows = 19, cols = 256 * 3
+        for format in TensorFormat.all where format.activationPartner == .q8_K {
+            let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
+            for tokens in [1, 5, 17] {
+                let x = Reference.randomValues(cols * tokens, seed: &seed, scale: 3)
+                var results: [[UInt32]] = []
+                for level in levels {
+                    IntegerKernels.limit(to: level)
+                    var scratch = PreparedActivations()
+                    defer { scratch.release() }
+                    var y = [Float](repeating: 0, count: rows * tokens)
+                    stored.withUnsafeBytes { raw in
+                        MatMul.multiply(WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!), x, tokens: tokens, into: &y,
+                                        precision: .int8, pool: ThreadPool(threads: 2), scratch: &scratch)
+                    }
+                    results.append(y.map(\.bitPattern))
+                }
+                for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level) tokens \(tokens)") }
             }
         }
     }

@@ -29,24 +29,32 @@ final class QuantizationTests: XCTestCase {
 
     func testRoundTripErrorIsWithinEachFormatsStep() {
         var seed: UInt64 = 1
-        for format in TensorFormat.allCases {
-            let count = format.isQuantized ? 32 * 7 : 37
+        // Each format's worst-case error for one value, from its block's range and magnitude.
+        let bounds: [TensorFormat: (_ range: Float, _ amax: Float) -> Float] = [
+            .f32: { _, _ in 0 },
+            .f16: { _, amax in amax / 1024 },
+            .bf16: { _, amax in amax / 128 },
+            .q8_0: { _, amax in amax / 127 * 0.51 + 1e-3 },
+            .q4_0: { _, amax in amax / 8 * 0.51 + amax / 8 * 0.01 + 1e-3 },
+            .q5_0: { _, amax in amax / 16 * 0.51 + 1e-3 },
+            .q4_1: { range, _ in range / 15 * 0.51 + 2e-3 },
+            .q5_1: { range, _ in range / 31 * 0.51 + 2e-3 },
+            // The K-quants round their scales and minima to 6 (Q6_K: 8) bits against the
+            // largest in the super-block, which adds up to about half a step more.
+            .q4_K: { range, _ in range / 15 * 1.2 + 2e-2 },
+            .q5_K: { range, _ in range / 31 * 1.5 + 2e-2 },
+            // Q6_K: the value of largest magnitude maps to -32, so its opposite clamps at 31.
+            .q6_K: { _, amax in amax / 32 * 1.1 + 1e-2 },
+        ]
+        for format in TensorFormat.all {
+            let count = format.blockSize == 256 ? 256 * 3 : format.isQuantized ? 32 * 7 : 37
             let x = Reference.randomValues(count, seed: &seed, scale: 3)
             let y = Quantization.dequantize(Quantization.quantize(x, format: format), count: count, format: format)
             for b in stride(from: 0, to: count, by: 32) {
                 let block = x[b..<min(count, b + 32)]
                 let range = block.max()! - block.min()!
                 let amax = block.map(abs).max()!
-                let bound: Float = switch format {
-                case .f32: 0
-                case .f16: amax / 1024
-                case .bf16: amax / 128
-                case .q8_0: amax / 127 * 0.51 + 1e-3
-                case .q4_0: amax / 8 * 0.51 + amax / 8 * 0.01 + 1e-3
-                case .q5_0: amax / 16 * 0.51 + 1e-3
-                case .q4_1: range / 15 * 0.51 + 2e-3
-                case .q5_1: range / 31 * 0.51 + 2e-3
-                }
+                let bound = bounds[format]!(range, amax)
                 for j in block.indices {
                     // Q4_0 and Q5_0 clamp the extreme opposite to the largest value by one step.
                     let slack: Float = format == .q4_0 ? amax / 8 : format == .q5_0 ? amax / 16 : 0
@@ -54,6 +62,49 @@ final class QuantizationTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// Q8_K (the K-quants' partner) equals llama.cpp's rule written independently: values,
+    /// scale and the sums of each sixteen, with ties landing on even values.
+    func testQ8KActivationQuantizationMatchesTheReference() {
+        var seed: UInt64 = 22
+        let cols = 256 * 3
+        var x = Reference.randomValues(cols, seed: &seed, scale: 3)
+        for j in 0..<256 { x[j] = j == 9 ? -127 : Float(j % 11) - 5.5 }  // ties at .5 after scaling by 1
+        for j in 512..<768 { x[j] = 0 }  // an all-zero block
+        var blocks = [apus_q8k_block](repeating: apus_q8k_block(), count: 3)
+        apus_quantize_q8k(x, 1, Int32(cols), &blocks)
+        for (i, block) in blocks.enumerated() {
+            let slice = x[(256 * i)..<(256 * i + 256)]
+            let max = slice.max(by: { abs($0) < abs($1) })!
+            let iscale: Float = max == 0 ? 0 : -127 / max
+            let q = slice.map { Swift.min(127, Int(($0 * iscale).rounded(.toNearestOrEven))) }
+            XCTAssertEqual(withUnsafeBytes(of: block.qs) { Array($0.bindMemory(to: Int8.self)).map(Int.init) }, q, "block \(i)")
+            XCTAssertEqual(block.d, max == 0 ? 0 : 1 / iscale, "block \(i)")
+            let sums = (0..<16).map { g in q[(16 * g)..<(16 * g + 16)].reduce(0, +) }
+            XCTAssertEqual(withUnsafeBytes(of: block.bsums) { Array($0.bindMemory(to: Int16.self)).map(Int.init) }, sums, "block \(i)")
+        }
+        XCTAssertEqual(blocks[0].qs.9, -127, "the value of largest magnitude maps to -127")
+    }
+
+    /// A Q4_K block built by hand: d = 0.5, dmin = 0.25, group 0 scale 2 / min 3, group 5
+    /// scale 33 / min 17 (the split 6-bit packing), nibbles k low and 15 - k high.
+    func testKnownQ4KBlockDecodes() {
+        var bytes = [UInt8](repeating: 0, count: 144)
+        bytes[0] = 0x00; bytes[1] = 0x38  // d = 0.5
+        bytes[2] = 0x00; bytes[3] = 0x34  // dmin = 0.25
+        bytes[4] = 2; bytes[8] = 3  // group 0: scale 2, min 3
+        // Group 5: scale 33 = 0b10_0001 (low four bits in byte 13's low nibble, top two in byte 5's top bits),
+        // min 17 = 0b01_0001 (low four in byte 13's high nibble, top two in byte 9's top bits).
+        bytes[13] = 0x1 | 0x1 << 4
+        bytes[5] = 0b10 << 6
+        bytes[9] = 0b01 << 6
+        for l in 0..<32 { for n in 0..<4 { bytes[16 + 32 * n + l] = UInt8(l % 16) | UInt8(15 - l % 16) << 4 } }
+        let y = Quantization.dequantize(bytes, count: 256, format: .q4_K)
+        XCTAssertEqual(y[0], 0.5 * 2 * 0 - 0.25 * 3)
+        XCTAssertEqual(y[7], 0.5 * 2 * 7 - 0.25 * 3)
+        // Value 160 + l is group 5: the high nibbles of the third 64 (bytes 16 + 64 + l).
+        XCTAssertEqual(y[160 + 3], 0.5 * 33 * 12 - 0.25 * 17)
     }
 
     func testKnownQ4_0BlockDecodes() {
@@ -69,26 +120,17 @@ final class QuantizationTests: XCTestCase {
 
     func testFastUnpackMatchesScalarDecoding() {
         var seed: UInt64 = 2
-        for format in TensorFormat.allCases {
-            let x = Reference.randomValues(64, seed: &seed, scale: 2)
+        for format in TensorFormat.all {
+            let count = max(64, format.blockSize * 2)
+            let x = Reference.randomValues(count, seed: &seed, scale: 2)
             let bytes = Quantization.quantize(x, format: format)
-            let expected = Quantization.dequantize(bytes, count: 64, format: format)
+            let expected = Quantization.dequantize(bytes, count: count, format: format)
             bytes.withUnsafeBytes { raw in
-                let w = WeightMatrix(format: format, rows: 1, cols: 64, data: raw.baseAddress!)
-                for b in 0..<2 {
-                    let blk: UnpackedBlock = switch format {
-                    case .f32: F32Layout.unpack(w.data + b * F32Layout.bytesPer32)
-                    case .f16: F16Layout.unpack(w.data + b * F16Layout.bytesPer32)
-                    case .bf16: BF16Layout.unpack(w.data + b * BF16Layout.bytesPer32)
-                    case .q4_0: Q4_0Layout.unpack(w.data + b * 18)
-                    case .q4_1: Q4_1Layout.unpack(w.data + b * 20)
-                    case .q5_0: Q5_0Layout.unpack(w.data + b * 22)
-                    case .q5_1: Q5_1Layout.unpack(w.data + b * 24)
-                    case .q8_0: Q8_0Layout.unpack(w.data + b * 34)
-                    }
+                for b in 0..<(count / 32) {
+                    let blk = format.layout.unpack(raw.baseAddress!, group: b)
                     for j in 0..<32 {
                         let q = j < 16 ? blk.low[j] : blk.high[j - 16]
-                        XCTAssertEqual(blk.d * q + blk.m, expected[32 * b + j], accuracy: 1e-6, "\(format) block \(b) weight \(j)")
+                        XCTAssertEqual(blk.d * q + blk.m, expected[32 * b + j], accuracy: 1e-5, "\(format) group \(b) weight \(j)")
                     }
                 }
             }

@@ -25,6 +25,19 @@ enum Reference {
         return (q, Float(Float16(d)), Float(Float16(d * sum)))
     }
 
+    /// llama.cpp's Q8_K quantization of a row (256 per block; the value of largest
+    /// magnitude maps to -127), written independently, and decoded back to floats.
+    static func roundTripQ8K(_ x: [Float]) -> [Float] {
+        var out: [Float] = []
+        for b in stride(from: 0, to: x.count, by: 256) {
+            let block = x[b..<(b + 256)]
+            guard let max = block.max(by: { abs($0) < abs($1) }), max != 0 else { out += block.map { _ in 0 }; continue }
+            let iscale = -127 / max
+            out += block.map { Float(min(127, Int(($0 * iscale).rounded(.toNearestOrEven)))) * (1 / iscale) }
+        }
+        return out
+    }
+
     /// The int8 path: per block `d_w · d_a · Σ q_w q_a + m_w · s_a`, integer inner sums.
     static func matmulInt8(format: TensorFormat, rows: [[UInt8]], cols: Int, _ x: [[Float]]) -> [[Double]] {
         x.map { xrow in

@@ -26,6 +26,19 @@ public struct PreparedActivations {
     private var tile16: UnsafeMutablePointer<apus_tile16_block>?
     private var tilesCapacity = 0
 
+    private var blocks8K: UnsafeMutablePointer<apus_q8k_block>?
+    private var blocks8KCapacity = 0
+
+    /// Room for `count` Q8_K activation blocks for the super-block kernels.
+    mutating func superBlocks(count: Int) -> UnsafeMutablePointer<apus_q8k_block> {
+        if count > blocks8KCapacity {
+            blocks8K?.deallocate()
+            blocks8K = UnsafeMutablePointer<apus_q8k_block>.allocate(capacity: count)
+            blocks8KCapacity = count
+        }
+        return blocks8K!
+    }
+
     /// Room for `count` transposed sixteen-token blocks for the AVX-512 VNNI kernel.
     mutating func tileBlocks(count: Int) -> UnsafeMutablePointer<apus_tile16_block> {
         if count > tilesCapacity {
@@ -57,6 +70,7 @@ public struct PreparedActivations {
         storage.deallocate()
         blocks8.deallocate()
         tile16?.deallocate()
+        blocks8K?.deallocate()
     }
 
     /// Room for `count` 8-bit activation blocks for the C kernels.
@@ -112,6 +126,8 @@ public struct PreparedActivations {
             return (1, sum)
         }
         switch format {
+        case .q8_K:
+            preconditionFailure("Q8_K activations are prepared by SuperBlockKernels")
         case .q8_0, .q8_1:
             var amax: Float = 0
             for j in 0..<32 { amax = max(amax, abs(v[j])) }

@@ -1,6 +1,6 @@
-/// One block of 32 weights unpacked for arithmetic: `value_j = d * q_j + m`, with the
-/// integer-valued `q_j` (already offset for the symmetric formats) held as floats in two
-/// halves. Plain float formats unpack with `d = 1`, `m = 0` and `q` the values themselves.
+/// 32 weights unpacked for arithmetic: `value_j = d * q_j + m`, with the integer-valued
+/// `q_j` (already offset for the symmetric formats) held as floats in two halves. Plain
+/// float formats unpack with `d = 1`, `m = 0` and `q` the values themselves.
 public struct UnpackedBlock {
     public var low: SIMD16<Float>
     public var high: SIMD16<Float>
@@ -8,16 +8,54 @@ public struct UnpackedBlock {
     public var m: Float
 }
 
-/// A storage layout of 32-weight blocks. Kernels are generic over it, so each format gets
-/// its own specialised loop.
+/// How one weight format's blocks are stored. The Swift kernels are generic over it, so
+/// each format gets its own specialised loop; the scalar conversions (file writing, the
+/// reference the fast kernels are tested against) go through it too.
 public protocol WeightBlockLayout {
-    /// Bytes of one block of 32 weights.
-    static var bytesPer32: Int { get }
-    static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock
+    /// Values per stored block (1 for plain float formats, else 32 or 256).
+    static var blockValues: Int { get }
+    /// Bytes per stored block.
+    static var blockBytes: Int { get }
+    /// Values `32·group ..< 32·group + 32` of a row, unpacked (`row` holds whole blocks).
+    static func unpack(_ row: UnsafeRawPointer, group: Int) -> UnpackedBlock
+    /// Encodes `blockValues` floats into one block.
+    static func quantize(_ x: UnsafePointer<Float>, into block: UnsafeMutableRawPointer)
+    /// Decodes one block into `blockValues` floats (ggml's `dequantize_row_*` arithmetic).
+    static func dequantize(_ block: UnsafeRawPointer, into x: UnsafeMutablePointer<Float>)
+
+    /// `count` values (whole blocks) block by block; requirements so that a call through the
+    /// format's layout runs a loop specialised for it.
+    static func quantizeRow(_ x: UnsafePointer<Float>, count: Int, into row: UnsafeMutableRawPointer)
+    static func dequantizeRow(_ row: UnsafeRawPointer, count: Int, into x: UnsafeMutablePointer<Float>)
+    /// The portable matrix kernels for this layout (`MatMul.swift`).
+    static func multiplyRows(_ w: WeightMatrix, _ act: PreparedActivations, _ y: UnsafeMutablePointer<Float>, _ pool: ThreadPool, _ accumulate: Bool)
+}
+
+extension WeightBlockLayout {
+    public static func quantizeRow(_ x: UnsafePointer<Float>, count: Int, into row: UnsafeMutableRawPointer) {
+        for b in 0..<(count / blockValues) { quantize(x + b * blockValues, into: row + b * blockBytes) }
+    }
+    public static func dequantizeRow(_ row: UnsafeRawPointer, count: Int, into x: UnsafeMutablePointer<Float>) {
+        for b in 0..<(count / blockValues) { dequantize(row + b * blockBytes, into: x + b * blockValues) }
+    }
+}
+
+/// A 256-value super-block format (the K-quants), multiplied in integers against Q8_K
+/// activations as llama.cpp does: per super-block, `Σ_g scale_g · Σ q·a` and
+/// `Σ_g min_g · Σ a` in exact integers, then `d · d_a` and `dmin · d_a` times those.
+public protocol SuperBlockLayout: WeightBlockLayout {
+    /// The block's integers: `q` (256 values, offset applied), and per 16 values the scale
+    /// and the minimum (0 for formats without one); returns `d` and `dmin` as floats.
+    static func integers(_ block: UnsafeRawPointer, q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Int32>,
+                         mins: UnsafeMutablePointer<Int32>) -> (d: Float, dmin: Float)
 }
 
 @inline(__always) func loadF16(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
-    HalfPrecision.f16ToFloat(p.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    HalfPrecision.f16ToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+}
+
+@inline(__always) func storeF16(_ x: Float, _ p: UnsafeMutableRawPointer, _ offset: Int) {
+    p.storeBytes(of: HalfPrecision.floatToF16(x).littleEndian, toByteOffset: offset, as: UInt16.self)
 }
 
 @inline(__always) func nibbles(_ p: UnsafeRawPointer) -> (SIMD16<Float>, SIMD16<Float>) {
@@ -34,76 +72,5 @@ public protocol WeightBlockLayout {
     return (SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: lo)), SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: hi)))
 }
 
-public enum F32Layout: WeightBlockLayout {
-    public static let bytesPer32 = 128
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        UnpackedBlock(low: p.loadUnaligned(as: SIMD16<Float>.self),
-                      high: p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self), d: 1, m: 0)
-    }
-}
-
-public enum F16Layout: WeightBlockLayout {
-    public static let bytesPer32 = 64
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        UnpackedBlock(low: SIMD16<Float>(p.loadUnaligned(as: SIMD16<Float16>.self)),
-                      high: SIMD16<Float>(p.loadUnaligned(fromByteOffset: 32, as: SIMD16<Float16>.self)), d: 1, m: 0)
-    }
-}
-
-public enum BF16Layout: WeightBlockLayout {
-    public static let bytesPer32 = 64
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        let a = SIMD16<UInt32>(truncatingIfNeeded: p.loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16
-        let b = SIMD16<UInt32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: 32, as: SIMD16<UInt16>.self)) &<< 16
-        return UnpackedBlock(low: unsafeBitCast(a, to: SIMD16<Float>.self), high: unsafeBitCast(b, to: SIMD16<Float>.self), d: 1, m: 0)
-    }
-}
-
-/// Q4_0: `d: f16`, 16 bytes of nibbles; weight = d * (q - 8).
-public enum Q4_0Layout: WeightBlockLayout {
-    public static let bytesPer32 = 18
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        let (lo, hi) = nibbles(p + 2)
-        return UnpackedBlock(low: lo - 8, high: hi - 8, d: loadF16(p, 0), m: 0)
-    }
-}
-
-/// Q4_1: `d: f16`, `m: f16`, 16 bytes of nibbles; weight = d * q + m.
-public enum Q4_1Layout: WeightBlockLayout {
-    public static let bytesPer32 = 20
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        let (lo, hi) = nibbles(p + 4)
-        return UnpackedBlock(low: lo, high: hi, d: loadF16(p, 0), m: loadF16(p, 2))
-    }
-}
-
-/// Q5_0: `d: f16`, `qh: u32`, 16 bytes of nibbles; weight = d * (q - 16).
-public enum Q5_0Layout: WeightBlockLayout {
-    public static let bytesPer32 = 22
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        let (lo, hi) = nibbles(p + 6)
-        let (bl, bh) = fifthBits(p.loadUnaligned(fromByteOffset: 2, as: UInt32.self).littleEndian)
-        return UnpackedBlock(low: lo + bl - 16, high: hi + bh - 16, d: loadF16(p, 0), m: 0)
-    }
-}
-
-/// Q5_1: `d: f16`, `m: f16`, `qh: u32`, 16 bytes of nibbles; weight = d * q + m.
-public enum Q5_1Layout: WeightBlockLayout {
-    public static let bytesPer32 = 24
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        let (lo, hi) = nibbles(p + 8)
-        let (bl, bh) = fifthBits(p.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian)
-        return UnpackedBlock(low: lo + bl, high: hi + bh, d: loadF16(p, 0), m: loadF16(p, 2))
-    }
-}
-
-/// Q8_0: `d: f16`, 32 signed bytes; weight = d * q.
-public enum Q8_0Layout: WeightBlockLayout {
-    public static let bytesPer32 = 34
-    @inline(__always) public static func unpack(_ p: UnsafeRawPointer) -> UnpackedBlock {
-        let a = p.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)
-        let b = p.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self)
-        return UnpackedBlock(low: SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: a)),
-                             high: SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: b)), d: loadF16(p, 0), m: 0)
-    }
-}
+/// ggml's `nearest_int`: round half to even (exact for |x| < 2^22).
+@inline(__always) func nearestInt(_ x: Float) -> Int32 { Int32(x.rounded(.toNearestOrEven)) }

@@ -21,7 +21,34 @@ enum {
     APUS_Q5_0 = 6,
     APUS_Q5_1 = 7,
     APUS_Q8_0 = 8,
+    APUS_Q4_K = 12,
+    APUS_Q5_K = 13,
+    APUS_Q6_K = 14,
 };
+
+/// 256 activations quantized to 8 bits as llama.cpp's `quantize_row_q8_K_ref` does (the
+/// K-quants' partner, ggml's `block_q8_K`): the value of largest magnitude `max` maps to
+/// -127, `q = round-half-even(-127 / max · x)` (at most 127), `d = max / -127` in f32, and
+/// the sum of each sixteen `q`. An all-zero block has `d = 0` and zero sums.
+typedef struct {
+    float d;
+    int8_t qs[256];
+    int16_t bsums[16];
+} apus_q8k_block;
+
+/// Quantizes `rows` rows of `cols` floats (cols a multiple of 256, row stride `cols`) into
+/// `rows * cols / 256` blocks, row after row.
+void apus_quantize_q8k(const float *x, int rows, int cols, apus_q8k_block *out);
+
+/// y[t * y_stride + r] for rows [row_begin, row_end) of K-quant weights (`format` APUS_Q4_K,
+/// APUS_Q5_K or APUS_Q6_K, rows `row_bytes` apart) against `tokens` rows of `blocks` Q8_K
+/// blocks. Per super-block the sums Σ_g scale_g Σ q·a and Σ_g min_g Σ a are exact
+/// integers; then, one super-block after another, `acc = fma(d_w · d_a, Σ, acc)` and
+/// `low = fma(dmin_w · d_a, Σmin, low)`, and the result is `acc - low`: the same float
+/// operations on every instruction set and for every batch. With `accumulate`, adds to
+/// `y`. Returns 0 if the format or instruction set is not supported here.
+int apus_matmul_q8k(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                    const apus_q8k_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate);
 
 /// Which instruction set the fast kernels use on this CPU: 2 = AVX-512 VNNI, 1 = AVX2, 0 = none.
 int apus_int8_isa(void);

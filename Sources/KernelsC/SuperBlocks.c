@@ -1,0 +1,186 @@
+// The K-quants (256-value super-blocks with 16- or 32-value sub-blocks) against Q8_K
+// activations. Each super-block's contribution is two exact integers, so every path here
+// and the portable Swift one give bitwise the same floats (see KernelsC.h).
+#include "KernelsC.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "x86.h"
+
+static inline int nearest_int(float x) { return (int)nearbyintf(x); }  // half to even, as ggml's nearest_int
+
+void apus_quantize_q8k(const float *x, int rows, int cols, apus_q8k_block *out) {
+    const int blocks = cols / 256;
+    for (int r = 0; r < rows; r++) {
+        for (int b = 0; b < blocks; b++) {
+            const float *v = x + (size_t)r * cols + 256 * b;
+            apus_q8k_block *o = out + (size_t)r * blocks + b;
+            float amax = 0, max = 0;
+            for (int j = 0; j < 256; j++) {
+                if (fabsf(v[j]) > amax) { amax = fabsf(v[j]); max = v[j]; }
+            }
+            if (amax == 0) {
+                memset(o, 0, sizeof *o);
+                continue;
+            }
+            const float iscale = -127.0f / max;
+            for (int j = 0; j < 256; j++) {
+                int q = nearest_int(iscale * v[j]);
+                o->qs[j] = (int8_t)(q < 127 ? q : 127);
+            }
+            for (int g = 0; g < 16; g++) {
+                int sum = 0;
+                for (int l = 0; l < 16; l++) sum += o->qs[16 * g + l];
+                o->bsums[g] = (int16_t)sum;
+            }
+            o->d = 1 / iscale;
+        }
+    }
+}
+
+static inline float f16_at(const uint8_t *p) {
+    _Float16 h;
+    memcpy(&h, p, 2);
+    return (float)h;
+}
+
+// Q4_K/Q5_K's 6-bit scale and minimum of group j (ggml's get_scale_min_k4).
+static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static int block_bytes_k(int format) {
+    switch (format) {
+    case APUS_Q4_K: return 144;
+    case APUS_Q5_K: return 176;
+    case APUS_Q6_K: return 210;
+    default: return 0;
+    }
+}
+
+// One finished super-block for one token: the float steps every path shares.
+#define FINISH(acc, low, dw, dmin, a, isum, imin)              \
+    do {                                                        \
+        (acc) = fmaf((dw) * (a)->d, (float)(isum), (acc));      \
+        (low) = fmaf((dmin) * (a)->d, (float)(imin), (low));    \
+    } while (0)
+
+#define STORE(slot, value) ((slot) = accumulate ? (slot) + (value) : (value))
+
+#if APUS_X86
+
+static inline AVX2 int hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// Σ over 32 values of unsigned w × signed a, times `scale`, as eight int32 lanes (no
+// saturation: w < 64, so a pair of products stays within int16).
+static inline AVX2 __m256i scaled_dot32(__m256i w, const int8_t *a, __m256i scale16) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)a)), scale16);
+}
+
+// Σ_g scale_g · Σ q·a and Σ_g min_g · bsum_g of one super-block and one token.
+static inline __attribute__((always_inline)) AVX2 void superblock_sums(int format, const uint8_t *w, const apus_q8k_block *a,
+                                                                        int *isum, int *imin) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256i acc = _mm256_setzero_si256();
+    if (format == APUS_Q4_K || format == APUS_Q5_K) {
+        const uint8_t *scales = w + 4;
+        const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
+        const __m256i qh = format == APUS_Q5_K ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
+        int16_t mins[16];
+        for (int n = 0; n < 4; n++) {
+            int s0, m0, s1, m1;
+            scale_min_k4(2 * n, scales, &s0, &m0);
+            scale_min_k4(2 * n + 1, scales, &s1, &m1);
+            mins[4 * n] = mins[4 * n + 1] = (int16_t)m0;
+            mins[4 * n + 2] = mins[4 * n + 3] = (int16_t)m1;
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+            __m256i lo = _mm256_and_si256(bytes, low4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+            if (format == APUS_Q5_K) {
+                const __m256i one = _mm256_set1_epi8(1);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n + 1), one), 4));
+            }
+            acc = _mm256_add_epi32(acc, scaled_dot32(lo, a->qs + 64 * n, _mm256_set1_epi16((int16_t)s0)));
+            acc = _mm256_add_epi32(acc, scaled_dot32(hi, a->qs + 64 * n + 32, _mm256_set1_epi16((int16_t)s1)));
+        }
+        *isum = hsum_i32(acc);
+        *imin = hsum_i32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)mins), _mm256_loadu_si256((const __m256i *)a->bsums)));
+    } else {  // Q6_K: levels 0..63 stand for q + 32, so Σ sc·Σ q·a = Σ sc·Σ level·a - 32 Σ sc·bsum.
+        const int8_t *sc = (const int8_t *)(w + 192);
+        for (int n = 0; n < 2; n++) {
+            const uint8_t *ql = w + 64 * n, *qhp = w + 128 + 32 * n;
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            for (int k = 0; k < 4; k++) {
+                const __m256i src = k % 2 == 0 ? l0 : l1;
+                const __m256i nib = k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
+                const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), _mm256_set1_epi8(3)), 4);
+                const int g = 8 * n + 2 * k;
+                const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
+                acc = _mm256_add_epi32(acc, scaled_dot32(_mm256_or_si256(nib, high), a->qs + 128 * n + 32 * k, scale16));
+            }
+        }
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        const int offset = hsum_i32(_mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)a->bsums)));
+        *isum = hsum_i32(acc) - 32 * offset;
+        *imin = 0;
+    }
+}
+
+static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                               const apus_q8k_block *act, int tokens, int blocks, float *y,
+                                                               int y_stride, int accumulate) {
+    const int stride = block_bytes_k(format);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        for (int t = 0; t < tokens; t++) {
+            const apus_q8k_block *a = act + (size_t)t * blocks;
+            float acc = 0, low = 0;
+            for (int b = 0; b < blocks; b++) {
+                const uint8_t *blk = row + (size_t)b * stride;
+                int isum, imin;
+                superblock_sums(format, blk, a + b, &isum, &imin);
+                const float dw = format == APUS_Q6_K ? f16_at(blk + 208) : f16_at(blk);
+                const float dmin = format == APUS_Q6_K ? 0.0f : f16_at(blk + 2);
+                FINISH(acc, low, dw, dmin, a + b, isum, imin);
+            }
+            STORE(y[(size_t)t * y_stride + r], acc - low);
+        }
+    }
+}
+
+static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
+                               int tokens, int blocks, float *y, int y_stride, int accumulate) {
+    switch (format) {
+    case APUS_Q4_K: rows_k(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q5_K: rows_k(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q6_K: rows_k(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    }
+}
+#endif
+
+int apus_matmul_q8k(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                    const apus_q8k_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate) {
+    if (block_bytes_k(format) == 0) return 0;
+#if APUS_X86
+    if (apus_int8_isa() >= 1) {
+        matmul_k_avx2(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate);
+        return 1;
+    }
+#endif
+    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)activations; (void)tokens; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
+    return 0;
+}
