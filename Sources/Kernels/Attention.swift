@@ -16,13 +16,25 @@ public enum Attention {
         public let heads: Int
         public let kvHeads: Int
         public let headDim: Int
+        /// Sliding-window attention (Beltagy et al. 2020; Gemma's local layers): a query at
+        /// position `p` sees positions `p - window + 1 ... p`, as llama.cpp's standard SWA
+        /// mask; nil sees the whole prefix.
+        public let window: Int?
+        /// The factor on every score (`1/√headDim` unless the architecture says otherwise).
+        public let scale: Float
 
-        public init(heads: Int, kvHeads: Int, headDim: Int) {
+        public init(heads: Int, kvHeads: Int, headDim: Int, window: Int? = nil, scale: Float? = nil) {
             precondition(heads % kvHeads == 0, "query heads must be a multiple of KV heads")
+            precondition(window.map { $0 > 0 } ?? true, "a sliding window holds at least one position")
             self.heads = heads
             self.kvHeads = kvHeads
             self.headDim = headDim
+            self.window = window
+            self.scale = scale ?? 1 / Float(headDim).squareRoot()
         }
+
+        /// The first position a query at `position` attends to.
+        @inline(__always) func firstVisible(_ position: Int) -> Int { window.map { max(0, position + 1 - $0) } ?? 0 }
 
         public var kvStride: Int { kvHeads * headDim }
     }
@@ -74,8 +86,7 @@ public enum Attention {
     public static func causal(queries: UnsafePointer<Float>, batch: UnsafeBufferPointer<Query>, cache: PagedLayer, shape: Shape,
                               into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let d = shape.headDim
-        let visibleMax = batch.reduce(0) { max($0, $1.position + 1) }
-        let chunksMax = (visibleMax + chunkPositions - 1) / chunkPositions
+        let chunksMax = batch.reduce(0) { max($0, chunkCount(position: $1.position, shape: shape)) }
         if batch.count == 1 && chunksMax > 1 {
             splitDecode(query: batch[0], queries: queries, cache: cache, shape: shape, into: output, pool: pool)
             return
@@ -101,16 +112,24 @@ public enum Attention {
                 let query = batch[item / itemsPerQuery], h0 = (item % itemsPerQuery) * headsPerItem
                 let source = queries + query.row * qStride + h0 * d
                 for i in 0..<(headsPerItem * d) { q[i] = HalfPrecision.roundToF16(source[i]) }
-                let visible = query.position + 1
-                let chunks = (visible + chunkPositions - 1) / chunkPositions
-                for c in 0..<chunks {
+                let visible = query.position + 1, first = shape.firstVisible(query.position)
+                // Chunks stay aligned to absolute positions, so a windowed query splits the
+                // same way alone or in any batch.
+                let firstChunk = first / chunkPositions, chunks = (visible + chunkPositions - 1) / chunkPositions - firstChunk
+                for i in 0..<chunks {
+                    let c = firstChunk + i
                     chunk(q, kvHeads: kvHeadsPerItem, group: groupPerItem, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h0,
-                          positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials, index: c)
+                          positions: max(first, c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials, index: i)
                 }
                 for j in 0..<headsPerItem { partials.head(j).combine(chunks, into: out.value + query.row * qStride + (h0 + j) * d) }
             }
           }
         }
+    }
+
+    /// Chunks a query at `position` reads.
+    static func chunkCount(position: Int, shape: Shape) -> Int {
+        (position + chunkPositions) / chunkPositions - shape.firstVisible(position) / chunkPositions
     }
 
     /// The unnormalised value sums, maxima and denominators of a query head's chunks, in a
@@ -166,7 +185,7 @@ public enum Attention {
                       firstHead h0: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize, heads = kvHeads * group
         let modelGroup = shape.heads / shape.kvHeads
-        let scale = 1 / Float(d).squareRoot()
+        let scale = shape.scale
         for j in 0..<heads {
             let p = partials.head(j)
             (p.sums + c * d).initialize(repeating: 0, count: d)
@@ -207,8 +226,9 @@ public enum Attention {
     static func splitDecode(query: Query, queries: UnsafePointer<Float>, cache: PagedLayer, shape: Shape,
                             into output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let d = shape.headDim
-        let visible = query.position + 1
-        let chunks = (visible + chunkPositions - 1) / chunkPositions
+        let visible = query.position + 1, first = shape.firstVisible(query.position)
+        let firstChunk = first / chunkPositions
+        let chunks = chunkCount(position: query.position, shape: shape)
         let perHead = Partials.floats(chunks: chunks, headDim: d)
         let source = queries + query.row * shape.heads * d
         withUnsafeTemporaryAllocation(of: Float.self, capacity: shape.heads * (d + perHead)) { scratch in
@@ -217,10 +237,10 @@ public enum Attention {
             for i in 0..<(shape.heads * d) { q.value[i] = HalfPrecision.roundToF16(source[i]) }
             pool.parallelFor(shape.heads * chunks) { range in
                 for item in range {
-                    let h = item / chunks, c = item % chunks
+                    let h = item / chunks, i = item % chunks, c = firstChunk + i
                     chunk(q.value + h * d, kvHeads: 1, group: 1, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h,
-                          positions: (c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
-                          into: Partials(buffers.value + h * perHead, chunks: chunks, headDim: d), index: c)
+                          positions: max(first, c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
+                          into: Partials(buffers.value + h * perHead, chunks: chunks, headDim: d), index: i)
                 }
             }
             let out = output + query.row * shape.heads * d

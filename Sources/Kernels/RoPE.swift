@@ -14,12 +14,17 @@ public enum RoPE {
     /// floats). Angles follow ggml: `θ_i = position · base^(-2i/d)`, the power taken step by
     /// step in fp32. They depend on the position only, so a forward pass computes them once
     /// for all layers.
-    public static func angles(position: Int, headDim: Int, base: Float, into table: UnsafeMutablePointer<Float>) {
+    ///
+    /// `factors` (Llama 3's `rope_freqs`, one per pair) divide each angle, as ggml's
+    /// `freq_factors` do.
+    public static func angles(position: Int, headDim: Int, base: Float, factors: UnsafePointer<Float>? = nil,
+                              into table: UnsafeMutablePointer<Float>) {
         let scale = powf(base, -2 / Float(headDim))
         var theta = Float(position)
         for i in 0..<(headDim / 2) {
-            table[2 * i] = cosf(theta)
-            table[2 * i + 1] = sinf(theta)
+            let angle = factors.map { theta / $0[i] } ?? theta
+            table[2 * i] = cosf(angle)
+            table[2 * i + 1] = sinf(angle)
             theta *= scale
         }
     }

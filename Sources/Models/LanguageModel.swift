@@ -85,7 +85,10 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
 /// Architecture names (`general.architecture`) mapped to their loaders.
 public enum ModelRegistry {
     static let loaders: [String: @Sendable (GGUFFile, ModelOptions) throws -> any LanguageModel] = [
-        "llama": { try Llama(file: $0, options: $1) },
+        "llama": { try Llama(file: $0, options: $1, variant: .llama) },
+        "qwen2": { try Llama(file: $0, options: $1, variant: .qwen2) },
+        "qwen3": { try Llama(file: $0, options: $1, variant: .qwen3) },
+        "gemma3": { try Gemma3(file: $0, options: $1) },
     ]
 
     public static var architectures: [String] { loaders.keys.sorted() }

@@ -3,9 +3,10 @@ import Kernels
 /// The activation buffers of a forward pass, sized for the largest batch seen so far.
 final class Workspace {
     struct Buffers {
-        let x, normed, q, k, v, attended, gate, up: FloatBuffer
-        /// RoPE cosines and sines per token, shared by every layer.
-        let angles: FloatBuffer
+        /// The residual stream, a normed copy, and a layer's output before it joins the stream.
+        let x, normed, projected: FloatBuffer
+        let q, k, v, attended: FloatBuffer
+        let gate, up: FloatBuffer
     }
 
     private var capacity = 0
@@ -15,13 +16,14 @@ final class Workspace {
     deinit { scratch.release() }
 
     /// Buffers for at least `tokens` rows; reallocated only when the batch grows.
-    func reserve(tokens: Int, hyperparameters hp: Llama.Hyperparameters) -> Buffers {
+    func reserve(tokens: Int, shape: TransformerShape) -> Buffers {
         if let buffers, tokens <= capacity { return buffers }
         let n = max(tokens, 1)
         let fresh = Buffers(
-            x: FloatBuffer(n * hp.width), normed: FloatBuffer(n * hp.width), q: FloatBuffer(n * hp.width),
-            k: FloatBuffer(n * hp.kvWidth), v: FloatBuffer(n * hp.kvWidth), attended: FloatBuffer(n * hp.width),
-            gate: FloatBuffer(n * hp.feedForwardWidth), up: FloatBuffer(n * hp.feedForwardWidth), angles: FloatBuffer(n * hp.headDim))
+            x: FloatBuffer(n * shape.width), normed: FloatBuffer(n * shape.width), projected: FloatBuffer(n * shape.width),
+            q: FloatBuffer(n * shape.queryWidth), k: FloatBuffer(n * shape.kvWidth), v: FloatBuffer(n * shape.kvWidth),
+            attended: FloatBuffer(n * shape.queryWidth),
+            gate: FloatBuffer(n * shape.feedForwardWidth), up: FloatBuffer(n * shape.feedForwardWidth))
         buffers = fresh
         capacity = n
         return fresh

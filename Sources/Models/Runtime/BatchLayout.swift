@@ -1,0 +1,85 @@
+import Kernels
+
+/// How one forward pass's ragged batch maps onto the model and the paged cache, built
+/// once per step before any layer runs (nano-vllm's model runner): each token's cache row,
+/// the RoPE angles of each position for every RoPE configuration the architecture uses,
+/// and the attention work order. Architectures only read it.
+final class BatchLayout {
+    let tokens: Int
+    /// Token `t`'s row in every layer of the KV cache.
+    let cacheRows: [Int]
+    /// Per RoPE configuration, `headDim` floats of cosines and sines per token.
+    let angles: [FloatBuffer]
+    /// The queries in attention's work order: each sequence's visited short-long-short-long
+    /// (causal rows grow with position), so that any contiguous share of the work is fair.
+    private(set) var queries: [Attention.Query] = []
+    /// The sequences' block tables side by side; the queries point into it.
+    private let tables: UnsafeMutableBufferPointer<Int32>
+
+    /// Checks `batch` against the model and the cache, then lays it out.
+    init(_ batch: ForwardBatch, shape: TransformerShape, ropes: [RoPEConfiguration], cache: PagedKVCache, kvWidth: Int) throws {
+        guard cache.layers == shape.layers, cache.rowWidth == kvWidth else {
+            throw ModelError.invalidBatch("the cache has \(cache.layers) layers of \(cache.rowWidth) halves, the model \(shape.layers) of \(kvWidth)")
+        }
+        for t in batch.tokens where t < 0 || t >= shape.vocabularySize {
+            throw ModelError.tokenOutOfRange(token: t, vocabularySize: shape.vocabularySize)
+        }
+        var total = 0
+        for (i, s) in batch.sequences.enumerated() {
+            total += s.count
+            guard s.count > 0, s.firstPosition >= 0 else { throw ModelError.invalidBatch("sequence \(i) has \(s.count) tokens at position \(s.firstPosition)") }
+            let needed = (s.firstPosition + s.count + cache.blockSize - 1) / cache.blockSize
+            guard s.blockTable.count >= needed else {
+                throw ModelError.invalidBatch("sequence \(i) reaches position \(s.firstPosition + s.count - 1) but its block table covers \(s.blockTable.count * cache.blockSize)")
+            }
+            for b in s.blockTable.prefix(needed) where b < 0 || Int(b) >= cache.blockCount {
+                throw ModelError.invalidBatch("sequence \(i) names block \(b) of a cache of \(cache.blockCount)")
+            }
+        }
+        guard total == batch.tokens.count else { throw ModelError.invalidBatch("the sequences hold \(total) tokens, the batch \(batch.tokens.count)") }
+        for r in batch.logitRows where r < 0 || r >= total { throw ModelError.invalidBatch("logit row \(r) is outside the batch of \(total)") }
+
+        let n = total, bs = cache.blockSize, d = shape.headDim
+        tokens = n
+        tables = .allocate(capacity: max(1, batch.sequences.reduce(0) { $0 + $1.blockTable.count }))
+        let angles = ropes.map { _ in FloatBuffer(n * d) }
+        var rows = [Int](repeating: 0, count: n)
+        var offset = 0, first = 0
+        queries.reserveCapacity(n)
+        for s in batch.sequences {
+            let table = tables.baseAddress! + offset
+            for (i, b) in s.blockTable.enumerated() { table[i] = b }
+            offset += s.blockTable.count
+            for j in 0..<s.count {
+                let p = s.firstPosition + j, t = first + j
+                rows[t] = Int(s.blockTable[p / bs]) * bs + p % bs
+                for (r, rope) in ropes.enumerated() { rope.angles(position: p, headDim: d, into: angles[r].pointer + t * d) }
+            }
+            for j in 0..<s.count {
+                let t = j % 2 == 0 ? j / 2 : s.count - 1 - j / 2
+                queries.append(Attention.Query(row: first + t, position: s.firstPosition + t, blockTable: UnsafePointer(table)))
+            }
+            first += s.count
+        }
+        cacheRows = rows
+        self.angles = angles
+    }
+
+    deinit { tables.deallocate() }
+}
+
+/// One way an architecture rotates queries and keys: the base, optional per-pair frequency
+/// factors (Llama 3's `rope_freqs`) and which dimensions pair up.
+struct RoPEConfiguration {
+    var base: Float
+    var factors: [Float]?
+    var layout: RoPE.Layout
+
+    func angles(position: Int, headDim: Int, into table: UnsafeMutablePointer<Float>) {
+        if let factors {
+            factors.withUnsafeBufferPointer { RoPE.angles(position: position, headDim: headDim, base: base, factors: $0.baseAddress!, into: table) }
+        } else {
+            RoPE.angles(position: position, headDim: headDim, base: base, into: table)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import Kernels
+
+/// What every architecture shares to run: the thread pool, the reusable buffers, and the
+/// step that turns a ragged batch into a `BatchLayout` and a `ForwardPass` for the
+/// architecture's `forward` to write its layers on.
+final class ModelRuntime: @unchecked Sendable {
+    let shape: TransformerShape
+    let ropes: [RoPEConfiguration]
+    let options: ModelOptions
+    let pool: ThreadPool
+    private let workspace = Workspace()
+    private let lock = NSLock()
+
+    init(shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) {
+        self.shape = shape
+        self.ropes = ropes
+        self.options = options
+        pool = ThreadPool(threads: options.threads)
+    }
+
+    var kvShape: (layers: Int, rowWidth: Int) { (shape.layers, shape.kvWidth) }
+
+    /// Checks and lays out `batch`, runs `body` on a pass over it, and returns its logits.
+    func run(_ batch: ForwardBatch, cache: PagedKVCache, _ body: (ForwardPass) -> [Float]) throws -> [Float] {
+        guard !batch.tokens.isEmpty else { return [] }
+        let layout = try BatchLayout(batch, shape: shape, ropes: ropes, cache: cache, kvWidth: shape.kvWidth)
+        lock.lock()
+        defer { lock.unlock() }
+        let pass = ForwardPass(runtime: self, batch: batch, layout: layout, cache: cache, workspace: workspace)
+        return body(pass)
+    }
+}
+
+/// One forward pass: the residual stream `x` and the layers an architecture is written
+/// in (llama2.c's `forward`, one call per line of the paper's equations). Every layer
+/// works on all tokens of the batch at once.
+final class ForwardPass {
+    let shape: TransformerShape
+    let layout: BatchLayout
+    let cache: PagedKVCache
+    let logitRows: [Int]
+    private let batchTokens: [Int]
+    private let runtime: ModelRuntime
+    private let workspace: Workspace
+    private let buffers: Workspace.Buffers
+    var pool: ThreadPool { runtime.pool }
+    var precision: ActivationPrecision { runtime.options.precision }
+    var tokens: Int { layout.tokens }
+
+    /// The residual stream.
+    var x: FloatBuffer { buffers.x }
+    /// The stream normalised for the next layer's input.
+    var normed: FloatBuffer { buffers.normed }
+    /// A layer's output before it joins the stream (for architectures that norm it first).
+    var projected: FloatBuffer { buffers.projected }
+
+    init(runtime: ModelRuntime, batch: ForwardBatch, layout: BatchLayout, cache: PagedKVCache, workspace: Workspace) {
+        self.runtime = runtime
+        self.shape = runtime.shape
+        self.layout = layout
+        self.cache = cache
+        self.workspace = workspace
+        self.logitRows = batch.logitRows
+        self.batchTokens = batch.tokens
+        buffers = workspace.reserve(tokens: batch.tokens.count, shape: runtime.shape)
+    }
+
+    /// `x` = the tokens' embedding rows, times `scale` where the architecture scales them.
+    func embed(_ table: WeightMatrix, scale: Float? = nil) {
+        let width = shape.width
+        for (t, token) in batchTokens.enumerated() {
+            Quantization.dequantize(table.row(token), count: width, format: table.format, into: x.pointer + t * width)
+            if let scale { for i in 0..<width { x.pointer[t * width + i] *= scale } }
+        }
+    }
+
+    /// RMSNorm of each token's row of `source` into `out` (which may be `source`).
+    func norm(_ source: FloatBuffer, _ weight: [Float], into out: FloatBuffer) {
+        rowNorm(source.pointer, weight, rows: tokens, width: shape.width, into: out.pointer)
+    }
+
+    private func rowNorm(_ source: UnsafeMutablePointer<Float>, _ weight: [Float], rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+        let eps = shape.normEpsilon
+        let (src, dst) = (UncheckedBox(source), UncheckedBox(out))
+        weight.withUnsafeBufferPointer { w in
+            let wp = UncheckedBox(w.baseAddress!)
+            pool.parallelFor(rows, minimumChunk: 16) { range in
+                for r in range { Norm.rms(src.value + r * width, weight: wp.value, count: width, eps: eps, into: dst.value + r * width) }
+            }
+        }
+    }
+
+    /// `out (+)= x · Wᵀ` for every token.
+    func project(_ w: WeightMatrix, _ input: FloatBuffer, into out: FloatBuffer, accumulate: Bool) {
+        MatMul.multiply(w, input.pointer, tokens: tokens, into: out.pointer, precision: precision, pool: pool,
+                        scratch: &workspace.scratch, accumulating: accumulate)
+    }
+
+    /// `x += a` row by row.
+    func add(_ a: FloatBuffer, into x: FloatBuffer) {
+        let n = tokens * shape.width
+        for i in 0..<n { x.pointer[i] += a.pointer[i] }
+    }
+
+    /// Causal self-attention of `normed` for layer `layer`: Q/K/V projections (with biases
+    /// and per-head Q/K norms where the weights have them), RoPE with configuration `rope`,
+    /// keys and values written into the cache, attention over each sequence's cached
+    /// positions (within `window` if given), and the output projection into `out`, added to
+    /// what is there with `accumulate`.
+    func attention(_ a: AttentionWeights, layer: Int, rope: Int, window: Int? = nil, scale: Float? = nil, into out: FloatBuffer, accumulate: Bool) {
+        let hp = shape, n = tokens
+        let (q, k, v, attended) = (buffers.q, buffers.k, buffers.v, buffers.attended)
+        MatMul.multiply([(a.query, q.pointer), (a.key, k.pointer), (a.value, v.pointer)], normed.pointer, tokens: n,
+                        precision: precision, pool: pool, scratch: &workspace.scratch)
+        addBias(a.queryBias, to: q.pointer, width: hp.queryWidth)
+        addBias(a.keyBias, to: k.pointer, width: hp.kvWidth)
+        addBias(a.valueBias, to: v.pointer, width: hp.kvWidth)
+        if let norm = a.queryNorm { rowNorm(q.pointer, norm, rows: n * hp.heads, width: hp.headDim, into: q.pointer) }
+        if let norm = a.keyNorm { rowNorm(k.pointer, norm, rows: n * hp.kvHeads, width: hp.headDim, into: k.pointer) }
+        let keys = cache.keys[layer], values = cache.values[layer]
+        let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
+        layout.cacheRows.withUnsafeBufferPointer { cacheRows in
+            let rows = UncheckedBox(cacheRows.baseAddress!)
+            pool.parallelFor(n, minimumChunk: 16) { range in
+                for t in range {
+                    let angle = angles.pointer + t * hp.headDim
+                    let row = rows.value[t] * hp.kvWidth
+                    RoPE.apply(q.pointer + t * hp.queryWidth, heads: hp.heads, headDim: hp.headDim, angles: angle, layout: ropeLayout)
+                    RoPE.applyStoringF16(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, angles: angle,
+                                         layout: ropeLayout, into: keys + row)
+                    for i in 0..<hp.kvWidth { values[row + i] = Float16(v.pointer[t * hp.kvWidth + i]) }
+                }
+            }
+        }
+        let attentionShape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim, window: window, scale: scale)
+        layout.queries.withUnsafeBufferPointer { queries in
+            Attention.causal(queries: q.pointer, batch: queries, cache: .init(keys: keys, values: values, blockSize: cache.blockSize),
+                             shape: attentionShape, into: attended.pointer, pool: pool)
+        }
+        project(a.output, attended, into: out, accumulate: accumulate)
+    }
+
+    private func addBias(_ bias: [Float]?, to rows: UnsafeMutablePointer<Float>, width: Int) {
+        guard let bias else { return }
+        bias.withUnsafeBufferPointer { b in
+            for t in 0..<tokens { for i in 0..<width { rows[t * width + i] += b[i] } }
+        }
+    }
+
+    /// The gated feed-forward network of `normed` into `out` (added with `accumulate`).
+    func feedForward(_ f: FeedForwardWeights, gate activation: Activation.Gate, into out: FloatBuffer, accumulate: Bool) {
+        let (gate, up) = (buffers.gate, buffers.up)
+        MatMul.multiply([(f.gate, gate.pointer), (f.up, up.pointer)], normed.pointer, tokens: tokens,
+                        precision: precision, pool: pool, scratch: &workspace.scratch)
+        pool.parallelFor(tokens * shape.feedForwardWidth, minimumChunk: 256) { r in
+            activation.apply(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
+        }
+        MatMul.multiply(f.down, gate.pointer, tokens: tokens, into: out.pointer, precision: precision, pool: pool,
+                        scratch: &workspace.scratch, accumulating: accumulate)
+    }
+
+    /// The final norm and the output head for the rows the batch asks logits of.
+    func logits(norm weight: [Float], head: WeightMatrix) -> [Float] {
+        let rows = logitRows.count, width = shape.width
+        guard rows > 0 else { return [] }
+        weight.withUnsafeBufferPointer { w in
+            for (i, t) in logitRows.enumerated() {
+                Norm.rms(x.pointer + t * width, weight: w.baseAddress!, count: width, eps: shape.normEpsilon, into: normed.pointer + i * width)
+            }
+        }
+        var logits = [Float](repeating: 0, count: rows * shape.vocabularySize)
+        logits.withUnsafeMutableBufferPointer { out in
+            MatMul.multiply(head, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &workspace.scratch)
+        }
+        return logits
+    }
+}
