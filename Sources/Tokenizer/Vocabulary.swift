@@ -35,6 +35,8 @@ public struct Vocabulary: Sendable {
     public func id(of text: String) -> Int? { pieces.id(of: text) }
 
     public init(metadata m: GGUFMetadata) throws {
+        // The element types llama.cpp's loader accepts (`llama_vocab::impl::load`): anything
+        // else is a file that llama.cpp refuses too, and we say which type we found.
         guard let tokenValues = try Self.array("tokenizer.ggml.tokens", of: [.string], in: m) else {
             throw GGUFError(field: "tokenizer.ggml.tokens", "missing")
         }
@@ -45,7 +47,7 @@ public struct Vocabulary: Sendable {
         guard !tokens.isEmpty, tokens.count <= 1 << 21 else {
             throw GGUFError(field: "tokenizer.ggml.tokens", "vocabulary of \(tokens.count) tokens is outside 1...\(1 << 21)")
         }
-        if let raw = try Self.array("tokenizer.ggml.token_type", of: [.int8, .uint8, .int16, .uint16, .int32, .uint32, .int64, .uint64], in: m) {
+        if let raw = try Self.array("tokenizer.ggml.token_type", of: [.int32], in: m) {
             guard raw.count == tokens.count else {
                 throw GGUFError(field: "tokenizer.ggml.token_type", "has \(raw.count) entries but tokenizer.ggml.tokens has \(tokens.count)")
             }
@@ -58,7 +60,8 @@ public struct Vocabulary: Sendable {
         } else {
             types = Array(repeating: .normal, count: tokens.count)
         }
-        if let raw = try Self.array("tokenizer.ggml.scores", of: [.float32, .float64], in: m) {
+        // llama.cpp reads integer scores too (`iscores`), converting them to float.
+        if let raw = try Self.array("tokenizer.ggml.scores", of: [.float32, .int32], in: m) {
             guard raw.count == tokens.count else {
                 throw GGUFError(field: "tokenizer.ggml.scores", "has \(raw.count) entries but tokenizer.ggml.tokens has \(tokens.count)")
             }
@@ -109,7 +112,7 @@ public struct Vocabulary: Sendable {
         guard let value = m[key] else { return nil }
         let wanted = expected.map { "\($0)" }.joined(separator: " or ")
         guard case .array(let type, let elements) = value else {
-            throw GGUFError(field: key, "is a \(value.type), expected an array of \(wanted)")
+            throw GGUFError(field: key, "is a single \(value.type), expected an array of \(wanted)")
         }
         guard expected.contains(type) else {
             throw GGUFError(field: key, "is an array of \(type), expected an array of \(wanted)")
