@@ -9,6 +9,7 @@ public struct Vocabulary: Sendable {
     }
 
     public let tokens: [String]
+    /// The types the file gives, with llama.cpp's corrections by text (`SpecialTokenTexts`).
     public let types: [TokenType]
     public let scores: [Float]
     /// Exact token texts to ids (see `PieceTable` for why not a `[String: Int]`).
@@ -20,14 +21,10 @@ public struct Vocabulary: Sendable {
     public let padding: Int?
     public let addBOS: Bool
     public let addEOS: Bool
-    /// Tokens that end generation: EOS, EOT, EOM and the control tokens whose text
-    /// conventionally ends a turn (as llama.cpp collects them).
+    /// Tokens that end generation: EOS, EOT, EOM, the FIM pad, repository and file
+    /// separator tokens, and the tokens whose text conventionally ends a turn (as llama.cpp
+    /// collects them).
     public let endOfGeneration: Set<Int>
-
-    static let endOfTurnTexts: Set<String> = [
-        "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
-        "<|end▁of▁sentence|>", "<|return|>", "<|call|>",
-    ]
 
     public var count: Int { tokens.count }
 
@@ -47,18 +44,19 @@ public struct Vocabulary: Sendable {
         guard !tokens.isEmpty, tokens.count <= 1 << 21 else {
             throw GGUFError(field: "tokenizer.ggml.tokens", "vocabulary of \(tokens.count) tokens is outside 1...\(1 << 21)")
         }
+        let fileTypes: [TokenType]
         if let raw = try Self.array("tokenizer.ggml.token_type", of: [.int32], in: m) {
             guard raw.count == tokens.count else {
                 throw GGUFError(field: "tokenizer.ggml.token_type", "has \(raw.count) entries but tokenizer.ggml.tokens has \(tokens.count)")
             }
-            types = try raw.enumerated().map { i, t in
+            fileTypes = try raw.enumerated().map { i, t in
                 guard let type = t.intValue.flatMap(TokenType.init(rawValue:)) else {
                     throw GGUFError(field: "tokenizer.ggml.token_type", "entry \(i) has unknown type \(t.intValue.map { "\($0)" } ?? "\(t)")")
                 }
                 return type
             }
         } else {
-            types = Array(repeating: .normal, count: tokens.count)
+            fileTypes = Array(repeating: .normal, count: tokens.count)
         }
         // llama.cpp reads integer scores too (`iscores`), converting them to float.
         if let raw = try Self.array("tokenizer.ggml.scores", of: [.float32, .int32], in: m) {
@@ -91,7 +89,7 @@ public struct Vocabulary: Sendable {
         }
         bos = try special("bos_token_id", default: sentencePiece ? 1 : nil)
         eos = try special("eos_token_id", default: sentencePiece ? 2 : nil)
-        eot = try special("eot_token_id")
+        let eot = try special("eot_token_id")
         unknown = try special("unknown_token_id", default: sentencePiece ? 0 : nil)
         padding = try special("padding_token_id")
         let eom = try special("eom_token_id")
@@ -100,9 +98,18 @@ public struct Vocabulary: Sendable {
         if addBOS, bos == nil { throw GGUFError(field: "tokenizer.ggml.add_bos_token", "is true but there is no bos_token_id") }
         if addEOS, eos == nil { throw GGUFError(field: "tokenizer.ggml.add_eos_token", "is true but there is no eos_token_id") }
 
-        var eog = Set([eos, eot, eom].compactMap { $0 })
-        for (i, t) in tokens.enumerated() where types[i] == .control && Self.endOfTurnTexts.contains(t) { eog.insert(i) }
-        endOfGeneration = eog
+        func fim(_ key: String, deprecated: String? = nil) throws -> Int? {
+            if let id = try special(key) { return id }
+            return try deprecated.flatMap { try special($0) }
+        }
+        let detected = try SpecialTokenTexts(
+            types: fileTypes, pieces: pieces, eos: eos, eot: eot, eom: eom,
+            fim: (prefix: fim("fim_pre_token_id", deprecated: "prefix_token_id"), suffix: fim("fim_suf_token_id", deprecated: "suffix_token_id"),
+                  middle: fim("fim_mid_token_id", deprecated: "middle_token_id"), pad: fim("fim_pad_token_id"),
+                  repo: fim("fim_rep_token_id"), separator: fim("fim_sep_token_id")))
+        types = detected.types
+        self.eot = detected.eot
+        endOfGeneration = detected.endOfGeneration
         self.tokens = tokens
     }
 

@@ -58,6 +58,7 @@ final class GoldenTokenizationTests: XCTestCase {
         XCTAssertTrue(tokenizer.isEndOfGeneration(2))  // <|im_end|>, the EOS
         XCTAssertTrue(tokenizer.isEndOfGeneration(0))  // <|endoftext|>
         XCTAssertFalse(tokenizer.isEndOfGeneration(1))
+        XCTAssertTrue(tokenizer.isEndOfGeneration(4), "<reponame>, a FIM repository token by its text, as in llama.cpp")
         XCTAssertFalse(tokenizer.vocabulary.addBOS)
         XCTAssertEqual(tokenizer.decode([1, 2]), "", "control tokens are not rendered unless asked")
     }
@@ -74,6 +75,13 @@ final class GoldenTokenizationTests: XCTestCase {
         XCTAssertTrue(tokenizer.isEndOfGeneration(151645))  // <|im_end|>
         XCTAssertTrue(tokenizer.isEndOfGeneration(151643))  // <|endoftext|>
         XCTAssertEqual(tokenizer.decode([151665]), "", "unused tokens ([PAD151665]) render as nothing")
+        // As llama.cpp, by text: <|fim_pad|>, <|repo_name|> and <|file_sep|> end generation, and so
+        // does </s> (a normal token in the file), which becomes a control token.
+        for id in [151662, 151663, 151664, 128247] { XCTAssertTrue(tokenizer.isEndOfGeneration(id), "\(id)") }
+        XCTAssertEqual(v.types[128247], .control)
+        XCTAssertEqual(tokenizer.encode("</s>", parseSpecial: true), [128247])
+        XCTAssertEqual(tokenizer.decode([128247]), "")
+        XCTAssertEqual(tokenizer.decode([128247], renderSpecial: true), "</s>")
     }
 
     func testGemmaSentencePieceBasics() throws {
@@ -100,6 +108,13 @@ final class GoldenTokenizationTests: XCTestCase {
         XCTAssertEqual(tokenizer.encode(" la\u{300}", addSpecial: false), [127_866])
         XCTAssertTrue(tokenizer.isEndOfGeneration(1))  // <eos>
         XCTAssertTrue(tokenizer.isEndOfGeneration(106))  // <end_of_turn>
+        // </s> is user-defined in the file; llama.cpp makes it a control token that ends
+        // generation, so unparsed it is ordinary text.
+        XCTAssertTrue(tokenizer.isEndOfGeneration(212))
+        XCTAssertEqual(tokenizer.encode("</s>", parseSpecial: true, addSpecial: false), [212])
+        let plain = tokenizer.encode("</s>", parseSpecial: false, addSpecial: false)
+        XCTAssertFalse(plain.contains(212))
+        XCTAssertEqual(tokenizer.decode(plain), "</s>")
     }
 
     /// A long input (no pre-tokenizer splits SentencePiece text) encodes in near-linear time.

@@ -80,6 +80,26 @@ final class VocabularyMetadataTests: XCTestCase {
         XCTAssertNoThrow(try Tokenizer(metadata: metadata([("tokenizer.ggml.tokens", .array(.string, ["<unk>", "<s>", "\u{E0}", "a\u{300}"].map { .string($0) }))])))
     }
 
+    /// llama.cpp's corrections by token text: o200k_harmony's `<|end|>` ends a message, not
+    /// generation, when `<|return|>` and `<|call|>` exist; gpt-oss's channel markers are
+    /// always rendered; FIM separators end generation.
+    func testSpecialTokensRecognisedByText() throws {
+        let texts = ["<unk>", "<s>", "<|end|>", "<|return|>", "<|call|>", "<|channel|>", "<|file_sep|>", "a"]
+        let tokenizer = try Tokenizer(metadata: metadata([
+            ("tokenizer.ggml.tokens", .array(.string, texts.map { .string($0) })),
+            ("tokenizer.ggml.scores", nil), ("tokenizer.ggml.token_type", nil),
+            ("tokenizer.ggml.eos_token_id", .uint32(3)),
+        ]))
+        let v = tokenizer.vocabulary
+        XCTAssertEqual(v.types, [.normal, .normal, .userDefined, .control, .control, .userDefined, .control, .normal])
+        XCTAssertEqual(v.endOfGeneration, [3, 4, 6])
+        XCTAssertEqual(v.eot, 2, "<|end|> is still the end-of-turn token")
+        let plain = try Tokenizer(metadata: metadata([
+            ("tokenizer.ggml.tokens", .array(.string, ["<unk>", "<s>", "<|end|>", "a"].map { .string($0) })),
+        ]))
+        XCTAssertEqual(plain.vocabulary.endOfGeneration, [2], "without <|return|> and <|call|>, <|end|> (also the default EOS) ends generation")
+    }
+
     func testUnsupportedTokenizerModelsAreNamed() {
         assertRefused([("tokenizer.ggml.model", .string("xyz"))],
                       GGUFError(field: "tokenizer.ggml.model", "tokenizer model 'xyz' is not supported (supported: gpt2, llama)"))
