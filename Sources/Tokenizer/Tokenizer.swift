@@ -56,7 +56,7 @@ public struct Tokenizer: Sendable {
         return out
     }
 
-    enum Fragment: Equatable { case text(Range<Int>), token(Int) }
+    enum Fragment { case text(Range<Int>), token(Int) }
 
     /// Splits raw text around special-token texts, one special token at a time, longest
     /// first (the order of llama.cpp's `tokenizer_st_partition`, which decides overlaps).
