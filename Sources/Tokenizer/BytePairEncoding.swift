@@ -12,6 +12,8 @@ struct BytePairEncoding: SubwordModel {
     let preTokenizer: PreTokenizer
     /// Llama 3 tokenizers look a whole word up before merging (`ignore_merges`).
     let wholeWordsFirst: Bool
+    /// The id of each byte's byte-level character, -1 where the vocabulary lacks it.
+    let byteSymbols: [Int32]
 
     init(vocabulary: Vocabulary, metadata m: GGUFMetadata) throws {
         self.vocabulary = vocabulary
@@ -21,7 +23,10 @@ struct BytePairEncoding: SubwordModel {
         }
         preTokenizer = pre
         if case .llama3(maxDigits: 3) = pre { wholeWordsFirst = true } else { wholeWordsFirst = false }
-        let list = try m.stringArray("tokenizer.ggml.merges")
+        guard let values = try Vocabulary.array("tokenizer.ggml.merges", of: [.string], in: m) else {
+            throw GGUFError(field: "tokenizer.ggml.merges", "missing")
+        }
+        let list = values.map { $0.stringValue ?? "" }
         var table: [UInt64: Merge] = [:]
         table.reserveCapacity(list.count)
         for (rank, merge) in list.enumerated() {
@@ -32,28 +37,29 @@ struct BytePairEncoding: SubwordModel {
             }
             let left = String(decoding: utf8[..<space], as: UTF8.self)
             let right = String(decoding: utf8[(space + 1)...], as: UTF8.self)
-            guard let l = vocabulary.ids[left], let r = vocabulary.ids[right], let result = vocabulary.ids[left + right] else { continue }
+            guard let l = vocabulary.id(of: left), let r = vocabulary.id(of: right), let result = vocabulary.id(of: left + right) else { continue }
             let key = UInt64(l) << 32 | UInt64(r)
             if table[key] == nil { table[key] = Merge(rank: Int32(rank), result: Int32(result)) }
         }
         merges = table
+        byteSymbols = ByteLevel.byteToScalar.map { Int32(vocabulary.id(of: String($0)) ?? -1) }
     }
 
-    func encode(_ text: String, into out: inout [Int]) {
+    func encode(_ text: String, afterSpecial: Bool, into out: inout [Int]) {
         for word in preTokenizer.split(text) { encodeWord(word, into: &out) }
     }
 
     func bytes(ofPiece text: String) -> [UInt8] { ByteLevel.decode(text) }
 
     private func encodeWord(_ word: String, into out: inout [Int]) {
-        let encoded = ByteLevel.encode(word.utf8)
-        if wholeWordsFirst, let id = vocabulary.ids[encoded] {
+        if wholeWordsFirst, let id = vocabulary.id(of: ByteLevel.encode(word.utf8)) {
             out.append(id)
             return
         }
-        guard !encoded.isEmpty else { return }
-        // Symbols are token ids; a character missing from the vocabulary is -1 and never merges.
-        var symbols: [Int32] = encoded.unicodeScalars.map { Int32(vocabulary.ids[String($0)] ?? -1) }
+        guard !word.isEmpty else { return }
+        // Symbols are token ids, one per byte's byte-level character; a character missing
+        // from the vocabulary is -1 and never merges.
+        var symbols: [Int32] = word.utf8.map { byteSymbols[Int($0)] }
         var next = Array(1...symbols.count)
         var prev = Array(-1..<(symbols.count - 1))
         var alive = [Bool](repeating: true, count: symbols.count)

@@ -29,22 +29,62 @@ public struct ChatTemplate: Sendable {
         try self.init(source)
     }
 
-    /// Renders `messages` (each a dict with at least `role` and `content`).
-    public func render(messages: [TemplateValue], addGenerationPrompt: Bool = true,
+    /// Renders `messages` (each a dict with at least `role` and `content`) and, when given,
+    /// `tools` (the function definitions as OpenAI's API sends them, each
+    /// `{"type": "function", "function": {"name", "description", "parameters"}}`); without
+    /// tools, `tools` is undefined to the template, as when Hugging Face passes none.
+    public func render(messages: [TemplateValue], tools: [TemplateValue]? = nil, addGenerationPrompt: Bool = true,
                        extra: [String: TemplateValue] = [:]) throws -> String {
         var globals = extra
         globals["messages"] = .array(messages)
+        if let tools { globals["tools"] = .array(tools) }
         globals["add_generation_prompt"] = .bool(addGenerationPrompt)
         if globals["bos_token"] == nil { globals["bos_token"] = .string("") }
         if globals["eos_token"] == nil { globals["eos_token"] = .string("") }
         return try TemplateInterpreter(globals: globals, limits: limits).render(body)
     }
 
+    /// Renders a conversation, with the model's BOS and EOS texts available to the template
+    /// as `bos_token` and `eos_token`. Tool-call arguments are passed parsed when the
+    /// template prints them as JSON itself (`takesObjectArguments`), as llama.cpp does.
+    public func render(_ messages: [ChatMessage], tools: [TemplateValue]? = nil, tokenizer: Tokenizer,
+                       addGenerationPrompt: Bool = true) throws -> String {
+        let v = tokenizer.vocabulary
+        let objectArguments = messages.contains { !$0.toolCalls.isEmpty } && takesObjectArguments
+        return try render(messages: messages.map { $0.templateValue(objectArguments: objectArguments) }, tools: tools,
+                          addGenerationPrompt: addGenerationPrompt,
+                          extra: ["bos_token": .string(v.bos.map { v.tokens[$0] } ?? ""), "eos_token": .string(v.eos.map { v.tokens[$0] } ?? "")])
+    }
+
     /// Renders role/content pairs, with the model's BOS and EOS texts available to the
     /// template as `bos_token` and `eos_token`.
     public func render(_ messages: [(role: String, content: String)], tokenizer: Tokenizer, addGenerationPrompt: Bool = true) throws -> String {
-        let v = tokenizer.vocabulary
-        return try render(messages: messages.map { .message(role: $0.role, content: $0.content) }, addGenerationPrompt: addGenerationPrompt,
-                          extra: ["bos_token": .string(v.bos.map { v.tokens[$0] } ?? ""), "eos_token": .string(v.eos.map { v.tokens[$0] } ?? "")])
+        try render(messages.map { ChatMessage(role: $0.role, content: $0.content) }, tokenizer: tokenizer, addGenerationPrompt: addGenerationPrompt)
+    }
+
+    /// Whether the template prints a tool call's `arguments` as JSON itself (with `tojson`),
+    /// so that it wants them as an object rather than as OpenAI's JSON text: llama.cpp's
+    /// `supports_object_arguments`, found the same way, by rendering a probe call with
+    /// object arguments and looking for their key, JSON-quoted, in the output.
+    public var takesObjectArguments: Bool {
+        let probeKey = "apus_probe_argument"
+        let call: TemplateValue = .dict([
+            ("id", .string("call_0")), ("type", .string("function")),
+            ("function", .dict([("name", .string("probe_tool")), ("arguments", .dict([(probeKey, .string("value"))]))])),
+        ])
+        let tool: TemplateValue = .dict([
+            ("type", .string("function")),
+            ("function", .dict([
+                ("name", .string("probe_tool")), ("description", .string("")),
+                ("parameters", .dict([("type", .string("object")), ("properties", .dict([(probeKey, .dict([("type", .string("string"))]))]))])),
+            ])),
+        ])
+        let messages: [TemplateValue] = [
+            .message(role: "user", content: "User message"),
+            .dict([("role", .string("assistant")), ("content", .string("")), ("tool_calls", .array([call]))]),
+        ]
+        guard let out = try? render(messages: messages, tools: [tool], addGenerationPrompt: false) else { return false }
+        // The tool definition may print the key too; only the call's arguments put a value beside it.
+        return out.contains("\"\(probeKey)\": \"value\"")
     }
 }
