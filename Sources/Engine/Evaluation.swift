@@ -40,8 +40,9 @@ public enum Evaluation {
     /// Perplexity as llama.cpp's `llama-perplexity` computes it: consecutive chunks of
     /// `context` tokens (the remainder dropped), each evaluated from an empty cache, the
     /// negative log-likelihood averaged over the second half of every chunk (positions
-    /// `context/2 ..< context-1` predicting the next token).
-    public static func perplexity(model: any LanguageModel, tokens: [Int], context: Int, maxChunks: Int? = nil,
+    /// `context/2 ..< context-1` predicting the next token). With `bos` (a model that adds
+    /// BOS), each chunk's first token is replaced by it, as llama-perplexity does.
+    public static func perplexity(model: any LanguageModel, tokens: [Int], context: Int, maxChunks: Int? = nil, bos: Int? = nil,
                                   progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws -> PerplexityResult {
         precondition(context >= 4, "context too small for perplexity")
         var chunks = tokens.count / context
@@ -51,7 +52,8 @@ public enum Evaluation {
         var count = 0
         let v = model.vocabularySize
         for c in 0..<chunks {
-            let chunk = Array(tokens[(c * context)..<((c + 1) * context)])
+            var chunk = Array(tokens[(c * context)..<((c + 1) * context)])
+            if let bos { chunk[0] = bos }
             let cache = model.makeCache(capacity: context)
             let logits = try model.forward(chunk, cache: cache, logitRows: first..<(context - 1))
             for (row, position) in (first..<(context - 1)).enumerated() {

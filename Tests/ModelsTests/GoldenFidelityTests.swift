@@ -21,8 +21,8 @@ final class GoldenFidelityTests: XCTestCase {
         var confidentPrefix: Int { top.firstIndex { $0.lead < 0.5 } ?? top.count }
     }
 
-    static func greedyCases() throws -> [GreedyCase] {
-        try TestSupport.jsonLines("greedy.jsonl").map { c in
+    static func greedyCases(_ model: TestModel = .smolLM2) throws -> [GreedyCase] {
+        try TestSupport.jsonLines("greedy.jsonl", model: model).map { c in
             let tops = (c["top_logprobs"] as! [[[String: Any]]]).map { entries in
                 (id: entries[0]["id"] as! Int, lead: (entries[0]["logprob"] as! Double) - (entries[1]["logprob"] as! Double))
             }
@@ -30,15 +30,21 @@ final class GoldenFidelityTests: XCTestCase {
         }
     }
 
-    func load(_ precision: ActivationPrecision) throws -> any LanguageModel {
-        try ModelRegistry.load(TestSupport.model(), options: ModelOptions(precision: precision))
+    func load(_ precision: ActivationPrecision, _ model: TestModel = .smolLM2) throws -> any LanguageModel {
+        try ModelRegistry.load(TestSupport.model(model), options: ModelOptions(precision: precision))
     }
 
-    func testTeacherForcedAgreementOnBothPaths() throws {
-        let cases = try Self.greedyCases()
+    // SmolLM2 on both paths; the larger models on llama.cpp's int8 path only (the fp32 path
+    // is the same code with other activations, and would double the suite's time).
+    func testTeacherForcedAgreementOnBothPaths() throws { try checkTeacherForcedAgreement(.smolLM2, ActivationPrecision.allCases) }
+    func testTeacherForcedAgreementQwen25Coder05B() throws { try checkTeacherForcedAgreement(.qwen05, [.int8]) }
+    func testTeacherForcedAgreementGemma3() throws { try checkTeacherForcedAgreement(.gemma3, [.int8]) }
+
+    func checkTeacherForcedAgreement(_ testModel: TestModel, _ precisions: [ActivationPrecision]) throws {
+        let cases = try Self.greedyCases(testModel)
         XCTAssertEqual(cases.count, 10)
-        for precision in ActivationPrecision.allCases {
-            let model = try load(precision)
+        for precision in precisions {
+            let model = try load(precision, testModel)
             var agree = 0, total = 0
             for (n, c) in cases.enumerated() {
                 let scored = try Evaluation.score(model: model, prompt: c.prompt, completion: c.completion, topK: 1)
@@ -47,40 +53,52 @@ final class GoldenFidelityTests: XCTestCase {
                     if scored[i][0].id == reference.id {
                         agree += 1
                     } else {
-                        XCTAssertLessThan(reference.lead, 0.5, "\(precision) case \(n) position \(i): Apus picks \(scored[i][0].id), llama.cpp \(reference.id) with a lead of \(reference.lead) nat")
+                        XCTAssertLessThan(reference.lead, 0.5, "\(testModel.fileName) \(precision) case \(n) position \(i): Apus picks \(scored[i][0].id), llama.cpp \(reference.id) with a lead of \(reference.lead) nat")
                     }
                 }
             }
-            XCTAssertGreaterThanOrEqual(Double(agree) / Double(total), 0.94, "\(precision): \(agree) of \(total) positions agree")
+            XCTAssertGreaterThanOrEqual(Double(agree) / Double(total), 0.94, "\(testModel.fileName) \(precision): \(agree) of \(total) positions agree")
+            print("\(testModel.fileName) \(precision): teacher-forced top-1 agreement \(agree)/\(total)")
         }
     }
 
     func testGreedyGenerationReproducesGoldenTokensWhileLlamaCppIsConfident() throws {
-        let file = try TestSupport.model()
-        let model = try load(.int8)
+        for testModel in [TestModel.smolLM2, .qwen05, .gemma3] { try checkGreedyGeneration(testModel) }
+    }
+
+    func checkGreedyGeneration(_ testModel: TestModel) throws {
+        let file = try TestSupport.model(testModel)
+        let model = try load(.int8, testModel)
         let generator = Generator(model: model, tokenizer: try Tokenizer(file: file), contextLength: 512)
-        for (n, c) in try Self.greedyCases().enumerated() {
+        for (n, c) in try Self.greedyCases(testModel).enumerated() {
             var parameters = GenerationParameters()
             parameters.sampling = .greedy
             parameters.maxTokens = c.confidentPrefix + 1
             let result = try generator.generate(prompt: c.prompt, parameters: parameters)
             let k = min(c.confidentPrefix, c.completion.count)
-            XCTAssertEqual(Array(result.tokens.prefix(k)), Array(c.completion.prefix(k)), "case \(n), first \(k) tokens")
+            XCTAssertEqual(Array(result.tokens.prefix(k)), Array(c.completion.prefix(k)), "\(testModel.fileName) case \(n), first \(k) tokens")
         }
     }
 
-    func testPerplexityWithinOnePercentOfLlamaCppOnBothPaths() throws {
-        let file = try TestSupport.model()
+    func testPerplexityWithinOnePercentOfLlamaCppOnBothPaths() throws { try checkPerplexity(.smolLM2, ActivationPrecision.allCases) }
+    func testPerplexityQwen25Coder05B() throws { try checkPerplexity(.qwen05, [.int8]) }
+    func testPerplexityGemma3() throws { try checkPerplexity(.gemma3, [.int8]) }
+
+    func checkPerplexity(_ testModel: TestModel, _ precisions: [ActivationPrecision]) throws {
+        let file = try TestSupport.model(testModel)
         let tokenizer = try Tokenizer(file: file)
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: TestSupport.goldens.appendingPathComponent("perplexity.json"))) as! [String: Any]
+        let goldens = TestSupport.goldens(for: testModel)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: goldens.appendingPathComponent("perplexity.json"))) as! [String: Any]
         let reference = (json["cases"] as! [[String: Any]])[0]
         let expected = reference["ppl"] as! Double
-        let text = try String(contentsOf: TestSupport.goldens.appendingPathComponent(reference["text_file"] as! String), encoding: .utf8)
+        let text = try String(contentsOf: goldens.appendingPathComponent(reference["text_file"] as! String), encoding: .utf8)
         let tokens = tokenizer.encode(text, parseSpecial: false, addSpecial: false)
-        for precision in ActivationPrecision.allCases {
-            let result = try Evaluation.perplexity(model: try load(precision), tokens: tokens, context: json["n_ctx"] as! Int)
+        let bos = tokenizer.vocabulary.addBOS ? tokenizer.vocabulary.bos : nil
+        for precision in precisions {
+            let result = try Evaluation.perplexity(model: try load(precision, testModel), tokens: tokens, context: json["n_ctx"] as! Int, bos: bos)
             XCTAssertEqual(result.chunks, reference["chunks"] as! Int)
-            XCTAssertEqual(result.perplexity, expected, accuracy: expected * 0.01, "\(precision)")
+            XCTAssertEqual(result.perplexity, expected, accuracy: expected * 0.01, "\(testModel.fileName) \(precision)")
+            print("\(testModel.fileName) \(precision): perplexity \(result.perplexity) (llama.cpp \(expected))")
         }
     }
 

@@ -28,7 +28,8 @@ struct Perplexity: ParsableCommand {
             let text = try String(contentsOfFile: file, encoding: .utf8)
             let tokens = loaded.tokenizer.encode(text, parseSpecial: false, addSpecial: false)
             guard tokens.count >= ctx else { throw ValidationError("\(file) has \(tokens.count) tokens, fewer than one chunk of \(ctx)") }
-            let result = try Evaluation.perplexity(model: loaded.model, tokens: tokens, context: ctx, maxChunks: chunks) { done, total, ppl in
+            let bos = loaded.tokenizer.vocabulary.addBOS ? loaded.tokenizer.vocabulary.bos : nil
+            let result = try Evaluation.perplexity(model: loaded.model, tokens: tokens, context: ctx, maxChunks: chunks, bos: bos) { done, total, ppl in
                 FileHandle.standardError.write(Data(String(format: "[%d/%d] %.4f\n", done, total, ppl).utf8))
             }
             writeOut(String(format: "PPL = %.4f\n", result.perplexity))
