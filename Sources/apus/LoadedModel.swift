@@ -9,7 +9,7 @@ import Tokenizer
 
 /// Options every model-using command shares.
 struct ModelArguments: ParsableArguments {
-    @Option(name: .long, help: "Path to a GGUF model file. Default: SmolLM2-135M-Instruct Q4_1, fetched on first use.")
+    @Option(name: .long, help: "A GGUF file's path, or a model name from `apus list` (fetched on first use). Default: smollm2-135m.")
     var model: String?
 
     @Option(name: .long, help: "Worker threads for the matrix kernels (default: all cores).")
@@ -25,9 +25,14 @@ struct ModelArguments: ParsableArguments {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
 
-    /// The model file's path, fetching the default model if needed.
+    /// The model file's path: a named model (fetched if needed), a path, or the default model.
     func resolvedPath() throws -> String {
-        if let model { return model }
+        if let model {
+            if let entry = ModelCatalog.entry(named: model), !FileManager.default.fileExists(atPath: model) {
+                return try ModelStore.default.ensure(entry.descriptor).path
+            }
+            return model
+        }
         return try ModelStore.default.ensure(.smolLM2).path
     }
 

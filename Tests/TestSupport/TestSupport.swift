@@ -1,5 +1,6 @@
 import Foundation
 import GGUF
+import ModelStore
 
 /// A real model the tests use, with its reference outputs in `../shared/goldens/`.
 public struct TestModel: Sendable, Hashable {
@@ -7,13 +8,16 @@ public struct TestModel: Sendable, Hashable {
     public let fileName: String
     /// The folder of `../shared/goldens/` with this model's reference outputs.
     public let goldensFolder: String
+    /// Its name in `ModelCatalog` (`apus pull NAME`).
+    public let catalogName: String
 
     /// SmolLM2-135M-Instruct Q4_1, the default model.
-    public static let smolLM2 = TestModel(fileName: "SmolLM2-135M-Instruct.Q4_1.gguf", goldensFolder: "smollm2-135m-instruct-q4_1")
-    /// Qwen2.5-Coder-0.5B-Instruct Q4_K_M (`apus pull qwen2.5-coder-0.5b`).
-    public static let qwen05 = TestModel(fileName: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", goldensFolder: "qwen2.5-coder-0.5b-instruct-q4_k_m")
-    /// Gemma 3 270M (base) Q4_K_M (`apus pull gemma-3-270m`).
-    public static let gemma3 = TestModel(fileName: "gemma-3-270m-q4_k_m.gguf", goldensFolder: "gemma-3-270m-q4_k_m")
+    public static let smolLM2 = TestModel(fileName: "SmolLM2-135M-Instruct.Q4_1.gguf", goldensFolder: "smollm2-135m-instruct-q4_1", catalogName: "smollm2-135m")
+    /// Qwen2.5-Coder-0.5B-Instruct Q4_K_M.
+    public static let qwen05 = TestModel(fileName: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", goldensFolder: "qwen2.5-coder-0.5b-instruct-q4_k_m",
+                                         catalogName: "qwen2.5-coder-0.5b")
+    /// Gemma 3 270M (base) Q4_K_M.
+    public static let gemma3 = TestModel(fileName: "gemma-3-270m-q4_k_m.gguf", goldensFolder: "gemma-3-270m-q4_k_m", catalogName: "gemma-3-270m")
 }
 
 /// Paths and readers shared by the test targets.
@@ -43,21 +47,20 @@ public enum TestSupport {
     /// The default model's path.
     public static var modelPath: String { path(of: .smolLM2) }
 
-    struct MissingModel: Error, CustomStringConvertible {
-        let path: String
-        var description: String { "the model is not at \(path); run `swift run -c release apus pull` (with the model's name) once" }
-    }
-
     nonisolated(unsafe) private static var cachedModels: [TestModel: GGUFFile] = [:]
     private static let lock = NSLock()
 
-    /// A real model, mapped once per test process (the default model unless named).
+    /// A real model, mapped once per test process (the default model unless named). A
+    /// model that is not in the cache yet is fetched as `apus pull` fetches it, so the test
+    /// command needs no set-up of its own.
     public static func model(_ model: TestModel = .smolLM2) throws -> GGUFFile {
         lock.lock()
         defer { lock.unlock() }
         if let file = cachedModels[model] { return file }
         let path = path(of: model)
-        guard FileManager.default.fileExists(atPath: path) else { throw MissingModel(path: path) }
+        if !FileManager.default.fileExists(atPath: path) {
+            _ = try ModelStore.default.ensure(ModelCatalog.entry(named: model.catalogName)!.descriptor)
+        }
         let file = try GGUFFile(path: path)
         cachedModels[model] = file
         return file
