@@ -13,7 +13,8 @@ fi
 command -v cmake >/dev/null 2>&1 || { apt-get update >&2 && apt-get install -y cmake >&2; }
 mkdir -p "$root"
 if [ ! -d "$root/llama.cpp" ]; then
-    python3 -m pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$root/sdist" >&2
+    # Only this package from source: with `:all:`, pip would also build its build tools (cmake, ninja) from source.
+    python3 -m pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$root/sdist" >&2
     tar -xzf "$root"/sdist/llama_cpp_python-0.3.36.tar.gz -C "$root"
     mv "$root/llama_cpp_python-0.3.36/vendor/llama.cpp" "$root/llama.cpp"
     rm -rf "$root/llama_cpp_python-0.3.36"

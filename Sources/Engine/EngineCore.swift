@@ -97,7 +97,6 @@ final class EngineCore {
         self.model = model
         self.tokenizer = tokenizer
         self.configuration = configuration
-        contextLength = min(configuration.contextLength ?? model.trainedContextLength, model.trainedContextLength)
         let blockBytes = model.kvBytesPerPosition * configuration.blockSize
         let blockCount = configuration.kvCacheBytes / blockBytes
         guard blockCount >= 1 else {
@@ -109,6 +108,11 @@ final class EngineCore {
             throw EngineError.invalidConfiguration(
                 "a KV cache of \(configuration.kvCacheBytes >> 20) MiB does not fit in this machine's \(physical >> 20) MiB of memory")
         }
+        // Without --context, a sequence may be as long as the model was trained for and the
+        // pool can hold (vLLM's max_model_len): a model declaring 131,072 positions must not
+        // make every request without max_tokens fail against a 16,384-position pool.
+        let poolPositions = blockCount * configuration.blockSize
+        contextLength = min(configuration.contextLength ?? poolPositions, model.trainedContextLength)
         cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
         scheduler = Scheduler(cache: cache, tokenBudget: configuration.tokenBudget, maxRunning: configuration.maxRunningSequences,
                               prefixCaching: configuration.prefixCaching)

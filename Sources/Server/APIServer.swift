@@ -268,7 +268,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             throw APIError(.notFound, "The model `\(name)` does not exist.", type: "invalid_request_error", param: "model", code: "model_not_found")
         }
         let requests = try parsed.generationRequests(tokenizer: model.tokenizer, chatTemplate: {
-            guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template") }
+            guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template (tokenizer.chat_template); send a prompt to /v1/completions instead") }
             return template
         }, contextLength: model.engine.contextLength)
         for r in requests { try model.engine.validate(r) }

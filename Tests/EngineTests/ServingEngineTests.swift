@@ -36,6 +36,24 @@ final class ServingEngineTests: XCTestCase {
         }
     }
 
+    /// Without a configured context, a sequence may be as long as both the model's trained
+    /// context and the pool allow: SmolLM2 declares 8,192 positions, a 64-block pool of 16
+    /// holds 1,024.
+    func testTheDefaultContextIsWhatThePoolAndTheModelAllow() throws {
+        let (model, tokenizer) = try load()
+        XCTAssertEqual(model.trainedContextLength, 8192)
+        var small = EngineConfiguration()
+        small.kvCacheBytes = 64 * 16 * model.kvBytesPerPosition
+        XCTAssertEqual(try EngineCore(model: model, tokenizer: tokenizer, configuration: small).contextLength, 1024)
+        var large = EngineConfiguration()
+        large.kvCacheBytes = 1024 * 16 * model.kvBytesPerPosition
+        XCTAssertEqual(try EngineCore(model: model, tokenizer: tokenizer, configuration: large).contextLength, 8192)
+        var explicit = small
+        explicit.contextLength = 4096
+        XCTAssertEqual(try EngineCore(model: model, tokenizer: tokenizer, configuration: explicit).contextLength, 4096,
+                       "an explicit --context is kept; requests past the pool are then refused with both sizes")
+    }
+
     /// Runs requests to completion on a core, stepping it directly; returns each request's
     /// outputs by sample index, and the statistics seen after every step.
     struct Finished {

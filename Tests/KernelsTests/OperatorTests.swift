@@ -213,3 +213,41 @@ struct SplitMix: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+extension OperatorTests {
+    /// A sliding window sees exactly the last `window` positions: the same result as full
+    /// attention over a cache holding only those positions.
+    func testSlidingWindowSeesOnlyTheLastPositions() {
+        var seed: UInt64 = 31
+        let shape = Attention.Shape(heads: 4, kvHeads: 2, headDim: 32)
+        let positions = 40, window = 9
+        let keys = Reference.randomValues(positions * shape.kvStride, seed: &seed).map { Float16($0) }
+        let values = Reference.randomValues(positions * shape.kvStride, seed: &seed).map { Float16($0) }
+        let q = Reference.randomValues(shape.heads * shape.headDim, seed: &seed, scale: 2)
+        let windowed = Attention.Shape(heads: 4, kvHeads: 2, headDim: 32, window: window)
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+            IntegerKernels.limit(to: level)
+            defer { IntegerKernels.limit(to: .avx512vnni) }
+            for p in [3, 8, 9, 25, 39] {
+                let first = max(0, p + 1 - window)
+                var got = [Float](repeating: 0, count: q.count), expected = got
+                let table = (0..<Int32(positions)).map { $0 }
+                let tail = Array(first...p)
+                keys.withUnsafeBufferPointer { k in values.withUnsafeBufferPointer { v in table.withUnsafeBufferPointer { t in
+                    let full = Attention.PagedLayer(keys: k.baseAddress!, values: v.baseAddress!, blockSize: 1)
+                    var query = [Attention.Query(row: 0, position: p, blockTable: t.baseAddress!)]
+                    query.withUnsafeBufferPointer { Attention.causal(queries: q, batch: $0, cache: full, shape: windowed, into: &got, pool: ThreadPool(threads: 2)) }
+                    // Only the window's rows, renumbered from 0.
+                    let k2 = tail.flatMap { Array(keys[($0 * shape.kvStride)..<(($0 + 1) * shape.kvStride)]) }
+                    let v2 = tail.flatMap { Array(values[($0 * shape.kvStride)..<(($0 + 1) * shape.kvStride)]) }
+                    k2.withUnsafeBufferPointer { k2 in v2.withUnsafeBufferPointer { v2 in
+                        let cut = Attention.PagedLayer(keys: k2.baseAddress!, values: v2.baseAddress!, blockSize: 1)
+                        query = [Attention.Query(row: 0, position: tail.count - 1, blockTable: t.baseAddress!)]
+                        query.withUnsafeBufferPointer { Attention.causal(queries: q, batch: $0, cache: cut, shape: shape, into: &expected, pool: ThreadPool(threads: 2)) }
+                    } }
+                } } }
+                for i in got.indices { XCTAssertEqual(got[i], expected[i], accuracy: 1e-6, "\(level) position \(p) value \(i)") }
+            }
+        }
+    }
+}

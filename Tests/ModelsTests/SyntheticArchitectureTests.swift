@@ -1,0 +1,109 @@
+import Foundation
+import GGUF
+import Kernels
+import Models
+import TestSupport
+import XCTest
+
+/// Every architecture on a tiny synthetic file (random weights, 32-value and K-quant
+/// formats mixed): it loads, and a sequence's logits are bitwise the same computed in one
+/// pass, in chunks, or in a batch with other sequences on other blocks, Gemma 3's sliding
+/// window (8 positions here, so 30 tokens cross it) included.
+final class SyntheticArchitectureTests: XCTestCase {
+    static let architectures = ["llama", "qwen2", "qwen3", "gemma3"]
+
+    func tokens(_ count: Int, seed: Int) -> [Int] { (0..<count).map { 3 + ($0 * 37 + seed * 101) % 256 } }
+
+    /// Logits of every position of `sequence`, run as the given pieces, each piece in a
+    /// batch with `others` (which start fresh on blocks of their own).
+    func logits(_ model: any LanguageModel, _ sequence: [Int], pieces: [Int], others: [[Int]], blockSize: Int = 4) throws -> [Float] {
+        let cache = model.makePagedCache(blockSize: blockSize, blockCount: 128)
+        // The sequence's blocks are scattered: every third block from the end of the pool.
+        let table = (0..<Int32(sequence.count / blockSize + 1)).map { 127 - 3 * $0 }
+        var out: [Float] = []
+        var done = 0
+        for piece in pieces {
+            var batch = ForwardBatch()
+            var next: Int32 = 0
+            for other in others {
+                let blocks = (other.count + blockSize - 1) / blockSize
+                batch.append(other, firstPosition: 0, blockTable: (0..<Int32(blocks)).map { next + $0 }, wantsLogits: true)
+                next += Int32(blocks)
+            }
+            let first = batch.tokens.count
+            batch.append(sequence[done..<(done + piece)], firstPosition: done, blockTable: table, wantsLogits: false)
+            batch.logitRows = Array(first..<(first + piece))
+            out += try model.forward(batch, cache: cache)
+            done += piece
+        }
+        return out
+    }
+
+    func testEveryArchitectureIsBatchInvariantOnEveryPath() throws {
+        let sequence = tokens(30, seed: 1)
+        for architecture in Self.architectures {
+            let file = try SyntheticModel.file(architecture)
+            for precision in ActivationPrecision.allCases {
+                let model = try ModelRegistry.load(file, options: ModelOptions(threads: 2, precision: precision))
+                XCTAssertEqual(model.architecture, architecture)
+                XCTAssertEqual(model.vocabularySize, SyntheticModel.vocabularySize)
+                let whole = try logits(model, sequence, pieces: [30], others: [])
+                XCTAssertEqual(whole.count, 30 * SyntheticModel.vocabularySize)
+                XCTAssertTrue(whole.allSatisfy(\.isFinite), "\(architecture) \(precision)")
+                let chunked = try logits(model, sequence, pieces: [11, 1, 18], others: [])
+                let batched = try logits(model, sequence, pieces: [17, 13], others: [tokens(9, seed: 2), tokens(23, seed: 3)])
+                XCTAssertEqual(chunked.map(\.bitPattern), whole.map(\.bitPattern), "\(architecture) \(precision): chunked prefill")
+                XCTAssertEqual(batched.map(\.bitPattern), whole.map(\.bitPattern), "\(architecture) \(precision): in a batch")
+            }
+        }
+    }
+
+    /// The variants really differ where their architectures do (a wiring mistake that
+    /// ignored biases, Q/K norms, the window or the frequency factors would make these equal).
+    func testArchitectureDetailsChangeTheOutput() throws {
+        let sequence = tokens(20, seed: 4)
+        func last(_ file: GGUFFile) throws -> [Float] {
+            let model = try ModelRegistry.load(file, options: ModelOptions(threads: 1))
+            let all = try logits(model, sequence, pieces: [20], others: [])
+            return Array(all.suffix(SyntheticModel.vocabularySize))
+        }
+        // The same weights read as two architectures.
+        var qwen2 = GGUFWriter(copying: try SyntheticModel.file("qwen2"))
+        let biased = try last(try GGUFFile(bytes: qwen2.encode()))
+        for i in qwen2.tensors.indices where qwen2.tensors[i].name.hasSuffix(".bias") {
+            qwen2.tensors[i].data = [UInt8](repeating: 0, count: qwen2.tensors[i].data.count)
+        }
+        XCTAssertNotEqual(try last(try GGUFFile(bytes: qwen2.encode())), biased, "qwen2 biases are applied")
+
+        var gemma = GGUFWriter(copying: try SyntheticModel.file("gemma3", window: 8))
+        let windowed = try last(try GGUFFile(bytes: gemma.encode()))
+        gemma.metadata["gemma3.attention.sliding_window"] = .uint32(64)
+        XCTAssertNotEqual(try last(try GGUFFile(bytes: gemma.encode())), windowed, "gemma3 local layers see only their window")
+
+        var llama = GGUFWriter(copying: try SyntheticModel.file("llama"))
+        let factored = try last(try GGUFFile(bytes: llama.encode()))
+        llama.tensors.removeAll { $0.name == "rope_freqs.weight" }
+        XCTAssertNotEqual(try last(try GGUFFile(bytes: llama.encode())), factored, "llama rope_freqs divide the frequencies")
+    }
+
+    func testMissingArchitectureTensorsAreNamed() throws {
+        var writer = GGUFWriter(copying: try SyntheticModel.file("qwen3"))
+        writer.tensors.removeAll { $0.name == "blk.1.attn_k_norm.weight" }
+        XCTAssertThrowsError(try ModelRegistry.load(try GGUFFile(bytes: writer.encode()))) {
+            XCTAssertEqual("\($0)", "invalid GGUF: blk.1.attn_k_norm.weight: tensor is missing")
+        }
+        var gemma = GGUFWriter(copying: try SyntheticModel.file("gemma3"))
+        gemma.tensors.removeAll { $0.name == "blk.0.post_ffw_norm.weight" }
+        XCTAssertThrowsError(try ModelRegistry.load(try GGUFFile(bytes: gemma.encode()))) {
+            XCTAssertEqual("\($0)", "invalid GGUF: blk.0.post_ffw_norm.weight: tensor is missing")
+        }
+    }
+
+    func testUnsupportedArchitectureListsTheSupportedOnes() throws {
+        var writer = GGUFWriter(copying: try SyntheticModel.file("llama"))
+        writer.metadata["general.architecture"] = .string("phi2")
+        XCTAssertThrowsError(try ModelRegistry.load(try GGUFFile(bytes: writer.encode()))) {
+            XCTAssertEqual("\($0)", "architecture 'phi2' is not supported (supported: gemma3, llama, qwen2, qwen3)")
+        }
+    }
+}
