@@ -16,14 +16,24 @@ enum SuperBlockKernels {
         let blocks = cols / 256
         let key = PreparedActivations.Key(input: x, rows: tokens, count: cols, format: .q8_K, precision: .int8, lanes: 0)
         let act = scratch.superBlocks(count: tokens * blocks)
+        // Tiles of sixteen tokens through the 512-bit kernel, the rest row by row, as for the
+        // 32-value formats (IntegerKernels): both give every output bitwise the same value.
+        let tileCount = IntegerKernels.level == .avx512vnni ? tokens / 16 + (tokens % 16 >= 10 ? 1 : 0) : 0
+        let tiled = min(tileCount * 16, tokens)
+        let tiles = scratch.superBlockTiles(count: max(tileCount * blocks, 1))
         if !(reusing && scratch.key == key) {
             let out = UncheckedBox(act)
             pool.parallelFor(tokens, minimumChunk: 4) { rows in
                 apus_quantize_q8k(x + rows.lowerBound * cols, Int32(rows.count), Int32(cols), out.value + rows.lowerBound * blocks)
             }
+            let tilesOut = UncheckedBox(tiles)
+            pool.parallelFor(tileCount) { range in
+                apus_build_tiles16k(out.value, Int32(blocks), Int32(tokens), Int32(range.lowerBound), Int32(range.upperBound), tilesOut.value)
+            }
             scratch.key = key
         }
         let input = UncheckedBox(UnsafePointer(act))
+        let tileInput = UncheckedBox(UnsafePointer(tiles))
         let group = UncheckedBox(products)
         let totalRows = products.reduce(0) { $0 + $1.0.rows }
         let useC = IntegerKernels.level != .portable
@@ -33,9 +43,16 @@ enum SuperBlockKernels {
                 defer { first += w.rows }
                 let lo = max(range.lowerBound, first) - first, hi = min(range.upperBound, first + w.rows) - first
                 guard lo < hi else { continue }
-                if useC, let kernel = w.format.cKernel,
-                   apus_matmul_q8k(kernel, w.data, w.rowBytes, Int32(lo), Int32(hi), input.value, Int32(tokens), Int32(blocks), y, Int32(w.rows), accumulate ? 1 : 0) == 1 {
-                    continue
+                if useC, let kernel = w.format.cKernel {
+                    var done = 0
+                    if tileCount > 0, apus_matmul_q8k_tiles16(kernel, w.data, w.rowBytes, Int32(lo), Int32(hi), tileInput.value, Int32(tiled),
+                                                              Int32(blocks), y, Int32(w.rows), accumulate ? 1 : 0) == 1 {
+                        done = tiled
+                    }
+                    if done == tokens || apus_matmul_q8k(kernel, w.data, w.rowBytes, Int32(lo), Int32(hi), input.value + done * blocks, Int32(tokens - done),
+                                                         Int32(blocks), y + done * w.rows, Int32(w.rows), accumulate ? 1 : 0) == 1 {
+                        continue
+                    }
                 }
                 guard let layout = w.format.layout as? any SuperBlockLayout.Type else {
                     preconditionFailure("\(w.format) pairs with Q8_K but has no super-block layout")

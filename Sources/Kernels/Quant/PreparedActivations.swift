@@ -29,6 +29,19 @@ public struct PreparedActivations {
     private var blocks8K: UnsafeMutablePointer<apus_q8k_block>?
     private var blocks8KCapacity = 0
 
+    private var tile16K: UnsafeMutablePointer<apus_tile16k_block>?
+    private var tiles16KCapacity = 0
+
+    /// Room for `count` transposed sixteen-token Q8_K blocks for the AVX-512 VNNI kernel.
+    mutating func superBlockTiles(count: Int) -> UnsafeMutablePointer<apus_tile16k_block> {
+        if count > tiles16KCapacity {
+            tile16K?.deallocate()
+            tile16K = UnsafeMutablePointer<apus_tile16k_block>.allocate(capacity: count)
+            tiles16KCapacity = count
+        }
+        return tile16K!
+    }
+
     /// Room for `count` Q8_K activation blocks for the super-block kernels.
     mutating func superBlocks(count: Int) -> UnsafeMutablePointer<apus_q8k_block> {
         if count > blocks8KCapacity {
@@ -71,6 +84,7 @@ public struct PreparedActivations {
         blocks8.deallocate()
         tile16?.deallocate()
         blocks8K?.deallocate()
+        tile16K?.deallocate()
     }
 
     /// Room for `count` 8-bit activation blocks for the C kernels.

@@ -47,6 +47,25 @@ void apus_quantize_q8k(const float *x, int rows, int cols, apus_q8k_block *out);
 /// `low = fma(dmin_w · d_a, Σmin, low)`, and the result is `acc - low`: the same float
 /// operations on every instruction set and for every batch. With `accumulate`, adds to
 /// `y`. Returns 0 if the format or instruction set is not supported here.
+/// Sixteen tokens' Q8_K activations for one super-block, transposed for 512-bit VNNI:
+/// `qs[i][t]` holds bytes 4i..4i+3 of token t's block, `bsums[g][t]` its sum of values
+/// 16g..16g+15.
+typedef struct {
+    uint32_t qs[64][16];
+    float d[16];
+    int32_t bsums[16][16];
+} apus_tile16k_block;
+
+/// Fills tiles [tile_begin, tile_end) from the first `tokens` Q8_K rows of `blocks` blocks
+/// each, lanes past the last token with zeros; tile k's blocks start at `out + k * blocks`.
+void apus_build_tiles16k(const apus_q8k_block *activations, int blocks, int tokens, int tile_begin, int tile_end, apus_tile16k_block *out);
+
+/// Like `apus_matmul_q8k` for `tokens` tokens in tiles of sixteen (the last may be partial),
+/// with AVX-512 VNNI: bitwise the results of `apus_matmul_q8k` for every token. Returns 0
+/// without AVX-512 VNNI or for a format it does not tile (the caller then uses the rows).
+int apus_matmul_q8k_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
+                            const apus_tile16k_block *tiles, int tokens, int blocks, float *y, int y_stride, int accumulate);
+
 int apus_matmul_q8k(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                     const apus_q8k_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate);
 
