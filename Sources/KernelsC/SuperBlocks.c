@@ -95,16 +95,23 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     __m256i acc = _mm256_setzero_si256();
     if (format == APUS_Q4_K || format == APUS_Q5_K) {
-        const uint8_t *scales = w + 4;
+        // The twelve bytes of 6-bit scales and minima unpacked with 32-bit masks: scales 0-3
+        // are the low six bits of bytes 0-3, scales 4-7 the low nibbles of bytes 8-11 with
+        // the top two bits of bytes 0-3; minima likewise from bytes 4-7 and the high nibbles.
+        uint32_t packed[3];
+        memcpy(packed, w + 4, 12);
+        const uint32_t scales_lo = packed[0] & 0x3F3F3F3Fu, mins_lo = packed[1] & 0x3F3F3F3Fu;
+        const uint32_t scales_hi = (packed[2] & 0x0F0F0F0Fu) | (((packed[0] >> 6) & 0x03030303u) << 4);
+        const uint32_t mins_hi = ((packed[2] >> 4) & 0x0F0F0F0Fu) | (((packed[1] >> 6) & 0x03030303u) << 4);
+        const __m128i scales16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)scales_hi, (int)scales_lo));
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mins_hi, (int)mins_lo));
+        const __m256i scales = _mm256_broadcastsi128_si256(scales16);
         const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
         const __m256i qh = format == APUS_Q5_K ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
-        int16_t mins[16];
         for (int n = 0; n < 4; n++) {
-            int s0, m0, s1, m1;
-            scale_min_k4(2 * n, scales, &s0, &m0);
-            scale_min_k4(2 * n + 1, scales, &s1, &m1);
-            mins[4 * n] = mins[4 * n + 1] = (int16_t)m0;
-            mins[4 * n + 2] = mins[4 * n + 3] = (int16_t)m1;
+            // Scale 2n, then 2n + 1, in every 16-bit lane.
+            const __m256i pick0 = _mm256_set1_epi16((short)(0x0100 + 0x0202 * 2 * n));
+            const __m256i pick1 = _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * n + 1)));
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
             __m256i lo = _mm256_and_si256(bytes, low4);
             __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
@@ -113,11 +120,17 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
                 lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n), one), 4));
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n + 1), one), 4));
             }
-            acc = _mm256_add_epi32(acc, scaled_dot32(lo, a->qs + 64 * n, _mm256_set1_epi16((int16_t)s0)));
-            acc = _mm256_add_epi32(acc, scaled_dot32(hi, a->qs + 64 * n + 32, _mm256_set1_epi16((int16_t)s1)));
+            acc = _mm256_add_epi32(acc, scaled_dot32(lo, a->qs + 64 * n, _mm256_shuffle_epi8(scales, pick0)));
+            acc = _mm256_add_epi32(acc, scaled_dot32(hi, a->qs + 64 * n + 32, _mm256_shuffle_epi8(scales, pick1)));
         }
-        *isum = hsum_i32(acc);
-        *imin = hsum_i32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)mins), _mm256_loadu_si256((const __m256i *)a->bsums)));
+        // Σ_j min_j · (bsum_2j + bsum_2j+1), and both sums reduced together.
+        const __m128i b0 = _mm_loadu_si128((const __m128i *)a->bsums), b1 = _mm_loadu_si128((const __m128i *)(a->bsums + 8));
+        const __m128i m4 = _mm_madd_epi16(mins16, _mm_hadd_epi16(b0, b1));
+        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        __m128i h = _mm_hadd_epi32(s4, m4);
+        h = _mm_hadd_epi32(h, h);
+        *isum = _mm_cvtsi128_si32(h);
+        *imin = _mm_extract_epi32(h, 1);
     } else {  // Q6_K: levels 0..63 stand for q + 32, so Σ sc·Σ q·a = Σ sc·Σ level·a - 32 Σ sc·bsum.
         const int8_t *sc = (const int8_t *)(w + 192);
         for (int n = 0; n < 2; n++) {
@@ -134,8 +147,8 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
             }
         }
         const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-        const int offset = hsum_i32(_mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)a->bsums)));
-        *isum = hsum_i32(acc) - 32 * offset;
+        const __m256i offset = _mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)a->bsums));
+        *isum = hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32(offset, 5)));
         *imin = 0;
     }
 }
