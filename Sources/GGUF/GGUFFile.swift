@@ -38,6 +38,52 @@ public final class GGUFFile: @unchecked Sendable {
     private let mapping: UnsafeRawBufferPointer
     private let ownsMapping: Bool
 
+    /// Where a file's bytes live while it is in use.
+    public enum Residency: String, Sendable, CaseIterable {
+        /// Memory-mapped from the file (its pages are the page cache's: 4 KiB).
+        case mapped
+        /// Read at open into anonymous memory that asks for 2 MiB transparent huge pages:
+        /// decoding streams every weight per token, and on these machines a streaming read
+        /// is faster on huge pages (DESIGN.md), at the price of a copy at load and memory
+        /// the page cache cannot share.
+        case hugePages = "huge-pages"
+    }
+
+    /// Opens and validates the file at `path`, mapped or copied as `residency` says.
+    public convenience init(path: String, residency: Residency) throws {
+        guard residency == .hugePages else { try self.init(path: path); return }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw GGUFError(field: "file", "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw GGUFError(field: "file", "cannot stat \(path)") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw GGUFError(field: "file", "\(path) is not a regular file") }
+        let size = Int(info.st_size)
+        guard size >= 24 else { throw GGUFError(field: "header", "file is \(size) bytes, too short for a GGUF header (24)") }
+        guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED else {
+            throw GGUFError(field: "file", "cannot allocate \(size) bytes for \(path)")
+        }
+        #if os(Linux)
+        _ = madvise(base, size, MADV_HUGEPAGE)
+        #endif
+        var done = 0
+        while done < size {
+            let n = pread(fd, base + done, min(size - done, 1 << 26), off_t(done))
+            guard n > 0 else {
+                munmap(base, size)
+                throw GGUFError(field: "file", "cannot read \(path) at byte \(done): \(n < 0 ? String(cString: strerror(errno)) : "unexpected end")")
+            }
+            done += n
+        }
+        let buffer = UnsafeRawBufferPointer(start: base, count: size)
+        do {
+            try self.init(mapping: buffer, ownsMapping: true)
+        } catch {
+            munmap(base, size)
+            throw error
+        }
+    }
+
     /// Maps and validates the file at `path`.
     public convenience init(path: String) throws {
         let fd = open(path, O_RDONLY)

@@ -21,6 +21,9 @@ struct ModelArguments: ParsableArguments {
     @Option(name: .long, help: "Highest instruction set for the int8 kernels: portable, avx2 or avx512vnni (default: the best this CPU has).")
     var kernels: IntegerKernels.Level?
 
+    @Option(name: .long, help: "Where the weights live: mapped (from the file) or huge-pages (copied at load into 2 MiB pages).")
+    var weights: GGUFFile.Residency = .mapped
+
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
@@ -38,7 +41,7 @@ struct ModelArguments: ParsableArguments {
 
     func load() throws -> LoadedModel {
         if let kernels { IntegerKernels.limit(to: kernels) }
-        let file = try GGUFFile(path: resolvedPath())
+        let file = try GGUFFile(path: resolvedPath(), residency: weights)
         var options = ModelOptions(precision: activations)
         if let threads { options.threads = threads }
         return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file))
@@ -46,6 +49,7 @@ struct ModelArguments: ParsableArguments {
 }
 
 extension ActivationPrecision: ExpressibleByArgument {}
+extension GGUFFile.Residency: ExpressibleByArgument {}
 
 extension IntegerKernels.Level: ExpressibleByArgument {
     public init?(argument: String) {

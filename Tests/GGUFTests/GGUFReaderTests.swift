@@ -20,6 +20,23 @@ func sampleWriter(version: UInt32 = 3) -> GGUFWriter {
 }
 
 final class GGUFReaderTests: XCTestCase {
+    /// A file copied into huge-page memory reads exactly as the mapped file; a truncated one
+    /// is refused the same way.
+    func testHugePageCopyReadsAsTheMappedFile() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("apus-residency-\(UUID().uuidString).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let bytes = sampleWriter().encode()
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        let mapped = try GGUFFile(path: path, residency: .mapped), copied = try GGUFFile(path: path, residency: .hugePages)
+        XCTAssertEqual(copied.metadata.keys, mapped.metadata.keys)
+        for key in mapped.metadata.keys { XCTAssertEqual(copied.metadata[key], mapped.metadata[key], key) }
+        XCTAssertEqual(copied.tensors.map(\.name), mapped.tensors.map(\.name))
+        for t in mapped.tensors { XCTAssertEqual(Array(copied.data(of: copied.tensor(named: t.name)!)), Array(mapped.data(of: t)), t.name) }
+        FileManager.default.createFile(atPath: path, contents: Data(bytes.prefix(bytes.count / 2)))
+        XCTAssertThrowsError(try GGUFFile(path: path, residency: .hugePages))
+        XCTAssertThrowsError(try GGUFFile(path: path, residency: .mapped))
+    }
+
     func testWriterRoundTripsEveryValueTypeInVersions2And3() throws {
         for version: UInt32 in [2, 3] {
             let w = sampleWriter(version: version)
