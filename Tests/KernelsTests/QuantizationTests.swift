@@ -49,6 +49,9 @@ final class QuantizationTests: XCTestCase {
             // largest magnitude maps to -4, so its opposite clamps at 3 (a whole step).
             .q2_K: { range, _ in range / 3 * 0.7 + 2e-2 },
             .q3_K: { _, amax in amax / 4 * 1.25 + 2e-2 },
+            // IQ4_NL: the largest value maps to the table's -127; the opposite
+            // end of the table is 113, and the gaps there are 20 to 24 of those steps.
+            .iq4_NL: { _, amax in amax * 0.14 + 1e-3 },
         ]
         for format in TensorFormat.all {
             let count = format.blockSize == 256 ? 256 * 3 : format.isQuantized ? 32 * 7 : 37
@@ -147,6 +150,19 @@ final class QuantizationTests: XCTestCase {
         XCTAssertEqual(y[1], 0.5 * 2 * -1)
         XCTAssertEqual(y[146], 0.5 * -12 * 2)
         XCTAssertEqual(y[147], 0.5 * -12 * -4)
+    }
+
+    /// An IQ4_NL block built by hand: d = 0.5, byte k holds index k low and 15 - k high;
+    /// values from ggml's table (-127 … 113).
+    func testKnownIQ4NLBlockDecodes() {
+        var bytes: [UInt8] = [0x00, 0x38]
+        bytes += (0..<16).map { UInt8($0) | UInt8(15 - $0) << 4 }
+        let y = Quantization.dequantize(bytes, count: 32, format: .iq4_NL)
+        XCTAssertEqual(y[0], 0.5 * -127)
+        XCTAssertEqual(y[8], 0.5 * 1)
+        XCTAssertEqual(y[15], 0.5 * 113)
+        XCTAssertEqual(y[16], 0.5 * 113)
+        XCTAssertEqual(y[31], 0.5 * -127)
     }
 
     func testKnownQ4_0BlockDecodes() {

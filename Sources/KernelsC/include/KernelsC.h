@@ -26,6 +26,7 @@ enum {
     APUS_Q4_K = 12,
     APUS_Q5_K = 13,
     APUS_Q6_K = 14,
+    APUS_IQ4_NL = 20,
 };
 
 /// 256 activations quantized to 8 bits as llama.cpp's `quantize_row_q8_K_ref` does (the
