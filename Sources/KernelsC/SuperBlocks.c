@@ -1,5 +1,5 @@
-// The K-quants (256-value super-blocks with 16- or 32-value sub-blocks) against Q8_K
-// activations. Each super-block's contribution is two exact integers, so every path here
+// The K-quants and IQ4_XS (256-value super-blocks with 16- or 32-value sub-blocks) against
+// Q8_K activations. Each super-block's contribution is two exact integers, so every path here
 // and the portable Swift one give bitwise the same floats (see KernelsC.h).
 #include "KernelsC.h"
 
@@ -63,6 +63,7 @@ static int block_bytes_k(int format) {
     case APUS_Q4_K: return 144;
     case APUS_Q5_K: return 176;
     case APUS_Q6_K: return 210;
+    case APUS_IQ4_XS: return 136;
     default: return 0;
     }
 }
@@ -155,6 +156,18 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
         const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
         *isum = hsum_i32(acc) - 4 * hsum_i32(_mm256_madd_epi16(scales16, bsums));
         *imin = 0;
+    } else if (format == APUS_IQ4_XS) {  // signed table levels: |q|·sign(a, q), a pair of products within int16
+        uint16_t high;
+        memcpy(&high, w + 2, 2);
+        for (int g = 0; g < 8; g++) {
+            const int scale = (((w[4 + g / 2] >> (4 * (g % 2))) & 0xF) | ((high >> (2 * g)) & 3) << 4) - 32;
+            const __m256i q = iq4nl_values(unpack_nibbles(w + 8 + 16 * g));
+            const __m256i av = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * g)), q);
+            const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), av);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16((int16_t)scale)));
+        }
+        *isum = hsum_i32(acc);
+        *imin = 0;
     } else if (format == APUS_Q4_K || format == APUS_Q5_K) {
         const uint8_t *scales = w + 4;
         const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
@@ -228,6 +241,7 @@ static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, i
     switch (format) {
     case APUS_Q2_K: rows_k(APUS_Q2_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q3_K: rows_k(APUS_Q3_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_IQ4_XS: rows_k(APUS_IQ4_XS, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q4_K: rows_k(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_K: rows_k(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q6_K: rows_k(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;

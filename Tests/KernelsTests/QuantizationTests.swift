@@ -49,9 +49,10 @@ final class QuantizationTests: XCTestCase {
             // largest magnitude maps to -4, so its opposite clamps at 3 (a whole step).
             .q2_K: { range, _ in range / 3 * 0.7 + 2e-2 },
             .q3_K: { _, amax in amax / 4 * 1.25 + 2e-2 },
-            // IQ4_NL: the largest value maps to the table's -127; the opposite
+            // IQ4_NL and IQ4_XS: the largest value maps to the table's -127; the opposite
             // end of the table is 113, and the gaps there are 20 to 24 of those steps.
             .iq4_NL: { _, amax in amax * 0.14 + 1e-3 },
+            .iq4_XS: { _, amax in amax * 0.15 + 2e-2 },
         ]
         for format in TensorFormat.all {
             let count = format.blockSize == 256 ? 256 * 3 : format.isQuantized ? 32 * 7 : 37
@@ -163,6 +164,23 @@ final class QuantizationTests: XCTestCase {
         XCTAssertEqual(y[15], 0.5 * 113)
         XCTAssertEqual(y[16], 0.5 * 113)
         XCTAssertEqual(y[31], 0.5 * -127)
+    }
+
+    /// An IQ4_XS block built by hand: d = 0.25; group 0 scale 36 - 32 = 4 (high bits 0b10
+    /// in scales_h bits 0-1), group 3 scale 29 - 32 = -3 (low nibble in byte 5's high half,
+    /// high bits 0b01 in scales_h bits 6-7); every group's byte k holds k low and 15 - k high.
+    func testKnownIQ4XSBlockDecodes() {
+        var bytes = [UInt8](repeating: 0, count: 136)
+        bytes[0] = 0x00; bytes[1] = 0x34  // d = 0.25
+        bytes[2] = 0b10 | 0b01 << 6
+        bytes[4] = 36 & 0xF
+        bytes[5] = (29 & 0xF) << 4
+        for g in 0..<8 { for k in 0..<16 { bytes[8 + 16 * g + k] = UInt8(k) | UInt8(15 - k) << 4 } }
+        let y = Quantization.dequantize(bytes, count: 256, format: .iq4_XS)
+        XCTAssertEqual(y[0], 0.25 * 4 * -127)
+        XCTAssertEqual(y[17], 0.25 * 4 * 89)  // index 14
+        XCTAssertEqual(y[96 + 8], 0.25 * -3 * 1)
+        XCTAssertEqual(y[96 + 31], 0.25 * -3 * -127)
     }
 
     func testKnownQ4_0BlockDecodes() {

@@ -70,7 +70,7 @@ final class LyingMetadataTests: XCTestCase {
         writer.tensors[i].type = .q8_K
         writer.tensors[i].data = [UInt8](repeating: 0, count: 576 * 1536 / 256 * 292)
         XCTAssertThrowsError(try ModelRegistry.load(try GGUFFile(bytes: writer.encode()))) {
-            XCTAssertEqual("\($0)", "blk.3.ffn_down.weight: tensor type Q8_K is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)")
+            XCTAssertEqual("\($0)", "blk.3.ffn_down.weight: tensor type Q8_K is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)")
             XCTAssertFalse("\($0)".contains("invalid"), "a valid file Apus cannot run is not called invalid")
         }
     }
