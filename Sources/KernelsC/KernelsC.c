@@ -111,13 +111,6 @@ void apus_quantize_q8(const float *x, int rows, int cols, int with_sum, apus_q8_
 
 #if APUS_X86
 
-// 32 nibbles (low halves first, then high halves) as bytes 0..15.
-static inline AVX2 __m256i unpack_nibbles(const uint8_t *p) {
-    __m128i raw = _mm_loadu_si128((const __m128i *)p);
-    __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
 // Bit j of the little-endian 32-bit qh as 0x10 in byte j.
 static inline AVX2 __m256i unpack_fifth_bits(const uint8_t *p) {
     uint32_t qh;
@@ -188,6 +181,13 @@ static inline VNNI __m256i dot_signed_vnni(__m256i w, __m256i a) {
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w) * a->d), _mm256_cvtepi32_ps(s), acc);     \
             }                                                                                              \
             break;                                                                                         \
+        case APUS_IQ4_NL:                                                                                  \
+            for (int b = 0; b < blocks; b++, w += 18, a++) {                                               \
+                __m256i q = iq4nl_values(unpack_nibbles(w + 2));                                           \
+                __m256i s = DOT_S(q, _mm256_loadu_si256((const __m256i *)a->qs));                          \
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_load(w) * a->d), _mm256_cvtepi32_ps(s), acc);     \
+            }                                                                                              \
+            break;                                                                                         \
         }                                                                                                  \
         return hsum8(acc) + minimum;                                                                       \
     }
@@ -226,6 +226,10 @@ static inline __attribute__((always_inline)) AVX2 unpacked_block unpack_block(in
         u.m = f16_load(w + 2);
         u.is_signed = 0;
         break;
+    case APUS_IQ4_NL:
+        u.q = iq4nl_values(unpack_nibbles(w + 2));
+        u.is_signed = 1;
+        break;
     default:
         u.q = _mm256_loadu_si256((const __m256i *)(w + 2));
         u.is_signed = 1;
@@ -240,6 +244,7 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
     case APUS_Q4_1: return 20;
     case APUS_Q5_0: return 22;
     case APUS_Q5_1: return 24;
+    case APUS_IQ4_NL: return 18;
     default: return 34;
     }
 }
@@ -297,6 +302,7 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
         case APUS_Q5_0: NAME##_format(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
         case APUS_Q5_1: NAME##_format(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
         case APUS_Q8_0: NAME##_format(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;          \
+        case APUS_IQ4_NL: NAME##_format(APUS_IQ4_NL, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;      \
         }                                                                                                          \
     }
 
@@ -411,10 +417,19 @@ static VNNI void matmul_vnni(int format, const uint8_t *w, size_t row_bytes, int
     case APUS_Q5_0: rows_vnni(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_1: rows_vnni(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q8_0: rows_vnni(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_IQ4_NL: rows_vnni(APUS_IQ4_NL, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     }
 }
 
 #endif
+
+// The 32-value formats the kernels here take (against Q8_0 or Q8_1 activations).
+static int is_q8_format(int format) {
+    switch (format) {
+    case APUS_Q4_0: case APUS_Q4_1: case APUS_Q5_0: case APUS_Q5_1: case APUS_Q8_0: case APUS_IQ4_NL: return 1;
+    default: return 0;
+    }
+}
 
 void apus_build_tiles16(const apus_q8_block *act, int blocks, int tokens, int tile_begin, int tile_end, apus_tile16_block *out) {
     for (int tile = tile_begin; tile < tile_end; tile++) {
@@ -439,7 +454,7 @@ void apus_build_tiles16(const apus_q8_block *act, int blocks, int tokens, int ti
 #define ROWS 4
 
 // A block's quants as unsigned bytes u = q + bias (the stored values, before any offset
-// is removed), and the bias: vpdpbusd then sums u·a, and bias·Σa (per token, not per row)
+// is removed; IQ4_NL's table levels plus 128), and the bias: vpdpbusd then sums u·a, and bias·Σa (per token, not per row)
 // turns that into the exact Σ q·a.
 static inline __attribute__((always_inline)) AVX2 __m256i unpack_unsigned(int format, const uint8_t *w) {
     switch (format) {
@@ -447,6 +462,7 @@ static inline __attribute__((always_inline)) AVX2 __m256i unpack_unsigned(int fo
     case APUS_Q4_1: return unpack_nibbles(w + 4);
     case APUS_Q5_0: return _mm256_or_si256(unpack_nibbles(w + 6), unpack_fifth_bits(w + 2));
     case APUS_Q5_1: return _mm256_or_si256(unpack_nibbles(w + 8), unpack_fifth_bits(w + 4));
+    case APUS_IQ4_NL: return _mm256_xor_si256(iq4nl_values(unpack_nibbles(w + 2)), _mm256_set1_epi8((char)0x80));
     default: return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_set1_epi8((char)0x80));
     }
 }
@@ -456,7 +472,7 @@ static inline __attribute__((always_inline)) int bias_shift(int format) {
     switch (format) {
     case APUS_Q4_0: return 3;
     case APUS_Q5_0: return 4;
-    case APUS_Q8_0: return 7;
+    case APUS_Q8_0: case APUS_IQ4_NL: return 7;
     default: return -1;
     }
 }
@@ -532,13 +548,14 @@ static VNNI void matmul_tiles16_vnni(int format, const uint8_t *w, size_t row_by
     case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q8_0: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_IQ4_NL: tile16_rows(APUS_IQ4_NL, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
     }
 }
 #endif
 
 int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                         const apus_tile16_block *tiles, int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    if (format != APUS_Q4_0 && format != APUS_Q4_1 && format != APUS_Q5_0 && format != APUS_Q5_1 && format != APUS_Q8_0) return 0;
+    if (!is_q8_format(format)) return 0;
 #if APUS_X86
     if (apus_int8_isa() >= 2) {
         matmul_tiles16_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tokens, blocks, y, y_stride, accumulate);
@@ -551,7 +568,7 @@ int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int r
 
 int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                    const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    if (format != APUS_Q4_0 && format != APUS_Q4_1 && format != APUS_Q5_0 && format != APUS_Q5_1 && format != APUS_Q8_0) return 0;
+    if (!is_q8_format(format)) return 0;
 #if APUS_X86
     switch (apus_int8_isa()) {
     case 2:

@@ -1,5 +1,5 @@
-// The K-quants (256-value super-blocks with 16- or 32-value sub-blocks) against Q8_K
-// activations. Each super-block's contribution is two exact integers, so every path here
+// The K-quants and IQ4_XS (256-value super-blocks with 16- or 32-value sub-blocks) against
+// Q8_K activations. Each super-block's contribution is two exact integers, so every path here
 // and the portable Swift one give bitwise the same floats (see KernelsC.h).
 #include "KernelsC.h"
 
@@ -58,10 +58,40 @@ static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
 
 static int block_bytes_k(int format) {
     switch (format) {
+    case APUS_Q2_K: return 84;
+    case APUS_Q3_K: return 110;
     case APUS_Q4_K: return 144;
     case APUS_Q5_K: return 176;
     case APUS_Q6_K: return 210;
+    case APUS_IQ4_XS: return 136;
     default: return 0;
+    }
+}
+
+// Where a super-block keeps its f16 `d` and `dmin` (-1: no minimum).
+static inline int d_offset_k(int format) {
+    switch (format) {
+    case APUS_Q2_K: return 80;
+    case APUS_Q3_K: return 108;
+    case APUS_Q6_K: return 208;
+    default: return 0;
+    }
+}
+static inline int dmin_offset_k(int format) {
+    switch (format) {
+    case APUS_Q2_K: return 82;
+    case APUS_Q4_K: case APUS_Q5_K: return 2;
+    default: return -1;
+    }
+}
+
+// Q3_K's sixteen 6-bit scales, offset removed (-32..31): low nibbles in bytes 0..7
+// (groups 8.. in the high nibbles), high bit pairs in bytes 8..11.
+static inline void q3k_scales(const uint8_t *s, int8_t out[16]) {
+    for (int g = 0; g < 16; g++) {
+        const int low = g < 8 ? s[g] & 0xF : s[g - 8] >> 4;
+        const int high = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
+        out[g] = (int8_t)((low | high << 4) - 32);
     }
 }
 
@@ -94,7 +124,51 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
                                                                         int *isum, int *imin) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     __m256i acc = _mm256_setzero_si256();
-    if (format == APUS_Q4_K || format == APUS_Q5_K) {
+    const __m256i bsums = _mm256_loadu_si256((const __m256i *)a->bsums);
+    if (format == APUS_Q2_K) {  // levels 0..3, 4-bit scales (low nibbles) and minima (high nibbles)
+        const __m128i packed = _mm_loadu_si128((const __m128i *)w);
+        for (int n = 0; n < 2; n++) {
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * n));
+            for (int k = 0; k < 4; k++) {
+                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
+                const int g = 8 * n + 2 * k;
+                const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(w[g] & 0xF), _mm_set1_epi16(w[g + 1] & 0xF));
+                acc = _mm256_add_epi32(acc, scaled_dot32(q, a->qs + 128 * n + 32 * k, scale16));
+            }
+        }
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
+        *isum = hsum_i32(acc);
+        *imin = hsum_i32(_mm256_madd_epi16(mins16, bsums));
+    } else if (format == APUS_Q3_K) {  // levels 0..7 stand for q + 4: Σ sc·Σ q·a = Σ sc·Σ level·a - 4 Σ sc·bsum.
+        int8_t sc[16];
+        q3k_scales(w + 96, sc);
+        const __m256i hmask = _mm256_loadu_si256((const __m256i *)w);
+        for (int n = 0; n < 2; n++) {
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * n));
+            for (int k = 0; k < 4; k++) {
+                const __m256i low = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
+                const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hmask, 4 * n + k), _mm256_set1_epi8(1));
+                const int g = 8 * n + 2 * k;
+                const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
+                acc = _mm256_add_epi32(acc, scaled_dot32(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), a->qs + 128 * n + 32 * k, scale16));
+            }
+        }
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        *isum = hsum_i32(acc) - 4 * hsum_i32(_mm256_madd_epi16(scales16, bsums));
+        *imin = 0;
+    } else if (format == APUS_IQ4_XS) {  // signed table levels: |q|·sign(a, q), a pair of products within int16
+        uint16_t high;
+        memcpy(&high, w + 2, 2);
+        for (int g = 0; g < 8; g++) {
+            const int scale = (((w[4 + g / 2] >> (4 * (g % 2))) & 0xF) | ((high >> (2 * g)) & 3) << 4) - 32;
+            const __m256i q = iq4nl_values(unpack_nibbles(w + 8 + 16 * g));
+            const __m256i av = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * g)), q);
+            const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), av);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16((int16_t)scale)));
+        }
+        *isum = hsum_i32(acc);
+        *imin = 0;
+    } else if (format == APUS_Q4_K || format == APUS_Q5_K) {
         // The twelve bytes of 6-bit scales and minima unpacked with 32-bit masks: scales 0-3
         // are the low six bits of bytes 0-3, scales 4-7 the low nibbles of bytes 8-11 with
         // the top two bits of bytes 0-3; minima likewise from bytes 4-7 and the high nibbles.
@@ -156,7 +230,7 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
 static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
                                                                const apus_q8k_block *act, int tokens, int blocks, float *y,
                                                                int y_stride, int accumulate) {
-    const int stride = block_bytes_k(format);
+    const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         for (int t = 0; t < tokens; t++) {
@@ -166,8 +240,8 @@ static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const 
                 const uint8_t *blk = row + (size_t)b * stride;
                 int isum, imin;
                 superblock_sums(format, blk, a + b, &isum, &imin);
-                const float dw = format == APUS_Q6_K ? f16_at(blk + 208) : f16_at(blk);
-                const float dmin = format == APUS_Q6_K ? 0.0f : f16_at(blk + 2);
+                const float dw = f16_at(blk + d_at);
+                const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
                 FINISH(acc, low, dw, dmin, a + b, isum, imin);
             }
             STORE(y[(size_t)t * y_stride + r], acc - low);
@@ -178,6 +252,9 @@ static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const 
 static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
                                int tokens, int blocks, float *y, int y_stride, int accumulate) {
     switch (format) {
+    case APUS_Q2_K: rows_k(APUS_Q2_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_Q3_K: rows_k(APUS_Q3_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
+    case APUS_IQ4_XS: rows_k(APUS_IQ4_XS, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q4_K: rows_k(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q5_K: rows_k(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     case APUS_Q6_K: rows_k(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;

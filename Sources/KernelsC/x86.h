@@ -19,6 +19,22 @@ static inline AVX2 float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// 32 nibbles (low halves first, then high halves) as bytes 0..15: Q4_0's order, also
+// IQ4_NL's and each group of IQ4_XS.
+static inline AVX2 __m256i unpack_nibbles(const uint8_t *p) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)p);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// Bytes 0..15 replaced by the IQ4_NL levels they index (ggml's `kvalues_iq4nl` in
+// ggml-common.h), one table per 128-bit lane for vpshufb.
+static inline AVX2 __m256i iq4nl_values(__m256i indices) {
+    const __m256i table = _mm256_setr_epi8(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                           -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+    return _mm256_shuffle_epi8(table, indices);
+}
+
 // e^x in sixteen lanes: Cephes' single-precision polynomial (within 2 ulp of e^x), the
 // power of two applied with vscalefps. Inputs above 88.7 give +inf; below -86, where e^x
 // would be subnormal, 0 (so -inf gives 0).

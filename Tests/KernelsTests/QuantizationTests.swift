@@ -45,6 +45,14 @@ final class QuantizationTests: XCTestCase {
             .q5_K: { range, _ in range / 31 * 1.5 + 2e-2 },
             // Q6_K: the value of largest magnitude maps to -32, so its opposite clamps at 31.
             .q6_K: { _, amax in amax / 32 * 1.1 + 1e-2 },
+            // Q2_K: min/max per sixteen, with 4-bit scales and minima; Q3_K: the value of
+            // largest magnitude maps to -4, so its opposite clamps at 3 (a whole step).
+            .q2_K: { range, _ in range / 3 * 0.7 + 2e-2 },
+            .q3_K: { _, amax in amax / 4 * 1.25 + 2e-2 },
+            // IQ4_NL and IQ4_XS: the largest value maps to the table's -127; the opposite
+            // end of the table is 113, and the gaps there are 20 to 24 of those steps.
+            .iq4_NL: { _, amax in amax * 0.14 + 1e-3 },
+            .iq4_XS: { _, amax in amax * 0.15 + 2e-2 },
         ]
         for format in TensorFormat.all {
             let count = format.blockSize == 256 ? 256 * 3 : format.isQuantized ? 32 * 7 : 37
@@ -105,6 +113,74 @@ final class QuantizationTests: XCTestCase {
         XCTAssertEqual(y[7], 0.5 * 2 * 7 - 0.25 * 3)
         // Value 160 + l is group 5: the high nibbles of the third 64 (bytes 16 + 64 + l).
         XCTAssertEqual(y[160 + 3], 0.5 * 33 * 12 - 0.25 * 17)
+    }
+
+    /// A Q2_K block built by hand: d = 0.5, dmin = 0.25; group 0 scale 2 / min 3, group 5
+    /// scale 11 / min 7; in the first half every byte holds levels 0, 1, 2, 3 (bit pairs
+    /// for values l, 32 + l, 64 + l, 96 + l), except byte 3, whose value 3 has level 3.
+    func testKnownQ2KBlockDecodes() {
+        var bytes = [UInt8](repeating: 0, count: 84)
+        bytes[80] = 0x00; bytes[81] = 0x38  // d = 0.5
+        bytes[82] = 0x00; bytes[83] = 0x34  // dmin = 0.25
+        bytes[0] = 2 | 3 << 4
+        bytes[5] = 11 | 7 << 4
+        for l in 0..<32 { bytes[16 + l] = 0b11_10_01_00 }
+        bytes[16 + 3] = 0b11_10_01_11
+        let y = Quantization.dequantize(bytes, count: 256, format: .q2_K)
+        XCTAssertEqual(y[0], 0.5 * 2 * 0 - 0.25 * 3)
+        XCTAssertEqual(y[3], 0.5 * 2 * 3 - 0.25 * 3)
+        // Value 81 is group 5 and the third bit pair (level 2) of byte 16 + 17.
+        XCTAssertEqual(y[81], 0.5 * 11 * 2 - 0.25 * 7)
+        XCTAssertEqual(y[200], 0)
+    }
+
+    /// A Q3_K block built by hand: d = 0.5; group 0 scale 34 - 32 = 2, group 9 scale
+    /// 20 - 32 = -12 (low nibble in byte 96 + 1's high half, top bits in byte 96 + 9 at
+    /// bit 4); q = low - 4 where the high bit is clear.
+    func testKnownQ3KBlockDecodes() {
+        var bytes = [UInt8](repeating: 0, count: 110)
+        bytes[108] = 0x00; bytes[109] = 0x38  // d = 0.5
+        bytes[96 + 0] = 34 & 0xF; bytes[96 + 8] = 34 >> 4
+        bytes[96 + 1] = (20 & 0xF) << 4; bytes[96 + 9] = (20 >> 4) << 4
+        bytes[32 + 0] = 1; bytes[0] = 1  // value 0: low 1, high bit set: q = 1
+        bytes[32 + 1] = 3  // value 1: low 3, high bit clear: q = -1
+        // Value 146 = 128 + 18: second half, first bit pair of byte 32 + 32 + 18, high bit 4 of hmask[18].
+        bytes[32 + 32 + 18] = 2; bytes[18] = 1 << 4
+        let y = Quantization.dequantize(bytes, count: 256, format: .q3_K)
+        XCTAssertEqual(y[0], 0.5 * 2 * 1)
+        XCTAssertEqual(y[1], 0.5 * 2 * -1)
+        XCTAssertEqual(y[146], 0.5 * -12 * 2)
+        XCTAssertEqual(y[147], 0.5 * -12 * -4)
+    }
+
+    /// An IQ4_NL block built by hand: d = 0.5, byte k holds index k low and 15 - k high;
+    /// values from ggml's table (-127 … 113).
+    func testKnownIQ4NLBlockDecodes() {
+        var bytes: [UInt8] = [0x00, 0x38]
+        bytes += (0..<16).map { UInt8($0) | UInt8(15 - $0) << 4 }
+        let y = Quantization.dequantize(bytes, count: 32, format: .iq4_NL)
+        XCTAssertEqual(y[0], 0.5 * -127)
+        XCTAssertEqual(y[8], 0.5 * 1)
+        XCTAssertEqual(y[15], 0.5 * 113)
+        XCTAssertEqual(y[16], 0.5 * 113)
+        XCTAssertEqual(y[31], 0.5 * -127)
+    }
+
+    /// An IQ4_XS block built by hand: d = 0.25; group 0 scale 36 - 32 = 4 (high bits 0b10
+    /// in scales_h bits 0-1), group 3 scale 29 - 32 = -3 (low nibble in byte 5's high half,
+    /// high bits 0b01 in scales_h bits 6-7); every group's byte k holds k low and 15 - k high.
+    func testKnownIQ4XSBlockDecodes() {
+        var bytes = [UInt8](repeating: 0, count: 136)
+        bytes[0] = 0x00; bytes[1] = 0x34  // d = 0.25
+        bytes[2] = 0b10 | 0b01 << 6
+        bytes[4] = 36 & 0xF
+        bytes[5] = (29 & 0xF) << 4
+        for g in 0..<8 { for k in 0..<16 { bytes[8 + 16 * g + k] = UInt8(k) | UInt8(15 - k) << 4 } }
+        let y = Quantization.dequantize(bytes, count: 256, format: .iq4_XS)
+        XCTAssertEqual(y[0], 0.25 * 4 * -127)
+        XCTAssertEqual(y[17], 0.25 * 4 * 89)  // index 14
+        XCTAssertEqual(y[96 + 8], 0.25 * -3 * 1)
+        XCTAssertEqual(y[96 + 31], 0.25 * -3 * -127)
     }
 
     func testKnownQ4_0BlockDecodes() {

@@ -74,6 +74,14 @@ enum Reference {
             }
             let offset = hasMin ? 0 : (five ? 16 : 8)
             return (q.map { $0 - offset }, f16(0), hasMin ? f16(2) : 0)
+        case .iq4_NL:
+            // ggml's kvalues_iq4nl, indexed by Q4_0-ordered nibbles.
+            let levels = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
+            for j in 0..<16 {
+                q[j] = levels[Int(b[2 + j] & 15)]
+                q[j + 16] = levels[Int(b[2 + j] >> 4)]
+            }
+            return (q, f16(0), 0)
         default:
             fatalError("not a block format")
         }

@@ -66,10 +66,11 @@ final class LyingMetadataTests: XCTestCase {
     func testTensorOfAnUnsupportedTypeIsNamed() throws {
         var writer = GGUFWriter(copying: try TestSupport.model())
         let i = writer.tensors.firstIndex { $0.name == "blk.3.ffn_down.weight" }!
-        writer.tensors[i].type = .q2_K
-        writer.tensors[i].data = [UInt8](repeating: 0, count: 576 * 1536 / 256 * 84)
+        // Q8_K: a valid GGUF type (llama.cpp's activation format) that no weight is stored in.
+        writer.tensors[i].type = .q8_K
+        writer.tensors[i].data = [UInt8](repeating: 0, count: 576 * 1536 / 256 * 292)
         XCTAssertThrowsError(try ModelRegistry.load(try GGUFFile(bytes: writer.encode()))) {
-            XCTAssertEqual("\($0)", "blk.3.ffn_down.weight: tensor type Q2_K is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)")
+            XCTAssertEqual("\($0)", "blk.3.ffn_down.weight: tensor type Q8_K is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)")
             XCTAssertFalse("\($0)".contains("invalid"), "a valid file Apus cannot run is not called invalid")
         }
     }

@@ -33,7 +33,8 @@ public struct TensorFormat: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Every format Apus computes with.
-    public static let all: [TensorFormat] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K]
+    public static let all: [TensorFormat] = [.f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .iq4_NL,
+                                              .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .iq4_XS]
 
     /// The format with ggml's number `ggmlType`, or nil when Apus cannot compute with it.
     public init?(ggmlType: UInt32) {

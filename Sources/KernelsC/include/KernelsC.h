@@ -21,9 +21,13 @@ enum {
     APUS_Q5_0 = 6,
     APUS_Q5_1 = 7,
     APUS_Q8_0 = 8,
+    APUS_Q2_K = 10,
+    APUS_Q3_K = 11,
     APUS_Q4_K = 12,
     APUS_Q5_K = 13,
     APUS_Q6_K = 14,
+    APUS_IQ4_NL = 20,
+    APUS_IQ4_XS = 23,
 };
 
 /// 256 activations quantized to 8 bits as llama.cpp's `quantize_row_q8_K_ref` does (the
@@ -40,8 +44,8 @@ typedef struct {
 /// `rows * cols / 256` blocks, row after row.
 void apus_quantize_q8k(const float *x, int rows, int cols, apus_q8k_block *out);
 
-/// y[t * y_stride + r] for rows [row_begin, row_end) of K-quant weights (`format` APUS_Q4_K,
-/// APUS_Q5_K or APUS_Q6_K, rows `row_bytes` apart) against `tokens` rows of `blocks` Q8_K
+/// y[t * y_stride + r] for rows [row_begin, row_end) of K-quant weights (`format` APUS_Q2_K,
+/// APUS_Q3_K, APUS_Q4_K, APUS_Q5_K, APUS_Q6_K or APUS_IQ4_XS, rows `row_bytes` apart) against `tokens` rows of `blocks` Q8_K
 /// blocks. Per super-block the sums Σ_g scale_g Σ q·a and Σ_g min_g Σ a are exact
 /// integers; then, one super-block after another, `acc = fma(d_w · d_a, Σ, acc)` and
 /// `low = fma(dmin_w · d_a, Σmin, low)`, and the result is `acc - low`: the same float
