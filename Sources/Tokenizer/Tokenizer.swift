@@ -1,5 +1,16 @@
 import GGUF
 
+/// A valid file whose tokenizer Apus does not implement (not an invalid file).
+public enum TokenizerError: Error, Equatable, CustomStringConvertible {
+    case unsupportedModel(String)
+
+    public var description: String {
+        switch self {
+        case .unsupportedModel(let kind): "tokenizer model '\(kind)' is not supported (supported: \(Tokenizer.supportedModels.joined(separator: ", ")))"
+        }
+    }
+}
+
 /// Text to token ids and back, built from a model's GGUF metadata.
 ///
 /// Special tokens: with `parseSpecial`, the text of control tokens (such as
@@ -17,8 +28,7 @@ public struct Tokenizer: Sendable {
     public init(metadata m: GGUFMetadata) throws {
         let kind = try m.string("tokenizer.ggml.model")
         guard Self.supportedModels.contains(kind) else {
-            throw GGUFError(field: "tokenizer.ggml.model",
-                            "tokenizer model '\(kind)' is not supported (supported: \(Self.supportedModels.joined(separator: ", ")))")
+            throw TokenizerError.unsupportedModel(kind)
         }
         let vocabulary = try Vocabulary(metadata: m)
         self.vocabulary = vocabulary

@@ -40,7 +40,6 @@ final class LyingMetadataTests: XCTestCase {
             ("tokenizer.ggml.tokens", .array(.string, Array(vocabulary.prefix(1000)).map { .string($0) })),
             ("tokenizer.ggml.merges", .array(.string, [.string("nospace")])),
             ("tokenizer.ggml.pre", .string("unheard-of")),
-            ("tokenizer.ggml.model", .string("wordpiece")),
             ("tokenizer.ggml.add_bos_token", .uint8(1)),
             ("llama.attention.head_count", nil),
         ]
@@ -52,6 +51,14 @@ final class LyingMetadataTests: XCTestCase {
                 guard let e = error as? GGUFError else { return XCTFail("\(lie.key): \(error) is not a GGUFError") }
                 XCTAssertTrue(e.description.contains(lie.key), "\(lie.key) = \(String(describing: lie.value).prefix(80)): \(e)")
             }
+        }
+    }
+
+    func testUnsupportedTokenizerIsNamed() throws {
+        var writer = GGUFWriter(copying: try TestSupport.model())
+        writer.metadata["tokenizer.ggml.model"] = .string("wordpiece")
+        XCTAssertThrowsError(try Tokenizer(file: try GGUFFile(bytes: writer.encode()))) {
+            XCTAssertEqual("\($0)", "tokenizer model 'wordpiece' is not supported (supported: gpt2, llama)")
         }
     }
 

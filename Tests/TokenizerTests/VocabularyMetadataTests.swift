@@ -101,8 +101,10 @@ final class VocabularyMetadataTests: XCTestCase {
     }
 
     func testUnsupportedTokenizerModelsAreNamed() {
-        assertRefused([("tokenizer.ggml.model", .string("xyz"))],
-                      GGUFError(field: "tokenizer.ggml.model", "tokenizer model 'xyz' is not supported (supported: gpt2, llama)"))
+        XCTAssertThrowsError(try Tokenizer(metadata: metadata([("tokenizer.ggml.model", .string("xyz"))]))) {
+            XCTAssertEqual($0 as? TokenizerError, .unsupportedModel("xyz"))
+            XCTAssertEqual("\($0)", "tokenizer model 'xyz' is not supported (supported: gpt2, llama)", "a valid file is not called invalid")
+        }
         assertRefused([("tokenizer.ggml.model", nil)], GGUFError(field: "tokenizer.ggml.model", "missing"))
     }
 }

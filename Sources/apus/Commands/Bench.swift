@@ -43,6 +43,12 @@ struct BenchSingle: ParsableCommand {
     @Option(name: .long, help: "Highest instruction set for the int8 kernels: portable, avx2 or avx512vnni.")
     var kernels: IntegerKernels.Level?
 
+    @Option(name: .long, help: "Where the weights live: mapped (from the file, default) or huge-pages (copied at load into 2 MiB pages).")
+    var weights: GGUFFile.Residency = .mapped
+
+    @Flag(name: .long, help: "Also measure a plain streaming read (1 GiB, each thread count, 4 KiB and 2 MiB pages) and print it beside the decode bandwidth.")
+    var bandwidth = false
+
     @Flag(name: .long, help: "Print a JSON array with llama-bench's field names instead of a table.")
     var json = false
 
@@ -67,6 +73,10 @@ struct BenchSingle: ParsableCommand {
         let stddev_ts: Double
         let samples_ns: [Int]
         let samples_ts: [Double]
+        /// Weight bytes one decoded token reads (every tensor but the token embedding), and
+        /// those times tokens/s (tg tests only).
+        let weight_bytes_per_token: Int
+        let weights_gbps: Double?
     }
 
     static func parseList(_ s: String, name: String) throws -> [Int] {
@@ -88,8 +98,12 @@ struct BenchSingle: ParsableCommand {
         try reportingErrors {
             if let kernels { IntegerKernels.limit(to: kernels) }
             let path = try ModelArguments.parse(model.map { ["--model", $0] } ?? []).resolvedPath()
-            let file = try GGUFFile(path: path)
+            let loadStart = DispatchTime.now().uptimeNanoseconds
+            let file = try GGUFFile(path: path, residency: weights)
+            let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
             let size = file.tensors.reduce(0) { $0 + $1.byteCount }
+            let perToken = size - (file.tensors.first { $0.name == "token_embd.weight" }.map(\.byteCount) ?? 0)
+                + (file.tensor(named: "output.weight") == nil ? (file.tensors.first { $0.name == "token_embd.weight" }?.byteCount ?? 0) : 0)
             let parameters = file.tensors.reduce(0) { $0 + $1.elementCount }
             let types = Dictionary(grouping: file.tensors.filter { $0.dimensions.count > 1 }, by: \.type.name).max { $0.value.count < $1.value.count }?.key ?? "?"
             let modelType = "\((try? file.metadata.string("general.architecture")) ?? "?") \(String(format: "%.0fM", Double(parameters) / 1e6)) \(types)"
@@ -98,7 +112,8 @@ struct BenchSingle: ParsableCommand {
             for g in try Self.parseList(gen, name: "--n-gen") where g > 0 { tests.append((0, g)) }
             var results: [Result] = []
             if !json {
-                writeOut("| model | size | params | threads | kernels | test | t/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: |\n")
+                writeOut(String(format: "weights %@ (opened in %.2f s); a decoded token reads %.1f MiB of them\n", weights.rawValue as NSString, loadSeconds, Double(perToken) / 1_048_576))
+                writeOut("| model | size | params | threads | kernels | test | t/s | weights GB/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n")
             }
             for t in try Self.parseList(threads, name: "--threads") {
                 let lm = try ModelRegistry.load(file, options: ModelOptions(threads: t, precision: activations))
@@ -116,12 +131,21 @@ struct BenchSingle: ParsableCommand {
                         n_prompt: test.prompt, n_gen: test.gen, n_batch: test.prompt, type_k: "f16", type_v: "f16", flash_attn: true,
                         kernels: "\(IntegerKernels.level)", activations: activations.rawValue,
                         test_time: ISO8601DateFormatter().string(from: Date()), avg_ns: Int(meanNs), stddev_ns: Int(sdNs),
-                        avg_ts: mean, stddev_ts: sd, samples_ns: samples.map { Int($0 * 1e9) }, samples_ts: ts)
+                        avg_ts: mean, stddev_ts: sd, samples_ns: samples.map { Int($0 * 1e9) }, samples_ts: ts,
+                        weight_bytes_per_token: perToken, weights_gbps: test.gen > 0 ? Double(perToken) * mean / 1e9 : nil)
                     results.append(result)
                     if !json {
-                        writeOut(String(format: "| %@ | %.2f MiB | %.2f M | %d | %@ | %@ | %.2f ± %.2f |\n", modelType as NSString, Double(size) / 1_048_576,
-                                        Double(parameters) / 1e6, t, "\(IntegerKernels.level)" as NSString, name as NSString, mean, sd))
+                        let gbps = result.weights_gbps.map { String(format: "%.1f", $0) } ?? ""
+                        writeOut(String(format: "| %@ | %.2f MiB | %.2f M | %d | %@ | %@ | %.2f ± %.2f | %@ |\n", modelType as NSString, Double(size) / 1_048_576,
+                                        Double(parameters) / 1e6, t, "\(IntegerKernels.level)" as NSString, name as NSString, mean, sd, gbps as NSString))
                     }
+                }
+            }
+            if bandwidth {
+                for t in try Self.parseList(threads, name: "--threads") {
+                    let small = StreamingRead.gigabytesPerSecond(threads: t, hugePages: false)
+                    let huge = StreamingRead.gigabytesPerSecond(threads: t, hugePages: true)
+                    FileHandle.standardError.write(Data(String(format: "streaming read, %d threads: %.1f GB/s on 4 KiB pages, %.1f GB/s on 2 MiB pages\n", t, small, huge).utf8))
                 }
             }
             if json {
