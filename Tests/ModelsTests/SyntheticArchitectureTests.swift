@@ -86,6 +86,19 @@ final class SyntheticArchitectureTests: XCTestCase {
         XCTAssertNotEqual(try last(try GGUFFile(bytes: llama.encode())), factored, "llama rope_freqs divide the frequencies")
     }
 
+    /// Weights are views into the file's memory, so a model keeps its file alive (`apus
+    /// serve` drops its own reference once the engine runs).
+    func testAModelKeepsItsFileAlive() throws {
+        for architecture in Self.architectures {
+            var file: GGUFFile? = try SyntheticModel.file(architecture)
+            weak let weakFile = file
+            let model = try ModelRegistry.load(file!, options: ModelOptions(threads: 1))
+            file = nil
+            XCTAssertNotNil(weakFile, "\(architecture): the model holds its file")
+            XCTAssertEqual(try logits(model, tokens(5, seed: 9), pieces: [5], others: []).count, 5 * SyntheticModel.vocabularySize)
+        }
+    }
+
     func testMissingArchitectureTensorsAreNamed() throws {
         var writer = GGUFWriter(copying: try SyntheticModel.file("qwen3"))
         writer.tensors.removeAll { $0.name == "blk.1.attn_k_norm.weight" }

@@ -62,7 +62,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         logitSoftCap = cap > 0 ? Float(cap) : nil
         self.window = window
         self.shape = shape
-        runtime = ModelRuntime(shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, layout: .neox),
+        runtime = ModelRuntime(file: file, shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, layout: .neox),
                                                      RoPEConfiguration(base: Float(localBase), layout: .neox)], options: options)
     }
 

@@ -57,7 +57,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             ? try bind.vector("rope_freqs.weight", count: shape.headDim / 2, key: "\(prefix).rope.dimension_count") : nil
         architecture = variant.name
         self.shape = shape
-        runtime = ModelRuntime(shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, factors: factors, layout: variant.ropeLayout)],
+        runtime = ModelRuntime(file: file, shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, factors: factors, layout: variant.ropeLayout)],
                                options: options)
     }
 

@@ -1,10 +1,13 @@
 import Foundation
+import GGUF
 import Kernels
 
 /// What every architecture shares to run: the thread pool, the reusable buffers, and the
 /// step that turns a ragged batch into a `BatchLayout` and a `ForwardPass` for the
 /// architecture's `forward` to write its layers on.
 final class ModelRuntime: @unchecked Sendable {
+    /// The weights are views into the file's memory: the runtime keeps it alive.
+    let file: GGUFFile
     let shape: TransformerShape
     let ropes: [RoPEConfiguration]
     let options: ModelOptions
@@ -12,7 +15,8 @@ final class ModelRuntime: @unchecked Sendable {
     private let workspace = Workspace()
     private let lock = NSLock()
 
-    init(shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) {
+    init(file: GGUFFile, shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) {
+        self.file = file
         self.shape = shape
         self.ropes = ropes
         self.options = options
