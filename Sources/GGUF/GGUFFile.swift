@@ -52,14 +52,8 @@ public final class GGUFFile: @unchecked Sendable {
     /// Opens and validates the file at `path`, mapped or copied as `residency` says.
     public convenience init(path: String, residency: Residency) throws {
         guard residency == .hugePages else { try self.init(path: path); return }
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw GGUFError(field: "file", "cannot open \(path): \(String(cString: strerror(errno)))") }
+        let (fd, size) = try Self.openRegularFile(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw GGUFError(field: "file", "cannot stat \(path)") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw GGUFError(field: "file", "\(path) is not a regular file") }
-        let size = Int(info.st_size)
-        guard size >= 24 else { throw GGUFError(field: "header", "file is \(size) bytes, too short for a GGUF header (24)") }
         guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED else {
             throw GGUFError(field: "file", "cannot allocate \(size) bytes for \(path)")
         }
@@ -86,14 +80,8 @@ public final class GGUFFile: @unchecked Sendable {
 
     /// Maps and validates the file at `path`.
     public convenience init(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw GGUFError(field: "file", "cannot open \(path): \(String(cString: strerror(errno)))") }
+        let (fd, size) = try Self.openRegularFile(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw GGUFError(field: "file", "cannot stat \(path)") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw GGUFError(field: "file", "\(path) is not a regular file") }
-        let size = Int(info.st_size)
-        guard size >= 24 else { throw GGUFError(field: "header", "file is \(size) bytes, too short for a GGUF header (24)") }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
             throw GGUFError(field: "file", "cannot memory-map \(path)")
         }
@@ -104,6 +92,18 @@ public final class GGUFFile: @unchecked Sendable {
             munmap(base, size)
             throw error
         }
+    }
+
+    /// Opens `path` for reading: a regular file at least as long as a GGUF header.
+    private static func openRegularFile(_ path: String) throws -> (Int32, Int) {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw GGUFError(field: "file", "cannot open \(path): \(String(cString: strerror(errno)))") }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { close(fd); throw GGUFError(field: "file", "cannot stat \(path)") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { close(fd); throw GGUFError(field: "file", "\(path) is not a regular file") }
+        let size = Int(info.st_size)
+        guard size >= 24 else { close(fd); throw GGUFError(field: "header", "file is \(size) bytes, too short for a GGUF header (24)") }
+        return (fd, size)
     }
 
     /// Parses bytes already in memory (a copy is made, so the caller's buffer may go away).

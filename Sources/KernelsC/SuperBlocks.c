@@ -260,12 +260,113 @@ static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, i
     case APUS_Q6_K: rows_k(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
     }
 }
+
+// AVX-512 VNNI (decode): 64 values per instruction. The unsigned levels of 64 values fill
+// one zmm, `vpmaddubsw` pairs them with the activations into 16-bit sums, and `vpdpwssd`
+// multiplies those by each group's scale and accumulates, so a super-block's sums are the
+// same exact integers as superblock_sums's; FINISH's float steps follow unchanged.
+static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int format, const uint8_t *w, const apus_q8k_block *a,
+                                                                             int *isum, int *imin) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    __m512i acc = _mm512_setzero_si512();
+    if (format == APUS_Q4_K || format == APUS_Q5_K) {
+        uint32_t packed[3];
+        memcpy(packed, w + 4, 12);
+        const uint32_t scales_lo = packed[0] & 0x3F3F3F3Fu, mins_lo = packed[1] & 0x3F3F3F3Fu;
+        const uint32_t scales_hi = (packed[2] & 0x0F0F0F0Fu) | (((packed[0] >> 6) & 0x03030303u) << 4);
+        const uint32_t mins_hi = ((packed[2] >> 4) & 0x0F0F0F0Fu) | (((packed[1] >> 6) & 0x03030303u) << 4);
+        // Scales as sixteen-bit lanes, scale j in lanes 2j and 2j + 1 of each 128-bit lane's
+        // copy, so a permute puts scale 2n in the low half and 2n + 1 in the high half.
+        const __m512i scales = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_set_epi32(0, 0, (int)scales_hi, (int)scales_lo)));
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mins_hi, (int)mins_lo));
+        const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
+        const __m512i qh = format == APUS_Q5_K ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16))) : _mm512_setzero_si512();
+        for (int n = 0; n < 4; n++) {
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+            const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(bytes), _mm256_srli_epi16(bytes, 4), 1);
+            __m512i q = _mm512_and_si512(both, low4);
+            if (format == APUS_Q5_K) {
+                // Low half: bit 2n of qh; high half: bit 2n + 1.
+                const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * n)), _mm256_set1_epi16((short)(2 * n + 1)), 1);
+                q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(1)), 4));
+            }
+            const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * n)), _mm256_set1_epi16((short)(2 * n + 1)), 1);
+            const __m512i scale16 = _mm512_permutexvar_epi16(pick, scales);
+            const __m512i pairs = _mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a->qs + 64 * n)));
+            acc = _mm512_dpwssd_epi32(acc, pairs, scale16);
+        }
+        const __m128i b0 = _mm_loadu_si128((const __m128i *)a->bsums), b1 = _mm_loadu_si128((const __m128i *)(a->bsums + 8));
+        const __m128i m4 = _mm_madd_epi16(mins16, _mm_hadd_epi16(b0, b1));
+        *isum = _mm512_reduce_add_epi32(acc);
+        __m128i h = _mm_hadd_epi32(m4, m4);
+        h = _mm_hadd_epi32(h, h);
+        *imin = _mm_cvtsi128_si32(h);
+    } else {  // Q6_K
+        const int8_t *sc = (const int8_t *)(w + 192);
+        const __m512i scales = _mm512_cvtepi8_epi16(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)sc)));
+        for (int n = 0; n < 2; n++) {
+            const __m512i ql = _mm512_loadu_si512((const void *)(w + 64 * n));
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n)));
+            for (int h = 0; h < 2; h++) {  // values 128n + 64h .. +63: nibbles k = 2h (low half) and 2h + 1 (high half)
+                const __m512i nib = h == 0 ? _mm512_and_si512(ql, low4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4);
+                const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * h)), _mm256_set1_epi16((short)(4 * h + 2)), 1);
+                const __m512i high = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(3)), 4);
+                // Sixteen-bit lane i holds values 2i, 2i + 1 of the 64: group 8n + 4h + i / 8.
+                const int g = 8 * n + 4 * h;
+                const __m512i pick = _mm512_set_epi16(g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2,
+                                                      g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
+                const __m512i pairs = _mm512_maddubs_epi16(_mm512_or_si512(nib, high), _mm512_loadu_si512((const void *)(a->qs + 128 * n + 64 * h)));
+                acc = _mm512_dpwssd_epi32(acc, pairs, _mm512_permutexvar_epi16(pick, scales));
+            }
+        }
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        const __m256i offset = _mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)a->bsums));
+        *isum = _mm512_reduce_add_epi32(acc) - 32 * hsum_i32(offset);
+        *imin = 0;
+    }
+}
+
+static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                                    const apus_q8k_block *act, int tokens, int blocks, float *y,
+                                                                    int y_stride, int accumulate) {
+    const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        for (int t = 0; t < tokens; t++) {
+            const apus_q8k_block *a = act + (size_t)t * blocks;
+            float acc = 0, low = 0;
+            for (int b = 0; b < blocks; b++) {
+                const uint8_t *blk = row + (size_t)b * stride;
+                int isum, imin;
+                superblock_sums_vnni(format, blk, a + b, &isum, &imin);
+                const float dw = f16_at(blk + d_at);
+                const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
+                FINISH(acc, low, dw, dmin, a + b, isum, imin);
+            }
+            STORE(y[(size_t)t * y_stride + r], acc - low);
+        }
+    }
+}
+
+// The formats with a 512-bit row kernel; the others take matmul_k_avx2 at every level.
+static VNNI int matmul_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
+                              int tokens, int blocks, float *y, int y_stride, int accumulate) {
+    switch (format) {
+    case APUS_Q4_K: rows_k_vnni(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
+    case APUS_Q5_K: rows_k_vnni(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
+    case APUS_Q6_K: rows_k_vnni(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
+    default: return 0;
+    }
+}
 #endif
 
 int apus_matmul_q8k(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
                     const apus_q8k_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate) {
     if (block_bytes_k(format) == 0) return 0;
 #if APUS_X86
+    if (apus_int8_isa() >= 2 &&
+        matmul_k_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate))
+        return 1;
     if (apus_int8_isa() >= 1) {
         matmul_k_avx2(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate);
         return 1;

@@ -4,7 +4,8 @@ import KernelsC
 /// pairs it with, its C kernel and its Swift layout (llama.cpp's `type_traits` row). Each
 /// format is one file in `Formats/` declaring its value and its layout; nothing else
 /// switches over formats.
-public struct TensorFormat: Sendable, Hashable, CustomStringConvertible {
+/// Sendable by hand: `layout` is the metatype of a stateless enum.
+public struct TensorFormat: @unchecked Sendable, Hashable, CustomStringConvertible {
     /// ggml's name, as `apus inspect` and error messages show it (`Q4_K`).
     public let name: String
     /// ggml's number for the type (`enum ggml_type`).
