@@ -96,7 +96,7 @@ INLINE VNNI __m512 scores16(const int nv, const float *q, const float *k, int d)
     static const int h3[16] = {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31};
     static const int l4[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
     static const int h4[16] = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-    __m512 qv[8];
+    __m512 qv[16];
     for (int c = 0; c < nv; c++) qv[c] = _mm512_loadu_ps(q + 16 * c);
     __m512 r1[8];
     for (int pair = 0; pair < 8; pair++) {
@@ -122,7 +122,7 @@ INLINE VNNI __m512 scores16(const int nv, const float *q, const float *k, int d)
 // weight: attention_avx2's operations, in its order.
 INLINE VNNI void accumulate_values(const int hb, const int nv, float *const *o, const float *values, int n, int d,
                                    const float *const *ms, const float *const *vs, const unsigned *rescale) {
-    __m512 acc[3][8];
+    __m512 acc[3][16];
     for (int h = 0; h < hb; h++)
         for (int c = 0; c < nv; c++) acc[h][c] = _mm512_loadu_ps(o[h] + 16 * c);
     for (int i = 0; i < n; i++) {
@@ -195,7 +195,7 @@ INLINE VNNI void attend16(const int nv, const float *q, int group, int q_stride,
 INLINE VNNI void attention_avx512(const int nv, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin,
                                   int end, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
     const int d = 16 * nv;
-    float kf[16 * 128], vf[16 * 128];
+    float kf[16 * 256], vf[16 * 256];
     const int row_bytes = 2 * d * kv_heads;
     size_t rows[32];  // this group of sixteen positions, then the next, whose rows are prefetched
     for (int i = 0; i < 16 && begin + i < end; i++) rows[16 + i] = row_offset(kv, begin + i);
@@ -240,7 +240,9 @@ static VNNI void attention_vnni(const float *q, int kv_heads, int group, int q_s
     case 5: attention_avx512(5, q, kv_heads, group, q_stride, kv, begin, end, scale, out, max_io, sum_io, state_stride); break;
     case 6: attention_avx512(6, q, kv_heads, group, q_stride, kv, begin, end, scale, out, max_io, sum_io, state_stride); break;
     case 7: attention_avx512(7, q, kv_heads, group, q_stride, kv, begin, end, scale, out, max_io, sum_io, state_stride); break;
-    default: attention_avx512(8, q, kv_heads, group, q_stride, kv, begin, end, scale, out, max_io, sum_io, state_stride); break;
+    case 8: attention_avx512(8, q, kv_heads, group, q_stride, kv, begin, end, scale, out, max_io, sum_io, state_stride); break;
+    // Gemma's head size of 256.
+    default: attention_avx512(16, q, kv_heads, group, q_stride, kv, begin, end, scale, out, max_io, sum_io, state_stride); break;
     }
 }
 
@@ -251,7 +253,7 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
                        float scale, float *out, float *max_io, float *sum_io, int state_stride) {
     if (group > APUS_MAX_GROUP || kv_heads * group > APUS_MAX_HEADS) return 0;
 #if APUS_X86
-    if (apus_int8_isa() >= 2 && d % 16 == 0 && d <= 128) {
+    if (apus_int8_isa() >= 2 && d % 16 == 0 && (d <= 128 || d == 256)) {
         attention_vnni(q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }

@@ -72,7 +72,7 @@ final class OperatorTests: XCTestCase {
         defer { IntegerKernels.limit(to: .avx512vnni) }
         for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
             IntegerKernels.limit(to: level)
-            for d in [10, 64, 80] { checkAttention(headDim: d) }
+            for d in [10, 64, 80, 256] { checkAttention(headDim: d) }  // 256: Gemma 3
         }
     }
 

@@ -135,7 +135,7 @@ typedef struct {
 /// `kv`: an online softmax in llama.cpp's flash-attention order (`q` holds f16-rounded
 /// values, f16 keys and values), except that the weighted sum of values is kept in f32
 /// (llama.cpp rounds it to f16 after every position). With AVX-512 (head sizes a multiple of
-/// 16, up to 128) the softmax weights come from a vector exponential instead of
+/// 16, up to 128, or 256) the softmax weights come from a vector exponential instead of
 /// libm's `expf`. Continues the state it is given for each head h (the unnormalised `d` sums
 /// at `out + h * state_stride`, the maximum score and the softmax denominator at
 /// `h * state_stride` of `max_io` and `sum_io`; start from zeros and -inf), so consecutive
