@@ -18,18 +18,20 @@ apus=.build/release/apus
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$bin/llama-bench" -m "$model" -p "$prompt" -n "$gen" -t "$threads" -r "$reps" -o json > "$out/llama.json"
-"$apus" bench --model "$model" -p "$prompt" -n "$gen" -t "$threads" -r "$reps" --json > "$out/apus.json"
+# --bandwidth: a plain streaming read in the same run (on stderr), beside the decode bandwidth below.
+"$apus" bench --model "$model" -p "$prompt" -n "$gen" -t "$threads" -r "$reps" --json --bandwidth > "$out/apus.json"
 python3 - "$out/llama.json" "$out/apus.json" <<'PY'
 import json, sys
 llama = json.load(open(sys.argv[1]))
 apus = json.load(open(sys.argv[2]))
 def key(r): return (r["n_threads"], r["n_prompt"], r["n_gen"])
 ref = {key(r): r for r in llama}
-print("| threads | test | llama.cpp t/s | Apus t/s | Apus / llama.cpp |")
-print("| ---: | ---: | ---: | ---: | ---: |")
+print("| threads | test | llama.cpp t/s | Apus t/s | Apus / llama.cpp | Apus weights GB/s |")
+print("| ---: | ---: | ---: | ---: | ---: | ---: |")
 for r in apus:
     l = ref.get(key(r))
     if not l: continue
     test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
-    print(f"| {r['n_threads']} | {test} | {l['avg_ts']:.2f} ± {l['stddev_ts']:.2f} | {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {r['avg_ts'] / l['avg_ts']:.2f}× |")
+    gbps = f"{r['weights_gbps']:.1f}" if r.get("weights_gbps") else ""
+    print(f"| {r['n_threads']} | {test} | {l['avg_ts']:.2f} ± {l['stddev_ts']:.2f} | {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {r['avg_ts'] / l['avg_ts']:.2f}× | {gbps} |")
 PY
