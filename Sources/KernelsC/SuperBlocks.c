@@ -227,27 +227,33 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
     }
 }
 
-static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
-                                                               const apus_q8k_block *act, int tokens, int blocks, float *y,
-                                                               int y_stride, int accumulate) {
-    const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = w + (size_t)r * row_bytes;
-        for (int t = 0; t < tokens; t++) {
-            const apus_q8k_block *a = act + (size_t)t * blocks;
-            float acc = 0, low = 0;
-            for (int b = 0; b < blocks; b++) {
-                const uint8_t *blk = row + (size_t)b * stride;
-                int isum, imin;
-                superblock_sums(format, blk, a + b, &isum, &imin);
-                const float dw = f16_at(blk + d_at);
-                const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
-                FINISH(acc, low, dw, dmin, a + b, isum, imin);
-            }
-            STORE(y[(size_t)t * y_stride + r], acc - low);
-        }
+// One row kernel per instruction set, around that level's superblock_sums: FINISH's float
+// steps and the order of rows, tokens and super-blocks written once for both, so the levels
+// stay bitwise equal.
+#define DEFINE_ROWS_K(NAME, ATTR, SUMS)                                                                              \
+    static inline __attribute__((always_inline)) ATTR void NAME(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, \
+                                                                const apus_q8k_block *act, int tokens, int blocks, float *y,   \
+                                                                int y_stride, int accumulate) {                                \
+        const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);                 \
+        for (int r = r0; r < r1; r++) {                                                                                        \
+            const uint8_t *row = w + (size_t)r * row_bytes;                                                                    \
+            for (int t = 0; t < tokens; t++) {                                                                                 \
+                const apus_q8k_block *a = act + (size_t)t * blocks;                                                            \
+                float acc = 0, low = 0;                                                                                        \
+                for (int b = 0; b < blocks; b++) {                                                                             \
+                    const uint8_t *blk = row + (size_t)b * stride;                                                             \
+                    int isum, imin;                                                                                            \
+                    SUMS(format, blk, a + b, &isum, &imin);                                                                    \
+                    const float dw = f16_at(blk + d_at);                                                                       \
+                    const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);                                             \
+                    FINISH(acc, low, dw, dmin, a + b, isum, imin);                                                             \
+                }                                                                                                              \
+                STORE(y[(size_t)t * y_stride + r], acc - low);                                                                 \
+            }                                                                                                                  \
+        }                                                                                                                      \
     }
-}
+
+DEFINE_ROWS_K(rows_k, AVX2, superblock_sums)
 
 static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
                                int tokens, int blocks, float *y, int y_stride, int accumulate) {
@@ -326,27 +332,7 @@ static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int 
     }
 }
 
-static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
-                                                                    const apus_q8k_block *act, int tokens, int blocks, float *y,
-                                                                    int y_stride, int accumulate) {
-    const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = w + (size_t)r * row_bytes;
-        for (int t = 0; t < tokens; t++) {
-            const apus_q8k_block *a = act + (size_t)t * blocks;
-            float acc = 0, low = 0;
-            for (int b = 0; b < blocks; b++) {
-                const uint8_t *blk = row + (size_t)b * stride;
-                int isum, imin;
-                superblock_sums_vnni(format, blk, a + b, &isum, &imin);
-                const float dw = f16_at(blk + d_at);
-                const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
-                FINISH(acc, low, dw, dmin, a + b, isum, imin);
-            }
-            STORE(y[(size_t)t * y_stride + r], acc - low);
-        }
-    }
-}
+DEFINE_ROWS_K(rows_k_vnni, VNNI, superblock_sums_vnni)
 
 // The formats with a 512-bit row kernel; the others take matmul_k_avx2 at every level.
 static VNNI int matmul_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
