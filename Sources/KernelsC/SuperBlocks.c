@@ -267,14 +267,20 @@ static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, i
     }
 }
 
-// AVX-512 VNNI (decode): 64 values per instruction. The unsigned levels of 64 values fill
-// one zmm, `vpmaddubsw` pairs them with the activations into 16-bit sums, and `vpdpwssd`
-// multiplies those by each group's scale and accumulates, so a super-block's sums are the
-// same exact integers as superblock_sums's; FINISH's float steps follow unchanged.
-static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int format, const uint8_t *w, const apus_q8k_block *a,
-                                                                             int *isum, int *imin) {
+// AVX-512 VNNI (decode and small batches): 64 values per instruction. The unsigned levels of
+// 64 values fill one zmm, `vpmaddubsw` pairs them with the activations into 16-bit sums, and
+// `vpdpwssd` multiplies those by each group's scale and accumulates, so a super-block's sums
+// are the same exact integers as superblock_sums's; FINISH's float steps follow unchanged.
+// A super-block is unpacked once and then serves every token of the batch: a verify pass
+// of a few drafted tokens (or a few decoding sequences) reads and unpacks the weights once.
+typedef struct {
+    __m512i q[4], scale16[4];  // 64 levels each, and the scale of each pair of them
+    __m128i mins16;            // Q4_K, Q5_K: the eight minima
+    __m256i scales16;          // Q6_K: the sixteen scales, for the level offset
+} vnni_superblock;
+
+static inline __attribute__((always_inline)) VNNI void unpack_superblock_vnni(int format, const uint8_t *w, vnni_superblock *u) {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
-    __m512i acc = _mm512_setzero_si512();
     if (format == APUS_Q4_K || format == APUS_Q5_K) {
         uint32_t packed[3];
         memcpy(packed, w + 4, 12);
@@ -284,7 +290,7 @@ static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int 
         // Scales as sixteen-bit lanes, scale j in lanes 2j and 2j + 1 of each 128-bit lane's
         // copy, so a permute puts scale 2n in the low half and 2n + 1 in the high half.
         const __m512i scales = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_set_epi32(0, 0, (int)scales_hi, (int)scales_lo)));
-        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mins_hi, (int)mins_lo));
+        u->mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mins_hi, (int)mins_lo));
         const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
         const __m512i qh = format == APUS_Q5_K ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16))) : _mm512_setzero_si512();
         for (int n = 0; n < 4; n++) {
@@ -297,19 +303,13 @@ static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int 
                 q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(1)), 4));
             }
             const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * n)), _mm256_set1_epi16((short)(2 * n + 1)), 1);
-            const __m512i scale16 = _mm512_permutexvar_epi16(pick, scales);
-            const __m512i pairs = _mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a->qs + 64 * n)));
-            acc = _mm512_dpwssd_epi32(acc, pairs, scale16);
+            u->q[n] = q;
+            u->scale16[n] = _mm512_permutexvar_epi16(pick, scales);
         }
-        const __m128i b0 = _mm_loadu_si128((const __m128i *)a->bsums), b1 = _mm_loadu_si128((const __m128i *)(a->bsums + 8));
-        const __m128i m4 = _mm_madd_epi16(mins16, _mm_hadd_epi16(b0, b1));
-        *isum = _mm512_reduce_add_epi32(acc);
-        __m128i h = _mm_hadd_epi32(m4, m4);
-        h = _mm_hadd_epi32(h, h);
-        *imin = _mm_cvtsi128_si32(h);
-    } else {  // Q6_K
+    } else {  // Q6_K: levels 0..63 stand for q + 32, so Σ sc·Σ q·a = Σ sc·Σ level·a - 32 Σ sc·bsum.
         const int8_t *sc = (const int8_t *)(w + 192);
         const __m512i scales = _mm512_cvtepi8_epi16(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)sc)));
+        u->scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
         for (int n = 0; n < 2; n++) {
             const __m512i ql = _mm512_loadu_si512((const void *)(w + 64 * n));
             const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n)));
@@ -321,26 +321,116 @@ static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int 
                 const int g = 8 * n + 4 * h;
                 const __m512i pick = _mm512_set_epi16(g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2,
                                                       g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
-                const __m512i pairs = _mm512_maddubs_epi16(_mm512_or_si512(nib, high), _mm512_loadu_si512((const void *)(a->qs + 128 * n + 64 * h)));
-                acc = _mm512_dpwssd_epi32(acc, pairs, _mm512_permutexvar_epi16(pick, scales));
+                u->q[2 * n + h] = _mm512_or_si512(nib, high);
+                u->scale16[2 * n + h] = _mm512_permutexvar_epi16(pick, scales);
             }
         }
-        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-        const __m256i offset = _mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)a->bsums));
-        *isum = _mm512_reduce_add_epi32(acc) - 32 * hsum_i32(offset);
+    }
+}
+
+// Σ_g scale_g · Σ q·a of one unpacked super-block and one token, as eight int32 lanes
+// (Q6_K's level offset already taken off).
+static inline __attribute__((always_inline)) VNNI __m256i superblock_dot_vnni(int format, const vnni_superblock *u, const apus_q8k_block *a) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int n = 0; n < 4; n++) {
+        const __m512i pairs = _mm512_maddubs_epi16(u->q[n], _mm512_loadu_si512((const void *)(a->qs + 64 * n)));
+        acc = _mm512_dpwssd_epi32(acc, pairs, u->scale16[n]);
+    }
+    __m256i y = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    if (format == APUS_Q6_K) y = _mm256_sub_epi32(y, _mm256_slli_epi32(_mm256_madd_epi16(u->scales16, _mm256_loadu_si256((const __m256i *)a->bsums)), 5));
+    return y;
+}
+
+// Σ_j min_j · (bsum_2j + bsum_2j+1) of one token, as four int32 lanes (Q4_K, Q5_K).
+static inline __attribute__((always_inline)) VNNI __m128i superblock_mins_vnni(const vnni_superblock *u, const apus_q8k_block *a) {
+    const __m128i b0 = _mm_loadu_si128((const __m128i *)a->bsums), b1 = _mm_loadu_si128((const __m128i *)(a->bsums + 8));
+    return _mm_madd_epi16(u->mins16, _mm_hadd_epi16(b0, b1));
+}
+
+static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int format, const uint8_t *w, const apus_q8k_block *a,
+                                                                             int *isum, int *imin) {
+    vnni_superblock u;
+    unpack_superblock_vnni(format, w, &u);
+    *isum = hsum_i32(superblock_dot_vnni(format, &u, a));
+    if (format == APUS_Q6_K) {
         *imin = 0;
+    } else {
+        __m128i h = superblock_mins_vnni(&u, a);
+        h = _mm_hadd_epi32(h, h);
+        *imin = _mm_cvtsi128_si32(_mm_hadd_epi32(h, h));
     }
 }
 
 DEFINE_ROWS_K(rows_k_vnni, VNNI, superblock_sums_vnni)
 
+// Up to sixteen tokens at once, in groups of four: each super-block is unpacked once for
+// all of them; per group the four tokens' sums are reduced together and FINISH's two
+// fused multiply-adds run on four lanes (the same IEEE operations as the scalar ones, so the
+// result is bitwise rows_k_vnni's).
+static inline __attribute__((always_inline)) VNNI void rows_k_vnni_batch(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                                          const apus_q8k_block *act, int tokens, int blocks, float *y,
+                                                                          int y_stride, int accumulate) {
+    const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
+    for (int t0 = 0; t0 < tokens; t0 += 16) {
+        const int n = tokens - t0 < 16 ? tokens - t0 : 16, groups = (n + 3) / 4;
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = w + (size_t)r * row_bytes;
+            __m128 acc[4], low[4];
+            for (int g = 0; g < 4; g++) acc[g] = low[g] = _mm_setzero_ps();
+            for (int b = 0; b < blocks; b++) {
+                const uint8_t *blk = row + (size_t)b * stride;
+                vnni_superblock u;
+                unpack_superblock_vnni(format, blk, &u);
+                const __m128 dw = _mm_set1_ps(f16_at(blk + d_at));
+                const __m128 dmin = _mm_set1_ps(dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at));
+                for (int g = 0; g < groups; g++) {
+                    __m256i s[4];
+                    __m128i m[4];
+                    float d[4];
+                    for (int k = 0; k < 4; k++) {
+                        const int t = t0 + 4 * g + k;
+                        if (t < tokens) {
+                            const apus_q8k_block *a = act + (size_t)t * blocks + b;
+                            s[k] = superblock_dot_vnni(format, &u, a);
+                            m[k] = format == APUS_Q6_K ? _mm_setzero_si128() : superblock_mins_vnni(&u, a);
+                            d[k] = a->d;
+                        } else {
+                            s[k] = _mm256_setzero_si256();
+                            m[k] = _mm_setzero_si128();
+                            d[k] = 0;
+                        }
+                    }
+                    // [Σ s0, Σ s1, Σ s2, Σ s3] and likewise for the minima.
+                    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+                    const __m128i isum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    const __m128i imin = _mm_hadd_epi32(_mm_hadd_epi32(m[0], m[1]), _mm_hadd_epi32(m[2], m[3]));
+                    const __m128 da = _mm_loadu_ps(d);
+                    acc[g] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(isum), acc[g]);
+                    low[g] = _mm_fmadd_ps(_mm_mul_ps(dmin, da), _mm_cvtepi32_ps(imin), low[g]);
+                }
+            }
+            for (int g = 0; g < groups; g++) {
+                float out[4];
+                _mm_storeu_ps(out, _mm_sub_ps(acc[g], low[g]));
+                for (int k = 0; k < 4 && t0 + 4 * g + k < tokens; k++) STORE(y[(size_t)(t0 + 4 * g + k) * y_stride + r], out[k]);
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) VNNI void rows_k_vnni_any(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
+                                 int tokens, int blocks, float *y, int y_stride, int accumulate) {
+    if (tokens == 1) rows_k_vnni(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
+    else rows_k_vnni_batch(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
+}
+
 // The formats with a 512-bit row kernel; the others take matmul_k_avx2 at every level.
 static VNNI int matmul_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
                               int tokens, int blocks, float *y, int y_stride, int accumulate) {
     switch (format) {
-    case APUS_Q4_K: rows_k_vnni(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
-    case APUS_Q5_K: rows_k_vnni(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
-    case APUS_Q6_K: rows_k_vnni(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
+    case APUS_Q4_K: rows_k_vnni_any(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
+    case APUS_Q5_K: rows_k_vnni_any(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
+    case APUS_Q6_K: rows_k_vnni_any(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
     default: return 0;
     }
 }

@@ -82,8 +82,10 @@ final class MatMulTests: XCTestCase {
         var seed: UInt64 = 9
         let rows = 29, cols = format.blockSize == 256 ? 512 : 32 * 5
         let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
-        // 23 tokens: one tile and seven tokens one by one; 29: a full and a partial tile.
-        for tokens in [23, 29] {
+        // 2, 4, 5, 9: small batches (a verify pass, a few decoding sequences) through the row
+        // kernels; 23 tokens: one tile and seven tokens through the row kernels; 29: a full
+        // and a partial tile.
+        for tokens in [2, 4, 5, 9, 23, 29] {
             let x = Reference.randomValues(cols * tokens, seed: &seed)
             var scratch = PreparedActivations()
             defer { scratch.release() }
@@ -91,7 +93,7 @@ final class MatMulTests: XCTestCase {
                 let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
                 var batch = [Float](repeating: 0, count: tokens * rows)
                 MatMul.multiply(w, x, tokens: tokens, into: &batch, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch)
-                for t in [0, 7, 17, tokens - 1] {
+                for t in Set([0, 1, 7, 17, tokens - 1]) where t < tokens {
                     var single = [Float](repeating: 0, count: rows)
                     Array(x[(t * cols)..<((t + 1) * cols)]).withUnsafeBufferPointer { xt in
                         MatMul.multiply(w, xt.baseAddress!, tokens: 1, into: &single, precision: precision, pool: ThreadPool(threads: 3), scratch: &scratch)
