@@ -25,8 +25,10 @@ public final class Engine: @unchecked Sendable {
     // Owned by the loop thread.
     private var continuations: [UInt64: Stream.Continuation] = [:]
 
-    public init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration()) throws {
-        core = try EngineCore(model: model, tokenizer: tokenizer, configuration: configuration)
+    /// `draftModel` drafts when `configuration.speculation.mode` is `.draft`.
+    public init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration = EngineConfiguration(),
+                draftModel: DraftModel? = nil) throws {
+        core = try EngineCore(model: model, tokenizer: tokenizer, configuration: configuration, draftModel: draftModel)
         self.tokenizer = tokenizer
         contextLength = core.contextLength
         published = core.currentStatistics()

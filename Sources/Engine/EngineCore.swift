@@ -15,6 +15,7 @@ public struct EngineConfiguration: Sendable {
     public var prefixCaching = true
     /// Longest sequence (prompt and generated tokens); nil: the model's trained context.
     public var contextLength: Int? = nil
+    public var speculation = SpeculationConfiguration()
 
     public init() {}
 
@@ -25,6 +26,7 @@ public struct EngineConfiguration: Sendable {
         try check(maxRunningSequences >= 1 && maxRunningSequences <= 4096, "the running-sequence limit must be between 1 and 4096, got \(maxRunningSequences)")
         try check(kvCacheBytes > 0, "the KV cache needs memory")
         if let contextLength { try check(contextLength >= 2, "the context must hold at least 2 tokens, got \(contextLength)") }
+        try speculation.validate()
     }
 }
 
@@ -62,6 +64,9 @@ public struct EngineStatistics: Sendable, Equatable {
     public var promptTokensCached = 0
     public var promptTokensComputed = 0
     public var generatedTokens = 0
+    /// Tokens proposers drafted, and how many of them verification kept.
+    public var draftTokens = 0
+    public var acceptedDraftTokens = 0
     public var steps = 0
     public var finishedRequests = 0
     public var abortedRequests = 0
@@ -87,12 +92,14 @@ final class EngineCore {
     let contextLength: Int
     let cache: PagedKVCache
     let scheduler: Scheduler
+    let speculator: Speculator?
     private var requests: [UInt64: RequestState] = [:]
     private var sequences: [UInt64: [Sequence]] = [:]
     private var arrivals: UInt64 = 0
     private var statistics = EngineStatistics()
 
-    init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration) throws {
+    /// `draftModel` drafts for `speculation.mode == .draft`; it must share the model's vocabulary.
+    init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration, draftModel: DraftModel? = nil) throws {
         try configuration.validate()
         self.model = model
         self.tokenizer = tokenizer
@@ -116,6 +123,46 @@ final class EngineCore {
         cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
         scheduler = Scheduler(cache: cache, tokenBudget: configuration.tokenBudget, maxRunning: configuration.maxRunningSequences,
                               prefixCaching: configuration.prefixCaching)
+        let speculation = configuration.speculation
+        let proposer: (any Proposer)?
+        switch speculation.mode {
+        case .off: proposer = nil
+        case .ngram: proposer = PromptLookup()
+        case .draft:
+            guard let draftModel else { throw EngineError.invalidConfiguration("speculative decoding with a draft model needs a draft model") }
+            try draftModel.checkVocabulary(against: model, tokenizer: tokenizer)
+            proposer = DraftModelProposer(draftModel, blockSize: configuration.blockSize, blockCount: blockCount, contextLength: contextLength)
+        }
+        if let proposer {
+            let counts = Array(Set([1, 2, 4, 8, 16, speculation.maxDraft + 1].filter { $0 <= speculation.maxDraft + 1 })).sorted()
+            let policy = SpeculationPolicy(maxDraft: speculation.maxDraft, calibration: try Self.calibrate(model, cache: cache, blocks: scheduler.blocks, tokens: counts))
+            if let drafting = proposer as? DraftModelProposer { policy.draftTokenSeconds = try drafting.measureTokenSeconds() }
+            speculator = Speculator(configuration: speculation, proposer: proposer, policy: policy)
+        } else {
+            speculator = nil
+        }
+    }
+
+    /// Times forward passes of each token count (the best of two) on scratch blocks, for
+    /// the speculation policy's cost model.
+    private static func calibrate(_ model: any LanguageModel, cache: PagedKVCache, blocks: BlockManager, tokens counts: [Int]) throws -> [(tokens: Int, seconds: Double)] {
+        let positions = counts.max()!
+        var table: [Int32] = []
+        defer { for b in table { blocks.release(b) } }
+        while table.count * cache.blockSize < positions, let b = blocks.allocate() { table.append(b) }
+        let usable = counts.filter { $0 <= table.count * cache.blockSize }
+        guard !usable.isEmpty else { throw EngineError.invalidConfiguration("the KV cache is too small to measure the verify pass") }
+        return try usable.map { n in
+            var batch = ForwardBatch()
+            batch.append(Array(repeating: 0, count: n), firstPosition: 0, blockTable: table, logitsOfLast: n)
+            var best = Double.infinity
+            for _ in 0..<2 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = try model.forward(batch, cache: cache)
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            return (n, best)
+        }
     }
 
     var hasWork: Bool { scheduler.hasWork }
@@ -152,7 +199,7 @@ final class EngineCore {
     @discardableResult
     func abort(id: UInt64) -> Bool {
         guard requests.removeValue(forKey: id) != nil else { return false }
-        for s in sequences.removeValue(forKey: id) ?? [] { scheduler.remove(s) }
+        for s in sequences.removeValue(forKey: id) ?? [] { remove(s) }
         statistics.abortedRequests += 1
         return true
     }
@@ -171,8 +218,10 @@ final class EngineCore {
         return s
     }
 
-    /// Runs one step: schedule, forward, sample. Returns what each request produced.
+    /// Runs one step: draft, schedule, forward, verify and sample. Returns what each
+    /// request produced.
     func step() throws -> [EngineEvent] {
+        try speculator?.draft(scheduler.running, contextLength: contextLength)
         let chunks = scheduler.schedule()
         guard !chunks.isEmpty else { return [] }
         var batch = ForwardBatch()
@@ -181,27 +230,75 @@ final class EngineCore {
             let s = chunk.sequence
             let completes = s.computed + chunk.count == s.tokens.count
             if completes { logitIndex[ObjectIdentifier(s)] = batch.logitRows.count }
-            batch.append(s.tokens[s.computed..<(s.computed + chunk.count)], firstPosition: s.computed, blockTable: s.blockTable, wantsLogits: completes)
+            let own = s.tokens[s.computed..<(s.computed + chunk.count)]
+            let tokens = chunk.drafted == 0 ? Array(own) : Array(own) + s.draft.tokens.prefix(chunk.drafted)
+            batch.append(tokens, firstPosition: s.computed, blockTable: s.blockTable, logitsOfLast: completes ? 1 + chunk.drafted : 0)
             if s.computed < s.promptCount { statistics.promptTokensComputed += min(chunk.count, s.promptCount - s.computed) }
         }
+        let started = DispatchTime.now().uptimeNanoseconds
         let logits = try model.forward(batch, cache: cache)
+        speculator?.policy.record(tokens: batch.tokens.count, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
         scheduler.didRun(chunks)
         statistics.steps += 1
 
         let v = model.vocabularySize
+        func row(_ i: Int) -> [Float] { Array(logits[(i * v)..<((i + 1) * v)]) }
         var events: [EngineEvent] = []
         for chunk in chunks {
             let s = chunk.sequence
-            guard let row = logitIndex[ObjectIdentifier(s)] else { continue }
-            let rowLogits = Array(logits[(row * v)..<((row + 1) * v)])
+            guard let first = logitIndex[ObjectIdentifier(s)] else { continue }
+            if chunk.drafted > 0 {
+                events += verify(s, draft: s.draft.prefix(chunk.drafted), logits: (0...chunk.drafted).map { row(first + $0) })
+                continue
+            }
+            let rowLogits = row(first)
             var samples = [s]
             if s.pendingForks > 0 {
                 samples += try fork(s)
             }
             for sample in samples {
-                events += emit(sample, token: sample.sampler.sample(rowLogits, history: sample.tokens), logits: rowLogits)
+                events += emit(sample, token: sample.sampler.sample(rowLogits, history: sample.tokens), logits: rowLogits).events
             }
         }
+        return events
+    }
+
+    /// Verifies a draft position by position (`logits[i]` follows the sequence's tokens and
+    /// the first i drafted ones): each drafted token is kept or replaced as speculative
+    /// sampling decides, up to the first replacement; when all are kept, the last logits
+    /// give one more token. Every token is emitted as plain decoding would emit it, so stop
+    /// strings, end-of-generation and max_tokens cut a draft exactly where they would cut
+    /// plain output.
+    private func verify(_ s: Sequence, draft: Draft, logits: [[Float]]) -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        var accepted = 0, verified = 0
+        var finished = false
+        for (i, rowLogits) in logits.enumerated() {
+            let token: Int
+            var kept = false
+            if i < draft.tokens.count {
+                let target = s.sampler.distribution(rowLogits, history: s.tokens)
+                let outcome = SpeculativeSampling.verify(draft: draft.tokens[i], draftProbabilities: draft.probabilities?[i], target: target, sampler: &s.sampler)
+                token = outcome.token
+                kept = outcome.accepted
+                verified += 1
+            } else {
+                token = s.sampler.sample(rowLogits, history: s.tokens)
+            }
+            let emitted = emit(s, token: token, logits: rowLogits)
+            events += emitted.events
+            if kept { accepted += 1 }
+            if emitted.finished { finished = true; break }
+            if !kept { break }
+        }
+        // Drafted tokens past an end (end-of-generation, a stop string) were never in question.
+        statistics.draftTokens += verified
+        statistics.acceptedDraftTokens += accepted
+        s.request.draftTokens += verified
+        s.request.acceptedDraftTokens += accepted
+        s.acceptance.observe(drafted: verified, accepted: accepted)
+        s.draft = Draft()
+        if !finished { scheduler.accept(s, drafted: draft.tokens.count, accepted: accepted) }
         return events
     }
 
@@ -225,7 +322,7 @@ final class EngineCore {
     }
 
     /// Appends a sampled token to a sequence, finishes it if it is done, and reports both.
-    private func emit(_ s: Sequence, token: Int, logits: [Float]) -> [EngineEvent] {
+    private func emit(_ s: Sequence, token: Int, logits: [Float]) -> (events: [EngineEvent], finished: Bool) {
         let state = s.request
         let r = state.request
         let now = Date()
@@ -247,10 +344,10 @@ final class EngineCore {
                 output.finishReason = .length
             }
         }
-        guard output.finishReason != nil else { return [EngineEvent(request: state.id, output: output, finished: false)] }
+        guard output.finishReason != nil else { return ([EngineEvent(request: state.id, output: output, finished: false)], false) }
         output.text += s.text.finish()
         if s.text.stopped { output.finishReason = .stop }
-        scheduler.remove(s)
+        remove(s)
         // Forks happen before their parent's first token, so every sample is counted here.
         state.unfinishedSamples -= 1
         let finished = state.unfinishedSamples == 0
@@ -262,9 +359,15 @@ final class EngineCore {
             output.metrics = RequestMetrics(
                 promptTokens: r.prompt.count, cachedPromptTokens: state.cachedPromptTokens, completionTokens: all.reduce(0) { $0 + $1.generatedCount },
                 queueSeconds: (state.firstScheduled ?? now).timeIntervalSince(start), timeToFirstTokenSeconds: (state.firstToken ?? now).timeIntervalSince(start),
-                interTokenSeconds: state.interTokenSeconds, totalSeconds: now.timeIntervalSince(start))
+                interTokenSeconds: state.interTokenSeconds, totalSeconds: now.timeIntervalSince(start),
+                draftTokens: state.draftTokens, acceptedDraftTokens: state.acceptedDraftTokens)
         }
-        return [EngineEvent(request: state.id, output: output, finished: finished)]
+        return ([EngineEvent(request: state.id, output: output, finished: finished)], true)
+    }
+
+    private func remove(_ s: Sequence) {
+        scheduler.remove(s)
+        speculator?.release(s)
     }
 
     static func logprobs(of token: Int, in logits: [Float], top k: Int) -> TokenLogprobs {

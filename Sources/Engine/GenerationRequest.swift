@@ -46,6 +46,10 @@ public struct RequestMetrics: Sendable {
     /// Gaps between consecutive generated tokens of each sample.
     public var interTokenSeconds: [Double]
     public var totalSeconds: Double
+    /// Tokens drafted for speculative decoding, and how many of them were kept
+    /// (llama-server's `draft_n` and `draft_n_accepted`).
+    public var draftTokens = 0
+    public var acceptedDraftTokens = 0
 }
 
 /// A piece of one sample's output: the tokens generated since the last piece and the text

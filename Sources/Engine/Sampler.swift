@@ -19,14 +19,48 @@ public struct Sampler {
     /// (prompt and generated), which the penalties look at.
     public mutating func sample(_ logits: [Float], history: [Int]) -> Int {
         var logits = logits
+        switch candidates(&logits, history: history) {
+        case .greedy(let token): return token
+        case .all: return draw(from: logits.indices, logits: logits)
+        case .some(let ids): return draw(from: ids, logits: logits)
+        }
+    }
+
+    /// The distribution `sample` draws from: each candidate token with its probability
+    /// (after bias, penalties, filters and temperature; they sum to 1). Greedy sampling is
+    /// the most likely token with probability 1. Speculative verification compares drafted
+    /// tokens against it.
+    public mutating func distribution(_ logits: [Float], history: [Int]) -> [(token: Int, probability: Float)] {
+        var logits = logits
+        switch candidates(&logits, history: history) {
+        case .greedy(let token): return [(token, 1)]
+        case .all: return normalizedWeights(of: logits.indices, logits: logits)
+        case .some(let ids): return normalizedWeights(of: ids, logits: logits)
+        }
+    }
+
+    /// A uniform draw from [0, 1) off this sampler's generator.
+    public mutating func uniform() -> Float {
+        Float(Double(random.next() >> 11) / Double(1 << 53))
+    }
+
+    private enum Candidates {
+        /// Temperature 0: this token, always.
+        case greedy(Int)
+        /// No filter: every token of the vocabulary.
+        case all
+        /// What top-k, top-p and min-p leave, most likely first.
+        case some([Int])
+    }
+
+    /// Applies bias and penalties to `logits` and returns the tokens a draw chooses among.
+    private func candidates(_ logits: inout [Float], history: [Int]) -> Candidates {
         for (token, bias) in parameters.logitBias where token < logits.count { logits[token] += bias }
         applyPenalties(&logits, history: history)
-        if parameters.temperature == 0 { return Self.argmax(logits) }
+        if parameters.temperature == 0 { return .greedy(Self.argmax(logits)) }
 
         // No filter at all (OpenAI's defaults): draw from the whole distribution, no sorting.
-        if parameters.topK == 0 && parameters.topP >= 1 && parameters.minP == 0 {
-            return draw(from: logits.indices, logits: logits)
-        }
+        if parameters.topK == 0 && parameters.topP >= 1 && parameters.minP == 0 { return .all }
         var candidates = likelyFirst(logits)
         // Probabilities before temperature, normalised over the candidates (after top-k, as
         // llama.cpp's top-p and min-p see them).
@@ -45,7 +79,7 @@ public struct Sampler {
             let keep = probabilities.prefix { $0 >= parameters.minP * top }.count
             candidates.removeLast(candidates.count - max(keep, 1))
         }
-        return draw(from: candidates.map(\.id), logits: logits)
+        return .some(candidates.map(\.id))
     }
 
     /// The candidates for top-k, top-p and min-p, most likely first (ties: lower id first).
@@ -79,14 +113,8 @@ public struct Sampler {
     /// whole vocabulary (OpenAI's defaults) this runs for every token of every request, so
     /// the exponentials are computed once, as a vector.
     private mutating func draw<C: Collection>(from ids: C, logits: [Float]) -> Int where C.Element == Int {
-        let scale = 1 / parameters.temperature
-        let m = ids.reduce(-Float.infinity) { max($0, logits[$1]) }
-        weights.removeAll(keepingCapacity: true)
-        for id in ids { weights.append((logits[id] - m) * scale) }
-        weights.withUnsafeMutableBufferPointer { Activation.exponentiate($0.baseAddress!, count: $0.count) }
-        var total: Float = 0
-        for w in weights { total += w }
-        let u = Float(Double(random.next() >> 11) / Double(1 << 53)) * total
+        let total = computeWeights(of: ids, logits: logits)
+        let u = uniform() * total
         var cumulative: Float = 0
         for (w, id) in zip(weights, ids) {
             cumulative += w
@@ -96,6 +124,23 @@ public struct Sampler {
         var last = ids.first!
         for id in ids { last = id }
         return last
+    }
+
+    private mutating func normalizedWeights<C: Collection>(of ids: C, logits: [Float]) -> [(token: Int, probability: Float)] where C.Element == Int {
+        let total = computeWeights(of: ids, logits: logits)
+        return zip(ids, weights).map { ($0, $1 / total) }
+    }
+
+    /// Fills `weights` with `exp((logit - max) / temperature)` of each of `ids`; returns their sum.
+    private mutating func computeWeights<C: Collection>(of ids: C, logits: [Float]) -> Float where C.Element == Int {
+        let scale = 1 / parameters.temperature
+        let m = ids.reduce(-Float.infinity) { max($0, logits[$1]) }
+        weights.removeAll(keepingCapacity: true)
+        for id in ids { weights.append((logits[id] - m) * scale) }
+        weights.withUnsafeMutableBufferPointer { Activation.exponentiate($0.baseAddress!, count: $0.count) }
+        var total: Float = 0
+        for w in weights { total += w }
+        return total
     }
 
     private func applyPenalties(_ logits: inout [Float], history: [Int]) {

@@ -3,7 +3,10 @@ import Models
 /// The tokens of one sequence that run in this step.
 struct ScheduledChunk {
     let sequence: Sequence
+    /// The sequence's own uncomputed tokens in this step.
     let count: Int
+    /// Its drafted tokens verified in this step (after all of its own).
+    var drafted = 0
 }
 
 /// Iteration-level scheduling (Orca, Yu et al. 2022) with chunked prefill (Sarathi-Serve,
@@ -63,15 +66,19 @@ final class Scheduler {
             while granted == 0, let victim = running.last {
                 preempt(victim)
                 if let i = scheduled.firstIndex(where: { $0.sequence === victim }) {
-                    budget += scheduled[i].count
+                    budget += scheduled[i].count + scheduled[i].drafted
                     scheduled.remove(at: i)
                 }
                 if victim === sequence { break }
                 granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
             }
             if granted > 0 {
-                scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
-                budget -= granted
+                var chunk = ScheduledChunk(sequence: sequence, count: granted)
+                if granted == sequence.uncomputed, !sequence.draft.isEmpty {
+                    chunk.drafted = reserveDraft(sequence, tokens: min(sequence.draft.tokens.count, budget - granted))
+                }
+                scheduled.append(chunk)
+                budget -= granted + chunk.drafted
             }
         }
 
@@ -101,20 +108,43 @@ final class Scheduler {
     }
 
     /// Records that the chunks ran: their tokens are computed, and blocks they filled are
-    /// named for the prefix cache.
+    /// named for the prefix cache. Drafted tokens count only once verified (`accept`).
     func didRun(_ chunks: [ScheduledChunk]) {
         for chunk in chunks {
-            let s = chunk.sequence
-            s.computed += chunk.count
-            guard blocks.prefixCaching else { continue }
-            let bs = blocks.blockSize
-            while s.blockHashes.count < s.computed / bs {
-                let i = s.blockHashes.count
-                let hash = BlockManager.hash(parent: s.blockHashes.last, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
-                blocks.register(s.blockTable[i], hash: hash)
-                s.blockHashes.append(hash)
-            }
+            chunk.sequence.computed += chunk.count
+            registerFullBlocks(of: chunk.sequence)
         }
+    }
+
+    /// After a verify pass: the first `accepted` drafted tokens (now part of the sequence's
+    /// tokens) keep their keys and values; the rejected ones' are dropped by releasing the
+    /// blocks that held only them (what is left of them in a kept block is overwritten).
+    func accept(_ s: Sequence, drafted: Int, accepted: Int) {
+        precondition(accepted <= drafted && s.computed + accepted < s.tokens.count, "accepted tokens must be the sequence's")
+        s.computed += accepted
+        registerFullBlocks(of: s)
+        let needed = (s.tokens.count + blocks.blockSize - 1) / blocks.blockSize
+        while s.blockTable.count > needed { blocks.release(s.blockTable.removeLast()) }
+    }
+
+    private func registerFullBlocks(of s: Sequence) {
+        guard blocks.prefixCaching else { return }
+        let bs = blocks.blockSize
+        while s.blockHashes.count < s.computed / bs {
+            let i = s.blockHashes.count
+            let hash = BlockManager.hash(parent: s.blockHashes.last, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
+            blocks.register(s.blockTable[i], hash: hash)
+            s.blockHashes.append(hash)
+        }
+    }
+
+    /// Blocks for up to `tokens` drafted tokens after all of `s`'s own, taken only while
+    /// admission's reserve stays free: a draft never preempts anyone. Returns how many the
+    /// blocks cover.
+    private func reserveDraft(_ s: Sequence, tokens want: Int) -> Int {
+        let bs = blocks.blockSize, end = s.tokens.count
+        while s.blockTable.count * bs < end + want, blocks.freeCount > watermark, let b = blocks.allocate() { s.blockTable.append(b) }
+        return max(0, min(want, s.blockTable.count * bs - end))
     }
 
     /// Blocks for up to `tokens` more of `sequence`'s tokens, copying a shared block it is
@@ -160,6 +190,7 @@ final class Scheduler {
         s.blockTable = []
         s.blockHashes = []
         s.computed = 0
+        s.draft = Draft()
     }
 
     private func insert(_ s: Sequence, into queue: inout [Sequence]) {

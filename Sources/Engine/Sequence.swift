@@ -10,6 +10,9 @@ final class RequestState {
     var firstScheduled: Date?
     var firstToken: Date?
     var cachedPromptTokens = 0
+    /// Tokens drafted for the request's samples, and how many of them verification kept.
+    var draftTokens = 0
+    var acceptedDraftTokens = 0
     var interTokenSeconds: [Double] = []
     var unfinishedSamples: Int
 
@@ -40,6 +43,9 @@ final class Sequence {
     var lastToken: Date?
     /// Further samples to fork off once the prompt is computed (n > 1).
     var pendingForks: Int
+    /// Tokens drafted to follow `tokens`, verified in this step (speculative decoding).
+    var draft = Draft()
+    var acceptance = AcceptanceEstimate()
 
     init(request: RequestState, index: Int, sampler: Sampler, text: TextStream, pendingForks: Int) {
         self.request = request

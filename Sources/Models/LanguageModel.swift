@@ -42,7 +42,7 @@ extension LanguageModel {
         let start = cache.length
         guard start + tokens.count <= cache.capacity else { throw ModelError.contextFull(needed: start + tokens.count, capacity: cache.capacity) }
         var batch = ForwardBatch()
-        batch.append(tokens, firstPosition: start, blockTable: cache.blockTable, wantsLogits: false)
+        batch.append(tokens, firstPosition: start, blockTable: cache.blockTable, logitsOfLast: 0)
         batch.logitRows = Array(logitRows)
         let logits = try forward(batch, cache: cache.storage)
         cache.length = start + tokens.count

@@ -27,11 +27,11 @@ final class SyntheticArchitectureTests: XCTestCase {
             var next: Int32 = 0
             for other in others {
                 let blocks = (other.count + blockSize - 1) / blockSize
-                batch.append(other, firstPosition: 0, blockTable: (0..<Int32(blocks)).map { next + $0 }, wantsLogits: true)
+                batch.append(other, firstPosition: 0, blockTable: (0..<Int32(blocks)).map { next + $0 }, logitsOfLast: 1)
                 next += Int32(blocks)
             }
             let first = batch.tokens.count
-            batch.append(sequence[done..<(done + piece)], firstPosition: done, blockTable: table, wantsLogits: false)
+            batch.append(sequence[done..<(done + piece)], firstPosition: done, blockTable: table, logitsOfLast: 0)
             batch.logitRows = Array(first..<(first + piece))
             out += try model.forward(batch, cache: cache)
             done += piece

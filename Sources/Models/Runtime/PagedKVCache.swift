@@ -100,12 +100,14 @@ public struct ForwardBatch: Sendable {
 
     public init() {}
 
-    /// Appends a sequence's next tokens; `wantsLogits` asks for the logits of the last one.
-    public mutating func append(_ tokens: some Collection<Int>, firstPosition: Int, blockTable: [Int32], wantsLogits: Bool) {
+    /// Appends a sequence's next tokens, asking for the logits of the last `logitsOfLast`
+    /// of them (a verify pass wants every drafted position's).
+    public mutating func append(_ tokens: some Collection<Int>, firstPosition: Int, blockTable: [Int32], logitsOfLast: Int) {
         precondition(!tokens.isEmpty, "a slice of a batch has at least one token")
+        precondition((0...tokens.count).contains(logitsOfLast), "logits of \(logitsOfLast) of \(tokens.count) tokens")
         self.tokens.append(contentsOf: tokens)
         sequences.append(SequenceSlice(count: tokens.count, firstPosition: firstPosition, blockTable: blockTable))
-        if wantsLogits { logitRows.append(self.tokens.count - 1) }
+        logitRows.append(contentsOf: (self.tokens.count - logitsOfLast)..<self.tokens.count)
     }
 }
 

@@ -1,0 +1,24 @@
+/// Speculative decoding settings of the serving engine.
+public struct SpeculationConfiguration: Sendable, Equatable {
+    public enum Mode: String, Sendable, CaseIterable {
+        /// Plain decoding: one token per sequence and pass.
+        case off
+        /// Prompt lookup: drafts copied from earlier in the sequence.
+        case ngram
+        /// A smaller model with the same vocabulary drafts greedily.
+        case draft
+    }
+
+    public var mode: Mode = .off
+    /// Most tokens drafted for one sequence in one step.
+    public var maxDraft = 16
+    /// Choose each draft's length from measured acceptance and the cost of the verify pass
+    /// (off: always draft `maxDraft` where the proposer has that many, for measurement).
+    public var adaptive = true
+
+    public init(mode: Mode = .off) { self.mode = mode }
+
+    public func validate() throws {
+        guard (1...64).contains(maxDraft) else { throw EngineError.invalidConfiguration("the draft length must be between 1 and 64 tokens, got \(maxDraft)") }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+
+/// How many tokens to draft, chosen per sequence and step from what drafting has been
+/// worth (each sequence's measured acceptance) and what verifying costs (a model of the
+/// forward pass's time against its token count, measured on this machine).
+///
+/// On a CPU the verify pass is not free: a pass over k + 1 tokens costs about
+/// max(weight bytes ÷ bandwidth, (k + 1) × FLOPs ÷ compute), plus whatever the kernels
+/// lose to unpacking, so a draft is worth its tokens only when enough of them are kept.
+/// With acceptance α per drafted token (a geometric run, as in Leviathan et al.), drafting
+/// k yields on average E(k) = (1 − α^(k+1)) / (1 − α) tokens per pass. The step as a whole
+/// is planned greedily: each sequence in turn takes the k that most raises the step's
+/// tokens per second, counting the tokens other sequences already put in it, so drafting
+/// backs off when a full batch already keeps the compute busy.
+final class SpeculationPolicy {
+    let maxDraft: Int
+    /// Seconds of a forward pass of n tokens, n = 1...maxTracked (index 0 unused).
+    private(set) var stepSeconds: [Double]
+    /// Seconds one draft-model token costs (a pass of the draft model for one token per
+    /// sequence); 0 for proposers without a model.
+    var draftTokenSeconds: Double = 0
+    private let maxTracked: Int
+
+    /// `calibration`: measured (tokens, seconds) of forward passes, at least one token count.
+    init(maxDraft: Int, calibration: [(tokens: Int, seconds: Double)]) {
+        precondition(!calibration.isEmpty)
+        self.maxDraft = maxDraft
+        maxTracked = max(64, maxDraft + 1)
+        let points = calibration.sorted { $0.tokens < $1.tokens }
+        stepSeconds = [0] + (1...maxTracked).map { Self.interpolate(points, at: $0) }
+    }
+
+    /// Straight lines between measured points; beyond the last, its cost per token.
+    private static func interpolate(_ points: [(tokens: Int, seconds: Double)], at n: Int) -> Double {
+        if n <= points[0].tokens { return points[0].seconds }
+        for (a, b) in zip(points, points.dropFirst()) where n <= b.tokens {
+            return a.seconds + (b.seconds - a.seconds) * Double(n - a.tokens) / Double(b.tokens - a.tokens)
+        }
+        let last = points[points.count - 1]
+        return last.seconds * Double(n) / Double(last.tokens)
+    }
+
+    func cost(tokens n: Int) -> Double {
+        n <= maxTracked ? stepSeconds[max(1, n)] : stepSeconds[maxTracked] * Double(n) / Double(maxTracked)
+    }
+
+    /// A measured step: the model follows what the machine does now (other load, longer
+    /// contexts), one exponentially weighted point at a time.
+    func record(tokens n: Int, seconds: Double) {
+        guard n >= 1, n <= maxTracked, seconds > 0 else { return }
+        stepSeconds[n] = 0.8 * stepSeconds[n] + 0.2 * seconds
+    }
+
+    static func expectedTokens(draft k: Int, acceptance α: Double) -> Double {
+        α >= 1 ? Double(k + 1) : (1 - pow(α, Double(k + 1))) / (1 - α)
+    }
+
+    /// The draft length for one more sequence in a step that already holds `stepTokens`
+    /// tokens yielding `stepOutput` tokens: the k in 0...limit that most raises the step's
+    /// output per second.
+    func draftLength(acceptance α: Double, limit: Int, stepTokens: Int, stepOutput: Double) -> Int {
+        let base = cost(tokens: stepTokens + 1)
+        var best = 0, bestRate = (stepOutput + 1) / base
+        for k in stride(from: 1, through: min(limit, maxDraft), by: 1) {
+            let seconds = cost(tokens: stepTokens + 1 + k) + Double(k) * draftTokenSeconds
+            let rate = (stepOutput + Self.expectedTokens(draft: k, acceptance: α)) / seconds
+            // A small margin: a draft must pay clearly, since α and the costs are estimates.
+            if rate > bestRate * 1.02 { best = k; bestRate = rate }
+        }
+        return best
+    }
+}
+
+/// What one sequence's drafts have been worth: accepted tokens and rejections, both
+/// decaying so that the estimate follows the text (a copied passage, then free prose).
+struct AcceptanceEstimate {
+    private var accepted = 0.0
+    private var rejected = 0.0
+    /// The prior: four tokens kept for one rejected (α = 0.8), optimistic so that drafting
+    /// is tried, and weak, so that one bad draft already shortens the next.
+    private static let priorAccepted = 4.0, priorRejected = 1.0
+    private static let decay = 0.7
+
+    /// The probability that a drafted token is kept, given the ones before it were.
+    var rate: Double { (accepted + Self.priorAccepted) / (accepted + rejected + Self.priorAccepted + Self.priorRejected) }
+
+    mutating func observe(drafted: Int, accepted kept: Int) {
+        guard drafted > 0 else { return }
+        accepted = Self.decay * accepted + Double(kept)
+        rejected = Self.decay * rejected + (kept < drafted ? 1 : 0)
+    }
+
+    /// A step without a draft: the evidence fades toward the prior, so that a sequence
+    /// whose drafts failed in one passage tries again in the next.
+    mutating func relax() {
+        accepted *= 0.9
+        rejected *= 0.9
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import Models
+
+/// Speculative decoding in the serving engine's step: before scheduling, each decoding
+/// sequence gets a draft whose length the policy chooses; the scheduler reserves KV slots
+/// for it; the forward pass returns logits for every drafted position; `EngineCore`
+/// verifies the drafts token by token with `SpeculativeSampling` and the scheduler keeps
+/// the accepted tokens' keys and values and drops the rest.
+final class Speculator {
+    let configuration: SpeculationConfiguration
+    let proposer: any Proposer
+    let policy: SpeculationPolicy
+
+    init(configuration: SpeculationConfiguration, proposer: any Proposer, policy: SpeculationPolicy) {
+        self.configuration = configuration
+        self.proposer = proposer
+        self.policy = policy
+    }
+
+    /// Sets the draft of every sequence in `running` that is decoding (one token to
+    /// compute, no samples left to fork) and has more than one token left to generate.
+    func draft(_ running: [Sequence], contextLength: Int) throws {
+        var requests: [(sequence: Sequence, limit: Int)] = []
+        var stepTokens = 0
+        var stepOutput = 0.0
+        for s in running {
+            s.draft = Draft()
+            guard s.uncomputed == 1, s.pendingForks == 0 else { continue }
+            let room = min(s.request.request.parameters.maxTokens - s.generatedCount, contextLength - s.tokens.count) - 1
+            let limit = min(room, configuration.maxDraft)
+            var k = limit
+            if configuration.adaptive && limit > 0 {
+                let α = s.acceptance.rate
+                k = policy.draftLength(acceptance: α, limit: limit, stepTokens: stepTokens, stepOutput: stepOutput)
+                if k == 0 { s.acceptance.relax() }
+                stepOutput += SpeculationPolicy.expectedTokens(draft: k, acceptance: α)
+            } else {
+                stepOutput += 1
+            }
+            stepTokens += 1 + max(0, k)
+            if k > 0 { requests.append((s, k)) }
+        }
+        guard !requests.isEmpty else { return }
+        for (request, draft) in zip(requests, try proposer.propose(requests)) {
+            request.sequence.draft = draft.prefix(request.limit)
+        }
+    }
+
+    func release(_ s: Sequence) { proposer.release(s) }
+}

@@ -1,0 +1,222 @@
+@testable import Engine
+import Foundation
+import GGUF
+import Models
+import TestSupport
+import Tokenizer
+import XCTest
+
+/// Speculative decoding is lossless: greedy output is token for token what plain decoding
+/// gives (the batch-invariant kernels make a drafted position's logits bitwise those of a
+/// plain step), and sampled output is distributed as the target model's.
+final class SpeculativeDecodingTests: XCTestCase {
+    nonisolated(unsafe) static var models: [TestModel: (model: any LanguageModel, tokenizer: Tokenizer)] = [:]
+
+    func load(_ m: TestModel) throws -> (model: any LanguageModel, tokenizer: Tokenizer) {
+        if let loaded = Self.models[m] { return loaded }
+        let file = try TestSupport.model(m)
+        let loaded = (try ModelRegistry.load(file), try Tokenizer(file: file))
+        Self.models[m] = loaded
+        return loaded
+    }
+
+    func core(_ model: any LanguageModel, _ tokenizer: Tokenizer, _ mode: SpeculationConfiguration.Mode, adaptive: Bool = false,
+              draft: DraftModel? = nil, configure: (inout EngineConfiguration) -> Void = { _ in }) throws -> EngineCore {
+        var c = EngineConfiguration()
+        c.contextLength = 1024
+        c.kvCacheBytes = 2048 * model.kvBytesPerPosition
+        c.speculation.mode = mode
+        c.speculation.maxDraft = 8
+        c.speculation.adaptive = adaptive
+        configure(&c)
+        return try EngineCore(model: model, tokenizer: tokenizer, configuration: c, draftModel: draft)
+    }
+
+    /// Runs requests to completion; returns each one's generated tokens (sample 0).
+    func run(_ requests: [GenerationRequest], on core: EngineCore) throws -> [[Int]] {
+        var tokens = [[Int]](repeating: [], count: requests.count)
+        for (i, r) in requests.enumerated() { try core.add(id: UInt64(i), r) }
+        var steps = 0
+        while core.hasWork {
+            for event in try core.step() where event.output.index == 0 { tokens[Int(event.request)] += event.output.tokens }
+            steps += 1
+            XCTAssertLessThan(steps, 100_000, "the engine does not converge")
+        }
+        XCTAssertEqual(core.currentStatistics().kvBlocksUsed, 0, "every block is released")
+        return tokens
+    }
+
+    func goldenRequests(_ m: TestModel) throws -> [GenerationRequest] {
+        try TestSupport.jsonLines("greedy.jsonl", model: m).map {
+            var p = GenerationParameters()
+            p.sampling = .greedy
+            p.maxTokens = 64
+            return GenerationRequest(prompt: $0["prompt_ids"] as! [Int], parameters: p)
+        }
+    }
+
+    /// Every golden prompt of every model: greedy tokens with prompt lookup (always drafting
+    /// eight where a match exists, and adaptive) are the tokens without it, alone and
+    /// sharing the batch with sampled requests.
+    func testGreedyOutputIsIdenticalWithPromptLookup() throws {
+        for m in [TestModel.smolLM2, .qwen05, .gemma3] {
+            let (model, tokenizer) = try load(m)
+            let golden = try goldenRequests(m)
+            let plain = try run(golden, on: try core(model, tokenizer, .off))
+            let forced = try core(model, tokenizer, .ngram)
+            XCTAssertEqual(try run(golden, on: forced), plain, "\(m.catalogName): prompt lookup, drafting 8")
+            let s = forced.currentStatistics()
+            XCTAssertGreaterThan(s.draftTokens, 100, "\(m.catalogName): drafts were verified")
+            XCTAssertGreaterThan(s.acceptedDraftTokens, 10, "\(m.catalogName): some drafts were kept")
+            XCTAssertLessThan(s.acceptedDraftTokens, s.draftTokens)
+            XCTAssertEqual(try run(golden, on: try core(model, tokenizer, .ngram, adaptive: true)), plain, "\(m.catalogName): adaptive")
+            let mixed = golden + sampledRequests(8, seed: 5)
+            XCTAssertEqual(Array(try run(mixed, on: try core(model, tokenizer, .ngram)).prefix(golden.count)), plain,
+                           "\(m.catalogName): among sampled requests")
+        }
+    }
+
+    /// A draft model drafting for itself: greedy drafts are exactly the target's choices, so
+    /// every drafted token is kept, and the output is plain decoding's. A small cache makes
+    /// sequences wait and be preempted with drafts in flight.
+    func testGreedyOutputIsIdenticalWithADraftModel() throws {
+        let (model, tokenizer) = try load(.smolLM2)
+        let golden = try goldenRequests(.smolLM2)
+        let plain = try run(golden, on: try core(model, tokenizer, .off))
+        let draft = DraftModel(model: model, tokenizer: tokenizer)
+        let engine = try core(model, tokenizer, .draft, draft: draft)
+        XCTAssertEqual(try run(golden, on: engine), plain)
+        let s = engine.currentStatistics()
+        XCTAssertGreaterThan(s.draftTokens, 200)
+        XCTAssertEqual(s.acceptedDraftTokens, s.draftTokens, "the model agrees with itself")
+
+        let small = try core(model, tokenizer, .draft, draft: draft) { $0.kvCacheBytes = 8 * 16 * model.kvBytesPerPosition }
+        XCTAssertEqual(try run(golden, on: small), plain, "preempted")
+        XCTAssertGreaterThan(small.currentStatistics().preemptions, 0)
+    }
+
+    func testADraftModelWithAnotherVocabularyIsRefused() throws {
+        let (model, tokenizer) = try load(.smolLM2)
+        let other = try SyntheticModel.file("llama")
+        let draft = DraftModel(model: try ModelRegistry.load(other), tokenizer: try Tokenizer(file: other))
+        XCTAssertThrowsError(try core(model, tokenizer, .draft, draft: draft)) {
+            XCTAssertEqual("\($0)", "the draft model's vocabulary (259 tokens, 259 logits) is not the model's (49152 tokens, 49152 logits)")
+        }
+        XCTAssertThrowsError(try core(model, tokenizer, .draft)) {
+            XCTAssertEqual("\($0)", "speculative decoding with a draft model needs a draft model")
+        }
+    }
+
+    /// Speculative sampling keeps the target's distribution whatever the draft's: a
+    /// chi-square test over 40,000 verifications of a draft from q against p, for a
+    /// deterministic draft and a sampled one. Keeping every draft instead fails it.
+    func testSpeculativeSamplingHasTheTargetDistribution() throws {
+        let p: [(token: Int, probability: Float)] = [(0, 0.4), (1, 0.25), (2, 0.15), (3, 0.1), (4, 0.06), (5, 0.04)]
+        let q: [Int: Float] = [0: 0.1, 1: 0.5, 2: 0.05, 3: 0.05, 4: 0.3]  // token 5 never drafted
+        var sampling = SamplingParameters()
+        sampling.seed = 42
+        var sampler = try Sampler(sampling)
+        let n = 40_000
+        var sampled = [Int](repeating: 0, count: 6), fixed = [Int](repeating: 0, count: 6), naive = [Int](repeating: 0, count: 6)
+        var drafts = SplitMix64(seed: 7)
+        for _ in 0..<n {
+            // A draft drawn from q.
+            var u = Float(Double(drafts.next() >> 11) / Double(1 << 53)), d = 4
+            for t in 0..<5 { u -= q[t]!; if u < 0 { d = t; break } }
+            sampled[SpeculativeSampling.verify(draft: d, draftProbabilities: q, target: p, sampler: &sampler).token] += 1
+            naive[d] += 1
+            fixed[SpeculativeSampling.verify(draft: 1, draftProbabilities: nil, target: p, sampler: &sampler).token] += 1
+        }
+        func chiSquare(_ counts: [Int]) -> Double {
+            zip(counts, p).reduce(0) { sum, cell in
+                let expected = Double(n) * Double(cell.1.probability)
+                return sum + (Double(cell.0) - expected) * (Double(cell.0) - expected) / expected
+            }
+        }
+        // Five degrees of freedom: 20.5 is the 0.001 critical value.
+        XCTAssertLessThan(chiSquare(sampled), 20.5, "sampled draft: \(sampled)")
+        XCTAssertLessThan(chiSquare(fixed), 20.5, "deterministic draft: \(fixed)")
+        XCTAssertGreaterThan(chiSquare(naive), 1000, "keeping every draft has the draft's distribution: \(naive)")
+    }
+
+    /// The same through the whole engine: a tiny model samples its second token with a
+    /// different tiny model drafting; over 3,000 seeds its distribution is the target's own
+    /// (computed exactly from the target's logits), not the draft's.
+    func testSampledOutputThroughTheEngineHasTheTargetDistribution() throws {
+        let targetFile = try SyntheticModel.file("llama", seed: 1), draftFile = try SyntheticModel.file("llama", seed: 2)
+        let target = try ModelRegistry.load(targetFile), tokenizer = try Tokenizer(file: targetFile)
+        let draft = DraftModel(model: try ModelRegistry.load(draftFile), tokenizer: try Tokenizer(file: draftFile))
+        let prompt = [1, 80, 100, 120, 140]
+        var sampling = SamplingParameters()
+        sampling.temperature = 1.5
+        sampling.topK = 0
+        sampling.topP = 1
+        sampling.minP = 0
+
+        // The exact distribution of the second token: Σ_t1 p(t1) p(t2 | t1).
+        let v = target.vocabularySize
+        func probabilities(_ tokens: [Int]) throws -> [Double] {
+            let cache = target.makeCache(capacity: 16)
+            let logits = try target.forward(tokens, cache: cache, logitRows: (tokens.count - 1)..<tokens.count)
+            var s = try Sampler(sampling)
+            var p = [Double](repeating: 0, count: v)
+            for (t, prob) in s.distribution(logits, history: tokens) { p[t] = Double(prob) }
+            return p
+        }
+        let first = try probabilities(prompt)
+        var second = [Double](repeating: 0, count: v)
+        for t1 in 0..<v where first[t1] > 1e-7 {
+            for (t2, p) in try probabilities(prompt + [t1]).enumerated() { second[t2] += first[t1] * p }
+        }
+
+        let n = 3000
+        var requests: [GenerationRequest] = []
+        for i in 0..<n {
+            var p = GenerationParameters()
+            p.maxTokens = 3  // the second token is verified against a one-token draft
+            p.ignoreEndOfGeneration = true
+            p.sampling = sampling
+            p.sampling.seed = UInt64(i)
+            requests.append(GenerationRequest(prompt: prompt, parameters: p))
+        }
+        let engine = try core(target, tokenizer, .draft, draft: draft) { $0.maxRunningSequences = 64 }
+        let outputs = try run(requests, on: engine)
+        XCTAssertEqual(engine.currentStatistics().draftTokens, n, "one drafted token per request")
+        let kept = engine.currentStatistics().acceptedDraftTokens
+        XCTAssertTrue((n / 20..<n * 19 / 20).contains(kept), "some drafts kept, some replaced: \(kept) of \(n)")
+        var counts = [Int](repeating: 0, count: v)
+        for o in outputs { counts[o[1]] += 1 }
+        // Cells expected to hold fewer than 5 are pooled, as a chi-square test needs.
+        var statistic = 0.0, cells = 0, pooledCount = 0, pooledExpected = 0.0
+        for t in 0..<v {
+            let expected = second[t] * Double(n)
+            if expected < 5 { pooledCount += counts[t]; pooledExpected += expected; continue }
+            statistic += (Double(counts[t]) - expected) * (Double(counts[t]) - expected) / expected
+            cells += 1
+        }
+        if pooledExpected > 0 {
+            statistic += (Double(pooledCount) - pooledExpected) * (Double(pooledCount) - pooledExpected) / pooledExpected
+            cells += 1
+        }
+        // The 0.001 critical value for k degrees of freedom, by Wilson–Hilferty.
+        let k = Double(cells - 1), z = 3.09
+        let critical = k * pow(1 - 2 / (9 * k) + z * (2 / (9 * k)).squareRoot(), 3)
+        XCTAssertGreaterThan(cells, 10)
+        XCTAssertLessThan(statistic, critical, "chi-square over \(cells) cells")
+    }
+
+    /// Sampled requests of random lengths, reproducible from `seed`.
+    func sampledRequests(_ count: Int, seed: UInt64) -> [GenerationRequest] {
+        var g = SplitMix64(seed: seed)
+        return (0..<count).map { _ in
+            var p = GenerationParameters()
+            p.maxTokens = Int.random(in: 1...40, using: &g)
+            p.sampling.temperature = 0.8
+            p.sampling.seed = g.next()
+            p.ignoreEndOfGeneration = true
+            // Repetitive prompts, so that prompt lookup drafts for these too.
+            let phrase = (0..<Int.random(in: 2...6, using: &g)).map { _ in Int.random(in: 2..<10000, using: &g) }
+            return GenerationRequest(prompt: Array((0..<8).map { _ in phrase }.joined()), parameters: p)
+        }
+    }
+}
