@@ -354,7 +354,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                         finish_reason: (reasons[i] ?? .length).rawValue)
                 }
                 return OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: header.object, created: header.created, model: header.model,
-                                                                     system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage))
+                                                                     system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage,
+                                                                     timings: OpenAIResponse.Timings(metrics)))
             case .chat:
                 let choices = texts.indices.map { i in
                     OpenAIResponse.ChatChoice(
@@ -363,7 +364,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                         finish_reason: (reasons[i] ?? .length).rawValue)
                 }
                 return OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: header.object, created: header.created, model: header.model,
-                                                                     system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage))
+                                                                     system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage,
+                                                                     timings: OpenAIResponse.Timings(metrics)))
             }
         }
     }
@@ -416,9 +418,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                 buffer.writeString("\n\n")
                 try await writer.write(buffer)
             }
-            func chunk<Choice: Encodable>(_ choices: [Choice], usage: OpenAIResponse.Usage? = nil) -> Data {
+            func chunk<Choice: Encodable>(_ choices: [Choice], usage: OpenAIResponse.Usage? = nil, timings: OpenAIResponse.Timings? = nil) -> Data {
                 OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: chunkObject, created: header.created, model: header.model,
-                                                              system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage))
+                                                              system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage, timings: timings))
             }
             var started = Set<Int>()
             var all: [RequestMetrics] = []
@@ -453,7 +455,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             if includeUsage {
                 let usage = OpenAIResponse.Usage(prompt: all.reduce(0) { $0 + $1.promptTokens }, completion: all.reduce(0) { $0 + $1.completionTokens },
                                                  cached: all.reduce(0) { $0 + $1.cachedPromptTokens })
-                try await send(chunk([OpenAIResponse.CompletionChoice](), usage: usage))
+                try await send(chunk([OpenAIResponse.CompletionChoice](), usage: usage, timings: OpenAIResponse.Timings(all)))
             }
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
             try await writer.finish(nil)

@@ -22,7 +22,33 @@ public enum OpenAIResponse {
         }
     }
 
-    /// `{id, object, created, model, system_fingerprint, choices, usage}`.
+    /// llama-server's `timings`: the prompt's and the generation's tokens and time, and
+    /// what speculative decoding drafted and kept (`draft_n`, `draft_n_accepted`). Over
+    /// several prompts: tokens add up, times are the longest request's.
+    public struct Timings: Encodable, Equatable {
+        public let prompt_n: Int
+        public let prompt_ms: Double
+        public let prompt_per_second: Double
+        public let predicted_n: Int
+        public let predicted_ms: Double
+        public let predicted_per_second: Double
+        public let draft_n: Int
+        public let draft_n_accepted: Int
+
+        public init(_ metrics: [RequestMetrics]) {
+            prompt_n = metrics.reduce(0) { $0 + $1.promptTokens - $1.cachedPromptTokens }
+            prompt_ms = 1000 * (metrics.map { $0.timeToFirstTokenSeconds - $0.queueSeconds }.max() ?? 0)
+            prompt_per_second = Double(prompt_n) / max(prompt_ms / 1000, 1e-9)
+            predicted_n = metrics.reduce(0) { $0 + $1.completionTokens }
+            predicted_ms = 1000 * (metrics.map { $0.totalSeconds - $0.timeToFirstTokenSeconds }.max() ?? 0)
+            predicted_per_second = Double(predicted_n) / max(predicted_ms / 1000, 1e-9)
+            draft_n = metrics.reduce(0) { $0 + $1.draftTokens }
+            draft_n_accepted = metrics.reduce(0) { $0 + $1.acceptedDraftTokens }
+        }
+    }
+
+    /// `{id, object, created, model, system_fingerprint, choices, usage}`, and llama-server's
+    /// `timings` with the last of a response.
     public struct Envelope<Choice: Encodable>: Encodable {
         public let id: String
         public let object: String
@@ -31,6 +57,7 @@ public enum OpenAIResponse {
         public let system_fingerprint: String
         public let choices: [Choice]
         public let usage: Usage?
+        public var timings: Timings? = nil
     }
 
     /// Completions' log-probabilities: parallel arrays over the generated tokens.

@@ -8,6 +8,8 @@ public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     let promptTokens: Counter
     let generationTokens: Counter
+    let draftTokens: Counter
+    let acceptedDraftTokens: Counter
     let timeToFirstToken: ValueHistogram
     let interTokenLatency: ValueHistogram
     let endToEndLatency: ValueHistogram
@@ -23,6 +25,8 @@ public final class ServerMetrics: Sendable {
         let latency: [Double] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 60]
         promptTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "prompt_tokens", unitName: "total", helpText: "Prompt tokens of finished requests."))
         generationTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "generation_tokens", unitName: "total", helpText: "Tokens generated for finished requests."))
+        draftTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "spec_decode_draft_tokens", unitName: "total", helpText: "Tokens drafted for speculative decoding and verified, for finished requests."))
+        acceptedDraftTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "spec_decode_accepted_tokens", unitName: "total", helpText: "Drafted tokens verification kept, for finished requests."))
         timeToFirstToken = registry.makeValueHistogram(descriptor: .init(namespace: "apus", metricName: "time_to_first_token", unitName: "seconds", helpText: "From arrival to the first generated token."), buckets: latency)
         interTokenLatency = registry.makeValueHistogram(descriptor: .init(namespace: "apus", metricName: "inter_token_latency", unitName: "seconds", helpText: "Between consecutive generated tokens of a sample."), buckets: latency)
         endToEndLatency = registry.makeValueHistogram(descriptor: .init(namespace: "apus", metricName: "e2e_request_latency", unitName: "seconds", helpText: "From arrival to the last token."), buckets: latency)
@@ -42,6 +46,8 @@ public final class ServerMetrics: Sendable {
     func record(_ m: RequestMetrics) {
         promptTokens.increment(by: Int64(m.promptTokens))
         generationTokens.increment(by: Int64(m.completionTokens))
+        draftTokens.increment(by: Int64(m.draftTokens))
+        acceptedDraftTokens.increment(by: Int64(m.acceptedDraftTokens))
         timeToFirstToken.record(m.timeToFirstTokenSeconds)
         for gap in m.interTokenSeconds { interTokenLatency.record(gap) }
         endToEndLatency.record(m.totalSeconds)

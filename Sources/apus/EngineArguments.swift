@@ -21,6 +21,8 @@ struct EngineArguments: ParsableArguments {
     @Option(name: .long, help: "Longest sequence, prompt and output (default: the model's trained context).")
     var context: Int?
 
+    @OptionGroup var speculation: SpeculationArguments
+
     var configuration: EngineConfiguration {
         var c = EngineConfiguration()
         c.kvCacheBytes = kvMemory << 20
@@ -29,6 +31,7 @@ struct EngineArguments: ParsableArguments {
         c.maxRunningSequences = maxSequences
         c.prefixCaching = !noPrefixCache
         c.contextLength = context
+        c.speculation = speculation.configuration
         return c
     }
 

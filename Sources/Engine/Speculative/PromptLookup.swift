@@ -8,7 +8,7 @@ final class PromptLookup: Proposer {
     let maxMatch: Int
     let minMatch: Int
 
-    init(maxMatch: Int = 4, minMatch: Int = 2) {
+    init(maxMatch: Int = 8, minMatch: Int = 2) {
         precondition(minMatch >= 1 && maxMatch >= minMatch)
         self.maxMatch = maxMatch
         self.minMatch = minMatch

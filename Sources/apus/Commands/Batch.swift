@@ -59,7 +59,8 @@ struct Batch: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let loaded = try modelArguments.load()
-            let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration)
+            let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
+                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
             defer { engine.shutdown() }
             let lines = try String(contentsOfFile: input, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
                 .map { $0.trimmingCharacters(in: .whitespaces) }

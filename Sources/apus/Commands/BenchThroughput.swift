@@ -83,7 +83,8 @@ struct BenchThroughput: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let loaded = try modelArguments.load()
-            let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration)
+            let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
+                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
             defer { engine.shutdown() }
             let vocabulary = loaded.tokenizer.vocabulary
             let ordinary = (0..<vocabulary.count).filter { vocabulary.types[$0] == .normal }

@@ -59,13 +59,14 @@ struct SamplingArguments: ParsableArguments {
     }
 }
 
-struct Run: ParsableCommand {
+struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a continuation of a prompt, streaming it to stdout.",
-        discussion: "PROMPT is tokenized with special-token parsing on, as llama.cpp's tools do, so an already-rendered chat prompt works; --chat renders it as a user message through the model's chat template instead.")
+        discussion: "PROMPT is tokenized with special-token parsing on, as llama.cpp's tools do, so an already-rendered chat prompt works; --chat renders it as a user message through the model's chat template instead. The request runs through the serving engine, speculative decoding included.")
 
     @OptionGroup var modelArguments: ModelArguments
     @OptionGroup var sampling: SamplingArguments
+    @OptionGroup var speculation: SpeculationArguments
 
     @Flag(name: .long, help: "Render PROMPT as a user message through the model's chat template.")
     var chat = false
@@ -78,10 +79,14 @@ struct Run: ParsableCommand {
 
     struct Output: Encodable {
         struct Timings: Encodable {
+            let prompt_n: Int
             let prompt_ms: Double
             let prompt_per_second: Double
+            let predicted_n: Int
             let predicted_ms: Double
             let predicted_per_second: Double
+            let draft_n: Int
+            let draft_n_accepted: Int
         }
         let text: String
         let tokens: [Int]
@@ -90,22 +95,41 @@ struct Run: ParsableCommand {
         let timings: Timings
     }
 
-    func run() throws {
-        try reportingErrors {
+    func run() async throws {
+        try await reportingErrors {
             let loaded = try modelArguments.load()
             let text = chat ? try loaded.chatTemplate().render([(role: "user", content: prompt)], tokenizer: loaded.tokenizer) : prompt
             let tokens = loaded.tokenizer.encode(text, parseSpecial: true)
-            let generator = Generator(model: loaded.model, tokenizer: loaded.tokenizer, contextLength: sampling.context)
-            let result = try generator.generate(prompt: tokens, parameters: sampling.parameters) { piece in
-                if !json { writeOut(piece) }
-                return true
+            var configuration = EngineConfiguration()
+            let context = min(sampling.context, loaded.model.trainedContextLength)
+            configuration.contextLength = context
+            // One sequence: room for the whole context and a draft past its end.
+            configuration.kvCacheBytes = (context + speculation.draftMax + configuration.blockSize) * loaded.model.kvBytesPerPosition
+            configuration.speculation = speculation.configuration
+            let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration,
+                                    draftModel: try speculation.loadDraft(like: modelArguments))
+            defer { engine.shutdown() }
+            let request = GenerationRequest(prompt: tokens, parameters: sampling.parameters)
+            try engine.validate(request)
+            var generated: [Int] = [], output = "", finish = FinishReason.length
+            var metrics: RequestMetrics?
+            for try await o in engine.generate(request) {
+                generated += o.tokens
+                output += o.text
+                if !json { writeOut(o.text) }
+                if let r = o.finishReason { finish = r }
+                if let m = o.metrics { metrics = m }
             }
+            guard let m = metrics else { throw ValidationError("the engine ended the request without its metrics") }
             if json {
+                let promptSeconds = m.timeToFirstTokenSeconds - m.queueSeconds, predictedSeconds = m.totalSeconds - m.timeToFirstTokenSeconds
                 let timings = Output.Timings(
-                    prompt_ms: result.promptSeconds * 1000, prompt_per_second: Double(result.promptTokens) / max(result.promptSeconds, 1e-9),
-                    predicted_ms: result.generationSeconds * 1000, predicted_per_second: Double(result.tokens.count) / max(result.generationSeconds, 1e-9))
-                writeOut(try jsonLine(Output(text: result.text, tokens: result.tokens, prompt_tokens: result.promptTokens,
-                                             finish_reason: result.finishReason.rawValue, timings: timings)))
+                    prompt_n: m.promptTokens - m.cachedPromptTokens, prompt_ms: promptSeconds * 1000,
+                    prompt_per_second: Double(m.promptTokens) / max(promptSeconds, 1e-9),
+                    predicted_n: m.completionTokens, predicted_ms: predictedSeconds * 1000,
+                    predicted_per_second: Double(m.completionTokens) / max(predictedSeconds, 1e-9),
+                    draft_n: m.draftTokens, draft_n_accepted: m.acceptedDraftTokens)
+                writeOut(try jsonLine(Output(text: output, tokens: generated, prompt_tokens: tokens.count, finish_reason: finish.rawValue, timings: timings)))
             } else {
                 writeOut("\n")
             }

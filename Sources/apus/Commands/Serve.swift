@@ -63,7 +63,8 @@ struct Serve: AsyncParsableCommand {
             // Listening starts first, so /health can say "loading" while the model loads.
             let model = try await Task.detached { () throws -> ServedModel in
                 let loaded = try modelArguments.load()
-                let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration)
+                let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
+                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
                 let fileName = URL(fileURLWithPath: try modelArguments.resolvedPath()).deletingPathExtension().lastPathComponent
                 let name = servedModelName ?? (try? loaded.file.metadata.string("general.name")) ?? fileName
                 return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: try? loaded.chatTemplate(), name: name)

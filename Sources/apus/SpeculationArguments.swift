@@ -1,0 +1,43 @@
+import ArgumentParser
+import Engine
+
+/// Speculative decoding options, shared by `run`, `batch`, `serve` and `bench`.
+struct SpeculationArguments: ParsableArguments {
+    @Option(name: .long, help: "Speculative decoding: off, ngram (drafts copied from earlier in the prompt and output; the default) or draft (--draft-model drafts).")
+    var speculative: SpeculationConfiguration.Mode?
+
+    @Option(name: .long, help: "A smaller model with the same vocabulary to draft with: a GGUF path or a name from `apus list`. Implies --speculative draft.")
+    var draftModel: String?
+
+    @Option(name: .long, help: "Most tokens drafted per sequence and step, 1 to 64.")
+    var draftMax: Int = 16
+
+    @Flag(name: .long, help: "Draft --draft-max tokens whenever there are that many, instead of choosing each draft's length from measured acceptance and the cost of verifying.")
+    var draftFixed = false
+
+    var mode: SpeculationConfiguration.Mode { speculative ?? (draftModel != nil ? .draft : .ngram) }
+
+    var configuration: SpeculationConfiguration {
+        var c = SpeculationConfiguration(mode: mode)
+        c.maxDraft = draftMax
+        c.adaptive = !draftFixed
+        return c
+    }
+
+    func validate() throws {
+        if mode == .draft && draftModel == nil { throw ValidationError("--speculative draft needs --draft-model") }
+        if mode != .draft && draftModel != nil { throw ValidationError("--draft-model drafts only with --speculative draft") }
+        if !(1...64).contains(draftMax) { throw ValidationError("--draft-max must be between 1 and 64") }
+    }
+
+    /// The draft model, loaded with the target's threads and kernels; nil unless drafting with one.
+    func loadDraft(like modelArguments: ModelArguments) throws -> DraftModel? {
+        guard mode == .draft, let draftModel else { return nil }
+        var arguments = modelArguments
+        arguments.model = draftModel
+        let loaded = try arguments.load()
+        return DraftModel(model: loaded.model, tokenizer: loaded.tokenizer)
+    }
+}
+
+extension SpeculationConfiguration.Mode: ExpressibleByArgument {}
