@@ -18,7 +18,7 @@ void apus_build_tiles16k(const apus_q8k_block *act, int blocks, int tokens, int 
             for (int t = 0; t < 16 && 16 * tile + t < tokens; t++) {
                 const apus_q8k_block *a = act + (size_t)(16 * tile + t) * blocks + b;
                 for (int i = 0; i < 64; i++) memcpy(&o->qs[i][t], a->qs + 4 * i, 4);
-                for (int g = 0; g < 16; g++) o->bsums[g][t] = a->bsums[g];
+                for (int j = 0; j < 8; j++) o->bsum_pairs[j][t] = (int32_t)((uint32_t)(uint16_t)a->bsums[2 * j] | (uint32_t)(uint16_t)a->bsums[2 * j + 1] << 16);
                 o->d[t] = a->d;
             }
         }
@@ -43,15 +43,18 @@ static inline void scale_min(int j, const uint8_t *q, int *d, int *m) {
     }
 }
 
-// One super-block unpacked: unsigned levels in value order, per sixteen values the scale
-// and the weight of that group's activation sum (Q4_K/Q5_K: the minimum, against dmin;
-// Q6_K: 32 · scale, subtracted from the scaled sum), d and dmin.
+// One super-block unpacked: unsigned levels in value order, per sixteen values the scale,
+// per pair of sixteen-value groups the weights of their activation sums as two int16
+// (Q4_K/Q5_K: the minimum, against dmin; Q6_K: 32 · scale, subtracted from the scaled
+// sum), d and dmin.
 typedef struct {
     uint8_t levels[256] __attribute__((aligned(64)));
     int32_t scales[16];
-    int32_t offsets[16];
+    int32_t offset_pairs[8];
     float d, dmin;
 } unpacked_superblock;
+
+static inline int32_t int16_pair(int low, int high) { return (int32_t)((uint32_t)(uint16_t)low | (uint32_t)(uint16_t)high << 16); }
 
 static inline __attribute__((always_inline)) AVX2 void unpack_superblock(int format, const uint8_t *w, unpacked_superblock *u) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
@@ -73,7 +76,7 @@ static inline __attribute__((always_inline)) AVX2 void unpack_superblock(int for
             int sc, m;
             scale_min(j, w + 4, &sc, &m);
             u->scales[2 * j] = u->scales[2 * j + 1] = sc;
-            u->offsets[2 * j] = u->offsets[2 * j + 1] = m;
+            u->offset_pairs[j] = int16_pair(m, m);
         }
         u->d = f16_value(w);
         u->dmin = f16_value(w + 2);
@@ -90,10 +93,8 @@ static inline __attribute__((always_inline)) AVX2 void unpack_superblock(int for
             }
         }
         const int8_t *sc = (const int8_t *)(w + 192);
-        for (int g = 0; g < 16; g++) {
-            u->scales[g] = sc[g];
-            u->offsets[g] = 32 * sc[g];
-        }
+        for (int g = 0; g < 16; g++) u->scales[g] = sc[g];
+        for (int j = 0; j < 8; j++) u->offset_pairs[j] = int16_pair(32 * sc[2 * j], 32 * sc[2 * j + 1]);
         u->d = f16_value(w + 208);
         u->dmin = 0;
     }
@@ -116,10 +117,12 @@ static inline __attribute__((always_inline)) VNNI void tile_row_group(int format
         for (int b = 0; b < blocks; b++) {
             __m512i isum[ROWS], ioff[ROWS];
             for (int k = 0; k < rows; k++) isum[k] = ioff[k] = _mm512_setzero_si512();
-            for (int g = 0; g < 16; g++) {
+            // Q4_K and Q5_K scale 32 values at a time, Q6_K 16: one multiply per scale.
+            const int per_scale = separate_min ? 8 : 4;
+            for (int g = 0; g < 64 / per_scale; g++) {
                 __m512i dot[ROWS];
                 for (int k = 0; k < rows; k++) dot[k] = _mm512_setzero_si512();
-                for (int i = 4 * g; i < 4 * g + 4; i++) {
+                for (int i = per_scale * g; i < per_scale * g + per_scale; i++) {
                     const __m512i a = _mm512_loadu_si512((const void *)T[b].qs[i]);
                     for (int k = 0; k < rows; k++) {
                         int32_t four;
@@ -127,11 +130,12 @@ static inline __attribute__((always_inline)) VNNI void tile_row_group(int format
                         dot[k] = _mm512_dpbusd_epi32(dot[k], _mm512_set1_epi32(four), a);
                     }
                 }
-                const __m512i bsum = _mm512_loadu_si512((const void *)T[b].bsums[g]);
-                for (int k = 0; k < rows; k++) {
-                    isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(dot[k], _mm512_set1_epi32(u[k][b].scales[g])));
-                    ioff[k] = _mm512_add_epi32(ioff[k], _mm512_mullo_epi32(bsum, _mm512_set1_epi32(u[k][b].offsets[g])));
-                }
+                for (int k = 0; k < rows; k++)
+                    isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(dot[k], _mm512_set1_epi32(u[k][b].scales[per_scale * g / 4])));
+            }
+            for (int j = 0; j < 8; j++) {
+                const __m512i pairs = _mm512_loadu_si512((const void *)T[b].bsum_pairs[j]);
+                for (int k = 0; k < rows; k++) ioff[k] = _mm512_dpwssd_epi32(ioff[k], pairs, _mm512_set1_epi32(u[k][b].offset_pairs[j]));
             }
             const __m512 da = _mm512_loadu_ps(T[b].d);
             for (int k = 0; k < rows; k++) {

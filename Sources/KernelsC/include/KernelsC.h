@@ -52,12 +52,13 @@ void apus_quantize_q8k(const float *x, int rows, int cols, apus_q8k_block *out);
 /// operations on every instruction set and for every batch. With `accumulate`, adds to
 /// `y`. Returns 0 if the format or instruction set is not supported here.
 /// Sixteen tokens' Q8_K activations for one super-block, transposed for 512-bit VNNI:
-/// `qs[i][t]` holds bytes 4i..4i+3 of token t's block, `bsums[g][t]` its sum of values
-/// 16g..16g+15.
+/// `qs[i][t]` holds bytes 4i..4i+3 of token t's block; `bsum_pairs[j][t]` its sums of
+/// values 32j..32j+15 (low half) and 32j+16..32j+31 (high half) as two int16, so that one
+/// `vpdpwssd` weighs two groups' sums for sixteen tokens.
 typedef struct {
     uint32_t qs[64][16];
     float d[16];
-    int32_t bsums[16][16];
+    int32_t bsum_pairs[8][16];
 } apus_tile16k_block;
 
 /// Fills tiles [tile_begin, tile_end) from the first `tokens` Q8_K rows of `blocks` blocks
