@@ -43,16 +43,46 @@ final class DraftModelProposer: Proposer {
         var blockTable: [Int32] = []
         /// Tokens whose keys and values the draft cache holds, from position 0.
         var cached: [Int] = []
+        /// Prefix-cache names of the first full blocks, as the scheduler keeps them.
+        var blockHashes: [UInt64] = []
         var sampler: Sampler
     }
     private var states: [ObjectIdentifier: State] = [:]
 
-    /// A cache of as many positions as the target's (`blockCount` blocks).
+    /// A cache of as many positions as the target's (`blockCount` blocks), with a prefix
+    /// cache of its own: a new sequence starts from the draft keys and values of the
+    /// longest prefix an earlier one computed (a system prompt, the turns of a chat).
     init(_ draft: DraftModel, blockSize: Int, blockCount: Int, contextLength: Int) {
         model = draft.model
         cache = draft.model.makePagedCache(blockSize: blockSize, blockCount: blockCount)
-        blocks = BlockManager(blockCount: blockCount, blockSize: blockSize, prefixCaching: false)
+        blocks = BlockManager(blockCount: blockCount, blockSize: blockSize, prefixCaching: true)
         self.contextLength = contextLength
+    }
+
+    /// A new sequence's state, starting from the cached blocks of its longest prefix.
+    private func start(_ s: Sequence) throws -> State {
+        var state = State(sampler: try draftSampler(for: s))
+        let bs = blocks.blockSize
+        for i in 0..<((s.tokens.count - 1) / bs) {
+            let hash = BlockManager.hash(parent: state.blockHashes.last, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
+            guard let block = blocks.lookup(hash) else { break }
+            state.blockTable.append(block)
+            state.blockHashes.append(hash)
+            state.cached += s.tokens[(i * bs)..<((i + 1) * bs)]
+        }
+        return state
+    }
+
+    /// Names the full blocks of the first `stable` cached tokens (the sequence's own, which
+    /// never change; drafted tokens past them may still be overwritten).
+    private func register(_ state: inout State, stable: Int) {
+        let bs = blocks.blockSize
+        while state.blockHashes.count < stable / bs {
+            let i = state.blockHashes.count
+            let hash = BlockManager.hash(parent: state.blockHashes.last, tokens: state.cached[(i * bs)..<((i + 1) * bs)])
+            blocks.register(state.blockTable[i], hash: hash)
+            state.blockHashes.append(hash)
+        }
     }
 
     /// Seconds of one draft token for one sequence (the best of three passes).
@@ -77,10 +107,11 @@ final class DraftModelProposer: Proposer {
         var batch = ForwardBatch()
         for (i, (s, limit)) in requests.enumerated() where limit > 0 {
             let id = ObjectIdentifier(s)
-            var state = try states[id] ?? State(sampler: draftSampler(for: s))
+            var state = try states[id] ?? start(s)
             var agree = zip(state.cached, s.tokens).prefix { $0 == $1 }.count
             agree = min(agree, s.tokens.count - 1)  // the last token is run again for its logits
             state.cached.removeLast(state.cached.count - agree)
+            register(&state, stable: agree)
             let positions = s.tokens.count + limit - 1
             guard positions <= contextLength, reserve(&state, positions: positions) else {
                 states[id] = state

@@ -71,23 +71,27 @@ final class SpeculationPolicy {
     }
 }
 
-/// What one sequence's drafts have been worth: accepted tokens and rejections, both
-/// decaying so that the estimate follows the text (a copied passage, then free prose).
+/// What one sequence's drafts have been worth: each verified drafted token is a trial,
+/// kept or the first rejected; both counts fade by a factor per trial, so that the
+/// estimate follows the text (a copied passage, then free prose) at the same pace whatever
+/// the draft lengths were.
 struct AcceptanceEstimate {
     private var accepted = 0.0
     private var rejected = 0.0
     /// The prior: four tokens kept for one rejected (α = 0.8), optimistic so that drafting
     /// is tried, and weak, so that one bad draft already shortens the next.
     private static let priorAccepted = 4.0, priorRejected = 1.0
-    private static let decay = 0.7
+    /// Evidence fades by this per trial: about the last twenty tokens count.
+    private static let decay = 0.95
 
     /// The probability that a drafted token is kept, given the ones before it were.
     var rate: Double { (accepted + Self.priorAccepted) / (accepted + rejected + Self.priorAccepted + Self.priorRejected) }
 
     mutating func observe(drafted: Int, accepted kept: Int) {
         guard drafted > 0 else { return }
-        accepted = Self.decay * accepted + Double(kept)
-        rejected = Self.decay * rejected + (kept < drafted ? 1 : 0)
+        let fade = pow(Self.decay, Double(drafted))
+        accepted = fade * accepted + Double(kept)
+        rejected = fade * rejected + (kept < drafted ? 1 : 0)
     }
 
     /// A step without a draft: the evidence fades toward the prior, so that a sequence

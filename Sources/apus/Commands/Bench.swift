@@ -6,8 +6,8 @@ import Models
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed: one sequence as llama-bench does (default), or the serving engine's throughput.",
-        subcommands: [BenchSingle.self, BenchThroughput.self],
+        abstract: "Measure speed: one sequence as llama-bench does (default), the serving engine's throughput, or speculative decoding.",
+        subcommands: [BenchSingle.self, BenchThroughput.self, BenchSpeculative.self],
         defaultSubcommand: BenchSingle.self)
 }
 
