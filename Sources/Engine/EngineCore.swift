@@ -136,15 +136,16 @@ final class EngineCore {
         if let proposer {
             let counts = Array(Set([1, 2, 4, 8, 16, speculation.maxDraft + 1].filter { $0 <= speculation.maxDraft + 1 })).sorted()
             let policy = SpeculationPolicy(maxDraft: speculation.maxDraft, calibration: try Self.calibrate(model, cache: cache, blocks: scheduler.blocks, tokens: counts))
-            if let drafting = proposer as? DraftModelProposer { policy.draftTokenSeconds = try drafting.measureTokenSeconds() }
+            if let drafting = proposer as? DraftModelProposer { policy.draftSeconds = try drafting.measurePassSeconds() }
             speculator = Speculator(configuration: speculation, proposer: proposer, policy: policy)
         } else {
             speculator = nil
         }
     }
 
-    /// Times forward passes of each token count (the best of two) on scratch blocks, for
-    /// the speculation policy's cost model.
+    /// Times forward passes of each token count (the best of two, after one unmeasured
+    /// pass that maps the weights in) on scratch blocks, for the speculation policy's cost
+    /// model.
     private static func calibrate(_ model: any LanguageModel, cache: PagedKVCache, blocks: BlockManager, tokens counts: [Int]) throws -> [(tokens: Int, seconds: Double)] {
         let positions = counts.max()!
         var table: [Int32] = []
@@ -152,6 +153,9 @@ final class EngineCore {
         while table.count * cache.blockSize < positions, let b = blocks.allocate() { table.append(b) }
         let usable = counts.filter { $0 <= table.count * cache.blockSize }
         guard !usable.isEmpty else { throw EngineError.invalidConfiguration("the KV cache is too small to measure the verify pass") }
+        var warm = ForwardBatch()
+        warm.append(Array(repeating: 0, count: usable.last!), firstPosition: 0, blockTable: table, logitsOfLast: 1)
+        _ = try model.forward(warm, cache: cache)
         return try usable.map { n in
             var batch = ForwardBatch()
             batch.append(Array(repeating: 0, count: n), firstPosition: 0, blockTable: table, logitsOfLast: n)

@@ -10,31 +10,69 @@
 
 static inline int nearest_int(float x) { return (int)nearbyintf(x); }  // half to even, as ggml's nearest_int
 
+static void quantize_block_q8k(const float *v, apus_q8k_block *o) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 256; j++) {
+        if (fabsf(v[j]) > amax) { amax = fabsf(v[j]); max = v[j]; }
+    }
+    if (amax == 0) {
+        memset(o, 0, sizeof *o);
+        return;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < 256; j++) {
+        int q = nearest_int(iscale * v[j]);
+        o->qs[j] = (int8_t)(q < 127 ? q : 127);
+    }
+    for (int g = 0; g < 16; g++) {
+        int sum = 0;
+        for (int l = 0; l < 16; l++) sum += o->qs[16 * g + l];
+        o->bsums[g] = (int16_t)sum;
+    }
+    o->d = 1 / iscale;
+}
+
+#if APUS_X86
+// The same block with AVX-512: the same first value of largest magnitude, the same
+// products rounded half to even (vcvtps2dq under the default rounding mode, as
+// nearbyintf), so bitwise quantize_block_q8k's.
+static VNNI void quantize_block_q8k_avx512(const float *v, apus_q8k_block *o) {
+    __m512 amax16 = _mm512_setzero_ps();
+    for (int i = 0; i < 16; i++) amax16 = _mm512_max_ps(amax16, _mm512_abs_ps(_mm512_loadu_ps(v + 16 * i)));
+    const float amax = _mm512_reduce_max_ps(amax16);
+    if (amax == 0) {
+        memset(o, 0, sizeof *o);
+        return;
+    }
+    float max = 0;
+    for (int i = 0; i < 16; i++) {
+        const __mmask16 at = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(v + 16 * i)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+        if (at) { max = v[16 * i + __builtin_ctz(at)]; break; }
+    }
+    const float iscale = -127.0f / max;
+    const __m512 scale = _mm512_set1_ps(iscale);
+    for (int i = 0; i < 16; i++) {
+        const __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(scale, _mm512_loadu_ps(v + 16 * i))), _mm512_set1_epi32(127));
+        _mm_storeu_si128((__m128i *)(o->qs + 16 * i), _mm512_cvtepi32_epi8(q));
+        o->bsums[i] = (int16_t)_mm512_reduce_add_epi32(q);
+    }
+    o->d = 1 / iscale;
+}
+#endif
+
 void apus_quantize_q8k(const float *x, int rows, int cols, apus_q8k_block *out) {
     const int blocks = cols / 256;
     for (int r = 0; r < rows; r++) {
         for (int b = 0; b < blocks; b++) {
             const float *v = x + (size_t)r * cols + 256 * b;
             apus_q8k_block *o = out + (size_t)r * blocks + b;
-            float amax = 0, max = 0;
-            for (int j = 0; j < 256; j++) {
-                if (fabsf(v[j]) > amax) { amax = fabsf(v[j]); max = v[j]; }
-            }
-            if (amax == 0) {
-                memset(o, 0, sizeof *o);
+#if APUS_X86
+            if (apus_int8_isa() >= 2) {
+                quantize_block_q8k_avx512(v, o);
                 continue;
             }
-            const float iscale = -127.0f / max;
-            for (int j = 0; j < 256; j++) {
-                int q = nearest_int(iscale * v[j]);
-                o->qs[j] = (int8_t)(q < 127 ? q : 127);
-            }
-            for (int g = 0; g < 16; g++) {
-                int sum = 0;
-                for (int l = 0; l < 16; l++) sum += o->qs[16 * g + l];
-                o->bsums[g] = (int16_t)sum;
-            }
-            o->d = 1 / iscale;
+#endif
+            quantize_block_q8k(v, o);
         }
     }
 }

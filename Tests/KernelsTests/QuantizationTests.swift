@@ -73,26 +73,33 @@ final class QuantizationTests: XCTestCase {
     }
 
     /// Q8_K (the K-quants' partner) equals llama.cpp's rule written independently: values,
-    /// scale and the sums of each sixteen, with ties landing on even values.
+    /// scale and the sums of each sixteen, with ties landing on even values, on every
+    /// instruction-set level.
     func testQ8KActivationQuantizationMatchesTheReference() {
         var seed: UInt64 = 22
-        let cols = 256 * 3
+        let cols = 256 * 4
         var x = Reference.randomValues(cols, seed: &seed, scale: 3)
         for j in 0..<256 { x[j] = j == 9 ? -127 : Float(j % 11) - 5.5 }  // ties at .5 after scaling by 1
         for j in 512..<768 { x[j] = 0 }  // an all-zero block
-        var blocks = [apus_q8k_block](repeating: apus_q8k_block(), count: 3)
-        apus_quantize_q8k(x, 1, Int32(cols), &blocks)
-        for (i, block) in blocks.enumerated() {
-            let slice = x[(256 * i)..<(256 * i + 256)]
-            let max = slice.max(by: { abs($0) < abs($1) })!
-            let iscale: Float = max == 0 ? 0 : -127 / max
-            let q = slice.map { Swift.min(127, Int(($0 * iscale).rounded(.toNearestOrEven))) }
-            XCTAssertEqual(withUnsafeBytes(of: block.qs) { Array($0.bindMemory(to: Int8.self)).map(Int.init) }, q, "block \(i)")
-            XCTAssertEqual(block.d, max == 0 ? 0 : 1 / iscale, "block \(i)")
-            let sums = (0..<16).map { g in q[(16 * g)..<(16 * g + 16)].reduce(0, +) }
-            XCTAssertEqual(withUnsafeBytes(of: block.bsums) { Array($0.bindMemory(to: Int16.self)).map(Int.init) }, sums, "block \(i)")
+        x[768 + 20] = 6; x[768 + 40] = -6  // two of largest magnitude: the first sets the scale
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+            IntegerKernels.limit(to: level)
+            defer { IntegerKernels.limit(to: IntegerKernels.available) }
+            var blocks = [apus_q8k_block](repeating: apus_q8k_block(), count: 4)
+            apus_quantize_q8k(x, 1, Int32(cols), &blocks)
+            XCTAssertEqual(blocks[3].d, 1 / (-127 / Float(6)), "\(level)")
+            for (i, block) in blocks.enumerated() {
+                let slice = x[(256 * i)..<(256 * i + 256)]
+                let max = slice.max(by: { abs($0) < abs($1) })!
+                let iscale: Float = max == 0 ? 0 : -127 / max
+                let q = slice.map { Swift.min(127, Int(($0 * iscale).rounded(.toNearestOrEven))) }
+                XCTAssertEqual(withUnsafeBytes(of: block.qs) { Array($0.bindMemory(to: Int8.self)).map(Int.init) }, q, "block \(i)")
+                XCTAssertEqual(block.d, max == 0 ? 0 : 1 / iscale, "block \(i)")
+                let sums = (0..<16).map { g in q[(16 * g)..<(16 * g + 16)].reduce(0, +) }
+                XCTAssertEqual(withUnsafeBytes(of: block.bsums) { Array($0.bindMemory(to: Int16.self)).map(Int.init) }, sums, "block \(i)")
+            }
+            XCTAssertEqual(blocks[0].qs.9, -127, "the value of largest magnitude maps to -127")
         }
-        XCTAssertEqual(blocks[0].qs.9, -127, "the value of largest magnitude maps to -127")
     }
 
     /// A Q4_K block built by hand: d = 0.5, dmin = 0.25, group 0 scale 2 / min 3, group 5

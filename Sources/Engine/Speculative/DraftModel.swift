@@ -85,19 +85,25 @@ final class DraftModelProposer: Proposer {
         }
     }
 
-    /// Seconds of one draft token for one sequence (the best of three passes).
-    func measureTokenSeconds() throws -> Double {
-        guard let block = blocks.allocate() else { return 0 }
+    /// Seconds of the draft model's passes for one sequence: the first of a draft (the
+    /// one or two tokens verification left, then logits) and each further one (one token),
+    /// the best of three after one unmeasured pass.
+    func measurePassSeconds() throws -> (first: Double, next: Double) {
+        guard let block = blocks.allocate() else { return (0, 0) }
         defer { blocks.release(block) }
-        var batch = ForwardBatch()
-        batch.append([0], firstPosition: 0, blockTable: [block], logitsOfLast: 1)
-        var best = Double.infinity
-        for _ in 0..<3 {
-            let start = DispatchTime.now().uptimeNanoseconds
-            _ = try model.forward(batch, cache: cache)
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        func time(_ n: Int) throws -> Double {
+            var batch = ForwardBatch()
+            batch.append(Array(repeating: 0, count: n), firstPosition: 0, blockTable: [block], logitsOfLast: 1)
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = try model.forward(batch, cache: cache)
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            return best
         }
-        return best
+        _ = try time(1)
+        return (try time(2), try time(1))
     }
 
     func propose(_ requests: [(sequence: Sequence, limit: Int)]) throws -> [Draft] {

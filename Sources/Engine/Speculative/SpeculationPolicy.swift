@@ -16,9 +16,9 @@ final class SpeculationPolicy {
     let maxDraft: Int
     /// Seconds of a forward pass of n tokens, n = 1...maxTracked (index 0 unused).
     private(set) var stepSeconds: [Double]
-    /// Seconds one draft-model token costs (a pass of the draft model for one token per
-    /// sequence); 0 for proposers without a model.
-    var draftTokenSeconds: Double = 0
+    /// Seconds of a draft model's passes: the first of a draft (one or two tokens in) and
+    /// each further one; zero for proposers without a model.
+    var draftSeconds: (first: Double, next: Double) = (0, 0)
     private let maxTracked: Int
 
     /// `calibration`: measured (tokens, seconds) of forward passes, at least one token count.
@@ -62,7 +62,7 @@ final class SpeculationPolicy {
         let base = cost(tokens: stepTokens + 1)
         var best = 0, bestRate = (stepOutput + 1) / base
         for k in stride(from: 1, through: min(limit, maxDraft), by: 1) {
-            let seconds = cost(tokens: stepTokens + 1 + k) + Double(k) * draftTokenSeconds
+            let seconds = cost(tokens: stepTokens + 1 + k) + draftSeconds.first + Double(k - 1) * draftSeconds.next
             let rate = (stepOutput + Self.expectedTokens(draft: k, acceptance: α)) / seconds
             // A small margin: a draft must pay clearly, since α and the costs are estimates.
             if rate > bestRate * 1.02 { best = k; bestRate = rate }

@@ -84,44 +84,49 @@ struct BenchSpeculative: AsyncParsableCommand {
                 draft = DraftModel(model: d.model, tokenizer: d.tokenizer)
             }
             let modes: [SpeculationConfiguration.Mode] = draft == nil ? [.off, .ngram] : [.off, .ngram, .draft]
-            var rows: [Row] = []
-            var plain: [String: (tokens: [Int], speed: Double)] = [:]
-            for mode in modes {
+            // One engine per mode, all loaded at once, and the modes taking turns within each
+            // repetition: this machine's speed drifts, and turns spread the drift over all.
+            let longest = prompts.map(\.tokens.count).max()! + maxTokens + draftMax + 16
+            let engines = try modes.map { mode in
                 var configuration = EngineConfiguration()
-                let longest = prompts.map(\.tokens.count).max()! + maxTokens + draftMax + 16
                 configuration.contextLength = min(longest, loaded.model.trainedContextLength)
                 configuration.kvCacheBytes = (parallel + 1) * longest * loaded.model.kvBytesPerPosition
                 configuration.maxRunningSequences = max(parallel, 1)
                 configuration.speculation.mode = mode
                 configuration.speculation.maxDraft = draftMax
                 configuration.speculation.adaptive = !draftFixed
-                let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration, draftModel: mode == .draft ? draft : nil)
-                defer { engine.shutdown() }
-                for p in prompts {
-                    var parameters = GenerationParameters()
-                    parameters.maxTokens = maxTokens
-                    parameters.sampling = .greedy
-                    parameters.ignoreEndOfGeneration = true
-                    let request = GenerationRequest(prompt: p.tokens, parameters: parameters)
-                    // The prompt once, outside the timing, so that every timed run starts from the
-                    // prefix cache (the draft model's too: a few tokens, so that it drafts).
-                    var warm = request
-                    warm.parameters.maxTokens = 4
-                    _ = try await Self.generate(warm, copies: 1, on: engine)
-                    var speeds: [Double] = [], drafted = 0, accepted = 0, output: [Int] = []
-                    for _ in 0..<repetitions {
+                return try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration, draftModel: mode == .draft ? draft : nil)
+            }
+            defer { for e in engines { e.shutdown() } }
+            var rows: [Row] = []
+            for p in prompts {
+                var parameters = GenerationParameters()
+                parameters.maxTokens = maxTokens
+                parameters.sampling = .greedy
+                parameters.ignoreEndOfGeneration = true
+                let request = GenerationRequest(prompt: p.tokens, parameters: parameters)
+                // The prompt once per engine, outside the timing, so that every timed run starts
+                // from the prefix cache (the draft model's too: a few tokens, so that it drafts).
+                var warm = request
+                warm.parameters.maxTokens = 4
+                for engine in engines { _ = try await Self.generate(warm, copies: 1, on: engine) }
+                var speeds = [[Double]](repeating: [], count: modes.count)
+                var drafted = [Int](repeating: 0, count: modes.count), accepted = drafted
+                var outputs = [[Int]](repeating: [], count: modes.count)
+                for _ in 0..<repetitions {
+                    for (m, engine) in engines.enumerated() {
                         let r = try await Self.generate(request, copies: parallel, on: engine)
-                        speeds.append(r.speed)
-                        drafted += r.drafted
-                        accepted += r.accepted
-                        output = r.tokens
+                        speeds[m].append(r.speed)
+                        drafted[m] += r.drafted
+                        accepted[m] += r.accepted
+                        outputs[m] = r.tokens
                     }
-                    let speed = speeds.sorted()[speeds.count / 2]
-                    if mode == .off { plain[p.name] = (output, speed) }
-                    let reference = plain[p.name]!
-                    let row = Row(prompt: p.name, mode: mode.rawValue, parallel: parallel, tokens: maxTokens, tokens_per_second: speed,
-                                  speedup: speed / reference.speed, draft_n: drafted / repetitions, draft_n_accepted: accepted / repetitions,
-                                  same_as_plain: output == reference.tokens)
+                }
+                let medians = speeds.map { $0.sorted()[$0.count / 2] }
+                for (m, mode) in modes.enumerated() {
+                    let row = Row(prompt: p.name, mode: mode.rawValue, parallel: parallel, tokens: maxTokens, tokens_per_second: medians[m],
+                                  speedup: medians[m] / medians[0], draft_n: drafted[m] / repetitions, draft_n_accepted: accepted[m] / repetitions,
+                                  same_as_plain: outputs[m] == outputs[0])
                     rows.append(row)
                     if json { writeOut(try jsonLine(row)) }
                 }
@@ -129,7 +134,7 @@ struct BenchSpeculative: AsyncParsableCommand {
             guard !json else { return }
             writeOut("model \(loaded.model.architecture), \(modelArguments.threads ?? ModelOptions.defaultThreads) threads, \(maxTokens) greedy tokens, \(parallel) at once, median of \(repetitions)\(draftFixed ? ", fixed drafts of \(draftMax)" : ", adaptive drafts up to \(draftMax)")\n")
             writeOut("| prompt | mode | tok/s | × plain | drafted | accepted | same as plain |\n| --- | --- | ---: | ---: | ---: | ---: | --- |\n")
-            for r in rows.sorted(by: { ($0.prompt, modes.firstIndex(of: .init(rawValue: $0.mode)!)!) < ($1.prompt, modes.firstIndex(of: .init(rawValue: $1.mode)!)!) }) {
+            for r in rows {
                 writeOut("| \(r.prompt) | \(r.mode) | \(String(format: "%.1f", r.tokens_per_second)) | \(String(format: "%.2f", r.speedup)) | \(r.draft_n) | \(r.draft_n_accepted) | \(r.same_as_plain ? "yes" : "NO") |\n")
             }
         }
