@@ -109,6 +109,10 @@ static inline __attribute__((always_inline)) VNNI void tile_row_group(int format
     unpacked_superblock u[ROWS][blocks];
     for (int k = 0; k < rows; k++)
         for (int b = 0; b < blocks; b++) unpack_superblock(format, w + (size_t)(r + k) * row_bytes + (size_t)b * stride, &u[k][b]);
+    // The next group's weights are fetched while this group computes: unpacking stalled on
+    // memory when the weights arrived only as they were unpacked.
+    const uint8_t *next = w + (size_t)(r + rows) * row_bytes;
+    for (size_t offset = 0; offset < (size_t)rows * row_bytes; offset += 64) _mm_prefetch((const char *)(next + offset), _MM_HINT_T0);
     const int separate_min = format != APUS_Q6_K;
     for (int tile = 0; 16 * tile < tokens; tile++) {
         const apus_tile16k_block *T = tiles + (size_t)tile * blocks;
