@@ -133,6 +133,15 @@ static inline void q3k_scales(const uint8_t *s, int8_t out[16]) {
     }
 }
 
+// Rows are contiguous, so the weights stream: each super-block fetches the one this far
+// ahead, which arrives while the ones between compute (decoding otherwise waits on memory
+// at every row).
+#define PREFETCH_DISTANCE 4096
+#define PREFETCH_AHEAD(blk, stride)                                                                          \
+    do {                                                                                                     \
+        for (int line = 0; line < (stride); line += 64) _mm_prefetch((const char *)(blk) + PREFETCH_DISTANCE + line, _MM_HINT_T0); \
+    } while (0)
+
 // One finished super-block for one token: the float steps every path shares.
 #define FINISH(acc, low, dw, dmin, a, isum, imin)              \
     do {                                                        \
@@ -280,6 +289,7 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
                 float acc = 0, low = 0;                                                                                        \
                 for (int b = 0; b < blocks; b++) {                                                                             \
                     const uint8_t *blk = row + (size_t)b * stride;                                                             \
+                    if (t == 0) PREFETCH_AHEAD(blk, stride);                                                                   \
                     int isum, imin;                                                                                            \
                     SUMS(format, blk, a + b, &isum, &imin);                                                                    \
                     const float dw = f16_at(blk + d_at);                                                                       \
@@ -417,6 +427,7 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni_batch(int for
             for (int g = 0; g < 4; g++) acc[g] = low[g] = _mm_setzero_ps();
             for (int b = 0; b < blocks; b++) {
                 const uint8_t *blk = row + (size_t)b * stride;
+                PREFETCH_AHEAD(blk, stride);
                 vnni_superblock u;
                 unpack_superblock_vnni(format, blk, &u);
                 const __m128 dw = _mm_set1_ps(f16_at(blk + d_at));
