@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Speculative decoding side by side: llama.cpp's llama-server (plain, --spec-type ngram-simple,
-# and the draft model with -md, up to 8 drafted) and then `apus bench speculative` (plain,
+# Speculative decoding side by side: llama.cpp's llama-server (plain, --spec-type ngram-simple
+# with its defaults and with drafts of at most 16, and the draft model with --spec-type
+# draft-simple -md, up to 8 drafted) and then `apus bench speculative` (plain,
 # ngram, draft), on the same prompts (bench/speculative/*.txt as one chat message each), 256
 # greedy tokens with end-of-generation ignored, same threads. Prints llama-server's decode
 # tok/s (timings.predicted_per_second, median of the repetitions) with draft_n and
@@ -16,7 +17,7 @@ while getopts "m:d:t:r:" opt; do
     esac
 done
 bin=$(bash scripts/build-llama-cpp.sh)
-swift build -c release --product apus >&2
+swift build -c release --product apus -Xswiftc -enable-testing >&2  # the flags of the test build, so that neither rebuilds the other
 apus=.build/release/apus
 model_path=$("$apus" pull "$model")
 draft_path=$("$apus" pull "$draft")
@@ -36,11 +37,12 @@ echo "llama-server ($model, $threads threads, 256 greedy tokens, median of $reps
 echo "| prompt | mode | tok/s | × plain | drafted | accepted |"
 echo "| --- | --- | ---: | ---: | ---: | ---: |"
 declare -A plain
-for mode in plain ngram-simple draft; do
+for mode in plain ngram-simple ngram-simple-m16 draft; do
     case $mode in
         plain) extra=() ;;
         ngram-simple) extra=(--spec-type ngram-simple) ;;
-        draft) extra=(-md "$draft_path" --spec-draft-n-max 8 -td "$threads") ;;
+        ngram-simple-m16) extra=(--spec-type ngram-simple --spec-ngram-simple-size-m 16) ;;
+        draft) extra=(--spec-type draft-simple -md "$draft_path" --spec-draft-n-max 8 -td "$threads") ;;
     esac
     "$bin/llama-server" -m "$model_path" -t "$threads" -c 8192 -np 1 --port "$port" "${extra[@]}" >/dev/null 2>&1 &
     server=$!
