@@ -46,12 +46,13 @@ final class BlockManager {
 
     func referenceCount(of block: Int32) -> Int { Int(references[Int(block)]) }
 
-    /// A block for a sequence to write into, with one reference; nil when none is free.
-    func allocate() -> Int32? {
+    /// A block for a sequence to write into, with one reference; nil when none is free
+    /// (or, without `evictingCached`, when only cached blocks are).
+    func allocate(evictingCached: Bool = true) -> Int32? {
         let block: Int32
         if let b = empty.popLast() {
             block = b
-        } else if oldest >= 0 {
+        } else if evictingCached, oldest >= 0 {
             block = oldest
             unlink(block)
             blocksByHash[hashes[Int(block)]!] = nil

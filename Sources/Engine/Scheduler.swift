@@ -73,12 +73,8 @@ final class Scheduler {
                 granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
             }
             if granted > 0 {
-                var chunk = ScheduledChunk(sequence: sequence, count: granted)
-                if granted == sequence.uncomputed, !sequence.draft.isEmpty {
-                    chunk.drafted = reserveDraft(sequence, tokens: min(sequence.draft.tokens.count, budget - granted))
-                }
-                scheduled.append(chunk)
-                budget -= granted + chunk.drafted
+                scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
+                budget -= granted
             }
         }
 
@@ -103,6 +99,15 @@ final class Scheduler {
             }
             scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
             budget -= granted
+        }
+
+        // Drafts last, from what every sequence's own tokens and admission left of the
+        // budget and of the free blocks: speculation never delays a prompt or a decode.
+        for i in scheduled.indices where budget > 0 {
+            let s = scheduled[i].sequence
+            guard !s.draft.isEmpty, scheduled[i].count == s.uncomputed else { continue }
+            scheduled[i].drafted = reserveDraft(s, tokens: min(s.draft.tokens.count, budget))
+            budget -= scheduled[i].drafted
         }
         return scheduled
     }
@@ -138,12 +143,12 @@ final class Scheduler {
         }
     }
 
-    /// Blocks for up to `tokens` drafted tokens after all of `s`'s own, taken only while
-    /// admission's reserve stays free: a draft never preempts anyone. Returns how many the
-    /// blocks cover.
+    /// Blocks for up to `tokens` drafted tokens after all of `s`'s own, taken only from
+    /// empty blocks beyond admission's reserve: a draft never preempts anyone and never
+    /// evicts the prefix cache. Returns how many the blocks cover.
     private func reserveDraft(_ s: Sequence, tokens want: Int) -> Int {
         let bs = blocks.blockSize, end = s.tokens.count
-        while s.blockTable.count * bs < end + want, blocks.freeCount > watermark, let b = blocks.allocate() { s.blockTable.append(b) }
+        while s.blockTable.count * bs < end + want, blocks.freeCount > watermark, let b = blocks.allocate(evictingCached: false) { s.blockTable.append(b) }
         return max(0, min(want, s.blockTable.count * bs - end))
     }
 

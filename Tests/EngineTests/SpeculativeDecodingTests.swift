@@ -71,7 +71,7 @@ final class SpeculativeDecodingTests: XCTestCase {
             XCTAssertLessThan(s.acceptedDraftTokens, s.draftTokens)
             XCTAssertEqual(try run(golden, on: try core(model, tokenizer, .ngram, adaptive: true)), plain, "\(m.catalogName): adaptive")
             let mixed = golden + sampledRequests(8, seed: 5)
-            XCTAssertEqual(Array(try run(mixed, on: try core(model, tokenizer, .ngram)).prefix(golden.count)), plain,
+            XCTAssertEqual(Array(try run(mixed, on: try core(model, tokenizer, .ngram) { $0.speculation.speculatesSeededSampling = true }).prefix(golden.count)), plain,
                            "\(m.catalogName): among sampled requests")
         }
     }
@@ -179,7 +179,10 @@ final class SpeculativeDecodingTests: XCTestCase {
             p.sampling.seed = UInt64(i)
             requests.append(GenerationRequest(prompt: prompt, parameters: p))
         }
-        let engine = try core(target, tokenizer, .draft, draft: draft) { $0.maxRunningSequences = 64 }
+        let engine = try core(target, tokenizer, .draft, draft: draft) {
+            $0.maxRunningSequences = 64
+            $0.speculation.speculatesSeededSampling = true  // seeds make the test repeatable
+        }
         let outputs = try run(requests, on: engine)
         XCTAssertEqual(engine.currentStatistics().draftTokens, n, "one drafted token per request")
         let kept = engine.currentStatistics().acceptedDraftTokens
@@ -203,6 +206,53 @@ final class SpeculativeDecodingTests: XCTestCase {
         let critical = k * pow(1 - 2 / (9 * k) + z * (2 / (9 * k)).squareRoot(), 3)
         XCTAssertGreaterThan(cells, 10)
         XCTAssertLessThan(statistic, critical, "chi-square over \(cells) cells")
+    }
+
+    /// Drafts take only what prompts and decodes leave: a prompt arriving while a sequence
+    /// drafts at every step is computed in as many steps as without speculation.
+    func testDraftsNeverDelayAPrompt() throws {
+        let (model, tokenizer) = try load(.smolLM2)
+        let engine = try core(model, tokenizer, .ngram) { $0.tokenBudget = 16 }
+        var p = GenerationParameters()
+        p.sampling = .greedy
+        p.maxTokens = 200
+        p.ignoreEndOfGeneration = true
+        try engine.add(id: 0, GenerationRequest(prompt: Array(repeating: [504, 3260, 314, 1326], count: 6).joined().map { $0 }, parameters: p))
+        while engine.scheduler.running.first?.generatedCount ?? 0 < 3 { _ = try engine.step() }
+        p.maxTokens = 4
+        try engine.add(id: 1, GenerationRequest(prompt: Array(1000..<1045), parameters: p))
+        var steps = 0, drafted = 0
+        while true {
+            let before = engine.currentStatistics().draftTokens
+            let events = try engine.step()
+            steps += 1
+            drafted += engine.currentStatistics().draftTokens - before
+            if events.contains(where: { $0.request == 1 }) { break }
+            XCTAssertLessThan(steps, 10)
+        }
+        // 45 prompt tokens at 15 a step (the decode takes one): three steps.
+        XCTAssertEqual(steps, 3, "the prompt waited behind drafts")
+        XCTAssertEqual(drafted, 0, "no budget was left for drafts while the prompt ran")
+    }
+
+    /// A seeded sampled request gives the same tokens with speculation on and off (it is
+    /// not speculated; greedy ones are, and agree anyway).
+    func testSeededSamplingIsReproducibleWithSpeculationOn() throws {
+        let (model, tokenizer) = try load(.smolLM2)
+        let requests = sampledRequests(6, seed: 9)
+        XCTAssertEqual(try run(requests, on: try core(model, tokenizer, .ngram)), try run(requests, on: try core(model, tokenizer, .off)))
+    }
+
+    /// One-position blocks: the draft model's timing pass spans two blocks.
+    func testADraftModelStartsWithOnePositionBlocks() throws {
+        let file = try SyntheticModel.file("llama")
+        let model = try ModelRegistry.load(file), tokenizer = try Tokenizer(file: file)
+        let engine = try core(model, tokenizer, .draft, draft: DraftModel(model: model, tokenizer: tokenizer)) { $0.blockSize = 1 }
+        var p = GenerationParameters()
+        p.sampling = .greedy
+        p.maxTokens = 12
+        p.ignoreEndOfGeneration = true
+        XCTAssertEqual(try run([GenerationRequest(prompt: [1, 50, 60, 70], parameters: p)], on: engine)[0].count, 12)
     }
 
     /// Sampled requests of random lengths, reproducible from `seed`.

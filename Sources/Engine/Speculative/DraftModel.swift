@@ -48,6 +48,8 @@ final class DraftModelProposer: Proposer {
         var sampler: Sampler
     }
     private var states: [ObjectIdentifier: State] = [:]
+    /// Most tokens of one sequence's catch-up in one step.
+    static let catchUpPerStep = 256
 
     /// A cache of as many positions as the target's (`blockCount` blocks), with a prefix
     /// cache of its own: a new sequence starts from the draft keys and values of the
@@ -89,11 +91,13 @@ final class DraftModelProposer: Proposer {
     /// one or two tokens verification left, then logits) and each further one (one token),
     /// the best of three after one unmeasured pass.
     func measurePassSeconds() throws -> (first: Double, next: Double) {
-        guard let block = blocks.allocate() else { return (0, 0) }
-        defer { blocks.release(block) }
+        var table: [Int32] = []
+        defer { for b in table { blocks.release(b) } }
+        while table.count * blocks.blockSize < 2, let b = blocks.allocate() { table.append(b) }
+        guard table.count * blocks.blockSize >= 2 else { return (0, 0) }
         func time(_ n: Int) throws -> Double {
             var batch = ForwardBatch()
-            batch.append(Array(repeating: 0, count: n), firstPosition: 0, blockTable: [block], logitsOfLast: 1)
+            batch.append(Array(repeating: 0, count: n), firstPosition: 0, blockTable: table, logitsOfLast: 1)
             var best = Double.infinity
             for _ in 0..<3 {
                 let start = DispatchTime.now().uptimeNanoseconds
@@ -110,6 +114,7 @@ final class DraftModelProposer: Proposer {
         var drafts = [Draft](repeating: Draft(), count: requests.count)
         // Catch up: every token the draft cache lacks, and logits after the last one.
         var active: [Int] = []
+        var catchingUp = false
         var batch = ForwardBatch()
         for (i, (s, limit)) in requests.enumerated() where limit > 0 {
             let id = ObjectIdentifier(s)
@@ -123,10 +128,17 @@ final class DraftModelProposer: Proposer {
                 states[id] = state
                 continue
             }
-            batch.append(s.tokens[agree...], firstPosition: agree, blockTable: state.blockTable, logitsOfLast: 1)
-            state.cached += s.tokens[agree...]
+            // A long catch-up (a new prompt) goes in pieces, one per step, without a draft
+            // until it is done, so that no step stalls on the whole prompt at once.
+            let end = min(s.tokens.count, agree + Self.catchUpPerStep)
+            batch.append(s.tokens[agree..<end], firstPosition: agree, blockTable: state.blockTable, logitsOfLast: end == s.tokens.count ? 1 : 0)
+            state.cached += s.tokens[agree..<end]
             states[id] = state
-            active.append(i)
+            if end == s.tokens.count { active.append(i) } else { catchingUp = true }
+        }
+        if catchingUp && active.isEmpty, !batch.tokens.isEmpty {
+            _ = try model.forward(batch, cache: cache)
+            return drafts
         }
         var step = 0
         while !active.isEmpty {
@@ -153,6 +165,26 @@ final class DraftModelProposer: Proposer {
             step += 1
         }
         return drafts
+    }
+
+    /// Runs up to `catchUpPerStep` more of each prompt (all but its last token, which the
+    /// first draft runs for its logits) through the draft model.
+    func prepare(_ sequences: [Sequence]) throws {
+        var batch = ForwardBatch()
+        for s in sequences {
+            let id = ObjectIdentifier(s)
+            var state = try states[id] ?? start(s)
+            let agree = min(zip(state.cached, s.tokens).prefix { $0 == $1 }.count, s.promptCount - 1)
+            state.cached.removeLast(state.cached.count - agree)
+            register(&state, stable: agree)
+            let end = min(s.promptCount - 1, agree + Self.catchUpPerStep)
+            if end > agree, end <= contextLength, reserve(&state, positions: end) {
+                batch.append(s.tokens[agree..<end], firstPosition: agree, blockTable: state.blockTable, logitsOfLast: 0)
+                state.cached += s.tokens[agree..<end]
+            }
+            states[id] = state
+        }
+        if !batch.tokens.isEmpty { _ = try model.forward(batch, cache: cache) }
     }
 
     func release(_ sequence: Sequence) {

@@ -18,6 +18,8 @@ final class PromptLookup: Proposer {
         requests.map { Draft(tokens: Self.lookup($0.sequence.tokens, maxMatch: maxMatch, minMatch: minMatch, limit: $0.limit)) }
     }
 
+    func prepare(_ sequences: [Sequence]) {}
+
     func release(_ sequence: Sequence) {}
 
     /// What followed the most recent earlier occurrence of the longest suffix of `tokens`

@@ -4,6 +4,9 @@ protocol Proposer: AnyObject {
     /// Drafts for each sequence up to its limit (a limit of 0 asks for nothing). A draft
     /// may be shorter than its limit, or empty.
     func propose(_ requests: [(sequence: Sequence, limit: Int)]) throws -> [Draft]
+    /// Sequences whose prompts the target computes in this step: a proposer with state of
+    /// its own (a draft model's KV) catches up on them now, as part of the prompt's time.
+    func prepare(_ sequences: [Sequence]) throws
     /// Forgets whatever the proposer keeps for a sequence that has left the engine.
     func release(_ sequence: Sequence)
 }

@@ -15,6 +15,9 @@ public struct SpeculationConfiguration: Sendable, Equatable {
     /// Choose each draft's length from measured acceptance and the cost of the verify pass
     /// (off: always draft `maxDraft` where the proposer has that many, for measurement).
     public var adaptive = true
+    /// Speculate seeded sampled requests too (their tokens keep the model's distribution
+    /// but then depend on timing); for the statistical tests, which need seeds.
+    var speculatesSeededSampling = false
 
     public init(mode: Mode = .off) { self.mode = mode }
 

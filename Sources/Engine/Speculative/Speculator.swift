@@ -20,12 +20,17 @@ final class Speculator {
     /// Sets the draft of every sequence in `running` that is decoding (one token to
     /// compute, no samples left to fork) and has more than one token left to generate.
     func draft(_ running: [Sequence], contextLength: Int) throws {
+        try proposer.prepare(running.filter { $0.uncomputed > 1 })
         var requests: [(sequence: Sequence, limit: Int)] = []
         var stepTokens = 0
         var stepOutput = 0.0
         for s in running {
             s.draft = Draft()
             guard s.uncomputed == 1, s.pendingForks == 0 else { continue }
+            // A seeded sampled request reproduces its tokens exactly, as without speculation:
+            // drafts would spend its generator's draws at places that depend on timing.
+            let sampling = s.request.request.parameters.sampling
+            if sampling.seed != nil && sampling.temperature > 0 && !configuration.speculatesSeededSampling { continue }
             let room = min(s.request.request.parameters.maxTokens - s.generatedCount, contextLength - s.tokens.count) - 1
             let limit = min(room, configuration.maxDraft)
             var k = limit
