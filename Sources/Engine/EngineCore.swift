@@ -225,7 +225,7 @@ final class EngineCore {
     /// Runs one step: draft, schedule, forward, verify and sample. Returns what each
     /// request produced.
     func step() throws -> [EngineEvent] {
-        try speculator?.draft(scheduler.running, contextLength: contextLength)
+        try speculator?.draft(scheduler.running, contextLength: contextLength, tokenBudget: configuration.tokenBudget)
         let chunks = scheduler.schedule()
         guard !chunks.isEmpty else { return [] }
         var batch = ForwardBatch()

@@ -9,8 +9,8 @@ import Foundation
 /// lose to unpacking, so a draft is worth its tokens only when enough of them are kept.
 /// With acceptance α per drafted token (a geometric run, as in Leviathan et al.), drafting
 /// k yields on average E(k) = (1 − α^(k+1)) / (1 − α) tokens per pass. The step as a whole
-/// is planned greedily: each sequence in turn takes the k that most raises the step's
-/// tokens per second, counting the tokens other sequences already put in it, so drafting
+/// is planned greedily: it starts with every sequence's own tokens, and each decoding
+/// sequence in turn takes the k that most raises the step's tokens per second, so drafting
 /// backs off when a full batch already keeps the compute busy.
 final class SpeculationPolicy {
     let maxDraft: Int
@@ -55,15 +55,14 @@ final class SpeculationPolicy {
         α >= 1 ? Double(k + 1) : (1 - pow(α, Double(k + 1))) / (1 - α)
     }
 
-    /// The draft length for one more sequence in a step that already holds `stepTokens`
-    /// tokens yielding `stepOutput` tokens: the k in 0...limit that most raises the step's
-    /// output per second.
+    /// The draft length for one sequence of a step that holds `stepTokens` tokens (this
+    /// sequence's own included) and yields `stepOutput` tokens: the k in 0...limit that
+    /// most raises the step's output per second.
     func draftLength(acceptance α: Double, limit: Int, stepTokens: Int, stepOutput: Double) -> Int {
-        let base = cost(tokens: stepTokens + 1)
-        var best = 0, bestRate = (stepOutput + 1) / base
+        var best = 0, bestRate = stepOutput / cost(tokens: stepTokens)
         for k in stride(from: 1, through: min(limit, maxDraft), by: 1) {
-            let seconds = cost(tokens: stepTokens + 1 + k) + draftSeconds.first + Double(k - 1) * draftSeconds.next
-            let rate = (stepOutput + Self.expectedTokens(draft: k, acceptance: α)) / seconds
+            let seconds = cost(tokens: stepTokens + k) + draftSeconds.first + Double(k - 1) * draftSeconds.next
+            let rate = (stepOutput - 1 + Self.expectedTokens(draft: k, acceptance: α)) / seconds
             // A small margin: a draft must pay clearly, since α and the costs are estimates.
             if rate > bestRate * 1.02 { best = k; bestRate = rate }
         }

@@ -19,11 +19,13 @@ final class Speculator {
 
     /// Sets the draft of every sequence in `running` that is decoding (one token to
     /// compute, no samples left to fork) and has more than one token left to generate.
-    func draft(_ running: [Sequence], contextLength: Int) throws {
+    func draft(_ running: [Sequence], contextLength: Int, tokenBudget: Int) throws {
         try proposer.prepare(running.filter { $0.uncomputed > 1 })
+        // The step before drafts: every running sequence's own tokens, within the budget,
+        // and one token out of each decoding sequence.
+        var stepTokens = min(tokenBudget, running.reduce(0) { $0 + $1.uncomputed })
+        var stepOutput = Double(running.filter { $0.uncomputed == 1 }.count)
         var requests: [(sequence: Sequence, limit: Int)] = []
-        var stepTokens = 0
-        var stepOutput = 0.0
         for s in running {
             s.draft = Draft()
             guard s.uncomputed == 1, s.pendingForks == 0 else { continue }
@@ -32,17 +34,16 @@ final class Speculator {
             let sampling = s.request.request.parameters.sampling
             if sampling.seed != nil && sampling.temperature > 0 && !configuration.speculatesSeededSampling { continue }
             let room = min(s.request.request.parameters.maxTokens - s.generatedCount, contextLength - s.tokens.count) - 1
-            let limit = min(room, configuration.maxDraft)
+            let limit = min(room, configuration.maxDraft, tokenBudget - stepTokens)
+            guard limit > 0 else { continue }
             var k = limit
-            if configuration.adaptive && limit > 0 {
+            if configuration.adaptive {
                 let α = s.acceptance.rate
                 k = policy.draftLength(acceptance: α, limit: limit, stepTokens: stepTokens, stepOutput: stepOutput)
                 if k == 0 { s.acceptance.relax() }
-                stepOutput += SpeculationPolicy.expectedTokens(draft: k, acceptance: α)
-            } else {
-                stepOutput += 1
+                stepOutput += SpeculationPolicy.expectedTokens(draft: k, acceptance: α) - 1
             }
-            stepTokens += 1 + max(0, k)
+            stepTokens += k
             if k > 0 { requests.append((s, k)) }
         }
         guard !requests.isEmpty else { return }
