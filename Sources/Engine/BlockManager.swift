@@ -95,6 +95,33 @@ final class BlockManager {
         hashes[Int(block)] = hash
     }
 
+    /// The cached blocks of the longest prefix of `tokens` whose full blocks are cached,
+    /// always leaving at least one token out (its logits are needed), retained for the
+    /// caller, with their names.
+    func cachedPrefix(of tokens: [Int]) -> (blocks: [Int32], hashes: [UInt64]) {
+        var found: [Int32] = [], hashes: [UInt64] = []
+        guard prefixCaching else { return (found, hashes) }
+        for i in 0..<((tokens.count - 1) / blockSize) {
+            let hash = Self.hash(parent: hashes.last, tokens: tokens[(i * blockSize)..<((i + 1) * blockSize)])
+            guard let block = lookup(hash) else { break }
+            found.append(block)
+            hashes.append(hash)
+        }
+        return (found, hashes)
+    }
+
+    /// Names the full blocks of `table` that the first `count` of `tokens` fill and
+    /// `hashes` does not name yet, appending their names to `hashes`.
+    func registerFullBlocks(_ table: [Int32], hashes: inout [UInt64], tokens: [Int], count: Int) {
+        guard prefixCaching else { return }
+        while hashes.count < count / blockSize {
+            let i = hashes.count
+            let hash = Self.hash(parent: hashes.last, tokens: tokens[(i * blockSize)..<((i + 1) * blockSize)])
+            register(table[i], hash: hash)
+            hashes.append(hash)
+        }
+    }
+
     /// The name of a full block: its tokens chained with the name of the prefix before it.
     static func hash(parent: UInt64?, tokens: ArraySlice<Int>) -> UInt64 {
         var h = Hasher()

@@ -133,14 +133,7 @@ final class Scheduler {
     }
 
     private func registerFullBlocks(of s: Sequence) {
-        guard blocks.prefixCaching else { return }
-        let bs = blocks.blockSize
-        while s.blockHashes.count < s.computed / bs {
-            let i = s.blockHashes.count
-            let hash = BlockManager.hash(parent: s.blockHashes.last, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
-            blocks.register(s.blockTable[i], hash: hash)
-            s.blockHashes.append(hash)
-        }
+        blocks.registerFullBlocks(s.blockTable, hashes: &s.blockHashes, tokens: s.tokens, count: s.computed)
     }
 
     /// Blocks for up to `tokens` drafted tokens after all of `s`'s own, taken only from
@@ -170,17 +163,9 @@ final class Scheduler {
     /// Starts a sequence from the longest prefix of its tokens whose blocks are cached,
     /// always leaving at least one token to compute (its logits are needed).
     private func reuseCachedPrefix(_ s: Sequence) {
-        guard blocks.prefixCaching, s.blockTable.isEmpty else { return }
-        let bs = blocks.blockSize
-        var parent: UInt64? = nil
-        for i in 0..<((s.tokens.count - 1) / bs) {
-            let hash = BlockManager.hash(parent: parent, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
-            guard let block = blocks.lookup(hash) else { break }
-            s.blockTable.append(block)
-            s.blockHashes.append(hash)
-            parent = hash
-        }
-        s.computed = s.blockTable.count * bs
+        guard s.blockTable.isEmpty else { return }
+        (s.blockTable, s.blockHashes) = blocks.cachedPrefix(of: s.tokens)
+        s.computed = s.blockTable.count * blocks.blockSize
     }
 
     private func preempt(_ s: Sequence) {

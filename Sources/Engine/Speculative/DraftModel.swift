@@ -64,27 +64,15 @@ final class DraftModelProposer: Proposer {
     /// A new sequence's state, starting from the cached blocks of its longest prefix.
     private func start(_ s: Sequence) throws -> State {
         var state = State(sampler: try draftSampler(for: s))
-        let bs = blocks.blockSize
-        for i in 0..<((s.tokens.count - 1) / bs) {
-            let hash = BlockManager.hash(parent: state.blockHashes.last, tokens: s.tokens[(i * bs)..<((i + 1) * bs)])
-            guard let block = blocks.lookup(hash) else { break }
-            state.blockTable.append(block)
-            state.blockHashes.append(hash)
-            state.cached += s.tokens[(i * bs)..<((i + 1) * bs)]
-        }
+        (state.blockTable, state.blockHashes) = blocks.cachedPrefix(of: s.tokens)
+        state.cached = Array(s.tokens.prefix(state.blockTable.count * blocks.blockSize))
         return state
     }
 
     /// Names the full blocks of the first `stable` cached tokens (the sequence's own, which
     /// never change; drafted tokens past them may still be overwritten).
     private func register(_ state: inout State, stable: Int) {
-        let bs = blocks.blockSize
-        while state.blockHashes.count < stable / bs {
-            let i = state.blockHashes.count
-            let hash = BlockManager.hash(parent: state.blockHashes.last, tokens: state.cached[(i * bs)..<((i + 1) * bs)])
-            blocks.register(state.blockTable[i], hash: hash)
-            state.blockHashes.append(hash)
-        }
+        blocks.registerFullBlocks(state.blockTable, hashes: &state.blockHashes, tokens: state.cached, count: stable)
     }
 
     /// Seconds of the draft model's passes for one sequence: the first of a draft (the
