@@ -1,6 +1,7 @@
 import ArgumentParser
 import Engine
 import Foundation
+import Server
 
 /// Options for sampling and stopping, shared by `run` and `chat`.
 struct SamplingArguments: ParsableArguments {
@@ -78,21 +79,11 @@ struct Run: AsyncParsableCommand {
     var prompt: String
 
     struct Output: Encodable {
-        struct Timings: Encodable {
-            let prompt_n: Int
-            let prompt_ms: Double
-            let prompt_per_second: Double
-            let predicted_n: Int
-            let predicted_ms: Double
-            let predicted_per_second: Double
-            let draft_n: Int
-            let draft_n_accepted: Int
-        }
         let text: String
         let tokens: [Int]
         let prompt_tokens: Int
         let finish_reason: String
-        let timings: Timings
+        let timings: OpenAIResponse.Timings
     }
 
     func run() async throws {
@@ -122,14 +113,8 @@ struct Run: AsyncParsableCommand {
             }
             guard let m = metrics else { throw ValidationError("the engine ended the request without its metrics") }
             if json {
-                let promptSeconds = m.timeToFirstTokenSeconds - m.queueSeconds, predictedSeconds = m.totalSeconds - m.timeToFirstTokenSeconds
-                let timings = Output.Timings(
-                    prompt_n: m.promptTokens - m.cachedPromptTokens, prompt_ms: promptSeconds * 1000,
-                    prompt_per_second: Double(m.promptTokens) / max(promptSeconds, 1e-9),
-                    predicted_n: m.completionTokens, predicted_ms: predictedSeconds * 1000,
-                    predicted_per_second: Double(m.completionTokens) / max(predictedSeconds, 1e-9),
-                    draft_n: m.draftTokens, draft_n_accepted: m.acceptedDraftTokens)
-                writeOut(try jsonLine(Output(text: output, tokens: generated, prompt_tokens: tokens.count, finish_reason: finish.rawValue, timings: timings)))
+                writeOut(try jsonLine(Output(text: output, tokens: generated, prompt_tokens: tokens.count, finish_reason: finish.rawValue,
+                                             timings: OpenAIResponse.Timings([m]))))
             } else {
                 writeOut("\n")
             }
