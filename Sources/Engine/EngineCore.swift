@@ -261,7 +261,7 @@ final class EngineCore {
                 samples += try fork(s)
             }
             for sample in samples {
-                events += emit(sample, token: sample.sampler.sample(rowLogits, history: sample.tokens), logits: rowLogits).events
+                events += emit(sample, token: sample.sampler.sample(rowLogits, history: sample.tokens).token, logits: rowLogits).events
             }
         }
         return events
@@ -287,7 +287,7 @@ final class EngineCore {
                 kept = outcome.accepted
                 verified += 1
             } else {
-                token = s.sampler.sample(rowLogits, history: s.tokens)
+                token = s.sampler.sample(rowLogits, history: s.tokens).token
             }
             let emitted = emit(s, token: token, logits: rowLogits)
             events += emitted.events
@@ -334,6 +334,7 @@ final class EngineCore {
         if let last = s.lastToken { state.interTokenSeconds.append(now.timeIntervalSince(last)) }
         s.lastToken = now
         s.tokens.append(token)
+        s.sampler.accept(token)
         statistics.generatedTokens += 1
 
         var output = GenerationOutput(index: s.index, text: "", tokens: [token], logprobs: [], finishReason: nil, metrics: nil)

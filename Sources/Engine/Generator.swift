@@ -97,7 +97,8 @@ public final class Generator {
             if !onText(piece) { consumerStopped = true }
         }
         while true {
-            let token = sampler.sample(logits, history: history)
+            let token = sampler.sample(logits, history: history).token
+            sampler.accept(token)
             generated.append(token)
             history.append(token)
             if !parameters.ignoreEndOfGeneration, tokenizer.isEndOfGeneration(token) {

@@ -21,7 +21,7 @@ final class SamplerTests: XCTestCase {
 
     func testGreedyPicksTheMaximum() throws {
         var sampler = try Sampler(.greedy)
-        XCTAssertEqual(sampler.sample(logits, history: []), 1)
+        XCTAssertEqual(sampler.sample(logits, history: []).token, 1)
     }
 
     func testSeedMakesSamplingReproducible() throws {
@@ -32,12 +32,12 @@ final class SamplerTests: XCTestCase {
         p.minP = 0
         p.seed = 42
         var a = try Sampler(p), b = try Sampler(p)
-        let first = (0..<200).map { _ in a.sample(logits, history: []) }
-        XCTAssertEqual(first, (0..<200).map { _ in b.sample(logits, history: []) })
+        let first = (0..<200).map { _ in a.sample(logits, history: []).token }
+        XCTAssertEqual(first, (0..<200).map { _ in b.sample(logits, history: []).token })
         XCTAssertGreaterThan(Set(first).count, 3, "a high temperature spreads the choices")
         p.seed = 43
         var c = try Sampler(p)
-        XCTAssertNotEqual(first, (0..<200).map { _ in c.sample(logits, history: []) })
+        XCTAssertNotEqual(first, (0..<200).map { _ in c.sample(logits, history: []).token })
     }
 
     func testTopKTopPAndMinPRestrictTheChoices() throws {
@@ -48,15 +48,15 @@ final class SamplerTests: XCTestCase {
         p.minP = 0
         p.topK = 2
         var s = try Sampler(p)
-        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []) }), [1, 5])
+        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []).token }), [1, 5])
         p.topK = 0
         p.topP = 0.5  // token 1 alone has ~38%, with token 5 ~72%
         s = try Sampler(p)
-        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []) }), [1, 5])
+        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []).token }), [1, 5])
         p.topP = 1
         p.minP = 0.5  // keeps tokens with probability at least half of the top one's
         s = try Sampler(p)
-        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []) }), [1, 2, 5])
+        XCTAssertEqual(Set((0..<300).map { _ in s.sample(logits, history: []).token }), [1, 2, 5])
     }
 
     /// Without filters (OpenAI's defaults) the draw covers the whole vocabulary without
@@ -71,7 +71,7 @@ final class SamplerTests: XCTestCase {
         var s = try Sampler(p)
         let draws = 40_000
         var counts = [Int](repeating: 0, count: logits.count)
-        for _ in 0..<draws { counts[s.sample(logits, history: [])] += 1 }
+        for _ in 0..<draws { counts[s.sample(logits, history: []).token] += 1 }
         let weights = logits.map { exp(Double($0) / 0.7) }
         let z = weights.reduce(0, +)
         for (i, w) in weights.enumerated() {
@@ -103,7 +103,7 @@ final class SamplerTests: XCTestCase {
             if cumulative >= 0.3 { break }
         }
         var s = try Sampler(p)
-        let drawn = Set((0..<3000).map { _ in s.sample(big, history: []) })
+        let drawn = Set((0..<3000).map { _ in s.sample(big, history: []).token })
         XCTAssertTrue(drawn.isSubset(of: nucleus), "drew outside the nucleus")
         XCTAssertGreaterThan(drawn.count, nucleus.count / 2, "covers the nucleus (\(drawn.count) of \(nucleus.count))")
     }
@@ -112,10 +112,10 @@ final class SamplerTests: XCTestCase {
         var p = SamplingParameters.greedy
         p.logitBias = [1: -100]
         var s = try Sampler(p)
-        XCTAssertEqual(s.sample(logits, history: []), 5, "the best token banned, the next one wins")
+        XCTAssertEqual(s.sample(logits, history: []).token, 5, "the best token banned, the next one wins")
         p.logitBias = [3: 100]
         s = try Sampler(p)
-        XCTAssertEqual(s.sample(logits, history: []), 3)
+        XCTAssertEqual(s.sample(logits, history: []).token, 3)
         p.logitBias = [3: 101]
         XCTAssertThrowsError(try Sampler(p)) {
             XCTAssertEqual($0 as? SamplingError, .invalidParameter(name: "logit_bias", message: "biases must be between -100 and 100, got 101.0 for token 3"))
@@ -126,16 +126,16 @@ final class SamplerTests: XCTestCase {
         var p = SamplingParameters.greedy
         p.repetitionPenalty = 2
         var s = try Sampler(p)
-        XCTAssertEqual(s.sample(logits, history: [1]), 5, "3.0 / 2 falls below 2.9")
+        XCTAssertEqual(s.sample(logits, history: [1]).token, 5, "3.0 / 2 falls below 2.9")
         p = .greedy
         p.presencePenalty = 0.6
         s = try Sampler(p)
-        XCTAssertEqual(s.sample(logits, history: [1, 5]), 2, "3.0 and 2.9 both lose 0.6, below 2.5")
+        XCTAssertEqual(s.sample(logits, history: [1, 5]).token, 2, "3.0 and 2.9 both lose 0.6, below 2.5")
         p = .greedy
         p.frequencyPenalty = 0.5
         s = try Sampler(p)
-        XCTAssertEqual(s.sample(logits, history: [1, 1, 5]), 2, "1 loses 1.0, 5 loses 0.5")
-        XCTAssertEqual(s.sample(logits, history: [1, 1]), 5, "1 loses 1.0; 5 keeps 2.9")
+        XCTAssertEqual(s.sample(logits, history: [1, 1, 5]).token, 2, "1 loses 1.0, 5 loses 0.5")
+        XCTAssertEqual(s.sample(logits, history: [1, 1]).token, 5, "1 loses 1.0; 5 keeps 2.9")
     }
 
     func testAbsurdParametersAreRejectedByName() {

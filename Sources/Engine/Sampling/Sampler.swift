@@ -1,29 +1,58 @@
 import Foundation
 import Kernels
 
-/// Chooses tokens from logits: penalties, then top-k, top-p and min-p filtering, then
+/// A token the sampler chose and the probability it had in the distribution it was drawn
+/// from (1 for greedy sampling).
+public struct SampledToken: Equatable, Sendable {
+    public let token: Int
+    public let probability: Float
+}
+
+/// Chooses tokens from logits through a chain: logit bias, then penalties, then the output
+/// constraint (a grammar), each a `LogitsProcessor`; then top-k, top-p and min-p filtering,
 /// temperature and a draw from a seeded generator (the order of llama.cpp's default chain).
 public struct Sampler {
     public let parameters: SamplingParameters
     private var random: SplitMix64
+    private var processors: [any LogitsProcessor] = []
     /// The unnormalised probabilities of the last draw, kept to reuse their memory.
     private var weights: [Float] = []
 
-    public init(_ parameters: SamplingParameters) throws {
+    /// A sampler for `parameters`; `constraint`, when given, restricts which tokens may come
+    /// next (it runs after the penalties, before the filters).
+    public init(_ parameters: SamplingParameters, constraint: (any LogitsProcessor)? = nil) throws {
         try parameters.validate()
         self.parameters = parameters
         random = SplitMix64(seed: parameters.seed ?? UInt64.random(in: .min ... .max))
+        if !parameters.logitBias.isEmpty { processors.append(LogitBias(bias: parameters.logitBias)) }
+        let p = parameters
+        if p.repetitionPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0 {
+            processors.append(RepetitionPenalties(repetition: p.repetitionPenalty, presence: p.presencePenalty,
+                                                  frequency: p.frequencyPenalty, window: p.penaltyWindow))
+        }
+        if let constraint { processors.append(constraint) }
     }
 
     /// Picks the next token given the logits of the last position and the tokens so far
-    /// (prompt and generated), which the penalties look at.
-    public mutating func sample(_ logits: [Float], history: [Int]) -> Int {
+    /// (prompt and generated), which the penalties look at. The caller tells the sampler
+    /// which token the sequence keeps through `accept`.
+    public mutating func sample(_ logits: [Float], history: [Int]) -> SampledToken {
         var logits = logits
         switch candidates(&logits, history: history) {
-        case .greedy(let token): return token
+        case .greedy(let token): return SampledToken(token: token, probability: 1)
         case .all: return draw(from: logits.indices, logits: logits)
         case .some(let ids): return draw(from: ids, logits: logits)
         }
+    }
+
+    /// The sequence kept `token` (sampled, or a drafted token that verification accepted).
+    public mutating func accept(_ token: Int) {
+        for i in processors.indices { processors[i].accept(token) }
+    }
+
+    /// The last `count` kept tokens were taken back.
+    public mutating func rollback(_ count: Int) {
+        for i in processors.indices { processors[i].rollback(count) }
     }
 
     /// The distribution `sample` draws from: each candidate token with its probability
@@ -53,10 +82,9 @@ public struct Sampler {
         case some([Int])
     }
 
-    /// Applies bias and penalties to `logits` and returns the tokens a draw chooses among.
-    private func candidates(_ logits: inout [Float], history: [Int]) -> Candidates {
-        for (token, bias) in parameters.logitBias where token < logits.count { logits[token] += bias }
-        applyPenalties(&logits, history: history)
+    /// Runs the processors over `logits` and returns the tokens a draw chooses among.
+    private mutating func candidates(_ logits: inout [Float], history: [Int]) -> Candidates {
+        for i in processors.indices { processors[i].process(&logits, history: history) }
         if parameters.temperature == 0 { return .greedy(Self.argmax(logits)) }
 
         // No filter at all (OpenAI's defaults): draw from the whole distribution, no sorting.
@@ -112,18 +140,18 @@ public struct Sampler {
     /// A draw from the softmax of `logits / temperature` over `ids`, in their order. Over the
     /// whole vocabulary (OpenAI's defaults) this runs for every token of every request, so
     /// the exponentials are computed once, as a vector.
-    private mutating func draw<C: Collection>(from ids: C, logits: [Float]) -> Int where C.Element == Int {
+    private mutating func draw<C: Collection>(from ids: C, logits: [Float]) -> SampledToken where C.Element == Int {
         let total = computeWeights(of: ids, logits: logits)
         let u = uniform() * total
         var cumulative: Float = 0
         for (w, id) in zip(weights, ids) {
             cumulative += w
-            if u < cumulative { return id }
+            if u < cumulative { return SampledToken(token: id, probability: w / total) }
         }
         // Rounding left u at or past the last sum: the last candidate.
         var last = ids.first!
         for id in ids { last = id }
-        return last
+        return SampledToken(token: last, probability: (weights.last ?? total) / total)
     }
 
     private mutating func normalizedWeights<C: Collection>(of ids: C, logits: [Float]) -> [(token: Int, probability: Float)] where C.Element == Int {
@@ -141,19 +169,6 @@ public struct Sampler {
         var total: Float = 0
         for w in weights { total += w }
         return total
-    }
-
-    private func applyPenalties(_ logits: inout [Float], history: [Int]) {
-        let p = parameters
-        guard p.repetitionPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0 else { return }
-        var counts: [Int: Int] = [:]
-        for t in history.suffix(p.penaltyWindow) where t >= 0 && t < logits.count { counts[t, default: 0] += 1 }
-        for (t, n) in counts {
-            if p.repetitionPenalty != 1 {
-                logits[t] = logits[t] > 0 ? logits[t] / p.repetitionPenalty : logits[t] * p.repetitionPenalty
-            }
-            logits[t] -= Float(n) * p.frequencyPenalty + p.presencePenalty
-        }
     }
 
     public static func argmax(_ logits: [Float]) -> Int {
