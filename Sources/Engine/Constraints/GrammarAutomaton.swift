@@ -1,0 +1,264 @@
+import Foundation
+
+/// The pushdown automaton of a grammar, run over bytes, with everything it learns cached.
+///
+/// A *stack* is a path of grammar positions: the top is a byte set to match next, the rest
+/// are return positions (llama.cpp's representation, with tail references replacing their
+/// frame, so `x*` does not grow the stack). Stacks are interned as (parent, position)
+/// nodes; node 0 is the empty stack, meaning the grammar has matched completely. A *state*
+/// is the set of stacks alive after some input (the grammar may be ambiguous), interned
+/// too, so a byte's transition from a state is computed once and then read from a table:
+/// the automaton becomes a DFA lazily, only where output goes.
+///
+/// The tokens allowed in a state come from one walk of the vocabulary trie along those
+/// transitions, cached per state: a repeated state (inside any string, between fields)
+/// costs a lookup. Shared by every request with the same grammar; used from one thread,
+/// the engine's.
+public final class GrammarAutomaton: @unchecked Sendable {
+    public let grammar: Grammar
+    let trie: TokenTrie
+
+    private var nodeParent: [Int32] = [-1]
+    private var nodePosition: [Int32] = [-1]
+    private var nodeDepth: [Int32] = [0]
+    private var nodeCompletion: [Int32] = [0]
+    private var nodeIndex: [UInt64: Int32] = [:]
+
+    private var stacks: [[Int32]] = []
+    private var stateIndex: [[Int32]: Int32] = [:]
+    private var transitions: [Int32] = []
+    private var completions: [Int32] = []
+    private var masks: [Int32: Mask] = [:]
+    private var budgetMasks: [UInt64: [UInt64]] = [:]
+    public private(set) var initial: Int32 = 0
+    /// Set when a limit below was hit; the states it would have made are dead.
+    public private(set) var failure: GrammarError?
+
+    /// Time spent computing and applying masks, and how many times (for the statistics).
+    public internal(set) var maskNanoseconds: UInt64 = 0
+    public internal(set) var maskedTokens: Int = 0
+
+    static let dead: Int32 = -1
+    private static let unknown: Int32 = -2
+    static let maxStates = 60_000
+    static let maxStacksPerState = 4_096
+    static let maxDepth = 10_000
+    static let maxCachedMasks = 2_048
+
+    struct Mask {
+        var words: [UInt64]
+        /// The most bytes any allowed token leaves to finish the grammar.
+        var maxCompletionAfter: Int32
+    }
+
+    public init(grammar: Grammar, trie: TokenTrie) throws {
+        self.grammar = grammar
+        self.trie = trie
+        var start = Set<Int32>()
+        for alt in grammar.alternatives[Int(grammar.root)] {
+            try expand(node(parent: 0, position: alt), into: &start, depth: 0)
+        }
+        initial = try state(start)
+    }
+
+    public var stateCount: Int { stacks.count }
+
+    /// Whether the grammar may end in state `s`.
+    public func isAccepting(_ s: Int32) -> Bool { s >= 0 && stacks[Int(s)].first == 0 }
+
+    /// Whether nothing but the end may follow in state `s`.
+    public func isFinished(_ s: Int32) -> Bool { s >= 0 && stacks[Int(s)] == [0] }
+
+    /// The state after `byte`, or `dead`.
+    @inline(__always) public func next(_ s: Int32, _ byte: UInt8) -> Int32 {
+        let k = Int(s) &* 256 &+ Int(byte)
+        let t = transitions[k]
+        if t != Self.unknown { return t }
+        let r = computeNext(s, byte)
+        transitions[k] = r
+        return r
+    }
+
+    public func next(_ s: Int32, bytes: some Swift.Sequence<UInt8>) -> Int32 {
+        var s = s
+        for b in bytes {
+            if s < 0 { return Self.dead }
+            s = next(s, b)
+        }
+        return s
+    }
+
+    /// The state after `token`; end-of-generation tokens leave an accepting state as it is.
+    public func next(_ s: Int32, token: Int) -> Int32 {
+        guard s >= 0, token >= 0, token < trie.vocabularySize else { return Self.dead }
+        let b = trie.tokenBytes[token]
+        if b.isEmpty { return trie.endOfGeneration.contains(token) && isAccepting(s) ? s : Self.dead }
+        return next(s, bytes: b)
+    }
+
+    /// The fewest bytes that finish the grammar from state `s`.
+    public func completion(_ s: Int32) -> Int32 {
+        let c = completions[Int(s)]
+        if c >= 0 { return c }
+        var best = Grammar.unbounded
+        for n in stacks[Int(s)] { best = min(best, completion(node: n)) }
+        completions[Int(s)] = best
+        return best
+    }
+
+    /// A shortest text that finishes the grammar from state `s`.
+    public func shortestCompletion(_ s: Int32) -> [UInt8] {
+        var out: [UInt8] = []
+        var s = s
+        while s >= 0, !isAccepting(s) {
+            let c = completion(s)
+            guard let b = (0...255).lazy.map(UInt8.init).first(where: { let t = self.next(s, $0); return t >= 0 && self.completion(t) == c - 1 }) else { break }
+            out.append(b)
+            s = next(s, b)
+        }
+        return out
+    }
+
+    /// The tokens allowed in state `s` as a bit mask over the vocabulary; with a `budget`
+    /// (tokens left after this one), only tokens after which the grammar can still finish
+    /// in that many bytes (each token is at least one byte), or, when none can, those that
+    /// come closest.
+    func allowed(_ s: Int32, budget: Int) -> [UInt64] {
+        let mask = self.mask(s)
+        guard budget < mask.maxCompletionAfter else { return mask.words }
+        let key = UInt64(UInt32(bitPattern: s)) << 32 | UInt64(budget)
+        if let m = budgetMasks[key] { return m }
+        var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
+        var best = Grammar.unbounded
+        var candidates: [(Int32, Int32)] = []
+        walk(from: s) { token, end in
+            let c = self.completion(end)
+            best = min(best, c)
+            candidates.append((token, c))
+        }
+        let limit = max(Int32(clamping: budget), best)
+        for (token, c) in candidates where c <= limit { words[Int(token) >> 6] |= 1 << UInt64(token & 63) }
+        if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
+        if budgetMasks.count >= Self.maxCachedMasks { budgetMasks.removeAll() }
+        budgetMasks[key] = words
+        return words
+    }
+
+    private func mask(_ s: Int32) -> Mask {
+        if let m = masks[s] { return m }
+        var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
+        var worst: Int32 = 0
+        if s >= 0 {
+            walk(from: s) { token, end in
+                words[Int(token) >> 6] |= 1 << UInt64(token & 63)
+                worst = max(worst, self.completion(end))
+            }
+            if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
+        }
+        if masks.count >= Self.maxCachedMasks { masks.removeAll() }
+        let m = Mask(words: words, maxCompletionAfter: worst)
+        masks[s] = m
+        return m
+    }
+
+    /// Calls `body` with every token that can follow state `s` and the state after it.
+    private func walk(from s: Int32, _ body: (Int32, Int32) -> Void) {
+        var at = [Int32](repeating: 0, count: trie.maxDepth + 1)
+        at[0] = s
+        let count = trie.nodeCount
+        trie.byte.withUnsafeBufferPointer { byte in
+        trie.depth.withUnsafeBufferPointer { depth in
+        trie.subtreeEnd.withUnsafeBufferPointer { end in
+        trie.tokenStart.withUnsafeBufferPointer { start in
+        trie.tokens.withUnsafeBufferPointer { tokens in
+            var i = 0
+            while i < count {
+                let d = Int(depth[i])
+                let t = next(at[d - 1], byte[i])
+                if t < 0 { i = Int(end[i]); continue }
+                at[d] = t
+                for k in Int(start[i])..<Int(start[i + 1]) { body(tokens[k], t) }
+                i += 1
+            }
+        }}}}}
+    }
+
+    // MARK: building states
+
+    private func node(parent: Int32, position: Int32) throws -> Int32 {
+        let key = UInt64(UInt32(bitPattern: parent)) << 32 | UInt64(UInt32(bitPattern: position))
+        if let n = nodeIndex[key] { return n }
+        let depth = nodeDepth[Int(parent)] + 1
+        guard depth <= Self.maxDepth else { throw GrammarError.tooLarge("nesting deeper than \(Self.maxDepth) rules") }
+        let n = Int32(nodeParent.count)
+        nodeParent.append(parent)
+        nodePosition.append(position)
+        nodeDepth.append(depth)
+        nodeCompletion.append(-1)
+        nodeIndex[key] = n
+        return n
+    }
+
+    /// Adds the stacks `n` stands for once rule references at its top are expanded and
+    /// finished alternatives popped, so that every stack added has a byte set on top (or
+    /// is empty).
+    private func expand(_ n: Int32, into out: inout Set<Int32>, depth: Int) throws {
+        guard depth < 4 * grammar.alternatives.count + 64 else { throw GrammarError.tooLarge("an expansion that does not end") }
+        if n == 0 { out.insert(0); return }
+        let position = nodePosition[Int(n)]
+        switch grammar.elements[Int(position)] {
+        case .bytes:
+            out.insert(n)
+        case .end:
+            try expand(nodeParent[Int(n)], into: &out, depth: depth + 1)
+        case .rule(let r):
+            let parent = nodeParent[Int(n)]
+            let base = grammar.elements[Int(position) + 1] == .end ? parent : try node(parent: parent, position: position + 1)
+            for alt in grammar.alternatives[Int(r)] {
+                try expand(try node(parent: base, position: alt), into: &out, depth: depth + 1)
+            }
+        }
+        if out.count > Self.maxStacksPerState { throw GrammarError.tooLarge("more than \(Self.maxStacksPerState) parses alive at once (an ambiguous grammar)") }
+    }
+
+    private func state(_ set: Set<Int32>) throws -> Int32 {
+        let key = set.sorted()
+        if let s = stateIndex[key] { return s }
+        guard stacks.count < Self.maxStates else { throw GrammarError.tooLarge("more than \(Self.maxStates) automaton states") }
+        let s = Int32(stacks.count)
+        stacks.append(key)
+        stateIndex[key] = s
+        transitions += repeatElement(Self.unknown, count: 256)
+        completions.append(-1)
+        return s
+    }
+
+    private func computeNext(_ s: Int32, _ byte: UInt8) -> Int32 {
+        do {
+            var out = Set<Int32>()
+            for n in stacks[Int(s)] where n != 0 {
+                let position = nodePosition[Int(n)]
+                guard case .bytes(let set) = grammar.elements[Int(position)], grammar.byteSets[Int(set)].contains(byte) else { continue }
+                try expand(try node(parent: nodeParent[Int(n)], position: position + 1), into: &out, depth: 0)
+            }
+            return out.isEmpty ? Self.dead : try state(out)
+        } catch let e as GrammarError {
+            failure = failure ?? e
+            return Self.dead
+        } catch {
+            return Self.dead
+        }
+    }
+
+    private func completion(node n: Int32) -> Int32 {
+        var path: [Int32] = []
+        var m = n
+        while nodeCompletion[Int(m)] < 0 { path.append(m); m = nodeParent[Int(m)] }
+        var c = nodeCompletion[Int(m)]
+        for p in path.reversed() {
+            c = min(Grammar.unbounded, c + grammar.minSuffix[Int(nodePosition[Int(p)])])
+            nodeCompletion[Int(p)] = c
+        }
+        return nodeCompletion[Int(n)]
+    }
+}

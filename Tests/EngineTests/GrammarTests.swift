@@ -1,0 +1,213 @@
+import XCTest
+@testable import Engine
+import GGUF
+import Tokenizer
+import TestSupport
+
+/// A plain backtracking matcher over the grammar as written (code points, no automaton),
+/// the reference the compiled byte automaton is checked against.
+private struct ReferenceMatcher {
+    let rules: [String: [[GrammarSyntax.Term]]]
+    let input: [UInt32]
+    private var memo: [String: Set<Int>] = [:]
+
+    init(_ syntax: GrammarSyntax, _ text: String) {
+        var r: [String: [[GrammarSyntax.Term]]] = [:]
+        for rule in syntax.rules { r[rule.name, default: []] += rule.alternatives }
+        rules = r
+        input = text.unicodeScalars.map(\.value)
+    }
+
+    mutating func matches() -> Bool { ends(.reference("root"), at: 0).contains(input.count) }
+
+    mutating func ends(_ seq: [GrammarSyntax.Term], at start: Int) -> Set<Int> {
+        var current: Set<Int> = [start]
+        for t in seq {
+            var next = Set<Int>()
+            for p in current { next.formUnion(ends(t, at: p)) }
+            current = next
+            if current.isEmpty { break }
+        }
+        return current
+    }
+
+    mutating func ends(_ t: GrammarSyntax.Term, at p: Int) -> Set<Int> {
+        switch t {
+        case .literal(let points):
+            return p + points.count <= input.count && Array(input[p..<(p + points.count)]) == points ? [p + points.count] : []
+        case .characters(let set):
+            return p < input.count && set.contains(input[p]) ? [p + 1] : []
+        case .reference(let name):
+            let key = "\(name)@\(p)"
+            if let m = memo[key] { return m }
+            memo[key] = []
+            var out = Set<Int>()
+            for alt in rules[name]! { out.formUnion(ends(alt, at: p)) }
+            memo[key] = out
+            return out
+        case .group(let alts):
+            var out = Set<Int>()
+            for alt in alts { out.formUnion(ends(alt, at: p)) }
+            return out
+        case .repetition(let inner, let low, let high):
+            var out = Set<Int>()
+            var current: Set<Int> = [p]
+            var count = 0
+            while true {
+                if count >= low { out.formUnion(current) }
+                if let high, count == high { break }
+                if count > low + input.count + 1 || current.isEmpty { break }
+                var next = Set<Int>()
+                for q in current { next.formUnion(ends(inner, at: q)) }
+                current = next
+                count += 1
+            }
+            return out
+        }
+    }
+}
+
+final class GrammarTests: XCTestCase {
+    /// SmolLM2's vocabulary (49,152 tokens; every byte is one of them).
+    private func automaton(_ gbnf: String) throws -> GrammarAutomaton {
+        try GrammarAutomaton(grammar: Grammar(gbnf: gbnf), trie: Self.byteTrie)
+    }
+
+    private static let byteTrie: TokenTrie = {
+        TokenTrie(tokenizer: try! Tokenizer(file: TestSupport.model(.smolLM2)))
+    }()
+
+    private func accepts(_ a: GrammarAutomaton, _ text: String) -> Bool {
+        a.isAccepting(a.next(a.initial, bytes: Array(text.utf8)))
+    }
+
+    static let grammars: [(gbnf: String, alphabet: [String])] = [
+        ("""
+         root ::= expr
+         expr ::= term (("+" | "-") term)*
+         term ::= factor (("*" | "/") factor)*
+         factor ::= [0-9]+ | "(" expr ")"
+         """, ["1", "2", "0", "+", "-", "*", "/", "(", ")", "x"]),
+        (#"root ::= "a"{2,4} "b"? [xy]{0,3} "c"{3} ("d"{2,})?"#, ["a", "b", "x", "y", "c", "d"]),
+        ("root ::= [α-ω]+ [^a-z\"]* \"é\" | \"€\"{1,2}", ["α", "β", "ω", "a", "\"", "é", "€", "Z", "日"]),
+        ("""
+         root ::= ("a" | "ab") ("b" | "bc")* "c"?   # ambiguous on purpose
+         """, ["a", "b", "c"]),
+        ("""
+         root   ::= value
+         value  ::= object | array | string | "true" | "null"
+         object ::= "{" ( string ":" value ("," string ":" value)* )? "}"
+         array  ::= "[" ( value ("," value)* )? "]"
+         string ::= "\\"" ( [^"\\\\] | "\\\\" ["\\\\n] )* "\\""
+         """, ["{", "}", "[", "]", "\"", ":", ",", "k", "\\", "n", "true", "null"]),
+    ]
+
+    func testAutomatonAgreesWithReferenceMatcherOnRandomStrings() throws {
+        var rng = SplitMix64(seed: 42)
+        for (gbnf, alphabet) in Self.grammars {
+            let syntax = try GBNFParser.parse(gbnf)
+            let a = try automaton(gbnf)
+            var positives = 0
+            for i in 0..<3000 {
+                var text: String
+                if i % 2 == 0 {
+                    let length = Int(rng.next() % 12)
+                    text = (0..<length).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }.joined()
+                } else {
+                    // A string the grammar derives, every third one damaged by one edit.
+                    var scalars = Array(Self.derive(.reference("root"), syntax, &rng, depth: 0).unicodeScalars)
+                    if i % 3 == 0, !scalars.isEmpty {
+                        let at = Int(rng.next() % UInt64(scalars.count))
+                        if rng.next() % 2 == 0 { scalars.remove(at: at) } else { scalars.insert(alphabet[Int(rng.next() % UInt64(alphabet.count))].unicodeScalars.first!, at: at) }
+                    }
+                    text = String(String.UnicodeScalarView(scalars))
+                }
+                var reference = ReferenceMatcher(syntax, text)
+                let expected = reference.matches()
+                if expected { positives += 1 }
+                XCTAssertEqual(accepts(a, text), expected, "\(text.debugDescription) under \(gbnf)")
+            }
+            XCTAssertGreaterThan(positives, 10, "the random strings should include matches: \(gbnf)")
+        }
+    }
+
+    /// A random string derived from `term` (bounded depth: past it, the shortest choices).
+    static func derive(_ term: GrammarSyntax.Term, _ g: GrammarSyntax, _ rng: inout SplitMix64, depth: Int) -> String {
+        switch term {
+        case .literal(let points): return String(String.UnicodeScalarView(points.map { Unicode.Scalar($0)! }))
+        case .characters(let set):
+            let r = set.ranges[Int(rng.next() % UInt64(set.ranges.count))]
+            var c = r.lowerBound + UInt32(rng.next() % UInt64(min(r.upperBound - r.lowerBound + 1, 200)))
+            if (0xD800...0xDFFF).contains(c) { c = 0x41 }
+            return String(Unicode.Scalar(c)!)
+        case .reference(let name):
+            let alts = g.rules.first { $0.name == name }!.alternatives
+            let alt = depth > 6 ? alts.min { $0.count < $1.count }! : alts[Int(rng.next() % UInt64(alts.count))]
+            return alt.map { derive($0, g, &rng, depth: depth + 1) }.joined()
+        case .group(let alts):
+            let alt = alts[Int(rng.next() % UInt64(alts.count))]
+            return alt.map { derive($0, g, &rng, depth: depth + 1) }.joined()
+        case .repetition(let inner, let low, let high):
+            let extra = depth > 6 ? 0 : Int(rng.next() % UInt64((high ?? low + 3) - low + 1))
+            return (0..<(low + extra)).map { _ in derive(inner, g, &rng, depth: depth + 1) }.joined()
+        }
+    }
+
+    func testEveryPrefixOfAMatchIsAliveAndShortestCompletionFinishes() throws {
+        let a = try automaton(Self.grammars[4].gbnf)
+        let text = #"{"k":["true",{"n":null}],"kk":"a\"b"}"#
+        var s = a.initial
+        for b in text.utf8 {
+            XCTAssertGreaterThanOrEqual(s, 0)
+            let finish = a.shortestCompletion(s)
+            XCTAssertEqual(Int32(finish.count), a.completion(s))
+            XCTAssertTrue(a.isAccepting(a.next(s, bytes: finish)), "finishing \(String(decoding: finish, as: UTF8.self))")
+            s = a.next(s, b)
+        }
+        XCTAssertTrue(a.isAccepting(s))
+        let open = a.next(a.initial, bytes: Array(#"{"k":[{"n":"ab"#.utf8))
+        XCTAssertEqual(String(decoding: a.shortestCompletion(open), as: UTF8.self), #""}]}"#)
+    }
+
+    func testTokenMaskEqualsCheckingEveryToken() throws {
+        let a = try automaton(Self.grammars[4].gbnf)
+        let trie = Self.byteTrie
+        for prefix in ["", "{", #"{"k"#, #"{"k":"#, #"{"k":["#, #"{"k":"abc"#, #"{"k":"abc\"#] {
+            let s = a.next(a.initial, bytes: Array(prefix.utf8))
+            XCTAssertGreaterThanOrEqual(s, 0, prefix)
+            let words = a.allowed(s, budget: 1 << 20)
+            var mismatches = 0
+            for t in 0..<trie.vocabularySize {
+                let allowed = words[t >> 6] & (1 << UInt64(t & 63)) != 0
+                if allowed != (a.next(s, token: t) >= 0) { mismatches += 1 }
+            }
+            XCTAssertEqual(mismatches, 0, prefix)
+        }
+    }
+
+    func testBudgetSteersToAShortFinish() throws {
+        let a = try automaton(Self.grammars[4].gbnf)
+        let s = a.next(a.initial, bytes: Array(#"{"k":["#.utf8))
+        XCTAssertEqual(a.completion(s), 2, "the shortest finish closes the array and the object")
+        let trie = Self.byteTrie
+        let words = a.allowed(s, budget: 1)
+        for t in 0..<trie.vocabularySize where words[t >> 6] & (1 << UInt64(t & 63)) != 0 {
+            XCTAssertLessThanOrEqual(a.completion(a.next(s, token: t)), 1, String(decoding: trie.tokenBytes[t], as: UTF8.self))
+        }
+        XCTAssertNotEqual(words.reduce(0) { $0 + $1.nonzeroBitCount }, 0)
+    }
+
+    func testGrammarErrorsNameTheProblem() {
+        func error(_ gbnf: String) -> String {
+            do { _ = try Grammar(gbnf: gbnf); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssertEqual(error("expr ::= \"a\""), "grammar has no 'root' rule")
+        XCTAssertEqual(error("root ::= item"), "grammar refers to rule 'item', which is not defined")
+        XCTAssertEqual(error("root ::= root \"a\" | \"b\""), "grammar rule 'root' is left-recursive (it can reach itself without consuming a character); rewrite it with repetition")
+        XCTAssertEqual(error("root ::= \"a\" root"), "grammar rule 'root' can never finish (every alternative refers to itself)")
+        XCTAssertEqual(error("root ::= \"a"), "grammar syntax error at line 1, column 12: unterminated string literal")
+        XCTAssertEqual(error("root ::= [b-a]"), "grammar syntax error at line 1, column 14: character range is backwards")
+        XCTAssertEqual(error("root ::= \"a\"{1000000}"), "grammar too large: a repetition count above 10000")
+        XCTAssertEqual(error("root ::= (\"a\"*)*"), "grammar rule 'root-2' is left-recursive (it can reach itself without consuming a character); rewrite it with repetition")
+    }
+}
