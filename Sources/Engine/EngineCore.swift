@@ -67,6 +67,9 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Tokens proposers drafted, and how many of them verification kept.
     public var draftTokens = 0
     public var acceptedDraftTokens = 0
+    /// Tokens sampled under a grammar, and the time spent masking them.
+    public var constrainedTokens = 0
+    public var maskSeconds = 0.0
     public var steps = 0
     public var finishedRequests = 0
     public var abortedRequests = 0
@@ -97,6 +100,11 @@ final class EngineCore {
     private var sequences: [UInt64: [Sequence]] = [:]
     private var arrivals: UInt64 = 0
     private var statistics = EngineStatistics()
+    /// The vocabulary as a trie, built on the first constrained request.
+    private var trie: TokenTrie?
+    /// Compiled grammars by their GBNF text, shared by every request that uses one.
+    private var automata: [String: GrammarAutomaton] = [:]
+    static let maxCachedGrammars = 64
 
     /// `draftModel` drafts for `speculation.mode == .draft`; it must share the model's vocabulary.
     init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration, draftModel: DraftModel? = nil) throws {
@@ -186,6 +194,30 @@ final class EngineCore {
         let positions = min(r.prompt.count + r.parameters.maxTokens, contextLength)
         let capacity = cache.blockCount * cache.blockSize
         guard positions <= capacity else { throw EngineError.exceedsKVCache(positions: positions, capacity: capacity) }
+        if let c = r.parameters.constraint { _ = try automaton(for: c) }
+    }
+
+    /// The automaton of a constraint, compiled on first use and cached by grammar text. One
+    /// that has grown large over many requests is replaced by a fresh one for new requests
+    /// (the ones using it keep it).
+    private func automaton(for constraint: OutputConstraint) throws -> GrammarAutomaton {
+        let gbnf = try constraint.gbnf()
+        if let a = automata[gbnf], a.stateCount < GrammarAutomaton.maxStates / 2 { return a }
+        let trie = self.trie ?? TokenTrie(tokenizer: tokenizer)
+        self.trie = trie
+        let a = try GrammarAutomaton(grammar: Grammar(gbnf: gbnf), trie: trie)
+        if automata.count >= Self.maxCachedGrammars { retire(Array(automata.keys)) }
+        retire([gbnf])
+        automata[gbnf] = a
+        return a
+    }
+
+    private func retire(_ keys: [String]) {
+        for k in keys {
+            guard let a = automata.removeValue(forKey: k) else { continue }
+            statistics.constrainedTokens += a.maskedTokens
+            statistics.maskSeconds += Double(a.maskNanoseconds) / 1e9
+        }
     }
 
     func add(id: UInt64, _ request: GenerationRequest) throws {
@@ -210,6 +242,10 @@ final class EngineCore {
 
     func currentStatistics() -> EngineStatistics {
         var s = statistics
+        for a in automata.values {
+            s.constrainedTokens += a.maskedTokens
+            s.maskSeconds += Double(a.maskNanoseconds) / 1e9
+        }
         s.waitingSequences = scheduler.waiting.count
         s.runningSequences = scheduler.running.count
         s.preemptions = scheduler.preemptions
@@ -322,7 +358,8 @@ final class EngineCore {
     private func sampler(for request: GenerationRequest, sample: Int) throws -> Sampler {
         var p = request.parameters.sampling
         if let seed = p.seed { p.seed = seed &+ UInt64(sample) }
-        return try Sampler(p)
+        let constraint = try request.parameters.constraint.map { GrammarConstraint(automaton: try automaton(for: $0), maxTokens: request.parameters.maxTokens) }
+        return try Sampler(p, constraint: constraint)
     }
 
     /// Appends a sampled token to a sequence, finishes it if it is done, and reports both.

@@ -18,6 +18,8 @@ public struct GenerationParameters: Sendable {
     public var stopStrings: [String] = []
     /// Keep going past end-of-generation tokens.
     public var ignoreEndOfGeneration = false
+    /// What the output must match (a grammar, a JSON schema); the engine enforces it.
+    public var constraint: OutputConstraint? = nil
     public init() {}
 }
 
@@ -35,12 +37,14 @@ public enum GenerationError: Error, Equatable, CustomStringConvertible {
     case emptyPrompt
     case promptTooLong(promptTokens: Int, contextLength: Int)
     case invalidMaxTokens(Int)
+    case constraintNeedsEngine
 
     public var description: String {
         switch self {
         case .emptyPrompt: "the prompt is empty"
         case .promptTooLong(let p, let c): "the prompt has \(p) tokens but the context holds \(c); shorten it or raise the context length"
         case .invalidMaxTokens(let n): "max tokens must be at least 1, got \(n)"
+        case .constraintNeedsEngine: "constrained output (a grammar or a JSON schema) runs on the serving engine, not the single-sequence generator"
         }
     }
 }
@@ -66,6 +70,7 @@ public final class Generator {
                          onText: (String) -> Bool = { _ in true }) throws -> GenerationResult {
         guard !prompt.isEmpty else { throw GenerationError.emptyPrompt }
         guard parameters.maxTokens >= 1 else { throw GenerationError.invalidMaxTokens(parameters.maxTokens) }
+        guard parameters.constraint == nil else { throw GenerationError.constraintNeedsEngine }
         guard prompt.count < contextLength else { throw GenerationError.promptTooLong(promptTokens: prompt.count, contextLength: contextLength) }
         var sampler = try Sampler(parameters.sampling)
         let cache = existing ?? model.makeCache(capacity: contextLength)

@@ -43,7 +43,10 @@ public struct APIError: Error, Equatable, CustomStringConvertible {
             case .emptyPrompt: return .invalidRequest(e.description, param: "prompt")
             case .promptTooLong: return .invalidRequest(e.description, param: "prompt", code: "context_length_exceeded")
             case .invalidMaxTokens: return .invalidRequest(e.description, param: "max_tokens")
+            case .constraintNeedsEngine: return .invalidRequest(e.description)
             }
+        case let e as GrammarError:
+            return .invalidRequest(e.description, code: "invalid_constraint")
         case let e as EngineError:
             switch e {
             case .exceedsKVCache: return .invalidRequest(e.description, param: "max_tokens")
