@@ -175,7 +175,7 @@ final class GrammarTests: XCTestCase {
         for prefix in ["", "{", #"{"k"#, #"{"k":"#, #"{"k":["#, #"{"k":"abc"#, #"{"k":"abc\"#] {
             let s = a.next(a.initial, bytes: Array(prefix.utf8))
             XCTAssertGreaterThanOrEqual(s, 0, prefix)
-            let words = a.allowed(s, budget: 1 << 20)
+            guard case .mask(let words) = a.allowed(s, budget: 1 << 20) else { return XCTFail("no budget, no plan") }
             var mismatches = 0
             for t in 0..<trie.vocabularySize {
                 let allowed = words[t >> 6] & (1 << UInt64(t & 63)) != 0
@@ -189,12 +189,24 @@ final class GrammarTests: XCTestCase {
         let a = try automaton(Self.grammars[4].gbnf)
         let s = a.next(a.initial, bytes: Array(#"{"k":["#.utf8))
         XCTAssertEqual(a.completion(s), 2, "the shortest finish closes the array and the object")
+        XCTAssertEqual(String(decoding: a.shortestCompletion(s), as: UTF8.self), "]}")
         let trie = Self.byteTrie
-        let words = a.allowed(s, budget: 1)
-        for t in 0..<trie.vocabularySize where words[t >> 6] & (1 << UInt64(t & 63)) != 0 {
-            XCTAssertLessThanOrEqual(a.completion(a.next(s, token: t)), 1, String(decoding: trie.tokenBytes[t], as: UTF8.self))
+        let plan = a.finishingTokens(s)
+        XCTAssertEqual(plan.flatMap { trie.tokenBytes[$0] }, Array("]}".utf8))
+        for budget in 0...3 {
+            switch a.allowed(s, budget: budget) {
+            case .mask(let words):
+                var count = 0
+                for t in 0..<trie.vocabularySize where words[t >> 6] & (1 << UInt64(t & 63)) != 0 {
+                    XCTAssertLessThanOrEqual(a.finishingTokens(a.next(s, token: t)).count, budget, String(decoding: trie.tokenBytes[t], as: UTF8.self))
+                    count += 1
+                }
+                XCTAssertGreaterThan(count, 0)
+            case .plan(let p):
+                XCTAssertEqual(p, plan, "with no room for anything else, the shortest finish")
+                XCTAssertLessThan(budget, plan.count)
+            }
         }
-        XCTAssertNotEqual(words.reduce(0) { $0 + $1.nonzeroBitCount }, 0)
     }
 
     func testGrammarErrorsNameTheProblem() {

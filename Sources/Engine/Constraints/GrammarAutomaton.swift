@@ -30,6 +30,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private var completions: [Int32] = []
     private var masks: [Int32: Mask] = [:]
     private var budgetMasks: [UInt64: [UInt64]] = [:]
+    private var finishPlans: [Int32: [Int]] = [:]
     public private(set) var initial: Int32 = 0
     /// Set when a limit below was hit; the states it would have made are dead.
     public private(set) var failure: GrammarError?
@@ -47,8 +48,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
 
     struct Mask {
         var words: [UInt64]
-        /// The most bytes any allowed token leaves to finish the grammar.
-        var maxCompletionAfter: Int32
+        /// The most tokens a shortest finish takes after any allowed token.
+        var maxTokensToFinishAfter: Int
     }
 
     public init(grammar: Grammar, trie: TokenTrie) throws {
@@ -106,57 +107,77 @@ public final class GrammarAutomaton: @unchecked Sendable {
         return best
     }
 
-    /// A shortest text that finishes the grammar from state `s`.
+    /// A shortest text that finishes the grammar from state `s`: follow the stack that is
+    /// closest to finishing, one byte of its top set at a time.
     public func shortestCompletion(_ s: Int32) -> [UInt8] {
         var out: [UInt8] = []
         var s = s
-        while s >= 0, !isAccepting(s) {
-            let c = completion(s)
-            guard let b = (0...255).lazy.map(UInt8.init).first(where: { let t = self.next(s, $0); return t >= 0 && self.completion(t) == c - 1 }) else { break }
+        while s >= 0, completion(s) > 0 {
+            guard let n = stacks[Int(s)].filter({ $0 != 0 }).min(by: { completion(node: $0) < completion(node: $1) }),
+                  case .bytes(let set) = grammar.elements[Int(nodePosition[Int(n)])],
+                  let b = grammar.byteSets[Int(set)].representative else { break }
             out.append(b)
             s = next(s, b)
         }
         return out
     }
 
-    /// The tokens allowed in state `s` as a bit mask over the vocabulary; with a `budget`
-    /// (tokens left after this one), only tokens after which the grammar can still finish
-    /// in that many bytes (each token is at least one byte), or, when none can, those that
-    /// come closest.
-    func allowed(_ s: Int32, budget: Int) -> [UInt64] {
+    /// The tokens of a shortest finish from state `s` (its spelling by the tokenizer), the
+    /// plan a capped output follows once nothing else would fit.
+    func finishingTokens(_ s: Int32) -> [Int] {
+        if let p = finishPlans[s] { return p }
+        let p = trie.spelling(shortestCompletion(s)) ?? []
+        if finishPlans.count >= 1 << 16 { finishPlans.removeAll() }
+        finishPlans[s] = p
+        return p
+    }
+
+    /// What may come next in state `s`: a mask over the vocabulary, or, when the tokens left
+    /// after this one (`budget`) leave room for no token's way to finish, the plan to follow.
+    enum Allowed {
+        case mask([UInt64])
+        case plan([Int])
+    }
+
+    /// The tokens allowed in state `s`. With `budget` tokens left after this one, only
+    /// tokens after which a shortest finish still fits in the budget; when none does, the
+    /// shortest finish from here, token by token (it fits, or no output would).
+    func allowed(_ s: Int32, budget: Int) -> Allowed {
         let mask = self.mask(s)
-        guard budget < mask.maxCompletionAfter else { return mask.words }
-        let key = UInt64(UInt32(bitPattern: s)) << 32 | UInt64(budget)
-        if let m = budgetMasks[key] { return m }
+        guard budget < mask.maxTokensToFinishAfter else { return .mask(mask.words) }
+        let key = UInt64(UInt32(bitPattern: s)) << 32 | UInt64(UInt32(clamping: max(0, budget)))
+        if let m = budgetMasks[key] { return m.isEmpty ? .plan(finishingTokens(s)) : .mask(m) }
         var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
-        var best = Grammar.unbounded
-        var candidates: [(Int32, Int32)] = []
-        walk(from: s) { token, end in
-            let c = self.completion(end)
-            best = min(best, c)
-            candidates.append((token, c))
+        var any = false
+        if isAccepting(s) {
+            for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) }
+            any = true
         }
-        let limit = max(Int32(clamping: budget), best)
-        for (token, c) in candidates where c <= limit { words[Int(token) >> 6] |= 1 << UInt64(token & 63) }
-        if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
+        walk(from: s) { token, end in
+            if self.finishingTokens(end).count <= budget {
+                words[Int(token) >> 6] |= 1 << UInt64(token & 63)
+                any = true
+            }
+        }
         if budgetMasks.count >= Self.maxCachedMasks { budgetMasks.removeAll() }
-        budgetMasks[key] = words
-        return words
+        budgetMasks[key] = any ? words : []
+        return any ? .mask(words) : .plan(finishingTokens(s))
     }
 
     private func mask(_ s: Int32) -> Mask {
         if let m = masks[s] { return m }
         var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
-        var worst: Int32 = 0
+        var worst = 0
         if s >= 0 {
+            var seen = Set<Int32>()
             walk(from: s) { token, end in
                 words[Int(token) >> 6] |= 1 << UInt64(token & 63)
-                worst = max(worst, self.completion(end))
+                if seen.insert(end).inserted { worst = max(worst, self.finishingTokens(end).count) }
             }
             if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
         }
         if masks.count >= Self.maxCachedMasks { masks.removeAll() }
-        let m = Mask(words: words, maxCompletionAfter: worst)
+        let m = Mask(words: words, maxTokensToFinishAfter: worst)
         masks[s] = m
         return m
     }

@@ -4,28 +4,52 @@ import Foundation
 /// state after each kept token is remembered, so `rollback` is a pop and a copy is an
 /// independent matcher over the same shared automaton.
 ///
-/// Valid under a cap: with `maxTokens` known, once the tokens left could no longer spell
-/// the shortest finish of the grammar after some token, that token is masked too, so the
-/// output is steered to close what it opened and a capped output still parses (each token
-/// is at least one byte, and every byte is a token, so the bound always leaves a way out).
+/// Valid under a cap: with `maxTokens` known, a token is allowed only if the shortest
+/// finish of the grammar after it (as the tokenizer spells it) still fits in the tokens
+/// left; when no token passes, the output follows the shortest finish from where it is,
+/// which fits because the token that led here passed. So a capped output closes what it
+/// opened and still parses, and `finish_reason` says `length` when the cap bit.
 public struct GrammarConstraint: LogitsProcessor {
     public let automaton: GrammarAutomaton
     private var states: [Int32]
+    /// Per state, the finishing tokens still to follow once a plan was taken.
+    private var plans: [[Int]]
     private let maxTokens: Int
 
     public init(automaton: GrammarAutomaton, maxTokens: Int) {
         self.automaton = automaton
         states = [automaton.initial]
+        plans = [[]]
         self.maxTokens = maxTokens
     }
 
     /// The current state (`GrammarAutomaton.dead` once a token outside the grammar was kept).
     public var state: Int32 { states[states.count - 1] }
 
-    public func process(_ logits: inout [Float], history: [Int]) {
+    public mutating func process(_ logits: inout [Float], history: [Int]) {
         let started = DispatchTime.now().uptimeNanoseconds
-        let tokensLeftAfterThis = maxTokens - states.count
-        let words = automaton.allowed(state, budget: tokensLeftAfterThis)
+        defer {
+            automaton.maskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
+            automaton.maskedTokens += 1
+        }
+        if plans[plans.count - 1].isEmpty, state >= 0 {
+            switch automaton.allowed(state, budget: maxTokens - states.count) {
+            case .mask(let words):
+                apply(words, to: &logits)
+                return
+            case .plan(let p):
+                plans[plans.count - 1] = p
+            }
+        }
+        // Follow the plan; with none (a dead state, a limit of the automaton hit), end
+        // rather than emit what the grammar does not allow.
+        let only = plans[plans.count - 1].first ?? automaton.trie.endOfGeneration.first ?? 0
+        let keep = only < logits.count ? logits[only] : 0
+        for i in logits.indices { logits[i] = -.infinity }
+        if only < logits.count { logits[only] = keep.isFinite ? keep : 0 }
+    }
+
+    private func apply(_ words: [UInt64], to logits: inout [Float]) {
         logits.withUnsafeMutableBufferPointer { l in
             for (w, word) in words.enumerated() where word != ~0 {
                 let base = w << 6
@@ -34,19 +58,17 @@ public struct GrammarConstraint: LogitsProcessor {
                 }
             }
         }
-        // Nothing allowed (a limit of the automaton was hit): end rather than emit garbage.
-        if state < 0 || words.allSatisfy({ $0 == 0 }) {
-            for t in automaton.trie.endOfGeneration where t < logits.count { logits[t] = 0 }
-        }
-        automaton.maskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
-        automaton.maskedTokens += 1
     }
 
     public mutating func accept(_ token: Int) {
+        let plan = plans[plans.count - 1]
+        plans.append(plan.first == token ? Array(plan.dropFirst()) : [])
         states.append(automaton.next(state, token: token))
     }
 
     public mutating func rollback(_ count: Int) {
-        states.removeLast(min(count, states.count - 1))
+        let n = min(count, states.count - 1)
+        states.removeLast(n)
+        plans.removeLast(n)
     }
 }

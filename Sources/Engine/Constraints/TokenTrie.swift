@@ -15,13 +15,20 @@ public final class TokenTrie: Sendable {
     let endOfGeneration: [Int]
     let vocabularySize: Int
     let maxDepth: Int
+    /// The token of each single byte, where the vocabulary has one.
+    let byteTokens: [Int?]
+    let tokenizer: Tokenizer
 
     public init(tokenizer: Tokenizer) {
+        self.tokenizer = tokenizer
         let n = tokenizer.vocabulary.count
         vocabularySize = n
         let bytes = (0..<n).map { tokenizer.bytes(of: $0) }
         tokenBytes = bytes
         endOfGeneration = tokenizer.vocabulary.endOfGeneration.sorted()
+        var single = [Int?](repeating: nil, count: 256)
+        for id in (0..<n).reversed() where bytes[id].count == 1 && !tokenizer.isEndOfGeneration(id) { single[Int(bytes[id][0])] = id }
+        byteTokens = single
         var entries: [Int32] = (0..<n).filter { !bytes[$0].isEmpty && !tokenizer.isEndOfGeneration($0) }.map { Int32($0) }
         entries.sort { a, b in
             let x = bytes[Int(a)], y = bytes[Int(b)]
@@ -56,4 +63,19 @@ public final class TokenTrie: Sendable {
     }
 
     var nodeCount: Int { byte.count }
+
+    /// Tokens that spell exactly `bytes`: the tokenizer's own tokenization when it spells
+    /// them back (SentencePiece may add a space), else one token per byte; nil when some
+    /// byte has no token.
+    func spelling(_ bytes: [UInt8]) -> [Int]? {
+        if bytes.isEmpty { return [] }
+        let ids = tokenizer.encode(String(decoding: bytes, as: UTF8.self), addSpecial: false)
+        if ids.flatMap({ tokenBytes[$0] }) == bytes { return ids }
+        var out: [Int] = []
+        for b in bytes {
+            guard let t = byteTokens[Int(b)] else { return nil }
+            out.append(t)
+        }
+        return out
+    }
 }

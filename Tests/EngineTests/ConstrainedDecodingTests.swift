@@ -1,0 +1,107 @@
+@testable import Engine
+import Foundation
+import Models
+import TestSupport
+import Tokenizer
+import XCTest
+
+/// Constrained decoding through the engine with a real model (Qwen2.5-Coder-0.5B-Instruct):
+/// whatever the model would rather say, the output matches the schema, also when
+/// `max_tokens` cuts it short.
+final class ConstrainedDecodingTests: XCTestCase {
+    nonisolated(unsafe) static var loaded: (model: any LanguageModel, tokenizer: Tokenizer, template: ChatTemplate)?
+
+    func load() throws -> (model: any LanguageModel, tokenizer: Tokenizer, template: ChatTemplate) {
+        if let loaded = Self.loaded { return loaded }
+        let file = try TestSupport.model(.qwen05)
+        let loaded = (try ModelRegistry.load(file), try Tokenizer(file: file), try ChatTemplate(metadata: file.metadata)!)
+        Self.loaded = loaded
+        return loaded
+    }
+
+    /// Schemas written for this test only (the grammar tests use others).
+    static let schemas = [
+        #"{"type":"object","properties":{"city":{"type":"string"},"population":{"type":"integer","minimum":0},"landmarks":{"type":"array","items":{"type":"string","maxLength":30},"minItems":2,"maxItems":4}},"required":["city","population","landmarks"]}"#,
+        #"{"type":"object","properties":{"order":{"type":"object","properties":{"id":{"type":"string","pattern":"^ORD-[0-9]{4}$"},"lines":{"type":"array","items":{"type":"object","properties":{"item":{"type":"string"},"qty":{"type":"integer","minimum":1,"maximum":9}},"required":["item","qty"]},"minItems":1}},"required":["id","lines"]},"paid":{"type":"boolean"},"coupon":{"type":["string","null"]}},"required":["order","paid"]}"#,
+        #"{"type":"object","properties":{"answer":{"anyOf":[{"type":"number"},{"type":"object","properties":{"low":{"type":"number"},"high":{"type":"number"}},"required":["low","high"]}]},"confidence":{"enum":["low","medium","high"]},"note":{"type":"string"}},"required":["answer","confidence"]}"#,
+    ]
+    static let prompts = [
+        "Describe Paris as JSON.",
+        "Write a JSON order for two pizzas and a soda, paid in full.",
+        "How tall is Mount Everest in metres? Answer in JSON with your confidence.",
+    ]
+
+    func request(_ prompt: String, schema: String?, maxTokens: Int, temperature: Float, seed: UInt64) throws -> GenerationRequest {
+        let (_, tokenizer, template) = try load()
+        let text = try template.render([(role: "user", content: prompt)], tokenizer: tokenizer)
+        var p = GenerationParameters()
+        p.maxTokens = maxTokens
+        p.sampling.temperature = temperature
+        p.sampling.seed = seed
+        p.constraint = schema.map { .jsonSchema($0) } ?? .jsonObject
+        return GenerationRequest(prompt: tokenizer.encode(text, parseSpecial: true), parameters: p)
+    }
+
+    func run(_ requests: [GenerationRequest], speculation: SpeculationConfiguration.Mode = .off) throws -> [(text: String, reason: FinishReason?, tokens: Int)] {
+        let (model, tokenizer, _) = try load()
+        var c = EngineConfiguration()
+        c.contextLength = 1024
+        c.speculation.mode = speculation
+        let core = try EngineCore(model: model, tokenizer: tokenizer, configuration: c)
+        var out = Array(repeating: (text: "", reason: FinishReason?.none, tokens: 0), count: requests.count)
+        for (i, r) in requests.enumerated() { try core.add(id: UInt64(i), r) }
+        while core.hasWork {
+            for e in try core.step() {
+                out[Int(e.request)].text += e.output.text
+                out[Int(e.request)].tokens += e.output.tokens.count
+                if let r = e.output.finishReason { out[Int(e.request)].reason = r }
+            }
+        }
+        let stats = core.currentStatistics()
+        XCTAssertGreaterThan(stats.constrainedTokens, 0)
+        print("masked \(stats.constrainedTokens) tokens, \(String(format: "%.1f", stats.maskSeconds / Double(max(1, stats.constrainedTokens)) * 1e6)) µs each")
+        return out
+    }
+
+    /// Every output validates, uncapped and under caps of 28–40 tokens (the shortest valid
+    /// order takes 26 of Qwen's tokens, so no output fits a cap of 25); where the cap bit,
+    /// the finish reason says so.
+    func testOutputsValidateUnderTightCaps() throws {
+        let (_, tokenizer, _) = try load()
+        let trie = TokenTrie(tokenizer: tokenizer)
+        for schema in Self.schemas {
+            let a = try GrammarAutomaton(grammar: Grammar(gbnf: JSONSchemaGrammar.gbnf(schema: schema)), trie: trie)
+            XCTAssertLessThanOrEqual(a.finishingTokens(a.initial).count, 28, "a valid output fits every cap")
+        }
+        var requests: [GenerationRequest] = []
+        var expected: [(schema: String, cap: Int)] = []
+        for (i, schema) in Self.schemas.enumerated() {
+            for (cap, temperature) in [(28, Float(0)), (33, 0.8), (40, 1.0), (160, 0)] {
+                requests.append(try request(Self.prompts[i], schema: schema, maxTokens: cap, temperature: temperature, seed: UInt64(cap)))
+                expected.append((schema, cap))
+            }
+        }
+        let results = try run(requests)
+        var capped = 0
+        for (result, (schemaText, cap)) in zip(results, expected) {
+            let schema = SchemaValidator.parse(schemaText) as! [String: Any]
+            guard let value = SchemaValidator.parse(result.text) else { XCTFail("not JSON (cap \(cap)): \(result.text)"); continue }
+            XCTAssertEqual(SchemaValidator.errors(value, schema, root: schema), [], "cap \(cap): \(result.text)")
+            XCTAssertLessThanOrEqual(result.tokens, cap)
+            if result.reason == .length { capped += 1; XCTAssertEqual(result.tokens, cap) }
+        }
+        XCTAssertGreaterThan(capped, 3, "the caps bit and the outputs still validate")
+    }
+
+    /// `json_object` always parses; speculative decoding verifies drafts against the masked
+    /// distribution, so it changes nothing about validity (and greedy output not at all).
+    func testJSONObjectParsesAndSpeculationKeepsOutputs() throws {
+        let requests = try Self.prompts.map { try request($0, schema: nil, maxTokens: 30, temperature: 0, seed: 1) }
+        let plain = try run(requests)
+        for r in plain {
+            XCTAssertTrue(SchemaValidator.parse(r.text) is [String: Any], r.text)
+        }
+        let speculative = try run(requests, speculation: .ngram)
+        XCTAssertEqual(speculative.map(\.text), plain.map(\.text))
+    }
+}
