@@ -26,10 +26,14 @@ public final class GrammarAutomaton: @unchecked Sendable {
 
     private var stacks: [[Int32]] = []
     private var stateIndex: [[Int32]: Int32] = [:]
-    private var transitions: [Int32] = []
+    /// 256 entries per state: the state after each byte, `dead`, or `unknown` until asked.
+    /// A raw buffer, read in the vocabulary walk without the checks an array property
+    /// of a class costs on every access.
+    private var transitions = UnsafeMutablePointer<Int32>.allocate(capacity: 256 * 64)
+    private var transitionCapacity = 64
     private var completions: [Int32] = []
     private var masks: [Int32: Mask] = [:]
-    private var budgetMasks: [UInt64: [UInt64]] = [:]
+    private var budgetGroups: [Int32: [(finish: Int, words: [UInt64])]] = [:]
     private var finishPlans: [Int32: [Int]] = [:]
     public private(set) var initial: Int32 = 0
     /// Set when a limit below was hit; the states it would have made are dead.
@@ -51,6 +55,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
         /// The most tokens a shortest finish takes after any allowed token.
         var maxTokensToFinishAfter: Int
     }
+
+    deinit { transitions.deallocate() }
 
     public init(grammar: Grammar, trie: TokenTrie) throws {
         self.grammar = grammar
@@ -145,23 +151,47 @@ public final class GrammarAutomaton: @unchecked Sendable {
     func allowed(_ s: Int32, budget: Int) -> Allowed {
         let mask = self.mask(s)
         guard budget < mask.maxTokensToFinishAfter else { return .mask(mask.words) }
-        let key = UInt64(UInt32(bitPattern: s)) << 32 | UInt64(UInt32(clamping: max(0, budget)))
-        if let m = budgetMasks[key] { return m.isEmpty ? .plan(finishingTokens(s)) : .mask(m) }
-        var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
-        var any = false
-        if isAccepting(s) {
-            for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) }
-            any = true
-        }
+        // The widest group that fits the budget.
+        var best: [UInt64]? = nil
+        for g in finishGroups(s) where g.finish <= budget { best = g.words }
+        return best.map { .mask($0) } ?? .plan(finishingTokens(s))
+    }
+
+    /// The allowed tokens of state `s` by how many tokens a shortest finish takes after
+    /// them, cumulatively: entry k allows every token whose finish takes at most
+    /// `finish` tokens (and the end, where the grammar may end), so a mask under any budget
+    /// is one lookup. Computed once per state that a capped output reaches near its end.
+    private func finishGroups(_ s: Int32) -> [(finish: Int, words: [UInt64])] {
+        if let g = budgetGroups[s] { return g }
+        let wordCount = (trie.vocabularySize + 63) / 64
+        var groupOf: [Int32] = []  // by end state: its group, -1 until known
+        var finishes: [Int] = []
+        var groups: [[UInt64]] = []
         walk(from: s) { token, end in
-            if self.finishingTokens(end).count <= budget {
-                words[Int(token) >> 6] |= 1 << UInt64(token & 63)
-                any = true
+            let e = Int(end)
+            if e >= groupOf.count { groupOf += repeatElement(-1, count: e + 64 - groupOf.count) }
+            if groupOf[e] < 0 {
+                let f = self.finishingTokens(end).count
+                if let k = finishes.firstIndex(of: f) {
+                    groupOf[e] = Int32(k)
+                } else {
+                    groupOf[e] = Int32(finishes.count)
+                    finishes.append(f)
+                    groups.append([UInt64](repeating: 0, count: wordCount))
+                }
             }
+            groups[Int(groupOf[e])][Int(token) >> 6] |= 1 << UInt64(token & 63)
         }
-        if budgetMasks.count >= Self.maxCachedMasks { budgetMasks.removeAll() }
-        budgetMasks[key] = any ? words : []
-        return any ? .mask(words) : .plan(finishingTokens(s))
+        var cumulative: [(finish: Int, words: [UInt64])] = []
+        var running = [UInt64](repeating: 0, count: wordCount)
+        if isAccepting(s) { for t in trie.endOfGeneration { running[t >> 6] |= 1 << UInt64(t & 63) } }
+        for k in finishes.indices.sorted(by: { finishes[$0] < finishes[$1] }) {
+            for w in 0..<wordCount { running[w] |= groups[k][w] }
+            cumulative.append((finishes[k], running))
+        }
+        if budgetGroups.count >= Self.maxCachedMasks / 64 { budgetGroups.removeAll() }
+        budgetGroups[s] = cumulative
+        return cumulative
     }
 
     private func mask(_ s: Int32) -> Mask {
@@ -169,10 +199,17 @@ public final class GrammarAutomaton: @unchecked Sendable {
         var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
         var worst = 0
         if s >= 0 {
-            var seen = Set<Int32>()
+            // End states repeat for almost every token (inside a string, all but a few end
+            // in the same one): look each up once, marked in an array by state id.
+            var seen = [Bool](repeating: false, count: stacks.count + 64)
             walk(from: s) { token, end in
                 words[Int(token) >> 6] |= 1 << UInt64(token & 63)
-                if seen.insert(end).inserted { worst = max(worst, self.finishingTokens(end).count) }
+                let e = Int(end)
+                if e >= seen.count { seen += repeatElement(false, count: e + 64 - seen.count) }
+                if !seen[e] {
+                    seen[e] = true
+                    worst = max(worst, self.finishingTokens(end).count)
+                }
             }
             if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
         }
@@ -183,6 +220,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
     }
 
     /// Calls `body` with every token that can follow state `s` and the state after it.
+    /// Transitions are read straight from the table; a byte not seen before in a state is
+    /// computed (which may move the table) and the walk goes on.
     private func walk(from s: Int32, _ body: (Int32, Int32) -> Void) {
         var at = [Int32](repeating: 0, count: trie.maxDepth + 1)
         at[0] = s
@@ -192,16 +231,24 @@ public final class GrammarAutomaton: @unchecked Sendable {
         trie.subtreeEnd.withUnsafeBufferPointer { end in
         trie.tokenStart.withUnsafeBufferPointer { start in
         trie.tokens.withUnsafeBufferPointer { tokens in
+        at.withUnsafeMutableBufferPointer { at in
+            var table = transitions
             var i = 0
             while i < count {
                 let d = Int(depth[i])
-                let t = next(at[d - 1], byte[i])
+                let from = at[d &- 1]
+                var t = table[Int(from) &* 256 &+ Int(byte[i])]
+                if t == Self.unknown {
+                    t = next(from, byte[i])
+                    table = transitions
+                }
                 if t < 0 { i = Int(end[i]); continue }
                 at[d] = t
-                for k in Int(start[i])..<Int(start[i + 1]) { body(tokens[k], t) }
-                i += 1
+                let first = Int(start[i]), last = Int(start[i &+ 1])
+                if first < last { for k in first..<last { body(tokens[k], t) } }
+                i &+= 1
             }
-        }}}}}
+        }}}}}}
     }
 
     // MARK: building states
@@ -249,7 +296,14 @@ public final class GrammarAutomaton: @unchecked Sendable {
         let s = Int32(stacks.count)
         stacks.append(key)
         stateIndex[key] = s
-        transitions += repeatElement(Self.unknown, count: 256)
+        if stacks.count > transitionCapacity {
+            let bigger = UnsafeMutablePointer<Int32>.allocate(capacity: 256 * transitionCapacity * 2)
+            bigger.update(from: transitions, count: 256 * (stacks.count - 1))
+            transitions.deallocate()
+            transitions = bigger
+            transitionCapacity *= 2
+        }
+        (transitions + 256 * (stacks.count - 1)).initialize(repeating: Self.unknown, count: 256)
         completions.append(-1)
         return s
     }

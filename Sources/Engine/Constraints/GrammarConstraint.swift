@@ -49,12 +49,38 @@ public struct GrammarConstraint: LogitsProcessor {
         if only < logits.count { logits[only] = keep.isFinite ? keep : 0 }
     }
 
+    /// Sets the logits of tokens outside `words` to -∞, touching only the minority: with
+    /// few allowed (between fields), a fresh -∞ row gets their logits; with most allowed
+    /// (inside a string), the few others are cleared.
     private func apply(_ words: [UInt64], to logits: inout [Float]) {
-        logits.withUnsafeMutableBufferPointer { l in
-            for (w, word) in words.enumerated() where word != ~0 {
-                let base = w << 6
-                for bit in 0..<min(64, l.count - base) where word & (1 << UInt64(bit)) == 0 {
-                    l[base + bit] = -.infinity
+        let n = logits.count
+        var allowed = 0
+        for w in words { allowed &+= w.nonzeroBitCount }
+        if allowed < n / 2 {
+            // Keep the allowed logits aside, clear the row, put them back: no allocation.
+            var kept: [(Int, Float)] = []
+            kept.reserveCapacity(allowed)
+            logits.withUnsafeMutableBufferPointer { l in
+                for (w, word) in words.enumerated() {
+                    var bits = word
+                    while bits != 0 {
+                        let i = w << 6 | bits.trailingZeroBitCount
+                        if i < n { kept.append((i, l[i])) }
+                        bits &= bits &- 1
+                    }
+                }
+                l.update(repeating: -.infinity)
+                for (i, v) in kept { l[i] = v }
+            }
+        } else {
+            logits.withUnsafeMutableBufferPointer { l in
+                for (w, word) in words.enumerated() {
+                    var bits = ~word
+                    while bits != 0 {
+                        let i = w << 6 | bits.trailingZeroBitCount
+                        if i < n { l[i] = -.infinity }
+                        bits &= bits &- 1
+                    }
                 }
             }
         }

@@ -7,7 +7,7 @@ import Models
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed: one sequence as llama-bench does (default), the serving engine's throughput, or speculative decoding.",
-        subcommands: [BenchSingle.self, BenchThroughput.self, BenchSpeculative.self],
+        subcommands: [BenchSingle.self, BenchThroughput.self, BenchSpeculative.self, BenchStructured.self],
         defaultSubcommand: BenchSingle.self)
 }
 
