@@ -174,9 +174,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             ])
         case (.post, "/v1/completions"), (.post, "/v1/chat/completions"):
             let model = try servingModel()
-            let json = try await readJSON(request)
-            return try await generate(json, kind: path == "/v1/completions" ? .completion : .chat, model: model, closed: closed, id: id,
-                                      log: &log)
+            let body = try await readBody(request)
+            return try await generate(body.json, ordered: Self.ordered(body), kind: path == "/v1/completions" ? .completion : .chat, model: model,
+                                      closed: closed, id: id, log: &log)
         case (.post, "/tokenize"):
             let model = try servingModel()
             return try tokenize(try await readJSON(request), model: model)
@@ -224,7 +224,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
     }
 
-    private func readJSON(_ request: Request) async throws -> [String: Any] {
+    private func readJSON(_ request: Request) async throws -> [String: Any] { try await readBody(request).json }
+
+    private func readBody(_ request: Request) async throws -> (json: [String: Any], data: Data) {
         var body = Data()
         for try await buffer in request.body {
             guard body.count + buffer.readableBytes <= configuration.maxBodyBytes else {
@@ -235,7 +237,16 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         guard String(validating: body, as: UTF8.self) != nil else { throw APIError.invalidRequest("the request body is not valid UTF-8") }
         guard let object = try? JSONSerialization.jsonObject(with: body) else { throw APIError.invalidRequest("the request body is not valid JSON") }
         guard let json = object as? [String: Any] else { throw APIError.invalidRequest("the request body must be a JSON object") }
-        return json
+        return (json, body)
+    }
+
+    /// Fields whose JSON objects keep meaning in their key order (a schema's properties).
+    static let orderedFields = ["response_format", "json_schema", "guided_json", "tools"]
+
+    /// The body parsed again with key order kept, only when it carries such a field.
+    static func ordered(_ body: (json: [String: Any], data: Data)) -> TemplateValue? {
+        guard orderedFields.contains(where: { body.json[$0] != nil && !(body.json[$0] is NSNull) }) else { return nil }
+        return try? TemplateValue(parsingJSON: String(decoding: body.data, as: UTF8.self))
     }
 
     // MARK: Endpoints
@@ -261,9 +272,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         return Self.json(.ok, ["prompt": model.tokenizer.decode(tokens)])
     }
 
-    private func generate(_ json: [String: Any], kind: OpenAIRequest.Kind, model: ServedModel, closed: EventLoopFuture<Void>, id: String,
-                          log: inout RequestLog) async throws -> Response {
-        let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits)
+    private func generate(_ json: [String: Any], ordered: TemplateValue?, kind: OpenAIRequest.Kind, model: ServedModel, closed: EventLoopFuture<Void>,
+                          id: String, log: inout RequestLog) async throws -> Response {
+        let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits, ordered: ordered)
         if let name = parsed.model, name != model.name {
             throw APIError(.notFound, "The model `\(name)` does not exist.", type: "invalid_request_error", param: "model", code: "model_not_found")
         }

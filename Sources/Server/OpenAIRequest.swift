@@ -64,7 +64,9 @@ public struct OpenAIRequest {
     public var includeUsage = false
     public var user: String?
 
-    public init(json: [String: Any], kind: Kind, limits: Limits = Limits()) throws {
+    /// `ordered`: the same body parsed with its key order kept (for JSON schemas), when
+    /// the caller has it.
+    public init(json: [String: Any], kind: Kind, limits: Limits = Limits(), ordered: TemplateValue? = nil) throws {
         self.kind = kind
         model = try Self.string(json, "model")
         user = try Self.string(json, "user")
@@ -136,6 +138,7 @@ public struct OpenAIRequest {
             }
         }
         if let ignore = try Self.bool(json, "ignore_eos") { p.ignoreEndOfGeneration = ignore }
+        p.constraint = try OutputFormat.constraint(json, ordered: ordered)
         if let biases = json["logit_bias"], !(biases is NSNull) {
             guard let map = biases as? [String: Any] else { throw RequestFieldError(param: "logit_bias", "logit_bias must map token ids to numbers") }
             for (key, value) in map {

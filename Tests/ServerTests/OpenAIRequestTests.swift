@@ -99,6 +99,34 @@ final class OpenAIRequestTests: XCTestCase {
                       message: "messages[0].content must be a string or an array of text parts")
     }
 
+    /// Every API's way of constraining output maps to one engine constraint, the schema in
+    /// the order the client wrote it; a malformed field or two at once are named.
+    func testOutputConstraintsFromEveryAPI() throws {
+        func constraint(_ body: String) throws -> OutputConstraint? {
+            let json = try JSONSerialization.jsonObject(with: Data(body.utf8)) as! [String: Any]
+            return try OpenAIRequest(json: json, kind: .chat, ordered: try TemplateValue(parsingJSON: body)).parameters.constraint
+        }
+        let m = #""messages": [{"role": "user", "content": "x"}]"#
+        XCTAssertNil(try constraint(#"{\#(m)}"#))
+        XCTAssertNil(try constraint(#"{\#(m), "response_format": {"type": "text"}}"#))
+        XCTAssertEqual(try constraint(#"{\#(m), "response_format": {"type": "json_object"}}"#), .jsonObject)
+        XCTAssertEqual(try constraint(#"{\#(m), "response_format": {"type": "json_schema", "json_schema": {"name": "p", "strict": true, "schema": {"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "integer"}}}}}}"#),
+                       .jsonSchema(#"{"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "integer"}}}"#), "properties keep their order")
+        XCTAssertEqual(try constraint(#"{\#(m), "json_schema": {"type": "boolean"}}"#), .jsonSchema(#"{"type": "boolean"}"#))
+        XCTAssertEqual(try constraint(#"{\#(m), "guided_json": "{\"type\": \"null\"}"}"#), .jsonSchema(#"{"type": "null"}"#))
+        XCTAssertEqual(try constraint(#"{\#(m), "grammar": "root ::= \"a\""}"#), .grammar(#"root ::= "a""#))
+        XCTAssertEqual(try constraint(#"{\#(m), "guided_regex": "[0-9]+"}"#), .regex("[0-9]+"))
+        XCTAssertEqual(try constraint(#"{\#(m), "guided_choice": ["yes", "no"]}"#), .choice(["yes", "no"]))
+        assertRejects(#"{\#(m), "response_format": {"type": "xml"}}"#, .chat, param: "response_format.type", message: "response_format.type must be text, json_object or json_schema, got xml")
+        assertRejects(#"{\#(m), "response_format": "json"}"#, .chat, param: "response_format", message: "response_format must be an object with a `type` of text, json_object or json_schema")
+        assertRejects(#"{\#(m), "response_format": {"type": "json_schema"}}"#, .chat, param: "response_format.json_schema",
+                      message: "response_format of type json_schema needs `json_schema`, an object with `name` and `schema`")
+        assertRejects(#"{\#(m), "grammar": 3}"#, .chat, param: "grammar", message: "grammar must be a string of GBNF rules")
+        assertRejects(#"{\#(m), "guided_choice": []}"#, .chat, param: "guided_choice", message: "guided_choice must be a non-empty array of strings")
+        assertRejects(#"{\#(m), "guided_grammar": "start: x"}"#, .chat, param: "guided_grammar", message: "guided_grammar (vLLM's Lark/EBNF) is not supported; send GBNF rules as `grammar`")
+        assertRejects(#"{\#(m), "grammar": "root ::= \"a\"", "guided_regex": "a"}"#, .chat, param: "guided_regex", message: "only one output constraint may be given, got grammar and guided_regex")
+    }
+
     func testPromptsAreTokenizedAndCheckedAgainstTheContext() throws {
         let file = try TestSupport.model()
         let tokenizer = try Tokenizer(file: file)

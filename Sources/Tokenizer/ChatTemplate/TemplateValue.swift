@@ -99,7 +99,7 @@ public indirect enum TemplateValue: Sendable, Equatable {
     }
 
     /// JSON as Python's `json.dumps(ensure_ascii=False)` writes it (", " and ": ").
-    func json(indent: Int?, level: Int = 0) -> String {
+    public func json(indent: Int?, level: Int = 0) -> String {
         func quote(_ s: String) -> String {
             var out = "\""
             for u in s.unicodeScalars {

@@ -72,6 +72,12 @@ struct Run: AsyncParsableCommand {
     @Flag(name: .long, help: "Render PROMPT as a user message through the model's chat template.")
     var chat = false
 
+    @Option(name: .long, help: "Constrain the output to the JSON schema in this file.")
+    var jsonSchema: String?
+
+    @Option(name: .long, help: "Constrain the output to the GBNF grammar in this file (llama.cpp's format).")
+    var grammar: String?
+
     @Flag(name: .long, help: "Print one JSON object at the end (text, tokens, prompt_tokens, finish_reason, timings) instead of streaming.")
     var json = false
 
@@ -86,8 +92,15 @@ struct Run: AsyncParsableCommand {
         let timings: OpenAIResponse.Timings
     }
 
+    func validate() throws {
+        if jsonSchema != nil && grammar != nil { throw ValidationError("give --json-schema or --grammar, not both") }
+    }
+
     func run() async throws {
         try await reportingErrors {
+            var parameters = sampling.parameters
+            if let path = jsonSchema { parameters.constraint = .jsonSchema(try String(contentsOfFile: path, encoding: .utf8)) }
+            if let path = grammar { parameters.constraint = .grammar(try String(contentsOfFile: path, encoding: .utf8)) }
             let loaded = try modelArguments.load()
             let text = chat ? try loaded.chatTemplate().render([(role: "user", content: prompt)], tokenizer: loaded.tokenizer) : prompt
             let tokens = loaded.tokenizer.encode(text, parseSpecial: true)
@@ -100,7 +113,7 @@ struct Run: AsyncParsableCommand {
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration,
                                     draftModel: try speculation.loadDraft(like: modelArguments))
             defer { engine.shutdown() }
-            let request = GenerationRequest(prompt: tokens, parameters: sampling.parameters)
+            let request = GenerationRequest(prompt: tokens, parameters: parameters)
             try engine.validate(request)
             var generated: [Int] = [], output = "", finish = FinishReason.length
             var metrics: RequestMetrics?
