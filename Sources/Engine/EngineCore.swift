@@ -358,7 +358,9 @@ final class EngineCore {
     private func sampler(for request: GenerationRequest, sample: Int) throws -> Sampler {
         var p = request.parameters.sampling
         if let seed = p.seed { p.seed = seed &+ UInt64(sample) }
-        let constraint = try request.parameters.constraint.map { GrammarConstraint(automaton: try automaton(for: $0), maxTokens: request.parameters.maxTokens) }
+        let constraint = try request.parameters.constraint.map {
+            GrammarConstraint(automaton: try automaton(for: $0), maxTokens: request.parameters.maxTokens, triggers: $0.triggers)
+        }
         return try Sampler(p, constraint: constraint)
     }
 

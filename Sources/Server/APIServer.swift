@@ -288,11 +288,14 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
         let header = Header(id: (kind == .chat ? "chatcmpl-" : "cmpl-") + id, object: kind == .chat ? "chat.completion" : "text_completion",
                             created: Int(Date().timeIntervalSince1970), model: model.name)
+        let toolFormat = parsed.usesTools ? model.chatTemplate.flatMap(ToolCallFormat.init(template:)) : nil
         if parsed.stream {
             log.streamed = true
-            return stream(requests, parsed: parsed, model: model, header: header, log: log)
+            return stream(requests, parsed: parsed, model: model, header: header, log: log, toolFormat: toolFormat)
         }
-        let empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
+        var empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
+        empty.toolFormat = toolFormat
+        empty.toolNames = Set(parsed.tools.map(\.name))
         // A closed connection cancels the collection, which ends the engine streams, which
         // abort their requests and free their blocks.
         let collecting = Task { () async throws -> Collected in
@@ -335,6 +338,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var logprobEntries: [[TokenLogprobs]]
         var reasons: [FinishReason?]
         var metrics: [RequestMetrics] = []
+        /// Set when the output is read for tool calls.
+        var toolFormat: ToolCallFormat?
+        var toolNames: Set<String> = []
 
         init(kind: OpenAIRequest.Kind, samples: Int, prompts: Int, logprobs: Bool) {
             self.kind = kind
@@ -369,10 +375,20 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                                                                      timings: OpenAIResponse.Timings(metrics)))
             case .chat:
                 let choices = texts.indices.map { i in
-                    OpenAIResponse.ChatChoice(
-                        index: i, message: .init(role: "assistant", content: texts[i]),
+                    var message = OpenAIResponse.Message(role: "assistant", content: texts[i])
+                    var reason = (reasons[i] ?? .length).rawValue
+                    if let toolFormat {
+                        let (content, calls) = toolFormat.parse(texts[i], tools: toolNames)
+                        message.content = content
+                        if !calls.isEmpty {
+                            message.tool_calls = calls.map { OpenAIResponse.ToolCall($0) }
+                            if reasons[i] != .length { reason = "tool_calls" }
+                        }
+                    }
+                    return OpenAIResponse.ChatChoice(
+                        index: i, message: message,
                         logprobs: logprobs ? OpenAIResponse.chatLogprobs(logprobEntries[i], tokenizer: tokenizer) : nil,
-                        finish_reason: (reasons[i] ?? .length).rawValue)
+                        finish_reason: reason)
                 }
                 return OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: header.object, created: header.created, model: header.model,
                                                                      system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage,
@@ -385,10 +401,12 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     /// keep-alives, an optional usage chunk, then `data: [DONE]`. When the client goes
     /// away, the next write fails, the engine streams are dropped, and the engine aborts
     /// the requests before its next step.
-    private func stream(_ requests: [GenerationRequest], parsed: OpenAIRequest, model: ServedModel, header: Header, log: RequestLog) -> Response {
+    private func stream(_ requests: [GenerationRequest], parsed: OpenAIRequest, model: ServedModel, header: Header, log: RequestLog,
+                        toolFormat: ToolCallFormat?) -> Response {
         let samples = parsed.samples, kind = parsed.kind, wantsLogprobs = parsed.logprobs != nil, includeUsage = parsed.includeUsage
         let keepAlive = UInt64(configuration.keepAliveSeconds * 1e9)
         let chunkObject = kind == .chat ? "chat.completion.chunk" : "text_completion"
+        let toolNames = Set(parsed.tools.map(\.name))
         let body = ResponseBody { [self] writer in
             var log = log
             log.status = 200
@@ -434,6 +452,10 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                                                               system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage, timings: timings))
             }
             var started = Set<Int>()
+            // With tools, each choice's text goes through a splitter: content streams as it
+            // comes, a call goes out whole once it closes.
+            var splitters = toolFormat.map { f in [ToolCallSplitter](repeating: ToolCallSplitter(format: f, tools: toolNames), count: requests.count * samples) }
+            var callsSent = [Int](repeating: 0, count: requests.count * samples)
             var all: [RequestMetrics] = []
             var offsets = [Int](repeating: 0, count: requests.count * samples)
             loop: for await event in events {
@@ -459,7 +481,30 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                             try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: .init(role: "assistant", content: ""), logprobs: nil, finish_reason: nil)]))
                         }
                         let lp = wantsLogprobs ? OpenAIResponse.chatLogprobs(o.logprobs, tokenizer: model.tokenizer) : nil
-                        try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: .init(content: o.text), logprobs: lp, finish_reason: o.finishReason?.rawValue)]))
+                        guard splitters != nil else {
+                            try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: .init(content: o.text), logprobs: lp, finish_reason: o.finishReason?.rawValue)]))
+                            continue
+                        }
+                        var pieces = splitters![index].feed(o.text)
+                        if o.finishReason != nil { pieces += splitters![index].finish() }
+                        var delta = OpenAIResponse.Message(content: "")
+                        var calls: [OpenAIResponse.ToolCall] = []
+                        for p in pieces {
+                            switch p {
+                            case .content(let text): delta.content! += text
+                            case .call(let c):
+                                calls.append(OpenAIResponse.ToolCall(c, index: callsSent[index]))
+                                callsSent[index] += 1
+                            }
+                        }
+                        if !calls.isEmpty {
+                            delta.tool_calls = calls
+                            if delta.content?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty == true { delta.content = nil }
+                        }
+                        var reason = o.finishReason?.rawValue
+                        if o.finishReason == .stop, callsSent[index] > 0 { reason = "tool_calls" }
+                        if delta.content?.isEmpty == true, delta.tool_calls == nil, reason == nil, lp == nil { continue }
+                        try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: delta, logprobs: lp, finish_reason: reason)]))
                     }
                 }
             }

@@ -34,10 +34,6 @@ public struct OpenAIRequest {
         case messages([ChatMessage])
     }
 
-    public struct ChatMessage: Sendable, Equatable {
-        public let role: String
-        public let content: String
-    }
 
     public struct Limits: Sendable {
         /// Most samples per prompt (`n`).
@@ -63,6 +59,12 @@ public struct OpenAIRequest {
     public var stream = false
     public var includeUsage = false
     public var user: String?
+    /// The functions the model may call (chat only), and how it may.
+    public var tools: [ToolDefinition] = []
+    public var toolChoice = ToolChoice.none
+    public var parallelToolCalls = true
+    /// Whether the output is read for tool calls.
+    public var usesTools: Bool { !tools.isEmpty && toolChoice != .none }
 
     /// `ordered`: the same body parsed with its key order kept (for JSON schemas), when
     /// the caller has it.
@@ -77,10 +79,10 @@ public struct OpenAIRequest {
             }
             let messages = try list.enumerated().map { i, item -> ChatMessage in
                 guard let m = item as? [String: Any] else { throw RequestFieldError(param: "messages[\(i)]", "messages[\(i)] must be an object") }
-                guard let role = m["role"] as? String else { throw RequestFieldError(param: "messages[\(i)].role", "messages[\(i)].role must be a string") }
-                return ChatMessage(role: role, content: try Self.content(m["content"], at: i))
+                return try Self.message(m, at: i)
             }
             prompts = [.messages(messages)]
+            try parseTools(json, ordered: ordered)
         case .completion:
             prompts = try Self.prompts(json["prompt"], limits: limits)
         }
@@ -186,7 +188,7 @@ public struct OpenAIRequest {
             case .text(let text): ids = tokenizer.encode(text, parseSpecial: true)
             case .tokens(let tokens): ids = tokens
             case .messages(let messages):
-                let text = try chatTemplate().render(messages.map { (role: $0.role, content: $0.content) }, tokenizer: tokenizer)
+                let text = try chatTemplate().render(messages, tools: tools.isEmpty ? nil : tools.map(\.templateValue), tokenizer: tokenizer)
                 ids = tokenizer.encode(text, parseSpecial: true, addSpecial: false)
             }
             let param = kind == .chat ? "messages" : "prompt"
@@ -206,6 +208,12 @@ public struct OpenAIRequest {
             }
             var request = GenerationRequest(prompt: ids, parameters: parameters)
             request.parameters.maxTokens = completion
+            if usesTools {
+                guard let format = ToolCallFormat(template: try chatTemplate()) else {
+                    throw RequestFieldError(param: "tools", "this model's chat template writes tool calls in no format Apus reads (it reads Hermes-style <tool_call> blocks)")
+                }
+                request.parameters.constraint = try format.constraint(tools: tools, choice: toolChoice, parallel: parallelToolCalls)
+            }
             request.samples = samples
             request.logprobs = logprobs
             request.priority = priority
@@ -226,6 +234,90 @@ public struct OpenAIRequest {
             if let text = item as? String { return .text(text) }
             if let ids = item as? [Any], isTokens(ids) { return .tokens(ids as! [Int]) }
             throw RequestFieldError(param: "prompt", "prompt must be a string, an array of strings, or token ids")
+        }
+    }
+
+    /// A chat message: `role` and `content`; an assistant's `tool_calls` (content may then
+    /// be null); a tool's `tool_call_id`; an optional `name`.
+    private static func message(_ m: [String: Any], at i: Int) throws -> ChatMessage {
+        guard let role = m["role"] as? String else { throw RequestFieldError(param: "messages[\(i)].role", "messages[\(i)].role must be a string") }
+        var calls: [ChatMessage.ToolCall] = []
+        if let list = m["tool_calls"], !(list is NSNull) {
+            guard role == "assistant", let items = list as? [Any] else {
+                throw RequestFieldError(param: "messages[\(i)].tool_calls", "messages[\(i)].tool_calls must be an array, on an assistant message")
+            }
+            calls = try items.enumerated().map { k, item in
+                let where_ = "messages[\(i)].tool_calls[\(k)]"
+                guard let c = item as? [String: Any], let f = c["function"] as? [String: Any], let name = f["name"] as? String else {
+                    throw RequestFieldError(param: where_, "\(where_) must be {\"type\": \"function\", \"function\": {\"name\", \"arguments\"}}")
+                }
+                let arguments: String
+                switch f["arguments"] {
+                case let s as String: arguments = s
+                case nil, is NSNull: arguments = "{}"
+                case let v?: arguments = TemplateValue(json: v).json(indent: nil)
+                }
+                return ChatMessage.ToolCall(id: c["id"] as? String, name: name, arguments: arguments)
+            }
+        }
+        let raw = m["content"]
+        let content: String? = (raw == nil || raw is NSNull) && !calls.isEmpty ? nil : try Self.content(raw, at: i)
+        var toolCallID: String? = nil
+        if role == "tool" {
+            guard let id = m["tool_call_id"] as? String else {
+                throw RequestFieldError(param: "messages[\(i)].tool_call_id", "messages[\(i)].tool_call_id must be the id of the call a tool message answers")
+            }
+            toolCallID = id
+        }
+        return ChatMessage(role: role == "developer" ? "system" : role, content: content, name: m["name"] as? String, toolCalls: calls, toolCallID: toolCallID)
+    }
+
+    /// `tools`, `tool_choice` and `parallel_tool_calls`.
+    private mutating func parseTools(_ json: [String: Any], ordered: TemplateValue?) throws {
+        if let list = json["tools"], !(list is NSNull) {
+            guard let items = list as? [Any] else { throw RequestFieldError(param: "tools", "tools must be an array of function definitions") }
+            guard items.count <= 128 else { throw RequestFieldError(param: "tools", "at most 128 tools, got \(items.count)") }
+            let orderedTools: [TemplateValue]? = ordered.flatMap { OutputFormat.subtree($0, ["tools"]) }.flatMap { if case .array(let a) = $0 { a } else { nil } }
+            tools = try items.enumerated().map { i, item in
+                guard let t = item as? [String: Any], t["type"] as? String == "function", let f = t["function"] as? [String: Any] else {
+                    throw RequestFieldError(param: "tools[\(i)]", "tools[\(i)] must be {\"type\": \"function\", \"function\": {\"name\", \"parameters\"}}")
+                }
+                guard let name = f["name"] as? String, !name.isEmpty, name.count <= 64,
+                      name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+                    throw RequestFieldError(param: "tools[\(i)].function.name", "tools[\(i)].function.name must be 1 to 64 letters, digits, underscores or dashes")
+                }
+                let value = orderedTools.flatMap { i < $0.count ? $0[i] : nil } ?? TemplateValue(json: t)
+                let parameters = f["parameters"].flatMap { $0 is NSNull ? nil : $0 }
+                let schema = try parameters.map { try OutputFormat.schemaText($0, path: ["tools"], ordered: nil, subtree: OutputFormat.subtree(value, ["function", "parameters"])) }
+                return ToolDefinition(name: name, parameters: schema ?? #"{"type": "object", "properties": {}}"#, templateValue: value)
+            }
+            guard Set(tools.map(\.name)).count == tools.count else { throw RequestFieldError(param: "tools", "tool names must be unique") }
+            toolChoice = tools.isEmpty ? .none : .auto
+        }
+        if let choice = json["tool_choice"], !(choice is NSNull) {
+            switch choice {
+            case let s as String:
+                switch s {
+                case "none": toolChoice = .none
+                case "auto": toolChoice = tools.isEmpty ? .none : .auto
+                case "required":
+                    guard !tools.isEmpty else { throw RequestFieldError(param: "tool_choice", "tool_choice required needs tools") }
+                    toolChoice = .required
+                default: throw RequestFieldError(param: "tool_choice", "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\"}}, got \(s)")
+                }
+            case let d as [String: Any]:
+                guard let f = d["function"] as? [String: Any], let name = f["name"] as? String else {
+                    throw RequestFieldError(param: "tool_choice", "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\"}}")
+                }
+                guard tools.contains(where: { $0.name == name }) else { throw RequestFieldError(param: "tool_choice", "tool_choice names \(name), which is not among the tools") }
+                toolChoice = .function(name)
+            default:
+                throw RequestFieldError(param: "tool_choice", "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\"}}")
+            }
+        }
+        if let p = try Self.bool(json, "parallel_tool_calls") { parallelToolCalls = p }
+        if usesTools, parameters.constraint != nil {
+            throw RequestFieldError(param: "tools", "tool calls and an output constraint (response_format, grammar, guided_*) cannot be combined; send one")
         }
     }
 

@@ -94,6 +94,25 @@ public enum OpenAIResponse {
     public struct Message: Encodable, Equatable {
         public var role: String?
         public var content: String?
+        public var tool_calls: [ToolCall]? = nil
+    }
+
+    /// A call in a message (`index` only in a streamed delta).
+    public struct ToolCall: Encodable, Equatable {
+        public struct Function: Encodable, Equatable {
+            public let name: String
+            public let arguments: String
+        }
+        public var index: Int? = nil
+        public let id: String
+        public var type = "function"
+        public let function: Function
+
+        init(_ call: ParsedToolCall, index: Int? = nil) {
+            self.index = index
+            id = call.id
+            function = Function(name: call.name, arguments: call.arguments)
+        }
     }
 
     public struct ChatChoice: Encodable {

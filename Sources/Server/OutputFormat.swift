@@ -76,7 +76,8 @@ enum OutputFormat {
 
     /// A schema as JSON text: from the order-keeping parse where there is one, else
     /// re-encoded (keys sorted).
-    static func schemaText(_ value: Any, path: [String], ordered: TemplateValue?) throws -> String {
+    static func schemaText(_ value: Any, path: [String], ordered: TemplateValue?, subtree given: TemplateValue? = nil) throws -> String {
+        if let given { return given.json(indent: nil) }
         if let ordered, let sub = subtree(ordered, path) { return sub.json(indent: nil) }
         return TemplateValue(json: value).json(indent: nil)
     }

@@ -15,18 +15,29 @@ public struct GrammarConstraint: LogitsProcessor {
     /// Per state, the finishing tokens still to follow once a plan was taken.
     private var plans: [[Int]]
     private let maxTokens: Int
+    /// For a triggered grammar: the triggers' bytes, and per kept token whether the grammar
+    /// was on after it (while off, nothing is masked).
+    private let triggers: [[UInt8]]
+    private var on: [Bool]
+    /// The output's last bytes while waiting for the trigger.
+    private var recent: [UInt8] = []
 
-    public init(automaton: GrammarAutomaton, maxTokens: Int) {
+    /// `triggers`: the grammar is off until one of them appears in the output, and then
+    /// matches from the trigger's first byte on.
+    public init(automaton: GrammarAutomaton, maxTokens: Int, triggers: [String]? = nil) {
         self.automaton = automaton
         states = [automaton.initial]
         plans = [[]]
         self.maxTokens = maxTokens
+        self.triggers = (triggers ?? []).map { Array($0.utf8) }
+        on = [triggers == nil]
     }
 
     /// The current state (`GrammarAutomaton.dead` once a token outside the grammar was kept).
     public var state: Int32 { states[states.count - 1] }
 
     public mutating func process(_ logits: inout [Float], history: [Int]) {
+        guard on[on.count - 1] else { return }
         let started = DispatchTime.now().uptimeNanoseconds
         defer {
             automaton.maskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
@@ -89,12 +100,47 @@ public struct GrammarConstraint: LogitsProcessor {
     public mutating func accept(_ token: Int) {
         let plan = plans[plans.count - 1]
         plans.append(plan.first == token ? Array(plan.dropFirst()) : [])
-        states.append(automaton.next(state, token: token))
+        if on[on.count - 1] {
+            states.append(automaton.next(state, token: token))
+            on.append(true)
+            return
+        }
+        // Waiting: does a trigger complete in this token? Then the grammar runs over the
+        // output from the trigger's start.
+        let bytes = token < automaton.trie.vocabularySize ? automaton.trie.tokenBytes[token] : []
+        let longest = triggers.map(\.count).max() ?? 0
+        let before = recent.count
+        recent += bytes
+        let starts = triggers.compactMap { Self.start(of: $0, in: recent, endingAfter: before) }
+        if let start = starts.min() {
+            states.append(automaton.next(automaton.initial, bytes: recent[start...]))
+            on.append(true)
+            recent = []
+        } else {
+            if recent.count > 4 * longest + 64 { recent.removeFirst(recent.count - longest) }
+            states.append(state)
+            on.append(false)
+        }
+    }
+
+    /// Where the first occurrence of `needle` that ends past `previous` bytes starts.
+    private static func start(of needle: [UInt8], in haystack: [UInt8], endingAfter previous: Int) -> Int? {
+        guard !needle.isEmpty, haystack.count >= needle.count else { return nil }
+        var i = max(0, previous - needle.count + 1)
+        while i + needle.count <= haystack.count {
+            if haystack[i..<(i + needle.count)].elementsEqual(needle) { return i }
+            i += 1
+        }
+        return nil
     }
 
     public mutating func rollback(_ count: Int) {
         let n = min(count, states.count - 1)
         states.removeLast(n)
         plans.removeLast(n)
+        on.removeLast(n)
+        // The bytes seen while waiting are not kept per token; after a rollback into
+        // waiting, the search starts afresh.
+        recent = []
     }
 }

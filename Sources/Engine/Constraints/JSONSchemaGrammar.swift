@@ -15,7 +15,7 @@ public struct JSONSchemaGrammar {
     private var rules: [(name: String, body: String)] = []
     private var ruleNames: Set<String> = []
     private var refRules: [String: String] = [:]
-    private let root: [String: Any]
+    private var root: [String: Any]
     private var size = 0
 
     static let maxDepth = 64
@@ -64,6 +64,27 @@ public struct JSONSchemaGrammar {
         var b = JSONSchemaGrammar(root: schema as? [String: Any] ?? [:])
         let body = try b.visit(schema, name: "root", depth: 0)
         b.add("root", body)
+        return b.rules.reversed().map { "\($0.name) ::= \($0.body)" }.joined(separator: "\n") + "\n"
+    }
+
+    /// One grammar for several schemas (the arguments of each tool a model may call): each
+    /// schema becomes the rule named with it, and `rules` (GBNF bodies by name, `root`
+    /// among them) refer to those and to the shared `space` rule.
+    public static func gbnf(schemas: [(rule: String, schema: String)], rules: [(name: String, body: String)]) throws -> String {
+        var b = JSONSchemaGrammar(root: [:])
+        for r in schemas.map(\.rule) + rules.map(\.name) { b.ruleNames.insert(r) }
+        for (rule, text) in schemas {
+            let parsed: TemplateValue
+            do { parsed = try TemplateValue(parsingJSON: text, maximumDepth: 2 * maxDepth + 8) } catch let e as TemplateError {
+                throw GrammarError.invalidSchema("not valid JSON (\(e.message))")
+            }
+            let schema = plain(parsed)
+            b.root = schema as? [String: Any] ?? [:]
+            b.refRules = [:]
+            b.add(rule, try b.visit(schema, name: rule + "-value", depth: 0))
+        }
+        _ = b.primitive("space")
+        for (name, body) in rules { b.add(name, body) }
         return b.rules.reversed().map { "\($0.name) ::= \($0.body)" }.joined(separator: "\n") + "\n"
     }
 

@@ -10,10 +10,13 @@ public enum OutputConstraint: Sendable, Equatable {
     case regex(String)
     /// Exactly one of these strings.
     case choice([String])
+    /// Free output until one of `triggers` appears in it; from the trigger on, `grammar`
+    /// (GBNF) matches the rest (llama.cpp's lazy grammars: a tool call may come, or not).
+    case triggered(triggers: [String], grammar: String)
 
     public func gbnf() throws -> String {
         switch self {
-        case .grammar(let text): return text
+        case .grammar(let text), .triggered(_, let text): return text
         case .jsonSchema(let schema): return try JSONSchemaGrammar.gbnf(schema: schema)
         case .jsonObject: return JSONSchemaGrammar.anyObject
         case .regex(let pattern): return "root ::= " + (try RegexGrammar.gbnf(pattern)) + "\n"
@@ -22,5 +25,11 @@ public enum OutputConstraint: Sendable, Equatable {
             guard options.count <= JSONSchemaGrammar.maxEnumValues else { throw GrammarError.tooLarge("a choice of more than \(JSONSchemaGrammar.maxEnumValues) options") }
             return "root ::= " + JSONSchemaGrammar.literalTrie(options) + "\n"
         }
+    }
+
+    /// The texts that switch the grammar on, for a triggered constraint.
+    public var triggers: [String]? {
+        if case .triggered(let t, _) = self { return t }
+        return nil
     }
 }
