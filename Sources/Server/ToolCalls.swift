@@ -36,6 +36,8 @@ public enum ToolCallFormat: Sendable {
     /// Each way a call is written: Hermes tags, and a fenced JSON block, which small Qwen
     /// models write when they do not use the tags (llama.cpp's Hermes parser takes both).
     static let delimiters: [(open: String, close: String)] = [("<tool_call>", "</tool_call>"), ("```json", "```")]
+    /// How a bare call (no tags, no fence: the whole output is the call's JSON) begins.
+    static let bareOpener = #"{"name""#
     static let open = "<tool_call>"
 
     public init?(template: ChatTemplate) {
@@ -63,8 +65,9 @@ public enum ToolCallFormat: Sendable {
         ]
         if choice == .auto {
             // From the opener the model chose on: this call, then perhaps more.
-            rules.append(("root", "call" + more + #" | "```json" space call-json "```" space"#))
-            return .triggered(triggers: Self.delimiters.map(\.open), grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
+            let bare = parallel ? " (space call-json)*" : ""
+            rules.append(("root", "call" + more + #" | "```json" space call-json "```" space | call-json"# + bare))
+            return .triggered(triggers: Self.delimiters.map(\.open) + [Self.bareOpener], grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
         }
         rules.append(("root", "call" + more))
         return .grammar(try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
@@ -116,6 +119,9 @@ struct ToolCallSplitter {
     let format: ToolCallFormat
     let tools: Set<String>
     private var buffer = ""
+    /// Output that began with `{`: held whole, read at the end as bare calls or content.
+    private var holding = false
+    private var sentContent = false
     /// The delimiters of the block being read.
     private var inCall: (open: String, close: String)?
     private(set) var calls = 0
@@ -127,7 +133,14 @@ struct ToolCallSplitter {
 
     mutating func feed(_ text: String) -> [Piece] {
         buffer += text
+        if holding { return [] }
+        if !sentContent, calls == 0, inCall == nil {
+            let start = buffer.drop { $0.isWhitespace }
+            if start.isEmpty { return [] }
+            if start.first == "{" { holding = true; return [] }
+        }
         var out: [Piece] = []
+        defer { if out.contains(where: { if case .content = $0 { true } else { false } }) { sentContent = true } }
         while true {
             if let block = inCall {
                 guard let end = buffer.range(of: block.close) else { break }
@@ -160,6 +173,16 @@ struct ToolCallSplitter {
 
     mutating func finish() -> [Piece] {
         defer { buffer = "" }
+        if holding {
+            holding = false
+            // One call's JSON, or one per line; anything else is what the model said.
+            let text = buffer.trimmingCharacters(in: .whitespacesAndNewlines)
+            if let c = format.call(text, tools: tools) { calls += 1; return [.call(c)] }
+            let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            let each = lines.compactMap { format.call($0, tools: tools) }
+            if !each.isEmpty, each.count == lines.count { calls += each.count; return each.map { .call($0) } }
+            return [.content(buffer)]
+        }
         if let block = inCall {
             inCall = nil
             return [piece(buffer, block)]

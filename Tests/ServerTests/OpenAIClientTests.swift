@@ -30,8 +30,8 @@ final class OpenAIClientTests: XCTestCase {
         return (port, task)
     }
 
-    func servedModel(_ configure: (inout EngineConfiguration) -> Void = { _ in }) throws -> ServedModel {
-        let file = try TestSupport.model()
+    func servedModel(_ model: TestModel = .smolLM2, _ configure: (inout EngineConfiguration) -> Void = { _ in }) throws -> ServedModel {
+        let file = try TestSupport.model(model)
         let tokenizer = try Tokenizer(file: file)
         var configuration = EngineConfiguration()
         configuration.contextLength = 2048
@@ -72,6 +72,7 @@ final class OpenAIClientTests: XCTestCase {
     }
 
     static let clientVersion = "3.57.0"
+    static let langchainVersion = "1.7.4"
 
     /// Runs a suite of the Python script; fails with its output when it fails.
     func runClient(port: Int, suite: String) throws {
@@ -108,6 +109,29 @@ final class OpenAIClientTests: XCTestCase {
         XCTAssertEqual(server.requestsInFlight, 0)
     }
 
+    /// Structured output and tool calling with Qwen2.5-Coder-0.5B, through the official
+    /// client (`chat.completions.parse` with pydantic models, `tools` streamed and not) and
+    /// langchain-openai (`bind_tools`, `with_structured_output`); `structured_client_test.py`.
+    func testStructuredOutputAndToolsThroughTheClients() async throws {
+        try ensureClient()
+        if try shell(["python3", "-c", "import langchain_openai"]).status != 0 {
+            let (status, output) = try shell(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "langchain-openai==\(Self.langchainVersion)"])
+            XCTAssertEqual(status, 0, "installing langchain-openai failed:\n\(output)")
+        }
+        var configuration = ServerConfiguration()
+        configuration.apiKey = Self.key
+        let server = APIServer(configuration: configuration)
+        let (port, task) = try await start(server)
+        defer { task.cancel() }
+        let model = try servedModel(.qwen05)
+        defer { model.engine.shutdown() }
+        server.ready(model)
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/structured_client_test.py").path
+        let (status, text) = try shell(["python3", script, "--base-url", "http://127.0.0.1:\(port)", "--api-key", Self.key, "--model", Self.name])
+        print(text, terminator: "")
+        XCTAssertEqual(status, 0, "structured_client_test.py failed:\n\(text)")
+    }
+
     func testOverloadGets429AndQueuedStreamsKeepAlive() async throws {
         var configuration = ServerConfiguration()
         configuration.apiKey = Self.key
@@ -116,7 +140,7 @@ final class OpenAIClientTests: XCTestCase {
         let server = APIServer(configuration: configuration)
         let (port, task) = try await start(server)
         defer { task.cancel() }
-        let model = try servedModel { $0.maxRunningSequences = 2 }
+        let model = try servedModel(.smolLM2) { $0.maxRunningSequences = 2 }
         defer { model.engine.shutdown() }
         server.ready(model)
         try runClient(port: port, suite: "overload")
