@@ -70,6 +70,9 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Tokens sampled under a grammar, and the time spent masking them.
     public var constrainedTokens = 0
     public var maskSeconds = 0.0
+    /// Walks of the vocabulary for masks not yet cached, and their share of `maskSeconds`.
+    public var maskWalks = 0
+    public var maskWalkSeconds = 0.0
     public var steps = 0
     public var finishedRequests = 0
     public var abortedRequests = 0
@@ -217,6 +220,8 @@ final class EngineCore {
             guard let a = automata.removeValue(forKey: k) else { continue }
             statistics.constrainedTokens += a.maskedTokens
             statistics.maskSeconds += Double(a.maskNanoseconds) / 1e9
+            statistics.maskWalks += a.walks
+            statistics.maskWalkSeconds += Double(a.walkNanoseconds) / 1e9
         }
     }
 
@@ -245,6 +250,8 @@ final class EngineCore {
         for a in automata.values {
             s.constrainedTokens += a.maskedTokens
             s.maskSeconds += Double(a.maskNanoseconds) / 1e9
+            s.maskWalks += a.walks
+            s.maskWalkSeconds += Double(a.walkNanoseconds) / 1e9
         }
         s.waitingSequences = scheduler.waiting.count
         s.runningSequences = scheduler.running.count

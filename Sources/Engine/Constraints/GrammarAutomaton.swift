@@ -42,6 +42,10 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// Time spent computing and applying masks, and how many times (for the statistics).
     public internal(set) var maskNanoseconds: UInt64 = 0
     public internal(set) var maskedTokens: Int = 0
+    /// Walks of the vocabulary (a state's first mask, a capped state's groups) and their time,
+    /// part of the above: what a cache miss costs.
+    public private(set) var walks = 0
+    public private(set) var walkNanoseconds: UInt64 = 0
 
     static let dead: Int32 = -1
     private static let unknown: Int32 = -2
@@ -223,6 +227,11 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// Transitions are read straight from the table; a byte not seen before in a state is
     /// computed (which may move the table) and the walk goes on.
     private func walk(from s: Int32, _ body: (Int32, Int32) -> Void) {
+        let started = DispatchTime.now().uptimeNanoseconds
+        defer {
+            walks += 1
+            walkNanoseconds += DispatchTime.now().uptimeNanoseconds - started
+        }
         var at = [Int32](repeating: 0, count: trie.maxDepth + 1)
         at[0] = s
         let count = trie.nodeCount

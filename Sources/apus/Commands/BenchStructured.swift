@@ -57,6 +57,9 @@ struct BenchStructured: AsyncParsableCommand {
         let ratio: Double
         let valid_json: Double
         let mask_us_per_token: Double
+        let mask_walks: Int
+        let mask_walk_ms: Double
+        let mask_cached_us_per_token: Double
         let plain_tokens_per_request: Double
         let constrained_tokens_per_request: Double
     }
@@ -122,16 +125,20 @@ struct BenchStructured: AsyncParsableCommand {
                                 plain_tokens_per_s: median(plain), constrained_tokens_per_s: median(constrained),
                                 ratio: median(constrained) / median(plain), valid_json: Double(valid) / Double(total),
                                 mask_us_per_token: masked > 0 ? maskSeconds / Double(masked) * 1e6 : 0,
+                                mask_walks: after.maskWalks - maskBefore.maskWalks,
+                                mask_walk_ms: (after.maskWalkSeconds - maskBefore.maskWalkSeconds) / Double(max(1, after.maskWalks - maskBefore.maskWalks)) * 1e3,
+                                mask_cached_us_per_token: masked > 0 ? (maskSeconds - (after.maskWalkSeconds - maskBefore.maskWalkSeconds)) / Double(masked) * 1e6 : 0,
                                 plain_tokens_per_request: Double(plainTokens) / Double(total),
                                 constrained_tokens_per_request: Double(constrainedTokens) / Double(total))
             if json {
                 writeOut(try jsonLine(report))
             } else {
                 writeOut("""
-                    | requests | concurrency | max tokens | threads | plain tok/s | JSON schema tok/s | ratio | valid JSON | mask µs/token | tokens/request plain, schema |
-                    | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+                    | requests | concurrency | max tokens | threads | plain tok/s | JSON schema tok/s | ratio | valid JSON | mask µs/token | of which cached, µs/token | walks (ms each) | tokens/request plain, schema |
+                    | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
                     | \(requests) | \(concurrency) | \(maxTokens) | \(report.threads) | \(f(report.plain_tokens_per_s)) | \(f(report.constrained_tokens_per_s)) \
-                    | \(f(report.ratio, 3)) | \(f(report.valid_json * 100))% | \(f(report.mask_us_per_token)) | \(f(report.plain_tokens_per_request)), \(f(report.constrained_tokens_per_request)) |
+                    | \(f(report.ratio, 3)) | \(f(report.valid_json * 100))% | \(f(report.mask_us_per_token)) | \(f(report.mask_cached_us_per_token)) \
+                    | \(report.mask_walks) (\(f(report.mask_walk_ms, 2))) | \(f(report.plain_tokens_per_request)), \(f(report.constrained_tokens_per_request)) |
                     runs (tok/s): plain \(plain.map { f($0) }.joined(separator: ", ")); schema \(constrained.map { f($0) }.joined(separator: ", "))
 
                     """)
