@@ -185,6 +185,11 @@ final class JSONSchemaGrammarTests: XCTestCase {
         XCTAssertTrue(try accepts(Self.schemas[5], #"{"ok":true,"id":"123e4567-e89b-12d3-a456-426614174000"}"#))
         XCTAssertTrue(try accepts(Self.schemas[6], #"{"items":[{"sku":"ABC-123","qty":2}]}"#))
         XCTAssertFalse(try accepts(Self.schemas[6], #"{"items":[{"sku":"AB-123","qty":2}]}"#))
+        XCTAssertTrue(try accepts(#"{"type":"string","format":"email"}"#, #""ann.lee+x@mail.example.org""#))
+        XCTAssertFalse(try accepts(#"{"type":"string","format":"email"}"#, #""ann@""#))
+        XCTAssertTrue(try accepts(#"{"type":"string","format":"ipv4"}"#, #""192.168.0.255""#))
+        XCTAssertFalse(try accepts(#"{"type":"string","format":"ipv4"}"#, #""256.1.1.1""#))
+        XCTAssertTrue(try accepts(#"{"type":"string","format":"hostname"}"#, #""api.example-1.com""#))
         XCTAssertTrue(try accepts(#"{"enum":["red","green","greenish",1,null]}"#, #""greenish""#))
         XCTAssertFalse(try accepts(#"{"enum":["red","green","greenish",1,null]}"#, #""gre""#))
     }
@@ -207,7 +212,8 @@ final class JSONSchemaGrammarTests: XCTestCase {
         XCTAssertEqual(error(#"{"type":"object","properties":{"a":{"type":"string","contentEncoding":"base64"}}}"#),
                        "unsupported: JSON schema keyword 'contentEncoding' (in 'root-a')")
         XCTAssertEqual(error(#"{"type":"array","uniqueItems":true}"#), "unsupported: JSON schema keyword 'uniqueItems' (in 'root')")
-        XCTAssertEqual(error(#"{"type":"string","format":"hostname"}"#), "unsupported: string format 'hostname' (in 'root'); supported: date, time, date-time, uuid")
+        XCTAssertEqual(error(#"{"type":"string","format":"uri-template"}"#),
+                       "unsupported: string format 'uri-template' (in 'root'); supported: date, time, date-time, uuid, email, hostname, ipv4")
         XCTAssertEqual(error(#"{"type":"string","pattern":"(a)\\1"}"#), "unsupported: backreferences ('\\1') in regular expressions")
         XCTAssertEqual(error(#"{"type":"string","pattern":"a(?=b)"}"#), "unsupported: lookaround and inline flags ('(?') in regular expressions")
         XCTAssertEqual(error(#"{"$ref":"https://example.com/s.json"}"#), "unsupported: '$ref' other than '#/$defs/NAME' or '#/definitions/NAME' (got 'https://example.com/s.json')")

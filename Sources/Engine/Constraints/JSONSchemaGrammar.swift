@@ -9,7 +9,7 @@ import Tokenizer
 /// `items`, `prefixItems`, `minItems`, `maxItems`, `enum`, `const`, `anyOf`, `oneOf` (as
 /// `anyOf`), `allOf` of objects, `$ref` into `$defs`/`definitions` (recursion included),
 /// `nullable`, strings' `minLength`, `maxLength`, `pattern` and `format` (date, time,
-/// date-time, uuid), integers' bounds, numbers' integral bounds. Annotations are ignored;
+/// date-time, uuid, email, hostname, ipv4), integers' bounds, numbers' integral bounds. Annotations are ignored;
 /// any other keyword is refused by name, never silently unenforced.
 public struct JSONSchemaGrammar {
     private var rules: [(name: String, body: String)] = []
@@ -272,7 +272,12 @@ public struct JSONSchemaGrammar {
             case "time": body = time
             case "date-time": body = date + #" "T" "# + time
             case "uuid": body = #"[0-9a-f]{8} "-" [0-9a-f]{4} "-" [0-9a-f]{4} "-" [0-9a-f]{4} "-" [0-9a-f]{12}"#
-            default: throw GrammarError.unsupported("string format '\(format)' (in '\(name)'); supported: date, time, date-time, uuid")
+            case "email": body = #"[A-Za-z0-9._%+-]{1,64} "@" [A-Za-z0-9-]{1,63} ("." [A-Za-z0-9-]{1,63}){0,4} "." [A-Za-z]{2,24}"#
+            case "hostname": body = #"[A-Za-z0-9] [A-Za-z0-9-]{0,62} ("." [A-Za-z0-9] [A-Za-z0-9-]{0,62}){0,8}"#
+            case "ipv4":
+                let octet = #"("25" [0-5] | "2" [0-4] [0-9] | "1" [0-9] [0-9] | [1-9] [0-9] | [0-9])"#
+                body = [octet, octet, octet, octet].joined(separator: #" "." "#)
+            default: throw GrammarError.unsupported("string format '\(format)' (in '\(name)'); supported: date, time, date-time, uuid, email, hostname, ipv4")
             }
             _ = digits
             return try rule(name, #""\"" "# + body + #" "\"" "# + q)
