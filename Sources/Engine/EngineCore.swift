@@ -103,17 +103,15 @@ final class EngineCore {
     private var sequences: [UInt64: [Sequence]] = [:]
     private var arrivals: UInt64 = 0
     private var statistics = EngineStatistics()
-    /// The vocabulary as a trie, built on the first constrained request.
-    private var trie: TokenTrie?
-    /// Compiled grammars by their GBNF text, shared by every request that uses one.
-    private var automata: [String: GrammarAutomaton] = [:]
-    static let maxCachedGrammars = 64
+    /// Compiled grammars, shared by the requests that use them.
+    private let grammars: GrammarCache
 
     /// `draftModel` drafts for `speculation.mode == .draft`; it must share the model's vocabulary.
     init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration, draftModel: DraftModel? = nil) throws {
         try configuration.validate()
         self.model = model
         self.tokenizer = tokenizer
+        grammars = GrammarCache(tokenizer: tokenizer)
         self.configuration = configuration
         let blockBytes = model.kvBytesPerPosition * configuration.blockSize
         let blockCount = configuration.kvCacheBytes / blockBytes
@@ -197,32 +195,7 @@ final class EngineCore {
         let positions = min(r.prompt.count + r.parameters.maxTokens, contextLength)
         let capacity = cache.blockCount * cache.blockSize
         guard positions <= capacity else { throw EngineError.exceedsKVCache(positions: positions, capacity: capacity) }
-        if let c = r.parameters.constraint { _ = try automaton(for: c) }
-    }
-
-    /// The automaton of a constraint, compiled on first use and cached by grammar text. One
-    /// that has grown large over many requests is replaced by a fresh one for new requests
-    /// (the ones using it keep it).
-    private func automaton(for constraint: OutputConstraint) throws -> GrammarAutomaton {
-        let gbnf = try constraint.gbnf()
-        if let a = automata[gbnf], a.stateCount < GrammarAutomaton.maxStates / 2 { return a }
-        let trie = self.trie ?? TokenTrie(tokenizer: tokenizer)
-        self.trie = trie
-        let a = try GrammarAutomaton(grammar: Grammar(gbnf: gbnf), trie: trie)
-        if automata.count >= Self.maxCachedGrammars { retire(Array(automata.keys)) }
-        retire([gbnf])
-        automata[gbnf] = a
-        return a
-    }
-
-    private func retire(_ keys: [String]) {
-        for k in keys {
-            guard let a = automata.removeValue(forKey: k) else { continue }
-            statistics.constrainedTokens += a.maskedTokens
-            statistics.maskSeconds += Double(a.maskNanoseconds) / 1e9
-            statistics.maskWalks += a.walks
-            statistics.maskWalkSeconds += Double(a.walkNanoseconds) / 1e9
-        }
+        if let c = r.parameters.constraint { _ = try grammars.automaton(for: c) }
     }
 
     func add(id: UInt64, _ request: GenerationRequest) throws {
@@ -247,12 +220,7 @@ final class EngineCore {
 
     func currentStatistics() -> EngineStatistics {
         var s = statistics
-        for a in automata.values {
-            s.constrainedTokens += a.maskedTokens
-            s.maskSeconds += Double(a.maskNanoseconds) / 1e9
-            s.maskWalks += a.walks
-            s.maskWalkSeconds += Double(a.walkNanoseconds) / 1e9
-        }
+        grammars.addStatistics(to: &s)
         s.waitingSequences = scheduler.waiting.count
         s.runningSequences = scheduler.running.count
         s.preemptions = scheduler.preemptions
@@ -366,7 +334,7 @@ final class EngineCore {
         var p = request.parameters.sampling
         if let seed = p.seed { p.seed = seed &+ UInt64(sample) }
         let constraint = try request.parameters.constraint.map {
-            GrammarConstraint(automaton: try automaton(for: $0), maxTokens: request.parameters.maxTokens, triggers: $0.triggers)
+            GrammarConstraint(automaton: try grammars.automaton(for: $0), maxTokens: request.parameters.maxTokens, triggers: $0.triggers)
         }
         return try Sampler(p, constraint: constraint)
     }

@@ -141,6 +141,9 @@ public struct OpenAIRequest {
         }
         if let ignore = try Self.bool(json, "ignore_eos") { p.ignoreEndOfGeneration = ignore }
         p.constraint = try OutputFormat.constraint(json, ordered: ordered)
+        if usesTools, p.constraint != nil {
+            throw RequestFieldError(param: "tools", "tool calls and an output constraint (response_format, grammar, guided_*) cannot be combined; send one")
+        }
         if let biases = json["logit_bias"], !(biases is NSNull) {
             guard let map = biases as? [String: Any] else { throw RequestFieldError(param: "logit_bias", "logit_bias must map token ids to numbers") }
             for (key, value) in map {
@@ -316,9 +319,6 @@ public struct OpenAIRequest {
             }
         }
         if let p = try Self.bool(json, "parallel_tool_calls") { parallelToolCalls = p }
-        if usesTools, parameters.constraint != nil {
-            throw RequestFieldError(param: "tools", "tool calls and an output constraint (response_format, grammar, guided_*) cannot be combined; send one")
-        }
     }
 
     private static func content(_ value: Any?, at i: Int) throws -> String {

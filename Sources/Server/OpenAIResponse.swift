@@ -91,10 +91,21 @@ public enum OpenAIResponse {
         public var content: [ChatTokenLogprob] = []
     }
 
+    /// A message or a streamed delta. `content` is always written, `null` when there is
+    /// none (a message that only calls tools), as OpenAI writes it.
     public struct Message: Encodable, Equatable {
         public var role: String?
         public var content: String?
         public var tool_calls: [ToolCall]? = nil
+
+        enum CodingKeys: String, CodingKey { case role, content, tool_calls }
+
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encodeIfPresent(role, forKey: .role)
+            try c.encode(content, forKey: .content)
+            try c.encodeIfPresent(tool_calls, forKey: .tool_calls)
+        }
     }
 
     /// A call in a message (`index` only in a streamed delta).

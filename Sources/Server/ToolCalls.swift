@@ -56,7 +56,7 @@ public enum ToolCallFormat: Sendable {
         }
         let schemas = allowed.enumerated().map { (rule: "tool-\($0.offset)-arguments", schema: $0.element.parameters) }
         let bodies = allowed.enumerated().map { i, tool in
-            GBNFTextLiteral.quoted(tool.name) + #" space "," space "\"arguments\"" space ":" space tool-\#(i)-arguments"#
+            GBNFText.literal("\"" + tool.name + "\"") + #" space "," space "\"arguments\"" space ":" space tool-\#(i)-arguments"#
         }
         let more = parallel ? " (space call)*" : ""
         var rules: [(name: String, body: String)] = [
@@ -67,7 +67,10 @@ public enum ToolCallFormat: Sendable {
             // From the opener the model chose on: this call, then perhaps more.
             let bare = parallel ? " (space call-json)*" : ""
             rules.append(("root", "call" + more + #" | "```json" space call-json "```" space | call-json"# + bare))
-            return .triggered(triggers: Self.delimiters.map(\.open) + [Self.bareOpener], grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
+            // The tags may open a call anywhere; a fence or bare JSON only as the whole output
+            // (a JSON example in an answer is not a call).
+            return .triggered(triggers: [Self.open], atStart: [Self.delimiters[1].open, Self.bareOpener],
+                              grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
         }
         rules.append(("root", "call" + more))
         return .grammar(try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
@@ -84,8 +87,9 @@ public enum ToolCallFormat: Sendable {
             case .call(let c): calls.append(c)
             }
         }
+        if calls.isEmpty { return (content, []) }
         let trimmed = content.trimmingCharacters(in: .whitespacesAndNewlines)
-        return (trimmed.isEmpty ? nil : (calls.isEmpty ? content : trimmed), calls)
+        return (trimmed.isEmpty ? nil : trimmed, calls)
     }
 
     /// One call's JSON, `{"name": ..., "arguments": {...}}` naming one of `tools`; nil when
@@ -147,8 +151,12 @@ struct ToolCallSplitter {
                 out.append(piece(String(buffer[..<end.lowerBound]), block))
                 buffer = String(buffer[end.upperBound...])
                 inCall = nil
-            } else if let (start, block) = ToolCallFormat.delimiters.compactMap({ d in buffer.range(of: d.open).map { ($0, d) } })
-                        .min(by: { $0.0.lowerBound < $1.0.lowerBound }) {
+            } else if let (start, block) = ToolCallFormat.delimiters.enumerated().compactMap({ k, d -> (Range<String.Index>, (open: String, close: String))? in
+                            guard let r = buffer.range(of: d.open) else { return nil }
+                            // A fence is a call only as the whole output, as the grammar has it.
+                            if k > 0, sentContent || calls > 0 || !buffer[..<r.lowerBound].allSatisfy(\.isWhitespace) { return nil }
+                            return (r, d)
+                        }).min(by: { $0.0.lowerBound < $1.0.lowerBound }) {
                 let before = String(buffer[..<start.lowerBound])
                 if !before.isEmpty { out.append(.content(before)) }
                 buffer = String(buffer[start.upperBound...])
@@ -198,9 +206,4 @@ struct ToolCallSplitter {
         }
         return .content(block.open + inside + block.close)
     }
-}
-
-/// GBNF string literals for names that are plain identifiers.
-enum GBNFTextLiteral {
-    static func quoted(_ name: String) -> String { #""\""# + name + #"\"""# }
 }

@@ -185,6 +185,26 @@ final class GrammarTests: XCTestCase {
         }
     }
 
+    /// The constraint as a logits processor: kept tokens advance it, a copy is independent,
+    /// a rollback returns to the state before the tokens taken back.
+    func testConstraintAcceptsCopiesAndRollsBack() throws {
+        let a = try automaton(Self.grammars[4].gbnf)
+        let tokenizer = Self.byteTrie.tokenizer
+        let tokens = tokenizer.encode(#"{"k":["#, addSpecial: false)
+        var c = GrammarConstraint(automaton: a, maxTokens: 100)
+        for t in tokens { c.accept(t) }
+        XCTAssertEqual(c.state, a.next(a.initial, bytes: Array(#"{"k":["#.utf8)))
+        var copy = c
+        copy.rollback(1)
+        XCTAssertEqual(copy.state, a.next(a.initial, bytes: tokens.dropLast().flatMap { Self.byteTrie.tokenBytes[$0] }))
+        XCTAssertEqual(c.state, a.next(a.initial, bytes: Array(#"{"k":["#.utf8)), "the original is untouched")
+        var logits = [Float](repeating: 0, count: Self.byteTrie.vocabularySize)
+        c.process(&logits, history: [])
+        let allowed = logits.indices.filter { logits[$0] > -.infinity }
+        XCTAssertFalse(allowed.isEmpty)
+        for t in allowed { XCTAssertGreaterThanOrEqual(a.next(c.state, token: t), 0) }
+    }
+
     func testBudgetSteersToAShortFinish() throws {
         let a = try automaton(Self.grammars[4].gbnf)
         let s = a.next(a.initial, bytes: Array(#"{"k":["#.utf8))
@@ -209,6 +229,19 @@ final class GrammarTests: XCTestCase {
         }
     }
 
+    /// Grammars built to explode compile and run in bounded time: empty alternatives that
+    /// multiply, a chain of 20,000 rules written backwards.
+    func testHostileGrammarsStayFast() throws {
+        let started = Date()
+        let a = try automaton("root ::= " + String(repeating: "n ", count: 40) + "\"x\"\nn ::= \"\" | \"\"")
+        XCTAssertTrue(accepts(a, "x"))
+        var chain = "a0 ::= \"x\"\n"
+        for i in 1..<20_000 { chain += "a\(i) ::= a\(i - 1)\n" }
+        let b = try automaton(chain + "root ::= a19999")
+        XCTAssertTrue(accepts(b, "x"))
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+    }
+
     func testGrammarErrorsNameTheProblem() {
         func error(_ gbnf: String) -> String {
             do { _ = try Grammar(gbnf: gbnf); return "no error" } catch { return "\(error)" }
@@ -220,6 +253,9 @@ final class GrammarTests: XCTestCase {
         XCTAssertEqual(error("root ::= \"a"), "grammar syntax error at line 1, column 12: unterminated string literal")
         XCTAssertEqual(error("root ::= [b-a]"), "grammar syntax error at line 1, column 14: character range is backwards")
         XCTAssertEqual(error("root ::= \"a\"{1000000}"), "grammar too large: a repetition count above 10000")
+        XCTAssertEqual(error(#"root ::= "\uD800""#), "grammar syntax error at line 1, column 13: a surrogate code point (U+D800) is not a character")
+        XCTAssertEqual(error("root ::= " + String(repeating: "(", count: 300) + "\"a\"" + String(repeating: ")", count: 300)),
+                       "grammar too large: parentheses nested deeper than 200")
         XCTAssertEqual(error("root ::= (\"a\"*)*"), "grammar rule 'root-2' is left-recursive (it can reach itself without consuming a character); rewrite it with repetition")
     }
 }

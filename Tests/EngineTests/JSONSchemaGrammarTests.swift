@@ -185,6 +185,11 @@ final class JSONSchemaGrammarTests: XCTestCase {
         XCTAssertTrue(try accepts(Self.schemas[5], #"{"ok":true,"id":"123e4567-e89b-12d3-a456-426614174000"}"#))
         XCTAssertTrue(try accepts(Self.schemas[6], #"{"items":[{"sku":"ABC-123","qty":2}]}"#))
         XCTAssertFalse(try accepts(Self.schemas[6], #"{"items":[{"sku":"AB-123","qty":2}]}"#))
+        XCTAssertTrue(try accepts(#"{"type":"array","items":false}"#, "[]"))
+        XCTAssertFalse(try accepts(#"{"type":"array","items":false}"#, "[1]"))
+        XCTAssertTrue(try accepts(#"{"type":"object","additionalProperties":false}"#, "{}"))
+        XCTAssertFalse(try accepts(#"{"type":"object","additionalProperties":false}"#, #"{"a":1}"#))
+        XCTAssertTrue(try accepts(#"{"type":"string","pattern":"a\\x01b"}"#, #""a\u0001b""#), "a control character inside a JSON string is escaped")
         XCTAssertTrue(try accepts(#"{"type":"string","format":"email"}"#, #""ann.lee+x@mail.example.org""#))
         XCTAssertFalse(try accepts(#"{"type":"string","format":"email"}"#, #""ann@""#))
         XCTAssertTrue(try accepts(#"{"type":"string","format":"ipv4"}"#, #""192.168.0.255""#))
@@ -212,6 +217,11 @@ final class JSONSchemaGrammarTests: XCTestCase {
         XCTAssertEqual(error(#"{"type":"object","properties":{"a":{"type":"string","contentEncoding":"base64"}}}"#),
                        "unsupported: JSON schema keyword 'contentEncoding' (in 'root-a')")
         XCTAssertEqual(error(#"{"type":"array","uniqueItems":true}"#), "unsupported: JSON schema keyword 'uniqueItems' (in 'root')")
+        XCTAssertEqual(error(#"{"type":[]}"#), "invalid JSON schema: 'type' in 'root' is an empty list, which nothing matches")
+        XCTAssertEqual(error(#"{"properties":{"a":{}},"required":["b"]}"#), "unsupported: 'b' is required in 'root' but not among its properties")
+        XCTAssertEqual(error(#"{"anyOf":[{"type":"object"}],"required":["a"]}"#), "unsupported: 'anyOf' together with 'required' (in 'root'); put 'required' inside each option")
+        XCTAssertEqual(error(#"{"type":"string","pattern":"a+","maxLength":3}"#), "unsupported: 'minLength'/'maxLength' together with 'pattern' or 'format' (in 'root'); bound the length in the pattern")
+        XCTAssertEqual(error(#"{"type":"integer","minimum":1e17}"#), "unsupported: an integer bound of 16 or more digits (100000000000000000 in 'root')")
         XCTAssertEqual(error(#"{"type":"string","format":"uri-template"}"#),
                        "unsupported: string format 'uri-template' (in 'root'); supported: date, time, date-time, uuid, email, hostname, ipv4")
         XCTAssertEqual(error(#"{"type":"string","pattern":"(a)\\1"}"#), "unsupported: backreferences ('\\1') in regular expressions")

@@ -1,8 +1,8 @@
 /// Writing GBNF text: the JSON Schema and regular-expression compilers produce grammar
 /// text, so a user can see (and llama.cpp could run) exactly what constrains the output.
-enum GBNFText {
+public enum GBNFText {
     /// A string literal matching `text` exactly.
-    static func literal(_ text: String) -> String {
+    public static func literal(_ text: String) -> String {
         "\"" + text.unicodeScalars.map(escape).joined() + "\""
     }
 

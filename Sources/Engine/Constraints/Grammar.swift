@@ -59,13 +59,44 @@ public struct Grammar: Sendable {
     /// Rejects left recursion and rules that cannot finish; returns the suffix lengths.
     private static func check(elements: [Element], alternatives: [[Int32]], names: [String], root: Int32) throws -> [Int32] {
         let n = alternatives.count
-        // Fewest bytes each rule can match, by relaxation; helper rules come after the rule
-        // that made them, so walking the rules backwards settles most in one pass.
+        // Fewest bytes each rule can match, by relaxation over the rules in post-order of
+        // their references (a rule after those it uses), so that a grammar without
+        // recursion settles in one pass whatever order its rules are written in; recursive
+        // ones need a pass per cycle they shorten.
+        var references = [[Int32]](repeating: [], count: n)
+        for r in 0..<n {
+            for start in alternatives[r] {
+                var p = Int(start)
+                while elements[p] != .end {
+                    if case .rule(let q) = elements[p] { references[r].append(q) }
+                    p += 1
+                }
+            }
+        }
+        var order: [Int] = []
+        var placed = [Bool](repeating: false, count: n)
+        for first in [Int(root)] + Array(0..<n) where !placed[first] {
+            var stack: [(Int, Int)] = [(first, 0)]
+            placed[first] = true
+            while let (r, next) = stack.last {
+                if next < references[r].count {
+                    stack[stack.count - 1].1 += 1
+                    let q = Int(references[r][next])
+                    if !placed[q] { placed[q] = true; stack.append((q, 0)) }
+                } else {
+                    order.append(r)
+                    stack.removeLast()
+                }
+            }
+        }
         var minLength = [Int32](repeating: unbounded, count: n)
         var changed = true
+        var passes = 0
         while changed {
             changed = false
-            for r in stride(from: n - 1, through: 0, by: -1) {
+            passes += 1
+            guard passes <= 64 else { throw GrammarError.tooLarge("rule lengths that do not settle in 64 passes") }
+            for r in order {
                 var best = unbounded
                 for start in alternatives[r] {
                     var total: Int32 = 0

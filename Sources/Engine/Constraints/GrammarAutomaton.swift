@@ -36,8 +36,6 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private var budgetGroups: [Int32: [(finish: Int, words: [UInt64])]] = [:]
     private var finishPlans: [Int32: [Int]] = [:]
     public private(set) var initial: Int32 = 0
-    /// Set when a limit below was hit; the states it would have made are dead.
-    public private(set) var failure: GrammarError?
 
     /// Time spent computing and applying masks, and how many times (for the statistics).
     public internal(set) var maskNanoseconds: UInt64 = 0
@@ -49,7 +47,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
 
     static let dead: Int32 = -1
     private static let unknown: Int32 = -2
-    static let maxStates = 60_000
+    static let maxStates = 20_000
     static let maxStacksPerState = 4_096
     static let maxDepth = 10_000
     static let maxCachedMasks = 2_048
@@ -65,9 +63,9 @@ public final class GrammarAutomaton: @unchecked Sendable {
     public init(grammar: Grammar, trie: TokenTrie) throws {
         self.grammar = grammar
         self.trie = trie
-        var start = Set<Int32>()
+        var start = Set<Int32>(), visited = Set<Int32>()
         for alt in grammar.alternatives[Int(grammar.root)] {
-            try expand(node(parent: 0, position: alt), into: &start, depth: 0)
+            try expand(node(parent: 0, position: alt), into: &start, visited: &visited, depth: 0)
         }
         initial = try state(start)
     }
@@ -76,9 +74,6 @@ public final class GrammarAutomaton: @unchecked Sendable {
 
     /// Whether the grammar may end in state `s`.
     public func isAccepting(_ s: Int32) -> Bool { s >= 0 && stacks[Int(s)].first == 0 }
-
-    /// Whether nothing but the end may follow in state `s`.
-    public func isFinished(_ s: Int32) -> Bool { s >= 0 && stacks[Int(s)] == [0] }
 
     /// The state after `byte`, or `dead`.
     @inline(__always) public func next(_ s: Int32, _ byte: UInt8) -> Int32 {
@@ -168,23 +163,26 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private func finishGroups(_ s: Int32) -> [(finish: Int, words: [UInt64])] {
         if let g = budgetGroups[s] { return g }
         let wordCount = (trie.vocabularySize + 63) / 64
-        var groupOf: [Int32] = []  // by end state: its group, -1 until known
+        // Tokens and where they end first, finishes after: the walk's body must not build
+        // states (that may move the transition table the walk reads).
+        var tokens: [Int32] = [], ends: [Int32] = []
+        walk(from: s) { token, end in
+            tokens.append(token)
+            ends.append(end)
+        }
+        var finishOf: [Int32: Int] = [:]
         var finishes: [Int] = []
         var groups: [[UInt64]] = []
-        walk(from: s) { token, end in
-            let e = Int(end)
-            if e >= groupOf.count { groupOf += repeatElement(-1, count: e + 64 - groupOf.count) }
-            if groupOf[e] < 0 {
-                let f = self.finishingTokens(end).count
-                if let k = finishes.firstIndex(of: f) {
-                    groupOf[e] = Int32(k)
-                } else {
-                    groupOf[e] = Int32(finishes.count)
-                    finishes.append(f)
-                    groups.append([UInt64](repeating: 0, count: wordCount))
-                }
+        for (token, end) in zip(tokens, ends) {
+            let f: Int
+            if let known = finishOf[end] { f = known } else { f = finishingTokens(end).count; finishOf[end] = f }
+            let k: Int
+            if let existing = finishes.firstIndex(of: f) { k = existing } else {
+                k = finishes.count
+                finishes.append(f)
+                groups.append([UInt64](repeating: 0, count: wordCount))
             }
-            groups[Int(groupOf[e])][Int(token) >> 6] |= 1 << UInt64(token & 63)
+            groups[k][Int(token) >> 6] |= 1 << UInt64(token & 63)
         }
         var cumulative: [(finish: Int, words: [UInt64])] = []
         var running = [UInt64](repeating: 0, count: wordCount)
@@ -205,16 +203,20 @@ public final class GrammarAutomaton: @unchecked Sendable {
         if s >= 0 {
             // End states repeat for almost every token (inside a string, all but a few end
             // in the same one): look each up once, marked in an array by state id.
+            // The walk's body must not build states (that may move the transition table the
+            // walk reads): finishes are worked out after it.
             var seen = [Bool](repeating: false, count: stacks.count + 64)
+            var ends: [Int32] = []
             walk(from: s) { token, end in
                 words[Int(token) >> 6] |= 1 << UInt64(token & 63)
                 let e = Int(end)
                 if e >= seen.count { seen += repeatElement(false, count: e + 64 - seen.count) }
                 if !seen[e] {
                     seen[e] = true
-                    worst = max(worst, self.finishingTokens(end).count)
+                    ends.append(end)
                 }
             }
+            for end in ends { worst = max(worst, finishingTokens(end).count) }
             if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
         }
         if masks.count >= Self.maxCachedMasks { masks.removeAll() }
@@ -279,20 +281,23 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// Adds the stacks `n` stands for once rule references at its top are expanded and
     /// finished alternatives popped, so that every stack added has a byte set on top (or
     /// is empty).
-    private func expand(_ n: Int32, into out: inout Set<Int32>, depth: Int) throws {
-        guard depth < 4 * grammar.alternatives.count + 64 else { throw GrammarError.tooLarge("an expansion that does not end") }
+    private func expand(_ n: Int32, into out: inout Set<Int32>, visited: inout Set<Int32>, depth: Int) throws {
+        guard depth < Self.maxDepth + 4 * grammar.alternatives.count + 64 else { throw GrammarError.tooLarge("an expansion that does not end") }
+        // A node expands to the same stacks however it is reached: once per computation,
+        // or `n ::= "" | ""` repeated would expand exponentially.
+        guard visited.insert(n).inserted else { return }
         if n == 0 { out.insert(0); return }
         let position = nodePosition[Int(n)]
         switch grammar.elements[Int(position)] {
         case .bytes:
             out.insert(n)
         case .end:
-            try expand(nodeParent[Int(n)], into: &out, depth: depth + 1)
+            try expand(nodeParent[Int(n)], into: &out, visited: &visited, depth: depth + 1)
         case .rule(let r):
             let parent = nodeParent[Int(n)]
             let base = grammar.elements[Int(position) + 1] == .end ? parent : try node(parent: parent, position: position + 1)
             for alt in grammar.alternatives[Int(r)] {
-                try expand(try node(parent: base, position: alt), into: &out, depth: depth + 1)
+                try expand(try node(parent: base, position: alt), into: &out, visited: &visited, depth: depth + 1)
             }
         }
         if out.count > Self.maxStacksPerState { throw GrammarError.tooLarge("more than \(Self.maxStacksPerState) parses alive at once (an ambiguous grammar)") }
@@ -319,17 +324,15 @@ public final class GrammarAutomaton: @unchecked Sendable {
 
     private func computeNext(_ s: Int32, _ byte: UInt8) -> Int32 {
         do {
-            var out = Set<Int32>()
+            var out = Set<Int32>(), visited = Set<Int32>()
             for n in stacks[Int(s)] where n != 0 {
                 let position = nodePosition[Int(n)]
                 guard case .bytes(let set) = grammar.elements[Int(position)], grammar.byteSets[Int(set)].contains(byte) else { continue }
-                try expand(try node(parent: nodeParent[Int(n)], position: position + 1), into: &out, depth: 0)
+                try expand(try node(parent: nodeParent[Int(n)], position: position + 1), into: &out, visited: &visited, depth: 0)
             }
             return out.isEmpty ? Self.dead : try state(out)
-        } catch let e as GrammarError {
-            failure = failure ?? e
-            return Self.dead
         } catch {
+            // A limit was hit: the state it would have made is dead, and the output ends there.
             return Self.dead
         }
     }

@@ -18,18 +18,22 @@ public struct GrammarConstraint: LogitsProcessor {
     /// For a triggered grammar: the triggers' bytes, and per kept token whether the grammar
     /// was on after it (while off, nothing is masked).
     private let triggers: [[UInt8]]
+    private let startTriggers: [[UInt8]]
+    /// Whether anything but whitespace came before (a start trigger can no longer fire).
+    private var begun = false
     private var on: [Bool]
     /// The output's last bytes while waiting for the trigger.
     private var recent: [UInt8] = []
 
     /// `triggers`: the grammar is off until one of them appears in the output, and then
     /// matches from the trigger's first byte on.
-    public init(automaton: GrammarAutomaton, maxTokens: Int, triggers: [String]? = nil) {
+    public init(automaton: GrammarAutomaton, maxTokens: Int, triggers: (anywhere: [String], atStart: [String])? = nil) {
         self.automaton = automaton
         states = [automaton.initial]
         plans = [[]]
         self.maxTokens = maxTokens
-        self.triggers = (triggers ?? []).map { Array($0.utf8) }
+        self.triggers = (triggers?.anywhere ?? []).map { Array($0.utf8) }
+        startTriggers = (triggers?.atStart ?? []).map { Array($0.utf8) }
         on = [triggers == nil]
     }
 
@@ -45,9 +49,11 @@ public struct GrammarConstraint: LogitsProcessor {
         }
         if plans[plans.count - 1].isEmpty, state >= 0 {
             switch automaton.allowed(state, budget: maxTokens - states.count) {
-            case .mask(let words):
+            case .mask(let words) where words.contains(where: { $0 != 0 }):
                 apply(words, to: &logits)
                 return
+            case .mask:
+                break
             case .plan(let p):
                 plans[plans.count - 1] = p
             }
@@ -65,6 +71,8 @@ public struct GrammarConstraint: LogitsProcessor {
     /// (inside a string), the few others are cleared.
     private func apply(_ words: [UInt64], to logits: inout [Float]) {
         let n = logits.count
+        // Rows past the tokenizer's vocabulary (a model's padding) are never allowed.
+        for i in min(n, automaton.trie.vocabularySize)..<n { logits[i] = -.infinity }
         var allowed = 0
         for w in words { allowed &+= w.nonzeroBitCount }
         if allowed < n / 2 {
@@ -108,10 +116,17 @@ public struct GrammarConstraint: LogitsProcessor {
         // Waiting: does a trigger complete in this token? Then the grammar runs over the
         // output from the trigger's start.
         let bytes = token < automaton.trie.vocabularySize ? automaton.trie.tokenBytes[token] : []
-        let longest = triggers.map(\.count).max() ?? 0
+        let longest = (triggers + startTriggers).map(\.count).max() ?? 0
         let before = recent.count
         recent += bytes
-        let starts = triggers.compactMap { Self.start(of: $0, in: recent, endingAfter: before) }
+        var starts = triggers.compactMap { Self.start(of: $0, in: recent, endingAfter: before) }
+        if !begun {
+            // The output so far is whitespace and then possibly a start trigger.
+            let lead = recent.prefix { $0 == 0x20 || $0 == 0x0A || $0 == 0x09 || $0 == 0x0D }.count
+            let rest = recent[lead...]
+            for t in startTriggers where rest.starts(with: t) { starts.append(lead) }
+            if !rest.isEmpty, !startTriggers.contains(where: { t in t.starts(with: rest.prefix(t.count)) }) { begun = true }
+        }
         if let start = starts.min() {
             states.append(automaton.next(automaton.initial, bytes: recent[start...]))
             on.append(true)

@@ -78,7 +78,9 @@ struct GrammarSyntax {
 struct GBNFParser {
     private let text: [UInt8]
     private var i = 0
+    private var nesting = 0
     static let maxRepetition = 10_000
+    static let maxNesting = 200
 
     init(_ text: String) { self.text = Array(text.utf8) }
 
@@ -162,6 +164,9 @@ struct GBNFParser {
                 term = .characters(.all)
             case UInt8(ascii: "("):
                 i += 1
+                nesting += 1
+                defer { nesting -= 1 }
+                guard nesting <= Self.maxNesting else { throw GrammarError.tooLarge("parentheses nested deeper than \(Self.maxNesting)") }
                 skipSpace(newlines: true)
                 let inner = try alternatives(nested: true)
                 skipSpace(newlines: true)
@@ -233,6 +238,7 @@ struct GBNFParser {
             throw error("expected \(digits) hexadecimal digits")
         }
         guard v <= CodePointSet.maxCodePoint else { throw error("code point above U+10FFFF") }
+        guard !(0xD800...0xDFFF).contains(v) else { throw error("a surrogate code point (U+\(String(v, radix: 16, uppercase: true))) is not a character") }
         i += digits
         return v
     }

@@ -173,6 +173,11 @@ public struct JSONSchemaGrammar {
             guard list.count <= Self.maxEnumValues else { throw GrammarError.tooLarge("an enum of more than \(Self.maxEnumValues) values") }
             return try rule(name, "(" + Self.literalTrie(try list.map(Self.encode)) + ") " + primitive("space"))
         }
+        let combinators = ["anyOf", "oneOf", "allOf"].filter { s[$0] != nil }
+        if let c = combinators.first {
+            let others = s.keys.filter { !Self.annotations.contains($0) && $0 != Self.orderKey && $0 != c && $0 != "nullable" }.sorted()
+            if let other = others.first { throw GrammarError.unsupported("'\(c)' together with '\(other)' (in '\(name)'); put '\(other)' inside each option") }
+        }
         for key in ["anyOf", "oneOf"] {
             if let options = s[key] {
                 guard let list = options as? [Any], !list.isEmpty else { throw GrammarError.invalidSchema("'\(key)' in '\(name)' must be a non-empty array") }
@@ -188,7 +193,9 @@ public struct JSONSchemaGrammar {
         var types: [String]
         switch s["type"] {
         case let t as String: types = [t]
-        case let t as [String]: types = t
+        case let t as [String]:
+            guard !t.isEmpty else { throw GrammarError.invalidSchema("'type' in '\(name)' is an empty list, which nothing matches") }
+            types = t
         case nil:
             if s["properties"] != nil || s["additionalProperties"] != nil { types = ["object"] }
             else if s["items"] != nil || s["prefixItems"] != nil { types = ["array"] }
@@ -255,6 +262,9 @@ public struct JSONSchemaGrammar {
 
     private mutating func string(_ s: [String: Any], name: String) throws -> String {
         let q = primitive("space")
+        if (s["pattern"] != nil || s["format"] != nil) && (s["minLength"] != nil || s["maxLength"] != nil) {
+            throw GrammarError.unsupported("'minLength'/'maxLength' together with 'pattern' or 'format' (in '\(name)'); bound the length in the pattern")
+        }
         if let pattern = s["pattern"] {
             guard let p = pattern as? String else { throw GrammarError.invalidSchema("'pattern' in '\(name)' must be a string") }
             var trimmed = p
@@ -263,7 +273,6 @@ public struct JSONSchemaGrammar {
             return try rule(name, #""\"" "# + (try RegexGrammar.gbnf(trimmed, insideJSONString: true)) + #" "\"" "# + q)
         }
         if let format = s["format"] {
-            let digits = { (n: Int) in "[0-9]{\(n)}" }
             let date = #"[0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [12] [0-9] | "3" [01])"#
             let time = #"([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,6})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])"#
             let body: String
@@ -279,7 +288,6 @@ public struct JSONSchemaGrammar {
                 body = [octet, octet, octet, octet].joined(separator: #" "." "#)
             default: throw GrammarError.unsupported("string format '\(format)' (in '\(name)'); supported: date, time, date-time, uuid, email, hostname, ipv4")
             }
-            _ = digits
             return try rule(name, #""\"" "# + body + #" "\"" "# + q)
         }
         let low = try Self.count(s["minLength"], "minLength", name) ?? 0
@@ -297,6 +305,9 @@ public struct JSONSchemaGrammar {
         if let x = try Self.bound(s["exclusiveMinimum"], "exclusiveMinimum", name) { low = max(low ?? Int.min, Int(floor(x)) + 1) }
         if let x = try Self.bound(s["exclusiveMaximum"], "exclusiveMaximum", name) { high = min(high ?? Int.max, Int(ceil(x)) - 1) }
         if low == nil && high == nil { return primitive("integer") }
+        for b in [low, high].compactMap({ $0 }) where abs(b) >= 1_000_000_000_000_000 {
+            throw GrammarError.unsupported("an integer bound of 16 or more digits (\(b) in '\(name)')")
+        }
         if let l = low, let h = high, l > h { throw GrammarError.invalidSchema("no integer lies between the bounds of '\(name)'") }
         return try rule(name, "(" + IntegerRange.gbnf(low: low, high: high) + ") " + primitive("space"))
     }
@@ -336,14 +347,11 @@ public struct JSONSchemaGrammar {
     }
 
     private mutating func object(_ s: [String: Any], name: String, depth: Int) throws -> String {
-        for key in ["minProperties", "maxProperties", "patternProperties"] where s[key] != nil {
-            throw GrammarError.unsupported("JSON schema keyword '\(key)' (in '\(name)')")
-        }
         let properties = s["properties"] as? [String: Any] ?? [:]
         let order = Self.orderedKeys(of: s, properties)
         let required = Set(s["required"] as? [String] ?? [])
-        for r in required where properties[r] == nil && (s["additionalProperties"] as? Bool) == false {
-            throw GrammarError.invalidSchema("'\(r)' is required in '\(name)' but not among its properties")
+        for r in required.sorted() where properties[r] == nil {
+            throw GrammarError.unsupported("'\(r)' is required in '\(name)' but not among its properties")
         }
         let space = primitive("space")
         var pairs: [(key: String, rule: String, required: Bool)] = []
@@ -354,7 +362,8 @@ public struct JSONSchemaGrammar {
         }
         var extra: String? = nil
         switch s["additionalProperties"] {
-        case nil, false as Bool: if properties.isEmpty { extra = primitive("value") }
+        case nil: if properties.isEmpty { extra = primitive("value") }
+        case false as Bool: break
         case true as Bool: extra = primitive("value")
         case let schema as [String: Any]: extra = try visit(schema, name: "\(name)-additional", depth: depth + 1)
         default: throw GrammarError.invalidSchema("'additionalProperties' in '\(name)' must be a boolean or a schema")
@@ -381,7 +390,6 @@ public struct JSONSchemaGrammar {
     }
 
     private mutating func array(_ s: [String: Any], name: String, depth: Int) throws -> String {
-        if s["uniqueItems"] != nil { throw GrammarError.unsupported("JSON schema keyword 'uniqueItems' (in '\(name)')") }
         let space = primitive("space")
         var prefix: [String] = []
         if let p = s["prefixItems"] {
@@ -399,12 +407,15 @@ public struct JSONSchemaGrammar {
         if let high, high < low { throw GrammarError.invalidSchema("'maxItems' below 'minItems' in '\(name)'") }
         guard max(low, high ?? 0) <= GBNFParser.maxRepetition else { throw GrammarError.tooLarge("an array length bound above \(GBNFParser.maxRepetition)") }
         let sep = "\",\" \(space)"
+        if !prefix.isEmpty, s["minItems"] != nil || s["maxItems"] != nil {
+            throw GrammarError.unsupported("'minItems'/'maxItems' together with 'prefixItems' (in '\(name)')")
+        }
         if !prefix.isEmpty {
             var body = prefix.joined(separator: " \(sep) ")
             if let item { body += " (\(sep) \(item))*" }
             return try rule(name, "\"[\" \(space) \(body) \"]\" \(space)")
         }
-        let element = item!
+        guard let element = item else { return try rule(name, "\"[\" \(space) \"]\" \(space)") }
         let body: String
         if low == 0 {
             let more = high.map { $0 > 1 ? "(\(sep) \(element)){0,\($0 - 1)}" : "" } ?? "(\(sep) \(element))*"

@@ -10,13 +10,14 @@ public enum OutputConstraint: Sendable, Equatable {
     case regex(String)
     /// Exactly one of these strings.
     case choice([String])
-    /// Free output until one of `triggers` appears in it; from the trigger on, `grammar`
-    /// (GBNF) matches the rest (llama.cpp's lazy grammars: a tool call may come, or not).
-    case triggered(triggers: [String], grammar: String)
+    /// Free output until one of `triggers` appears in it, or the output begins (after
+    /// whitespace) with one of `atStart`; from the trigger on, `grammar` (GBNF) matches the
+    /// rest (llama.cpp's lazy grammars: a tool call may come, or not).
+    case triggered(triggers: [String], atStart: [String], grammar: String)
 
     public func gbnf() throws -> String {
         switch self {
-        case .grammar(let text), .triggered(_, let text): return text
+        case .grammar(let text), .triggered(_, _, let text): return text
         case .jsonSchema(let schema): return try JSONSchemaGrammar.gbnf(schema: schema)
         case .jsonObject: return JSONSchemaGrammar.anyObject
         case .regex(let pattern): return "root ::= " + (try RegexGrammar.gbnf(pattern)) + "\n"
@@ -27,9 +28,10 @@ public enum OutputConstraint: Sendable, Equatable {
         }
     }
 
-    /// The texts that switch the grammar on, for a triggered constraint.
-    public var triggers: [String]? {
-        if case .triggered(let t, _) = self { return t }
+    /// The texts that switch the grammar on, anywhere and at the start, for a triggered
+    /// constraint.
+    public var triggers: (anywhere: [String], atStart: [String])? {
+        if case .triggered(let t, let s, _) = self { return (t, s) }
         return nil
     }
 }

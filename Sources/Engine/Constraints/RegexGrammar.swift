@@ -6,6 +6,7 @@
 struct RegexGrammar {
     private let pattern: [Unicode.Scalar]
     private var i = 0
+    private var nesting = 0
     /// Inside a JSON string, `"`, `\` and control characters must be written escaped.
     private let jsonString: Bool
     static let maxLength = 10_000
@@ -84,6 +85,9 @@ struct RegexGrammar {
         i += 1
         switch c {
         case "(":
+            nesting += 1
+            defer { nesting -= 1 }
+            guard nesting <= GBNFParser.maxNesting else { throw GrammarError.tooLarge("groups nested deeper than \(GBNFParser.maxNesting)") }
             if peek == "?" {
                 i += 1
                 switch peek {
@@ -233,6 +237,9 @@ struct RegexGrammar {
         case 0x0A: return "\\n"
         case 0x09: return "\\t"
         case 0x0D: return "\\r"
+        case 0..<0x20:
+            let h = String(c, radix: 16)
+            return "\\u" + String(repeating: "0", count: 4 - h.count) + h
         default: return nil
         }
     }

@@ -1,0 +1,60 @@
+import Foundation
+import Tokenizer
+
+/// Compiled grammars by their GBNF text, shared by every request that uses one, with the
+/// vocabulary trie they mask over. `Engine.validate` compiles on the caller's thread while
+/// the engine thread takes automata for new requests, so the cache is behind a lock; an
+/// automaton itself is only ever advanced on the engine thread.
+final class GrammarCache: @unchecked Sendable {
+    private let tokenizer: Tokenizer
+    private let lock = NSLock()
+    private var trie: TokenTrie?
+    private var automata: [String: GrammarAutomaton] = [:]
+    /// What retired automata counted, so the statistics keep it.
+    private var retired = (tokens: 0, nanoseconds: UInt64(0), walks: 0, walkNanoseconds: UInt64(0))
+    static let maxGrammars = 16
+
+    init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
+
+    /// The automaton of a constraint, compiled on first use. One that has grown large over
+    /// many requests is replaced by a fresh one for new requests (those using it keep it).
+    func automaton(for constraint: OutputConstraint) throws -> GrammarAutomaton {
+        let gbnf = try constraint.gbnf()
+        lock.lock()
+        defer { lock.unlock() }
+        if let a = automata[gbnf], a.stateCount < GrammarAutomaton.maxStates / 2 { return a }
+        let trie = self.trie ?? TokenTrie(tokenizer: tokenizer)
+        self.trie = trie
+        let a = try GrammarAutomaton(grammar: Grammar(gbnf: gbnf), trie: trie)
+        if automata.count >= Self.maxGrammars { for k in Array(automata.keys) { retire(k) } }
+        retire(gbnf)
+        automata[gbnf] = a
+        return a
+    }
+
+    private func retire(_ key: String) {
+        guard let a = automata.removeValue(forKey: key) else { return }
+        retired.tokens += a.maskedTokens
+        retired.nanoseconds += a.maskNanoseconds
+        retired.walks += a.walks
+        retired.walkNanoseconds += a.walkNanoseconds
+    }
+
+    /// Adds what masking cost so far to `s`. Called on the engine thread, which alone
+    /// advances the counters it reads.
+    func addStatistics(to s: inout EngineStatistics) {
+        lock.lock()
+        defer { lock.unlock() }
+        var r = retired
+        for a in automata.values {
+            r.tokens += a.maskedTokens
+            r.nanoseconds += a.maskNanoseconds
+            r.walks += a.walks
+            r.walkNanoseconds += a.walkNanoseconds
+        }
+        s.constrainedTokens += r.tokens
+        s.maskSeconds += Double(r.nanoseconds) / 1e9
+        s.maskWalks += r.walks
+        s.maskWalkSeconds += Double(r.walkNanoseconds) / 1e9
+    }
+}
