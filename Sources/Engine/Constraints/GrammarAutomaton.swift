@@ -40,8 +40,9 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// Time spent computing and applying masks, and how many times (for the statistics).
     public internal(set) var maskNanoseconds: UInt64 = 0
     public internal(set) var maskedTokens: Int = 0
-    /// Walks of the vocabulary (a state's first mask, a capped state's groups) and their time,
-    /// part of the above: what a cache miss costs.
+    /// Masks computed (a state's first mask, a capped state's groups: a walk of the
+    /// vocabulary and the finishes of where it ends) and their time, part of the above:
+    /// what a cache miss costs.
     public private(set) var walks = 0
     public private(set) var walkNanoseconds: UInt64 = 0
 
@@ -162,6 +163,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// is one lookup. Computed once per state that a capped output reaches near its end.
     private func finishGroups(_ s: Int32) -> [(finish: Int, words: [UInt64])] {
         if let g = budgetGroups[s] { return g }
+        let started = DispatchTime.now().uptimeNanoseconds
+        defer { countWalk(since: started) }
         let wordCount = (trie.vocabularySize + 63) / 64
         // Tokens and where they end first, finishes after: the walk's body must not build
         // states (that may move the transition table the walk reads).
@@ -198,6 +201,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
 
     private func mask(_ s: Int32) -> Mask {
         if let m = masks[s] { return m }
+        let started = DispatchTime.now().uptimeNanoseconds
+        defer { countWalk(since: started) }
         var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
         var worst = 0
         if s >= 0 {
@@ -225,15 +230,15 @@ public final class GrammarAutomaton: @unchecked Sendable {
         return m
     }
 
+    private func countWalk(since started: UInt64) {
+        walks += 1
+        walkNanoseconds += DispatchTime.now().uptimeNanoseconds - started
+    }
+
     /// Calls `body` with every token that can follow state `s` and the state after it.
     /// Transitions are read straight from the table; a byte not seen before in a state is
     /// computed (which may move the table) and the walk goes on.
     private func walk(from s: Int32, _ body: (Int32, Int32) -> Void) {
-        let started = DispatchTime.now().uptimeNanoseconds
-        defer {
-            walks += 1
-            walkNanoseconds += DispatchTime.now().uptimeNanoseconds - started
-        }
         var at = [Int32](repeating: 0, count: trie.maxDepth + 1)
         at[0] = s
         let count = trie.nodeCount
