@@ -130,6 +130,11 @@ public final class Engine: @unchecked Sendable {
             do {
                 for event in try core.step() {
                     guard let continuation = continuations[event.request] else { continue }
+                    if let error = event.error {
+                        continuations[event.request] = nil
+                        continuation.finish(throwing: error)
+                        continue
+                    }
                     continuation.yield(event.output)
                     if event.finished {
                         continuations[event.request] = nil

@@ -86,6 +86,8 @@ struct EngineEvent {
     let output: GenerationOutput
     /// The request's last event: every sample has finished.
     let finished: Bool
+    /// Set when the request failed: its stream ends with this error instead of an output.
+    var error: (any Error)? = nil
 }
 
 /// The engine's state machine, driven one step at a time by a single thread: requests in,
@@ -104,7 +106,7 @@ final class EngineCore {
     private var arrivals: UInt64 = 0
     private var statistics = EngineStatistics()
     /// Compiled grammars, shared by the requests that use them.
-    private let grammars: GrammarCache
+    let grammars: GrammarCache
 
     /// `draftModel` drafts for `speculation.mode == .draft`; it must share the model's vocabulary.
     init(model: any LanguageModel, tokenizer: Tokenizer, configuration: EngineConfiguration, draftModel: DraftModel? = nil) throws {
@@ -342,6 +344,8 @@ final class EngineCore {
     /// Appends a sampled token to a sequence, finishes it if it is done, and reports both.
     private func emit(_ s: Sequence, token: Int, logits: [Float]) -> (events: [EngineEvent], finished: Bool) {
         let state = s.request
+        // A sample of a request that failed earlier in this step.
+        guard requests[state.id] != nil else { return ([], true) }
         let r = state.request
         let now = Date()
         if state.firstToken == nil { state.firstToken = now }
@@ -349,6 +353,13 @@ final class EngineCore {
         s.lastToken = now
         s.tokens.append(token)
         s.sampler.accept(token)
+        if let failure = s.sampler.failure {
+            // The constraint cannot follow the output any further: fail the request loudly
+            // rather than let it go on unconstrained.
+            abort(id: state.id)
+            let output = GenerationOutput(index: s.index, text: "", tokens: [], logprobs: [], finishReason: nil, metrics: nil)
+            return ([EngineEvent(request: state.id, output: output, finished: true, error: failure)], true)
+        }
         statistics.generatedTokens += 1
 
         var output = GenerationOutput(index: s.index, text: "", tokens: [token], logprobs: [], finishReason: nil, metrics: nil)

@@ -93,6 +93,35 @@ final class ConstrainedDecodingTests: XCTestCase {
         XCTAssertGreaterThan(capped, 3, "the caps bit and the outputs still validate")
     }
 
+    /// An output that takes the grammar past a limit of its automaton fails the request
+    /// with the limit named, instead of going on unconstrained or ending as if complete.
+    func testAnAutomatonLimitFailsTheRequestLoudly() throws {
+        let (model, tokenizer, _) = try load()
+        var c = EngineConfiguration()
+        c.contextLength = 512
+        let core = try EngineCore(model: model, tokenizer: tokenizer, configuration: c)
+        core.grammars.maxNesting = 5
+        var p = GenerationParameters()
+        p.maxTokens = 30
+        p.sampling = .greedy
+        p.constraint = .grammar(#"root ::= "(" root ")" | "x""#)
+        let open = tokenizer.encode("(", addSpecial: false)
+        XCTAssertEqual(open.count, 1)
+        p.sampling.logitBias = [open[0]: 100]
+        try core.add(id: 7, GenerationRequest(prompt: tokenizer.encode("Brackets:", addSpecial: false), parameters: p))
+        var failure: (any Error)?
+        var tokens = 0
+        while core.hasWork {
+            for e in try core.step() {
+                tokens += e.output.tokens.count
+                if let error = e.error { failure = error; XCTAssertTrue(e.finished) }
+            }
+        }
+        XCTAssertEqual(failure as? GrammarError, .tooLarge("the output nests the grammar's rules deeper than 5"))
+        XCTAssertLessThan(tokens, 8, "the request stopped at the limit")
+        XCTAssertEqual(core.currentStatistics().runningSequences, 0)
+    }
+
     /// `json_object` always parses; speculative decoding verifies drafts against the masked
     /// distribution, so it changes nothing about validity (and greedy output not at all).
     func testJSONObjectParsesAndSpeculationKeepsOutputs() throws {

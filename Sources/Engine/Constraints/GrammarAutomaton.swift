@@ -50,20 +50,30 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private static let unknown: Int32 = -2
     static let maxStates = 20_000
     static let maxStacksPerState = 4_096
-    static let maxDepth = 10_000
+    public static let defaultMaxDepth = 10_000
+    /// The most rules a stack may nest.
+    let maxDepth: Int
+    /// The limit the last `next(_:token:)` hit, when it hit one.
+    public private(set) var limitHit: GrammarError?
+    /// `computeNext`'s answer when a limit was hit: dead, and not remembered as a
+    /// transition (the grammar does allow the byte; the automaton could not follow it).
+    private static let limit: Int32 = -3
     static let maxCachedMasks = 2_048
 
     struct Mask {
         var words: [UInt64]
         /// The most tokens a shortest finish takes after any allowed token.
         var maxTokensToFinishAfter: Int
+        /// A limit the walk hit: tokens past it are left out of the mask.
+        var limit: GrammarError?
     }
 
     deinit { transitions.deallocate() }
 
-    public init(grammar: Grammar, trie: TokenTrie) throws {
+    public init(grammar: Grammar, trie: TokenTrie, maxDepth: Int = GrammarAutomaton.defaultMaxDepth) throws {
         self.grammar = grammar
         self.trie = trie
+        self.maxDepth = maxDepth
         var start = Set<Int32>(), visited = Set<Int32>()
         for alt in grammar.alternatives[Int(grammar.root)] {
             try expand(node(parent: 0, position: alt), into: &start, visited: &visited, depth: 0)
@@ -82,6 +92,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         let t = transitions[k]
         if t != Self.unknown { return t }
         let r = computeNext(s, byte)
+        if r == Self.limit { return Self.dead }
         transitions[k] = r
         return r
     }
@@ -97,6 +108,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
 
     /// The state after `token`; end-of-generation tokens leave an accepting state as it is.
     public func next(_ s: Int32, token: Int) -> Int32 {
+        limitHit = nil
         guard s >= 0, token >= 0, token < trie.vocabularySize else { return Self.dead }
         let b = trie.tokenBytes[token]
         if b.isEmpty { return trie.endOfGeneration.contains(token) && isAccepting(s) ? s : Self.dead }
@@ -144,6 +156,10 @@ public final class GrammarAutomaton: @unchecked Sendable {
         case mask([UInt64])
         case plan([Int])
     }
+
+    /// The limit the mask of state `s` ran into, if it did (its mask leaves out what lies
+    /// past it).
+    func maskLimit(_ s: Int32) -> GrammarError? { s >= 0 ? mask(s).limit : nil }
 
     /// The tokens allowed in state `s`. With `budget` tokens left after this one, only
     /// tokens after which a shortest finish still fits in the budget; when none does, the
@@ -203,6 +219,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         if let m = masks[s] { return m }
         let started = DispatchTime.now().uptimeNanoseconds
         defer { countWalk(since: started) }
+        limitHit = nil
         var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
         var worst = 0
         if s >= 0 {
@@ -225,7 +242,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
             if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
         }
         if masks.count >= Self.maxCachedMasks { masks.removeAll() }
-        let m = Mask(words: words, maxTokensToFinishAfter: worst)
+        let m = Mask(words: words, maxTokensToFinishAfter: worst, limit: limitHit)
         masks[s] = m
         return m
     }
@@ -273,7 +290,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         let key = UInt64(UInt32(bitPattern: parent)) << 32 | UInt64(UInt32(bitPattern: position))
         if let n = nodeIndex[key] { return n }
         let depth = nodeDepth[Int(parent)] + 1
-        guard depth <= Self.maxDepth else { throw GrammarError.tooLarge("nesting deeper than \(Self.maxDepth) rules") }
+        guard depth <= maxDepth else { throw GrammarError.tooLarge("the output nests the grammar's rules deeper than \(maxDepth)") }
         let n = Int32(nodeParent.count)
         nodeParent.append(parent)
         nodePosition.append(position)
@@ -287,7 +304,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// finished alternatives popped, so that every stack added has a byte set on top (or
     /// is empty).
     private func expand(_ n: Int32, into out: inout Set<Int32>, visited: inout Set<Int32>, depth: Int) throws {
-        guard depth < Self.maxDepth + 4 * grammar.alternatives.count + 64 else { throw GrammarError.tooLarge("an expansion that does not end") }
+        guard depth < maxDepth + 4 * grammar.alternatives.count + 64 else { throw GrammarError.tooLarge("an expansion that does not end") }
         // A node expands to the same stacks however it is reached: once per computation,
         // or `n ::= "" | ""` repeated would expand exponentially.
         guard visited.insert(n).inserted else { return }
@@ -337,8 +354,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
             }
             return out.isEmpty ? Self.dead : try state(out)
         } catch {
-            // A limit was hit: the state it would have made is dead, and the output ends there.
-            return Self.dead
+            limitHit = error as? GrammarError ?? .tooLarge("the grammar's automaton")
+            return Self.limit
         }
     }
 

@@ -13,6 +13,8 @@ final class GrammarCache: @unchecked Sendable {
     /// What retired automata counted, so the statistics keep it.
     private var retired = (tokens: 0, nanoseconds: UInt64(0), walks: 0, walkNanoseconds: UInt64(0))
     static let maxGrammars = 16
+    /// How deep an output may nest a grammar's rules (lowered by tests).
+    var maxNesting = GrammarAutomaton.defaultMaxDepth
 
     init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
@@ -25,7 +27,7 @@ final class GrammarCache: @unchecked Sendable {
         if let a = automata[gbnf], a.stateCount < GrammarAutomaton.maxStates / 2 { return a }
         let trie = self.trie ?? TokenTrie(tokenizer: tokenizer)
         self.trie = trie
-        let a = try GrammarAutomaton(grammar: Grammar(gbnf: gbnf), trie: trie)
+        let a = try GrammarAutomaton(grammar: Grammar(gbnf: gbnf), trie: trie, maxDepth: maxNesting)
         if automata.count >= Self.maxGrammars { for k in Array(automata.keys) { retire(k) } }
         retire(gbnf)
         automata[gbnf] = a

@@ -15,6 +15,8 @@ public struct GrammarConstraint: LogitsProcessor {
     /// Per state, the finishing tokens still to follow once a plan was taken.
     private var plans: [[Int]]
     private let maxTokens: Int
+    /// The automaton limit a kept token ran into.
+    public private(set) var failure: (any Error)?
     /// For a triggered grammar: the triggers' bytes, and per kept token whether the grammar
     /// was on after it (while off, nothing is masked).
     private let triggers: [[UInt8]]
@@ -48,6 +50,7 @@ public struct GrammarConstraint: LogitsProcessor {
             automaton.maskedTokens += 1
         }
         if plans[plans.count - 1].isEmpty, state >= 0 {
+            if let hit = automaton.maskLimit(state) { failure = failure ?? hit }
             switch automaton.allowed(state, budget: maxTokens - states.count) {
             case .mask(let words) where words.contains(where: { $0 != 0 }):
                 apply(words, to: &logits)
@@ -110,6 +113,7 @@ public struct GrammarConstraint: LogitsProcessor {
         plans.append(plan.first == token ? Array(plan.dropFirst()) : [])
         if on[on.count - 1] {
             states.append(automaton.next(state, token: token))
+            if let hit = automaton.limitHit { failure = failure ?? hit }
             on.append(true)
             return
         }

@@ -10,11 +10,15 @@ public protocol LogitsProcessor {
     mutating func accept(_ token: Int)
     /// The last `count` accepted tokens were taken back.
     mutating func rollback(_ count: Int)
+    /// Why the processor can no longer do its job (a grammar's automaton hit a limit); the
+    /// request then fails with it rather than go on unconstrained.
+    var failure: (any Error)? { get }
 }
 
 extension LogitsProcessor {
     public mutating func accept(_ token: Int) {}
     public mutating func rollback(_ count: Int) {}
+    public var failure: (any Error)? { nil }
 }
 
 /// OpenAI's `logit_bias`: added to the logits of the given tokens before anything else.

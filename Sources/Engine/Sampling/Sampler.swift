@@ -50,6 +50,12 @@ public struct Sampler {
         for i in processors.indices { processors[i].accept(token) }
     }
 
+    /// Why a processor of the chain can no longer do its job, when one cannot.
+    public var failure: (any Error)? {
+        for p in processors { if let f = p.failure { return f } }
+        return nil
+    }
+
     /// The last `count` kept tokens were taken back.
     public mutating func rollback(_ count: Int) {
         for i in processors.indices { processors[i].rollback(count) }
