@@ -185,16 +185,28 @@ public struct OpenAIRequest {
     /// does it, special tokens parsed; messages through the chat template), checked against
     /// the context, with `max_tokens` defaulting to what the context leaves.
     public func generationRequests(tokenizer: Tokenizer, chatTemplate: () throws -> ChatTemplate, contextLength: Int) throws -> [GenerationRequest] {
-        try prompts.map { prompt in
+        let param = kind == .chat ? "messages" : "prompt"
+        // A text of n bytes is at least n / longestTokenBytes tokens: one that cannot fit even
+        // with a one-token completion is refused before the tokenizer spends seconds on it.
+        func bounded(_ text: String) throws -> String {
+            let bytes = text.utf8.count, least = (bytes + tokenizer.vocabulary.longestTokenBytes - 1) / tokenizer.vocabulary.longestTokenBytes
+            guard least < contextLength else {
+                throw RequestFieldError(
+                    param: param,
+                    "This model's maximum context length is \(contextLength) tokens. However, the \(param == "prompt" ? "prompt takes" : "messages take") \(bytes) bytes, which is at least \(least) tokens. Please reduce the length of the \(param).",
+                    code: "context_length_exceeded")
+            }
+            return text
+        }
+        return try prompts.map { prompt in
             let ids: [Int]
             switch prompt {
-            case .text(let text): ids = tokenizer.encode(text, parseSpecial: true)
+            case .text(let text): ids = tokenizer.encode(try bounded(text), parseSpecial: true)
             case .tokens(let tokens): ids = tokens
             case .messages(let messages):
                 let text = try chatTemplate().render(messages, tools: tools.isEmpty ? nil : tools.map(\.templateValue), tokenizer: tokenizer)
-                ids = tokenizer.encode(text, parseSpecial: true, addSpecial: false)
+                ids = tokenizer.encode(try bounded(text), parseSpecial: true, addSpecial: false)
             }
-            let param = kind == .chat ? "messages" : "prompt"
             guard !ids.isEmpty else { throw RequestFieldError(param: param, "the prompt is empty") }
             for t in ids where t < 0 || t >= tokenizer.vocabulary.count {
                 throw RequestFieldError(param: param, "token id \(t) is outside the vocabulary of \(tokenizer.vocabulary.count) tokens")
@@ -240,10 +252,16 @@ public struct OpenAIRequest {
         }
     }
 
+    /// OpenAI's roles (`developer` is read as `system`).
+    static let messageRoles = ["system", "developer", "user", "assistant", "tool"]
+
     /// A chat message: `role` and `content`; an assistant's `tool_calls` (content may then
     /// be null); a tool's `tool_call_id`; an optional `name`.
     private static func message(_ m: [String: Any], at i: Int) throws -> ChatMessage {
         guard let role = m["role"] as? String else { throw RequestFieldError(param: "messages[\(i)].role", "messages[\(i)].role must be a string") }
+        guard messageRoles.contains(role) else {
+            throw RequestFieldError(param: "messages[\(i)].role", "messages[\(i)].role must be one of \(messageRoles.joined(separator: ", ")), not '\(role.prefix(40))'")
+        }
         var calls: [ChatMessage.ToolCall] = []
         if let list = m["tool_calls"], !(list is NSNull) {
             guard role == "assistant", let items = list as? [Any] else {

@@ -27,6 +27,10 @@ public struct Vocabulary: Sendable {
     public let endOfGeneration: Set<Int>
 
     public var count: Int { tokens.count }
+    /// The longest token text in UTF-8 bytes, at least as many bytes as any one token
+    /// stands for (stored forms such as `▁`, `Ġ` or `<0x0A>` are never shorter than the
+    /// bytes they encode): a text of n bytes is at least n / this many tokens.
+    public let longestTokenBytes: Int
 
     /// The id of the token whose text is exactly `text` (byte for byte), or nil.
     public func id(of text: String) -> Int? { pieces.id(of: text) }
@@ -70,6 +74,7 @@ public struct Vocabulary: Sendable {
         } else {
             scores = Array(repeating: 0, count: tokens.count)
         }
+        longestTokenBytes = tokens.reduce(1) { max($0, $1.utf8.count) }
         do {
             pieces = try PieceTable(tokens)
         } catch let d as PieceTable.Duplicate {

@@ -151,6 +151,18 @@ final class OpenAIRequestTests: XCTestCase {
                 "This model's maximum context length is 64 tokens. However, you requested 65 tokens (5 in the prompt, 60 in the completion). Please reduce the length of the prompt or completion.",
                 code: "context_length_exceeded"))
         }
+        // Past context x longest token bytes, refused before tokenizing, by its size.
+        let longest = tokenizer.vocabulary.longestTokenBytes
+        let huge = String(repeating: "a", count: 64 * longest)
+        XCTAssertThrowsError(try requests(#"{"prompt": "\#(huge)"}"#)) {
+            XCTAssertEqual($0 as? RequestFieldError, RequestFieldError(
+                param: "prompt",
+                "This model's maximum context length is 64 tokens. However, the prompt takes \(64 * longest) bytes, which is at least 64 tokens. Please reduce the length of the prompt.",
+                code: "context_length_exceeded"))
+        }
+        XCTAssertThrowsError(try requests(#"{"prompt": "\#(String(repeating: "a", count: 63 * longest))", "max_tokens": 1}"#)) {
+            XCTAssertTrue(($0 as? RequestFieldError)?.message.contains("However, you requested") == true, "under the bound, the prompt is tokenized: \($0)")
+        }
         XCTAssertThrowsError(try requests(#"{"prompt": ""}"#)) { XCTAssertEqual($0 as? RequestFieldError, RequestFieldError(param: "prompt", "the prompt is empty")) }
         XCTAssertThrowsError(try requests(#"{"prompt": [49152]}"#)) {
             XCTAssertEqual($0 as? RequestFieldError, RequestFieldError(param: "prompt", "token id 49152 is outside the vocabulary of 49152 tokens"))
