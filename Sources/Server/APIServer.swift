@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 import Tokenizer
 
 /// Settings of the HTTP server (the engine has its own).
@@ -19,8 +20,22 @@ public struct ServerConfiguration: Sendable {
     public var limits = OpenAIRequest.Limits()
     /// Seconds between SSE comments sent to keep a stream's connection alive.
     public var keepAliveSeconds: Double = 5
-    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM; those still running
+    /// then are cut (a stream ends with an error event and `[DONE]`, others get 503).
     public var drainSeconds: Double = 30
+    /// Seconds a connection may stay open with no request in progress (as llama-server).
+    public var idleTimeout: Double = 5
+    /// Seconds from a request's first byte to the end of its head.
+    public var headerTimeout: Double = 10
+    /// Seconds from a request's first byte to the end of its body.
+    public var readTimeout: Double = 30
+    /// Connections open at once; nil: below the file-descriptor limit (`ConnectionBudget`).
+    public var maxConnections: Int?
+    /// Connections one client address may hold at once; nil: no limit.
+    public var maxConnectionsPerClient: Int?
+    /// Stream chunks generated but not yet taken by the client, past which the request is
+    /// aborted and its connection closed (a client that stops reading).
+    public var maxUnsentChunks = 1024
 
     public init() {}
 }
@@ -44,11 +59,11 @@ public struct ServedModel: Sendable {
 /// non-streamed generation that nobody is waiting for it any more.
 public struct APIRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    let closed: EventLoopFuture<Void>
+    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        closed = source.channel.closeFuture
+        channel = source.channel
     }
 }
 
@@ -76,6 +91,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     private var state = State.loading
     private var inFlight = 0
     private var nextID: UInt64 = 0
+    /// How to cut each request in flight, by id, for the end of a drain.
+    private var cuts: [String: @Sendable (APIError) -> Void] = [:]
 
     public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "apus.server")) {
         self.configuration = configuration
@@ -87,15 +104,32 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         lock.withLock { state = .ready(model) }
     }
 
-    /// Refuses new work with 503 and waits up to `drainSeconds` for requests in flight.
+    /// Refuses new work with 503 and waits up to `drainSeconds` for requests in flight;
+    /// then cuts those still running, and gives them a moment to say so to their clients.
     public func drain() async {
         lock.withLock {
             if case .ready(let model) = state { state = .draining(model) }
         }
-        let deadline = Date().addingTimeInterval(configuration.drainSeconds)
+        await waitForRequests(seconds: configuration.drainSeconds)
+        let running = lock.withLock { Array(cuts.values) }
+        guard !running.isEmpty else { return }
+        logger.warning("cutting \(running.count) requests still running at the drain deadline")
+        let error = APIError(.serviceUnavailable, "the server is shutting down; the request was cut at the drain deadline", type: "server_error", retryAfter: 5)
+        for cut in running { cut(error) }
+        await waitForRequests(seconds: 2)
+    }
+
+    private func waitForRequests(seconds: Double) async {
+        let deadline = Date().addingTimeInterval(seconds)
         while lock.withLock({ inFlight }) > 0 && Date() < deadline {
-            try? await Task.sleep(nanoseconds: 50_000_000)
+            try? await Task.sleep(nanoseconds: 20_000_000)
         }
+    }
+
+    /// Registers how to cut request `id`; returns the call that unregisters it.
+    private func cuttable(_ id: String, _ cut: @escaping @Sendable (APIError) -> Void) -> () -> Void {
+        lock.withLock { cuts[id] = cut }
+        return { [self] in _ = lock.withLock { cuts.removeValue(forKey: id) } }
     }
 
     public var requestsInFlight: Int { lock.withLock { inFlight } }
@@ -110,8 +144,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var log = RequestLog(id: id, method: request.method.rawValue, path: request.uri.path, started: started)
         var response: Response
         do {
-            response = try await route(request, closed: context.closed, id: id, log: &log)
-        } catch is CancellationError {
+            response = try await route(request, channel: context.channel, id: id, log: &log)
+        } catch is CancellationError, is ClientDeparted {
             // The client closed the connection; nobody reads this (nginx's status for it).
             response = Self.errorResponse(APIError(.init(code: 499, reasonPhrase: "Client Closed Request"),
                                                    "the client closed the connection", type: "invalid_request_error"))
@@ -121,6 +155,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                 return APIError(.internalServerError, "the server failed to answer this request", type: "server_error")
             }()
             response = Self.errorResponse(apiError)
+            log.note = log.note ?? apiError.message
         }
         log.status = Int(response.status.code)
         metrics.countRequest(status: log.status)
@@ -139,6 +174,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var status = 0
         var streamed = false
         var metrics: RequestMetrics?
+        /// Why the request failed, or how a stream that had started was cut.
+        var note: String?
     }
 
     private func finish(_ log: RequestLog) {
@@ -148,12 +185,13 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             line += String(format: " prompt=%d cached=%d completion=%d queue=%.0fms ttft=%.0fms", m.promptTokens, m.cachedPromptTokens,
                            m.completionTokens, m.queueSeconds * 1000, m.timeToFirstTokenSeconds * 1000)
         }
+        if let note = log.note { line += ": \(note)" }
         logger.info("\(line)")
     }
 
     // MARK: Routing
 
-    private func route(_ request: Request, closed: EventLoopFuture<Void>, id: String, log: inout RequestLog) async throws -> Response {
+    private func route(_ request: Request, channel: any Channel, id: String, log: inout RequestLog) async throws -> Response {
         let headerBytes = request.headers.reduce(0) { $0 + $1.name.rawName.utf8.count + $1.value.utf8.count + 4 }
         guard headerBytes <= configuration.maxHeaderBytes else {
             throw APIError(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"),
@@ -161,6 +199,11 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                            type: "invalid_request_error")
         }
         let path = request.uri.path, method = request.method
+        if path == "/health" && method == .head {
+            var response = health()
+            response.body = ResponseBody()
+            return response
+        }
         if path == "/health" && method == .get { return health() }
         try authorize(request)
         switch (method, path) {
@@ -174,15 +217,18 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             ])
         case (.post, "/v1/completions"), (.post, "/v1/chat/completions"):
             let model = try servingModel()
-            let body = try await readBody(request)
-            return try await generate(body.json, ordered: Self.ordered(body), kind: path == "/v1/completions" ? .completion : .chat, model: model,
-                                      closed: closed, id: id, log: &log)
+            let body = try await readBody(request, channel: channel)
+            let kind: OpenAIRequest.Kind = path == "/v1/completions" ? .completion : .chat
+            let prepared = try await prepare { [self] in try prepareGeneration(body, kind: kind, model: model) }
+            return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
         case (.post, "/tokenize"):
             let model = try servingModel()
-            return try tokenize(try await readJSON(request), model: model)
+            let body = try await readBody(request, channel: channel)
+            return try await prepare { try Self.tokenize(try Self.jsonObject(body), model: model) }
         case (.post, "/detokenize"):
             let model = try servingModel()
-            return try detokenize(try await readJSON(request), model: model)
+            let body = try await readBody(request, channel: channel)
+            return try await prepare { try Self.detokenize(try Self.jsonObject(body), model: model) }
         default:
             throw APIError(.notFound, "Invalid URL (\(method.rawValue) \(path))", type: "invalid_request_error", code: "not_found")
         }
@@ -211,47 +257,121 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
     }
 
-    /// Compares in constant time, so that the key cannot be guessed a byte at a time.
+    /// `Authorization: Bearer <key>` (the scheme in any case, as RFC 9110 says), compared in
+    /// constant time so that the key cannot be guessed a byte at a time.
     private func authorize(_ request: Request) throws {
         guard let key = configuration.apiKey else { return }
-        let given = request.headers[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : $0 } ?? ""
-        let a = Array(given.utf8), b = Array(key.utf8)
+        guard let header = request.headers[.authorization], !header.isEmpty else {
+            throw APIError(.unauthorized, "missing API key: send Authorization: Bearer <key>", type: "invalid_request_error", code: "invalid_api_key")
+        }
+        guard header.count > 7, header.prefix(7).lowercased() == "bearer " else {
+            throw APIError(.unauthorized, "the Authorization header must be `Bearer <key>`", type: "invalid_request_error", code: "invalid_api_key")
+        }
+        let a = Array(header.utf8.dropFirst(7)), b = Array(key.utf8)
         var difference = UInt8(a.count == b.count ? 0 : 1)
         for i in 0..<b.count { difference |= (i < a.count ? a[i] : 0) ^ b[i] }
-        guard difference == 0 else {
-            throw APIError(.unauthorized, given.isEmpty ? "missing API key: send Authorization: Bearer <key>" : "incorrect API key",
-                           type: "invalid_request_error", code: "invalid_api_key")
-        }
+        guard difference == 0 else { throw APIError(.unauthorized, "incorrect API key", type: "invalid_request_error", code: "invalid_api_key") }
     }
 
-    private func readJSON(_ request: Request) async throws -> [String: Any] { try await readBody(request).json }
-
-    private func readBody(_ request: Request) async throws -> (json: [String: Any], data: Data) {
+    /// The body, up to `maxBodyBytes` (refused at once when `Content-Length` says more). A
+    /// client that goes away mid-body has departed (499); a body NIO cannot parse (a bad
+    /// chunk size) is the client's error (400).
+    private func readBody(_ request: Request, channel: any Channel) async throws -> Data {
+        let limit = configuration.maxBodyBytes
+        let tooLarge = APIError(.contentTooLarge, "the request body is larger than the limit of \(limit) bytes", type: "invalid_request_error")
+        let declared = request.headers[.contentLength].flatMap(Int.init)
+        if let declared, declared > limit { throw tooLarge }
         var body = Data()
-        for try await buffer in request.body {
-            guard body.count + buffer.readableBytes <= configuration.maxBodyBytes else {
-                throw APIError(.contentTooLarge, "the request body is larger than the limit of \(configuration.maxBodyBytes) bytes", type: "invalid_request_error")
+        do {
+            for try await buffer in request.body {
+                guard body.count + buffer.readableBytes <= limit else { throw tooLarge }
+                body.append(contentsOf: buffer.readableBytesView)
             }
-            body.append(contentsOf: buffer.readableBytesView)
+        } catch let error as APIError {
+            throw error
+        } catch HTTPParserError.invalidEOFState {
+            throw ClientDeparted()
+        } catch let error as HTTPParserError {
+            throw APIError.invalidRequest("malformed HTTP request body: \(error)")
+        } catch {
+            throw ClientDeparted()
         }
+        // The body ends early, without an error, when the connection closes mid-body.
+        if let declared, body.count < declared { throw ClientDeparted() }
+        if !channel.isActive { throw ClientDeparted() }
+        return body
+    }
+
+    /// The body as a JSON object, or an error that says what it is instead.
+    static func jsonObject(_ body: Data) throws -> [String: Any] {
         guard String(validating: body, as: UTF8.self) != nil else { throw APIError.invalidRequest("the request body is not valid UTF-8") }
-        guard let object = try? JSONSerialization.jsonObject(with: body) else { throw APIError.invalidRequest("the request body is not valid JSON") }
-        guard let json = object as? [String: Any] else { throw APIError.invalidRequest("the request body must be a JSON object") }
-        return (json, body)
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed)
+        } catch {
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? ""
+            // Foundation refuses numbers a Double cannot hold with this message; the JSON is
+            // valid, its number out of range.
+            if let number = detail.firstMatch(of: /Number (\S+) is not representable/)?.1 {
+                throw APIError.invalidRequest("the request body holds the number \(number.prefix(40)), which is out of range")
+            }
+            throw APIError.invalidRequest("the request body is not valid JSON\(detail.isEmpty ? "" : ": \(detail)")")
+        }
+        guard let json = object as? [String: Any] else {
+            let kind = switch object {
+            case is String: "a string"
+            case is [Any]: "an array"
+            case is NSNull: "null"
+            default: OpenAIRequest.isBoolean(object) ? "a boolean" : "a number"
+            }
+            throw APIError.invalidRequest("the request body must be a JSON object, not \(kind)")
+        }
+        return json
     }
 
     /// Fields whose JSON objects keep meaning in their key order (a schema's properties).
     static let orderedFields = ["response_format", "json_schema", "guided_json", "tools"]
 
     /// The body parsed again with key order kept, only when it carries such a field.
-    static func ordered(_ body: (json: [String: Any], data: Data)) -> TemplateValue? {
-        guard orderedFields.contains(where: { body.json[$0] != nil && !(body.json[$0] is NSNull) }) else { return nil }
-        return try? TemplateValue(parsingJSON: String(decoding: body.data, as: UTF8.self))
+    static func ordered(_ json: [String: Any], body: Data) -> TemplateValue? {
+        guard orderedFields.contains(where: { json[$0] != nil && !(json[$0] is NSNull) }) else { return nil }
+        return try? TemplateValue(parsingJSON: String(decoding: body, as: UTF8.self))
+    }
+
+    /// Work that grows with the request (parsing, rendering the template, tokenizing,
+    /// compiling a grammar) runs on this queue, one request at a time: never on the
+    /// threads that answer `/health` and write other clients' streams.
+    private static let preparation = DispatchQueue(label: "apus.server.preparation")
+
+    private func prepare<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Self.preparation.async { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
+    /// A generation request parsed, tokenized and validated: ready for the engine.
+    struct PreparedGeneration: @unchecked Sendable {
+        let parsed: OpenAIRequest
+        let requests: [GenerationRequest]
+    }
+
+    private func prepareGeneration(_ body: Data, kind: OpenAIRequest.Kind, model: ServedModel) throws -> PreparedGeneration {
+        let json = try Self.jsonObject(body)
+        let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits, ordered: Self.ordered(json, body: body))
+        if let name = parsed.model, name != model.name {
+            throw APIError(.notFound, "The model `\(name)` does not exist.", type: "invalid_request_error", param: "model", code: "model_not_found")
+        }
+        let requests = try parsed.generationRequests(tokenizer: model.tokenizer, chatTemplate: {
+            guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template (tokenizer.chat_template); send a prompt to /v1/completions instead") }
+            return template
+        }, contextLength: model.engine.contextLength)
+        for r in requests { try model.engine.validate(r) }
+        return PreparedGeneration(parsed: parsed, requests: requests)
     }
 
     // MARK: Endpoints
 
-    private func tokenize(_ json: [String: Any], model: ServedModel) throws -> Response {
+    private static func tokenize(_ json: [String: Any], model: ServedModel) throws -> Response {
         guard let text = (json["prompt"] ?? json["content"]) as? String else {
             throw APIError.invalidRequest("tokenize needs `prompt`, a string", param: "prompt")
         }
@@ -260,7 +380,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         return Self.json(.ok, ["tokens": tokens, "count": tokens.count, "max_model_len": model.engine.contextLength])
     }
 
-    private func detokenize(_ json: [String: Any], model: ServedModel) throws -> Response {
+    private static func detokenize(_ json: [String: Any], model: ServedModel) throws -> Response {
         guard let list = json["tokens"] as? [Any], list.allSatisfy({ $0 is Int && !OpenAIRequest.isBoolean($0) }) else {
             throw APIError.invalidRequest("detokenize needs `tokens`, an array of token ids", param: "tokens")
         }
@@ -272,17 +392,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         return Self.json(.ok, ["prompt": model.tokenizer.decode(tokens)])
     }
 
-    private func generate(_ json: [String: Any], ordered: TemplateValue?, kind: OpenAIRequest.Kind, model: ServedModel, closed: EventLoopFuture<Void>,
-                          id: String, log: inout RequestLog) async throws -> Response {
-        let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits, ordered: ordered)
-        if let name = parsed.model, name != model.name {
-            throw APIError(.notFound, "The model `\(name)` does not exist.", type: "invalid_request_error", param: "model", code: "model_not_found")
-        }
-        let requests = try parsed.generationRequests(tokenizer: model.tokenizer, chatTemplate: {
-            guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template (tokenizer.chat_template); send a prompt to /v1/completions instead") }
-            return template
-        }, contextLength: model.engine.contextLength)
-        for r in requests { try model.engine.validate(r) }
+    private func generate(_ prepared: PreparedGeneration, model: ServedModel, channel: any Channel, id: String, log: inout RequestLog) async throws -> Response {
+        let parsed = prepared.parsed, requests = prepared.requests, kind = parsed.kind
         guard model.engine.statistics.waitingSequences < configuration.maxWaitingRequests else {
             throw APIError(.tooManyRequests, "too many requests are waiting; retry later", type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: 1)
         }
@@ -291,7 +402,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         let toolFormat = parsed.usesTools ? model.chatTemplate.flatMap(ToolCallFormat.init(template:)) : nil
         if parsed.stream {
             log.streamed = true
-            return stream(requests, parsed: parsed, model: model, header: header, log: log, toolFormat: toolFormat)
+            return stream(requests, parsed: parsed, model: model, header: header, log: log, toolFormat: toolFormat, channel: channel)
         }
         var empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
         empty.toolFormat = toolFormat
@@ -315,8 +426,19 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             }
             return collected
         }
-        closed.whenComplete { _ in collecting.cancel() }
-        let collected = try await withTaskCancellationHandler { try await collecting.value } onCancel: { collecting.cancel() }
+        channel.closeFuture.whenComplete { _ in collecting.cancel() }
+        let interruption = Interruption()
+        let uncut = cuttable(id) { error in
+            interruption.error = error
+            collecting.cancel()
+        }
+        defer { uncut() }
+        let collected: Collected
+        do {
+            collected = try await withTaskCancellationHandler { try await collecting.value } onCancel: { collecting.cancel() }
+        } catch {
+            throw interruption.error ?? error
+        }
         for m in collected.metrics { metrics.record(m) }
         log.metrics = collected.metrics.first
         return Self.response(.ok, contentType: "application/json", collected.body(header: header, tokenizer: model.tokenizer))
@@ -402,7 +524,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     /// away, the next write fails, the engine streams are dropped, and the engine aborts
     /// the requests before its next step.
     private func stream(_ requests: [GenerationRequest], parsed: OpenAIRequest, model: ServedModel, header: Header, log: RequestLog,
-                        toolFormat: ToolCallFormat?) -> Response {
+                        toolFormat: ToolCallFormat?, channel: any Channel) -> Response {
+        let maxUnsent = configuration.maxUnsentChunks
         let samples = parsed.samples, kind = parsed.kind, wantsLogprobs = parsed.logprobs != nil, includeUsage = parsed.includeUsage
         let keepAlive = UInt64(configuration.keepAliveSeconds * 1e9)
         let chunkObject = kind == .chat ? "chat.completion.chunk" : "text_completion"
@@ -417,12 +540,23 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                 case keepAlive
             }
             let (events, sink) = AsyncStream<Event>.makeStream()
+            let unsent = Unsent()
             let producers = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for (i, r) in requests.enumerated() {
                         group.addTask {
                             do {
-                                for try await o in model.engine.generate(r) { sink.yield(.output(i, o)) }
+                                for try await o in model.engine.generate(r) {
+                                    guard unsent.add() <= maxUnsent else {
+                                        // The client stopped reading: end the generation (leaving
+                                        // the loop drops the engine stream, which aborts it) and the
+                                        // connection, whose blocked write then fails.
+                                        unsent.overflowed = true
+                                        channel.close(promise: nil)
+                                        return
+                                    }
+                                    sink.yield(.output(i, o))
+                                }
                             } catch {
                                 sink.yield(.failed(APIError.from(error) ?? APIError(.internalServerError, "generation failed", type: "server_error")))
                             }
@@ -437,9 +571,12 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                     if !Task.isCancelled { sink.yield(.keepAlive) }
                 }
             }
+            let uncut = cuttable(log.id) { error in sink.yield(.failed(error)) }
             defer {
+                uncut()
                 producers.cancel()
                 ticker.cancel()
+                if unsent.overflowed { log.note = "cut: the client took no output for \(maxUnsent) chunks" }
             }
             func send(_ data: Data) async throws {
                 var buffer = ByteBuffer(string: "data: ")
@@ -463,9 +600,11 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                 case .keepAlive:
                     try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 case .failed(let error):
+                    log.note = "cut: \(error.message)"
                     try await send(error.body)
                     break loop
                 case .output(let prompt, let o):
+                    unsent.take()
                     let index = prompt * samples + o.index
                     if let m = o.metrics {
                         all.append(m)
@@ -539,5 +678,33 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var headers = HTTPFields()
         if let seconds = error.retryAfter { headers[.retryAfter] = "\(seconds)" }
         return response(error.status, contentType: "application/json", error.body, headers: headers)
+    }
+}
+
+/// The client went away before its request was read to the end (logged and counted as 499).
+struct ClientDeparted: Error {}
+
+/// Why a non-streamed request was cut, set by the drain before it cancels the request.
+final class Interruption: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _error: APIError?
+    var error: APIError? {
+        get { lock.withLock { _error } }
+        set { lock.withLock { _error = newValue } }
+    }
+}
+
+/// Outputs a stream has generated that its client has not yet taken.
+final class Unsent: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    private var _overflowed = false
+
+    /// Counts one more in; returns how many are waiting.
+    func add() -> Int { lock.withLock { count += 1; return count } }
+    func take() { lock.withLock { count -= 1 } }
+    var overflowed: Bool {
+        get { lock.withLock { _overflowed } }
+        set { lock.withLock { _overflowed = newValue } }
     }
 }

@@ -18,8 +18,3 @@ final class ClientDeparture: ChannelInboundHandler, RemovableChannelHandler {
         context.fireUserInboundEventTriggered(event)
     }
 }
-
-extension APIServer {
-    /// The HTTP/1.1 server to run this responder on, with client departures noticed.
-    public static var http1: HTTPServerBuilder { .http1(configuration: .init(additionalChannelHandlers: [ClientDeparture()])) }
-}

@@ -21,9 +21,7 @@ final class OpenAIClientTests: XCTestCase {
     /// Starts `server` on an ephemeral port; returns the port and the running task.
     func start(_ server: APIServer) async throws -> (port: Int, task: Task<Void, Error>) {
         let (ports, sink) = AsyncStream<Int>.makeStream()
-        let app = Application(responder: server, server: APIServer.http1, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { channel in sink.yield(channel.localAddress?.port ?? 0) },
-                              logger: Logger(label: "apus.test"))
+        let app = server.application(port: 0, onServerRunning: { channel in sink.yield(channel.localAddress?.port ?? 0) })
         let task = Task { try await app.runService(gracefulShutdownSignals: []) }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next(), port > 0 else { throw CocoaError(.featureUnsupported) }

@@ -37,12 +37,40 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Largest n (samples per prompt) a request may ask for.")
     var maxN = 16
 
-    @Option(name: .long, help: "Seconds in-flight requests get to finish on SIGINT/SIGTERM.")
+    @Option(name: .long, help: "Seconds in-flight requests get to finish on SIGINT/SIGTERM; those still running are then cut.")
     var drainSeconds: Double = 30
+
+    @Option(name: .long, help: "Seconds a connection may stay open with no request in progress.")
+    var idleTimeout: Double = 5
+
+    @Option(name: .long, help: "Seconds from a request's first byte to the end of its headers.")
+    var headerTimeout: Double = 10
+
+    @Option(name: .long, help: "Seconds from a request's first byte to the end of its body.")
+    var readTimeout: Double = 30
+
+    @Option(name: .long, help: "Connections open at once (default: below the file-descriptor limit).")
+    var maxConnections: Int?
+
+    @Option(name: .long, help: "Connections one client address may hold at once (default: no limit).")
+    var maxConnectionsPerClient: Int?
+
+    @Option(name: .long, help: "Stream chunks a client may leave unread before its request is aborted.")
+    var maxUnsentChunks = 1024
+
+    @Option(name: .long, help: "Largest request body in bytes.")
+    var maxBodyBytes = 4 << 20
 
     func validate() throws {
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
         if maxWaiting < 1 || maxN < 1 || drainSeconds < 0 { throw ValidationError("--max-waiting and --max-n must be at least 1, --drain-seconds at least 0") }
+        for (name, value) in [("--idle-timeout", idleTimeout), ("--header-timeout", headerTimeout), ("--read-timeout", readTimeout)] where !(value > 0 && value <= 86400) {
+            throw ValidationError("\(name) must be between 0 and 86400 seconds, got \(value)")
+        }
+        for (name, value) in [("--max-connections", maxConnections), ("--max-connections-per-client", maxConnectionsPerClient)] {
+            if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
+        }
+        if maxUnsentChunks < 1 || maxBodyBytes < 1024 { throw ValidationError("--max-unsent-chunks must be at least 1, --max-body-bytes at least 1024") }
     }
 
     func run() async throws {
@@ -54,10 +82,16 @@ struct Serve: AsyncParsableCommand {
             configuration.maxWaitingRequests = maxWaiting
             configuration.limits.maxSamples = maxN
             configuration.drainSeconds = drainSeconds
+            configuration.idleTimeout = idleTimeout
+            configuration.headerTimeout = headerTimeout
+            configuration.readTimeout = readTimeout
+            configuration.maxConnections = maxConnections
+            configuration.maxConnectionsPerClient = maxConnectionsPerClient
+            configuration.maxUnsentChunks = maxUnsentChunks
+            configuration.maxBodyBytes = maxBodyBytes
             let logger = Logger(label: "apus.server")
             let server = APIServer(configuration: configuration, logger: logger)
-            let app = Application(responder: server, server: APIServer.http1, configuration: .init(address: .hostname(host, port: port), serverName: "apus"),
-                                  logger: logger)
+            let app = server.application()
             let serving = Task { try await app.runService(gracefulShutdownSignals: []) }
 
             // Listening starts first, so /health can say "loading" while the model loads.
@@ -72,8 +106,12 @@ struct Serve: AsyncParsableCommand {
             server.ready(model)
             logger.info("serving \(model.name) on http://\(host):\(port) (context \(model.engine.contextLength))")
 
-            let stop = ShutdownSignals { signal in
-                logger.info("\(signal): refusing new requests, waiting for \(server.requestsInFlight) in flight")
+            let stop = ShutdownSignals { signal, count in
+                guard count == 1 else {
+                    logger.warning("\(signal) again: exiting now, with \(server.requestsInFlight) requests in flight")
+                    Foundation.exit(1)
+                }
+                logger.info("\(signal): refusing new requests, waiting for \(server.requestsInFlight) in flight (a second signal exits at once)")
                 Task {
                     await server.drain()
                     model.engine.shutdown()
@@ -87,15 +125,21 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-/// SIGINT and SIGTERM delivered to a handler instead of ending the process.
+/// SIGINT and SIGTERM delivered to a handler, with how many have come so far, instead of
+/// ending the process.
 final class ShutdownSignals {
     private let sources: [any DispatchSourceSignal]
 
-    init(_ handler: @escaping @Sendable (String) -> Void) {
+    init(_ handler: @escaping @Sendable (String, Int) -> Void) {
+        let queue = DispatchQueue(label: "apus.signals")
+        nonisolated(unsafe) var count = 0
         sources = [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")].map { number, name in
             signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { handler(name) }
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler {
+                count += 1
+                handler(name, count)
+            }
             source.resume()
             return source
         }
