@@ -39,6 +39,9 @@ public final class Engine: @unchecked Sendable {
         thread.start()
     }
 
+    /// The model's per-operation timers (enable for `--profile`; sampling is timed too).
+    public var operationProfile: OperationProfile { core.model.profile }
+
     /// Checks a request as `generate` will, without submitting it.
     public func validate(_ request: GenerationRequest) throws { try core.validate(request) }
 

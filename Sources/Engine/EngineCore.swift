@@ -274,7 +274,10 @@ final class EngineCore {
                 samples += try fork(s)
             }
             for sample in samples {
-                events += emit(sample, token: sample.sampler.sample(rowLogits, history: sample.tokens).token, logits: rowLogits).events
+                let profile = model.profile, started = profile.isEnabled ? DispatchTime.now().uptimeNanoseconds : 0
+                let token = sample.sampler.sample(rowLogits, history: sample.tokens).token
+                if started > 0 { profile.add(.sampling, DispatchTime.now().uptimeNanoseconds - started) }
+                events += emit(sample, token: token, logits: rowLogits).events
             }
         }
         return events

@@ -17,6 +17,12 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// bitwise the same whatever else shares the batch and however its sequence was split
     /// into earlier batches.
     func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float]
+
+    /// What one decode step costs, operation by operation (`Roofline` turns it into time).
+    func stepCosts(_ step: StepShape) -> [OperationCost]
+
+    /// Time per operation class of the forward passes run while it is enabled.
+    var profile: OperationProfile { get }
 }
 
 extension LanguageModel {

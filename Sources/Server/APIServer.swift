@@ -208,7 +208,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         try authorize(request)
         switch (method, path) {
         case (.get, "/metrics"):
-            return Self.response(.ok, contentType: "text/plain; version=0.0.4", Data(metrics.exposition(engine: currentModel()?.engine.statistics).utf8))
+            let engine = currentModel()?.engine
+            let profile = engine.flatMap { $0.operationProfile.isEnabled ? $0.operationProfile.snapshot() : nil }
+            return Self.response(.ok, contentType: "text/plain; version=0.0.4", Data(metrics.exposition(engine: engine?.statistics, profile: profile).utf8))
         case (.get, "/v1/models"):
             let model = try servingModel()
             return Self.json(.ok, [

@@ -150,9 +150,24 @@ final class ConnectionAdmission: ChannelInboundHandler, RemovableChannelHandler 
         self.deadlines = deadlines
     }
 
+    // An accepted channel may already be active when its pipeline is built (the server
+    // bootstrap runs the initializer after accepting), so admission runs on whichever of
+    // these comes first, once.
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { admit(context) }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        if admitted == nil && !refused { admit(context) }
+        if admitted != nil { context.fireChannelActive() }
+    }
+
+    private var refused = false
+
+    private func admit(_ context: ChannelHandlerContext) {
         let address = context.remoteAddress?.ipAddress ?? "unknown"
         guard clients.admit(address, limit: limit) else {
+            refused = true
             let error = APIError(.tooManyRequests, "this client already holds \(limit ?? 0) connections, the limit per client",
                                  type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: 1)
             var response = ByteBuffer(string: "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n")
@@ -163,7 +178,6 @@ final class ConnectionAdmission: ChannelInboundHandler, RemovableChannelHandler 
         }
         admitted = address
         deadlines.opened()
-        context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

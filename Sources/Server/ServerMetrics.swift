@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Models
 import Prometheus
 
 /// The server's Prometheus metrics: request counts by status, token counters, latency
@@ -22,6 +23,7 @@ public final class ServerMetrics: Sendable {
     let preemptions: Gauge
 
     public init() {
+        energyStart = meter?.read()
         let latency: [Double] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 60]
         promptTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "prompt_tokens", unitName: "total", helpText: "Prompt tokens of finished requests."))
         generationTokens = registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "generation_tokens", unitName: "total", helpText: "Tokens generated for finished requests."))
@@ -54,8 +56,42 @@ public final class ServerMetrics: Sendable {
         queueTime.record(m.queueSeconds)
     }
 
-    /// The text exposition, with the engine's gauges as of now.
-    func exposition(engine: EngineStatistics?) -> String {
+    private let lock = NSLock()
+    nonisolated(unsafe) private var exported: [StepOperation: Double] = [:]
+    private let meter = EnergyMeter()
+    private let energyStart: EnergyMeter.Reading?
+    nonisolated(unsafe) private var exportedJoules = 0.0
+
+    /// Where powercap is readable: the CPU packages' joules since the server started.
+    private func exportEnergy() {
+        guard let meter, let energyStart else { return }
+        lock.withLock {
+            let joules = meter.joules(from: energyStart, to: meter.read())
+            guard joules > exportedJoules else { return }
+            registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "energy_joules", unitName: "total",
+                                                   helpText: "Energy of the CPU packages since the server started (Linux powercap)."))
+                .increment(by: joules - exportedJoules)
+            exportedJoules = joules
+        }
+    }
+
+    /// With `--profile`: each operation class's seconds, as counters advanced to the
+    /// profile's totals.
+    private func export(_ profile: OperationProfile.Snapshot) {
+        lock.withLock {
+            for (op, seconds) in profile.seconds where seconds > exported[op, default: 0] {
+                registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "operation_seconds", unitName: "total",
+                                                                    helpText: "Time in each operation class of the engine's steps (--profile)."),
+                                                  labels: [("operation", op.rawValue)]).increment(by: seconds - exported[op, default: 0])
+                exported[op] = seconds
+            }
+        }
+    }
+
+    /// The text exposition, with the engine's gauges (and the operation profile, when on) as of now.
+    func exposition(engine: EngineStatistics?, profile: OperationProfile.Snapshot? = nil) -> String {
+        if let profile { export(profile) }
+        exportEnergy()
         if let s = engine {
             running.set(Double(s.runningSequences))
             waiting.set(Double(s.waitingSequences))

@@ -21,6 +21,9 @@ struct EngineArguments: ParsableArguments {
     @Option(name: .long, help: "Longest sequence, prompt and output (default: the model's trained context).")
     var context: Int?
 
+    @Flag(name: .long, help: "Time each operation class of every step (embedding, norms, projections, attention, feed-forward, head, sampling); a few clock reads per layer.")
+    var profile = false
+
     @OptionGroup var speculation: SpeculationArguments
 
     var configuration: EngineConfiguration {

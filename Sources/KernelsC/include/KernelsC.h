@@ -77,6 +77,10 @@ int apus_matmul_q8k(int format, const void *weights, size_t row_bytes, int row_b
 /// Which instruction set the fast kernels use on this CPU: 2 = AVX-512 VNNI, 1 = AVX2, 0 = none.
 int apus_int8_isa(void);
 
+/// Runs `iterations` rounds of ten independent fused multiply-add chains at the widest
+/// vectors the CPU has (their sum goes to `sink`); returns the flops done.
+double apus_fma_probe(long iterations, float *sink);
+
 /// Forces a lower instruction set (for tests); returns the level in force.
 int apus_set_int8_isa(int level);
 

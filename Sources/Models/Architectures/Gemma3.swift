@@ -66,6 +66,25 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
                                                      RoPEConfiguration(base: Float(localBase), layout: .neox)], options: options)
     }
 
+    public var profile: OperationProfile { runtime.profile }
+
+    public func stepCosts(_ step: StepShape) -> [OperationCost] {
+        var cost = StepCostBuilder(shape: shape, step: step)
+        cost.embedding(embedding, scaled: true)
+        for block in blocks {
+            cost.norm()
+            cost.attention(block.attention, window: block.isLocal ? window : nil, accumulate: false)
+            cost.norm()
+            cost.residual()
+            cost.norm()
+            cost.feedForward(block.feedForward, accumulate: false)
+            cost.norm()
+            cost.residual()
+        }
+        cost.head(outputHead)
+        return cost.costs
+    }
+
     public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float] {
         try runtime.run(batch, cache: cache) { pass in
             pass.embed(embedding, scale: Float(shape.width).squareRoot())

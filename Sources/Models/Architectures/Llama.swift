@@ -61,6 +61,21 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                                options: options)
     }
 
+    public var profile: OperationProfile { runtime.profile }
+
+    public func stepCosts(_ step: StepShape) -> [OperationCost] {
+        var cost = StepCostBuilder(shape: shape, step: step)
+        cost.embedding(embedding, scaled: false)
+        for block in blocks {
+            cost.norm()
+            cost.attention(block.attention, window: nil, accumulate: true)
+            cost.norm()
+            cost.feedForward(block.feedForward, accumulate: true)
+        }
+        cost.head(outputHead)
+        return cost.costs
+    }
+
     public func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float] {
         try runtime.run(batch, cache: cache) { pass in
             pass.embed(embedding)

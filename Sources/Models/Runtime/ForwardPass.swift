@@ -12,6 +12,7 @@ final class ModelRuntime: @unchecked Sendable {
     let ropes: [RoPEConfiguration]
     let options: ModelOptions
     let pool: ThreadPool
+    let profile = OperationProfile()
     private let workspace = Workspace()
     private let lock = NSLock()
 
@@ -32,6 +33,7 @@ final class ModelRuntime: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let pass = ForwardPass(runtime: self, batch: batch, layout: layout, cache: cache, workspace: workspace)
+        profile.countStep()
         return body(pass)
     }
 }
@@ -49,6 +51,7 @@ final class ForwardPass {
     private let workspace: Workspace
     private let buffers: Workspace.Buffers
     var pool: ThreadPool { runtime.pool }
+    var profile: OperationProfile { runtime.profile }
     var precision: ActivationPrecision { runtime.options.precision }
     var tokens: Int { layout.tokens }
 
@@ -73,15 +76,17 @@ final class ForwardPass {
     /// `x` = the tokens' embedding rows, times `scale` where the architecture scales them.
     func embed(_ table: WeightMatrix, scale: Float? = nil) {
         let width = shape.width
-        for (t, token) in batchTokens.enumerated() {
-            Quantization.dequantize(table.row(token), count: width, format: table.format, into: x.pointer + t * width)
-            if let scale { for i in 0..<width { x.pointer[t * width + i] *= scale } }
+        profile.time(.embedding) {
+            for (t, token) in batchTokens.enumerated() {
+                Quantization.dequantize(table.row(token), count: width, format: table.format, into: x.pointer + t * width)
+                if let scale { for i in 0..<width { x.pointer[t * width + i] *= scale } }
+            }
         }
     }
 
     /// RMSNorm of each token's row of `source` into `out` (which may be `source`).
     func norm(_ source: FloatBuffer, _ weight: [Float], into out: FloatBuffer) {
-        rowNorm(source.pointer, weight, rows: tokens, width: shape.width, into: out.pointer)
+        profile.time(.norm) { rowNorm(source.pointer, weight, rows: tokens, width: shape.width, into: out.pointer) }
     }
 
     private func rowNorm(_ source: UnsafeMutablePointer<Float>, _ weight: [Float], rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
@@ -104,7 +109,7 @@ final class ForwardPass {
     /// `x += a` row by row.
     func add(_ a: FloatBuffer, into x: FloatBuffer) {
         let n = tokens * shape.width
-        for i in 0..<n { x.pointer[i] += a.pointer[i] }
+        profile.time(.residual) { for i in 0..<n { x.pointer[i] += a.pointer[i] } }
     }
 
     /// Causal self-attention of `normed` for layer `layer`: Q/K/V projections (with biases
@@ -115,16 +120,22 @@ final class ForwardPass {
     func attention(_ a: AttentionWeights, layer: Int, rope: Int, window: Int? = nil, scale: Float? = nil, into out: FloatBuffer, accumulate: Bool) {
         let hp = shape, n = tokens
         let (q, k, v, attended) = (buffers.q, buffers.k, buffers.v, buffers.attended)
-        MatMul.multiply([(a.query, q.pointer), (a.key, k.pointer), (a.value, v.pointer)], normed.pointer, tokens: n,
-                        precision: precision, pool: pool, scratch: &workspace.scratch)
-        addBias(a.queryBias, to: q.pointer, width: hp.queryWidth)
-        addBias(a.keyBias, to: k.pointer, width: hp.kvWidth)
-        addBias(a.valueBias, to: v.pointer, width: hp.kvWidth)
-        if let norm = a.queryNorm { rowNorm(q.pointer, norm, rows: n * hp.heads, width: hp.headDim, into: q.pointer) }
-        if let norm = a.keyNorm { rowNorm(k.pointer, norm, rows: n * hp.kvHeads, width: hp.headDim, into: k.pointer) }
+        profile.time(.qkvProjection) {
+            MatMul.multiply([(a.query, q.pointer), (a.key, k.pointer), (a.value, v.pointer)], normed.pointer, tokens: n,
+                            precision: precision, pool: pool, scratch: &workspace.scratch)
+        }
+        if a.queryBias != nil || a.keyBias != nil || a.valueBias != nil || a.queryNorm != nil || a.keyNorm != nil {
+            profile.time(.qkAdjust) {
+                addBias(a.queryBias, to: q.pointer, width: hp.queryWidth)
+                addBias(a.keyBias, to: k.pointer, width: hp.kvWidth)
+                addBias(a.valueBias, to: v.pointer, width: hp.kvWidth)
+                if let norm = a.queryNorm { rowNorm(q.pointer, norm, rows: n * hp.heads, width: hp.headDim, into: q.pointer) }
+                if let norm = a.keyNorm { rowNorm(k.pointer, norm, rows: n * hp.kvHeads, width: hp.headDim, into: k.pointer) }
+            }
+        }
         let keys = cache.keys[layer], values = cache.values[layer]
         let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
-        layout.cacheRows.withUnsafeBufferPointer { cacheRows in
+        profile.time(.ropeAndCacheWrite) { layout.cacheRows.withUnsafeBufferPointer { cacheRows in
             let rows = UncheckedBox(cacheRows.baseAddress!)
             pool.parallelFor(n, minimumChunk: 16) { range in
                 for t in range {
@@ -136,13 +147,15 @@ final class ForwardPass {
                     for i in 0..<hp.kvWidth { values[row + i] = Float16(v.pointer[t * hp.kvWidth + i]) }
                 }
             }
-        }
+        } }
         let attentionShape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim, window: window, scale: scale)
-        layout.queries.withUnsafeBufferPointer { queries in
-            Attention.causal(queries: q.pointer, batch: queries, cache: .init(keys: keys, values: values, blockSize: cache.blockSize),
-                             shape: attentionShape, into: attended.pointer, pool: pool)
+        profile.time(.attention) {
+            layout.queries.withUnsafeBufferPointer { queries in
+                Attention.causal(queries: q.pointer, batch: queries, cache: .init(keys: keys, values: values, blockSize: cache.blockSize),
+                                 shape: attentionShape, into: attended.pointer, pool: pool)
+            }
         }
-        project(a.output, attended, into: out, accumulate: accumulate)
+        profile.time(.outputProjection) { project(a.output, attended, into: out, accumulate: accumulate) }
     }
 
     private func addBias(_ bias: [Float]?, to rows: UnsafeMutablePointer<Float>, width: Int) {
@@ -155,28 +168,38 @@ final class ForwardPass {
     /// The gated feed-forward network of `normed` into `out` (added with `accumulate`).
     func feedForward(_ f: FeedForwardWeights, gate activation: Activation.Gate, into out: FloatBuffer, accumulate: Bool) {
         let (gate, up) = (buffers.gate, buffers.up)
-        MatMul.multiply([(f.gate, gate.pointer), (f.up, up.pointer)], normed.pointer, tokens: tokens,
-                        precision: precision, pool: pool, scratch: &workspace.scratch)
-        pool.parallelFor(tokens * shape.feedForwardWidth, minimumChunk: 256) { r in
-            activation.apply(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
+        profile.time(.feedForwardGateUp) {
+            MatMul.multiply([(f.gate, gate.pointer), (f.up, up.pointer)], normed.pointer, tokens: tokens,
+                            precision: precision, pool: pool, scratch: &workspace.scratch)
         }
-        MatMul.multiply(f.down, gate.pointer, tokens: tokens, into: out.pointer, precision: precision, pool: pool,
-                        scratch: &workspace.scratch, accumulating: accumulate)
+        profile.time(.feedForwardActivation) {
+            pool.parallelFor(tokens * shape.feedForwardWidth, minimumChunk: 256) { r in
+                activation.apply(gate: gate.pointer + r.lowerBound, up: up.pointer + r.lowerBound, count: r.count)
+            }
+        }
+        profile.time(.feedForwardDown) {
+            MatMul.multiply(f.down, gate.pointer, tokens: tokens, into: out.pointer, precision: precision, pool: pool,
+                            scratch: &workspace.scratch, accumulating: accumulate)
+        }
     }
 
     /// The final norm and the output head for the rows the batch asks logits of.
     func logits(norm weight: [Float], head: WeightMatrix) -> [Float] {
         let rows = logitRows.count, width = shape.width
         guard rows > 0 else { return [] }
-        weight.withUnsafeBufferPointer { w in
-            for (i, t) in logitRows.enumerated() {
-                Norm.rms(x.pointer + t * width, weight: w.baseAddress!, count: width, eps: shape.normEpsilon, into: normed.pointer + i * width)
+        profile.time(.norm) {
+            weight.withUnsafeBufferPointer { w in
+                for (i, t) in logitRows.enumerated() {
+                    Norm.rms(x.pointer + t * width, weight: w.baseAddress!, count: width, eps: shape.normEpsilon, into: normed.pointer + i * width)
+                }
             }
         }
-        var logits = [Float](repeating: 0, count: rows * shape.vocabularySize)
-        logits.withUnsafeMutableBufferPointer { out in
-            MatMul.multiply(head, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &workspace.scratch)
+        return profile.time(.outputHead) {
+            var logits = [Float](repeating: 0, count: rows * shape.vocabularySize)
+            logits.withUnsafeMutableBufferPointer { out in
+                MatMul.multiply(head, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &workspace.scratch)
+            }
+            return logits
         }
-        return logits
     }
 }

@@ -62,6 +62,11 @@ struct BenchThroughput: AsyncParsableCommand {
         let itl_ms: Percentiles
         let cached_prompt_tokens: Int
         let preemptions: Int
+        /// Energy of the CPU packages over the run (Linux powercap), null where unreadable.
+        let energy_joules: Double?
+        let joules_per_token: Double?
+        /// Seconds per operation class over the run, with --profile.
+        let operation_seconds: [String: Double]?
     }
 
     struct Percentiles: Encodable {
@@ -86,6 +91,7 @@ struct BenchThroughput: AsyncParsableCommand {
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
                                     draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
             defer { engine.shutdown() }
+            engine.operationProfile.isEnabled = engineArguments.profile
             let vocabulary = loaded.tokenizer.vocabulary
             let ordinary = (0..<vocabulary.count).filter { vocabulary.types[$0] == .normal }
             var random = SplitMix64(seed: seed ?? UInt64.random(in: .min ... .max))
@@ -100,6 +106,7 @@ struct BenchThroughput: AsyncParsableCommand {
             }()
             for prompt in prompts { try engine.validate(GenerationRequest(prompt: prompt, parameters: parameters)) }
 
+            let meter = EnergyMeter(), energyStart = meter?.read()
             let start = Date()
             let results = try await withThrowingTaskGroup(of: RequestMetrics.self) { group in
                 var results: [RequestMetrics] = []
@@ -118,13 +125,16 @@ struct BenchThroughput: AsyncParsableCommand {
             }
             let duration = Date().timeIntervalSince(start)
             let outputTokens = results.reduce(0) { $0 + $1.completionTokens }
+            let joules = meter.flatMap { m in energyStart.map { m.joules(from: $0, to: m.read()) } }
             let statistics = engine.statistics
             let report = Report(
                 requests: requests, concurrency: concurrency, prompt_tokens: promptTokens, shared_prefix_tokens: sharedPrefixTokens,
                 max_tokens: maxTokens, threads: modelArguments.threads ?? ModelOptions.defaultThreads, prefix_cache: !engineArguments.noPrefixCache, duration_s: duration,
                 output_tokens: outputTokens, output_tokens_per_s: Double(outputTokens) / duration, requests_per_s: Double(requests) / duration,
                 ttft_ms: Percentiles(results.map(\.timeToFirstTokenSeconds)), itl_ms: Percentiles(results.flatMap(\.interTokenSeconds)),
-                cached_prompt_tokens: results.reduce(0) { $0 + $1.cachedPromptTokens }, preemptions: statistics.preemptions)
+                cached_prompt_tokens: results.reduce(0) { $0 + $1.cachedPromptTokens }, preemptions: statistics.preemptions,
+                energy_joules: joules, joules_per_token: joules.map { $0 / Double(max(outputTokens, 1)) },
+                operation_seconds: engineArguments.profile ? Dictionary(uniqueKeysWithValues: engine.operationProfile.snapshot().seconds.map { ($0.key.rawValue, $0.value) }) : nil)
             if json {
                 writeOut(try jsonLine(report))
             } else {
@@ -137,6 +147,9 @@ struct BenchThroughput: AsyncParsableCommand {
                     | \(f(report.itl_ms.p50)) / \(f(report.itl_ms.p90)) / \(f(report.itl_ms.p99)) | \(report.cached_prompt_tokens) |
 
                     """)
+                writeOut(joules.map { String(format: "energy: %.1f J, %.3f J per output token (%@)\n", $0, $0 / Double(max(outputTokens, 1)), meter!.zoneNames.joined(separator: ", ") as NSString) }
+                         ?? "energy: \(EnergyMeter.unavailable())\n")
+                if engineArguments.profile { writeOut(OperationTable.render(engine.operationProfile.snapshot(), wall: duration)) }
             }
         }
     }

@@ -103,6 +103,7 @@ struct Serve: AsyncParsableCommand {
                 let name = servedModelName ?? (try? loaded.file.metadata.string("general.name")) ?? fileName
                 return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: try? loaded.chatTemplate(), name: name)
             }.value
+            model.engine.operationProfile.isEnabled = engineArguments.profile
             server.ready(model)
             logger.info("serving \(model.name) on http://\(host):\(port) (context \(model.engine.contextLength))")
 

@@ -1,0 +1,153 @@
+import Foundation
+import KernelsC
+
+/// The limits a roofline is drawn against: memory bandwidth, vector floating-point
+/// throughput, and the throughput of the quantized matrix kernels per weight format and
+/// batch width. "this" machine's are measured by `HardwareProbe` (an empirical roofline, as
+/// the Empirical Roofline Toolkit draws one: what the code can reach, not the datasheet's
+/// peak); other machines' come from datasheets and say so (`measured` false).
+public struct HardwareProfile: Codable, Sendable, Equatable {
+    public var name: String
+    public var threads: Int
+    /// Measured here, or taken from a datasheet (a prediction for that machine).
+    public var measured: Bool
+    /// Streaming read bandwidth, GB/s.
+    public var bandwidthGBs: Double
+    /// Vector fp32 throughput, GFLOP/s (norms, RoPE, attention, activations, sampling).
+    public var vectorGFLOPs: Double
+    /// Quantized matrix-product throughput, GOP/s (a multiply-add is two), by
+    /// `matrixKey(format:tokens:)`; a datasheet profile has one figure for every format.
+    public var matrixGOPs: [String: Double]
+    /// What handing work to the thread pool and waiting for it costs, once per parallel
+    /// operation (a GPU's kernel launch plays the same part): the latency floor of a step
+    /// made of many small operations.
+    public var dispatchMicroseconds: Double
+    /// The sampler's time per vocabulary entry of a logits row (softmax, top-k, top-p and
+    /// the draw at the engine's defaults; scalar code, so its own roof); 0 takes the vector roof.
+    public var samplingNanosecondsPerLogit: Double
+
+    public init(name: String, threads: Int, measured: Bool, bandwidthGBs: Double, vectorGFLOPs: Double, matrixGOPs: [String: Double],
+                dispatchMicroseconds: Double = 0, samplingNanosecondsPerLogit: Double = 0) {
+        self.name = name
+        self.threads = threads
+        self.measured = measured
+        self.bandwidthGBs = bandwidthGBs
+        self.vectorGFLOPs = vectorGFLOPs
+        self.matrixGOPs = matrixGOPs
+        self.dispatchMicroseconds = dispatchMicroseconds
+        self.samplingNanosecondsPerLogit = samplingNanosecondsPerLogit
+    }
+
+    /// Kernel speed depends on how many tokens share a pass over the weights (1 takes the
+    /// single-token kernel, more the tiled one, whose tile is 16 wide).
+    public static func matrixKey(format: TensorFormat, tokens: Int) -> String { "\(format.name)@\(min(max(tokens, 1), 16))" }
+
+    /// The matrix roof for `format` at `tokens`, where known.
+    public func matrixRoof(format: TensorFormat, tokens: Int) -> Double? {
+        matrixGOPs[Self.matrixKey(format: format, tokens: tokens)] ?? matrixGOPs["*"]
+    }
+
+    /// Datasheet figures (dense, no sparsity): bandwidth, fp32 vector and int8 matrix peaks.
+    public static let datasheets: [String: HardwareProfile] = [
+        // NVIDIA H100 SXM5: 3.35 TB/s HBM3, 67 TFLOP/s fp32, 1979 TOP/s int8 tensor cores;
+        // a CUDA kernel launch takes a few microseconds.
+        "h100": HardwareProfile(name: "NVIDIA H100 SXM (datasheet)", threads: 0, measured: false, bandwidthGBs: 3350, vectorGFLOPs: 67_000,
+                                matrixGOPs: ["*": 1_979_000], dispatchMicroseconds: 4),
+        // NVIDIA H200 SXM: 4.8 TB/s HBM3e, the same compute as H100.
+        "h200": HardwareProfile(name: "NVIDIA H200 SXM (datasheet)", threads: 0, measured: false, bandwidthGBs: 4800, vectorGFLOPs: 67_000,
+                                matrixGOPs: ["*": 1_979_000], dispatchMicroseconds: 4),
+        // Apple M3 Max (16-core CPU, 40-core GPU): 400 GB/s unified memory, about 16 TFLOP/s fp32 on the GPU.
+        "m3-max": HardwareProfile(name: "Apple M3 Max (datasheet)", threads: 0, measured: false, bandwidthGBs: 400, vectorGFLOPs: 16_000,
+                                  matrixGOPs: ["*": 16_000], dispatchMicroseconds: 10),
+    ]
+}
+
+/// Small probes that measure this machine's `HardwareProfile`: a streaming read on the
+/// page size the weights use, an fp32 fused multiply-add loop in registers, and each
+/// quantized matrix kernel on a matrix that stays in cache.
+public enum HardwareProbe {
+    /// Streaming read GB/s on 4 KiB pages (the page size of mapped weight files).
+    public static func bandwidth(threads: Int) -> Double {
+        StreamingRead.gigabytesPerSecond(bytes: 512 << 20, threads: threads, hugePages: false, repetitions: 3)
+    }
+
+    /// fp32 GFLOP/s of independent fused multiply-add chains at the widest vectors the CPU
+    /// has (AVX-512, AVX2, else scalar), on every thread: the vector units' ceiling.
+    public static func vectorThroughput(threads: Int) -> Double {
+        let pool = ThreadPool(threads: threads)
+        let iterations = 2_000_000
+        var best = 0.0
+        var sinks = [Float](repeating: 0, count: threads * 16)
+        sinks.withUnsafeMutableBufferPointer { buffer in
+            let base = UncheckedBox(buffer.baseAddress!)
+            for _ in 0..<5 {
+                let flops = UnsafeMutablePointer<Double>.allocate(capacity: threads)
+                defer { flops.deallocate() }
+                let counts = UncheckedBox(flops)
+                let start = DispatchTime.now().uptimeNanoseconds
+                pool.parallelFor(threads, minimumChunk: 1) { parts in
+                    for p in parts { counts.value[p] = apus_fma_probe(iterations, base.value + p * 16) }
+                }
+                let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                best = max(best, (0..<threads).reduce(0) { $0 + flops[$1] } / seconds / 1e9)
+            }
+        }
+        return best
+    }
+
+    /// Microseconds per thread-pool pass with almost no work in it (each of `threads`
+    /// chunks touches one value), the median of many, after the workers are awake.
+    public static func dispatchLatency(threads: Int) -> Double {
+        guard threads > 1 else { return 0 }
+        let pool = ThreadPool(threads: threads)
+        var sink = [Int](repeating: 0, count: threads * 64)
+        var samples: [Double] = []
+        sink.withUnsafeMutableBufferPointer { buffer in
+            let base = UncheckedBox(buffer.baseAddress!)
+            for i in 0..<2000 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                pool.parallelFor(threads, minimumChunk: 1) { parts in for p in parts { base.value[p * 64] &+= 1 } }
+                if i >= 200 { samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e3) }
+            }
+        }
+        return samples.sorted()[samples.count / 2]
+    }
+
+    /// GOP/s of the matrix kernel for `format` with `tokens` tokens, on a 512 × 2048 matrix
+    /// (at most 2 MiB, cache-resident after the first pass), best of several passes.
+    public static func matrixThroughput(format: TensorFormat, tokens: Int, threads: Int, precision: ActivationPrecision = .int8) -> Double {
+        let rows = 512, cols = 2048
+        var generator = SystemRandomNumberGenerator()
+        let values = (0..<(rows * cols)).map { _ in Float.random(in: -1...1, using: &generator) }
+        var bytes = [UInt8](repeating: 0, count: rows * format.rowBytes(cols))
+        values.withUnsafeBufferPointer { v in
+            bytes.withUnsafeMutableBytes { out in
+                for r in 0..<rows {
+                    Quantization.quantize(v.baseAddress! + r * cols, count: cols, format: format, into: out.baseAddress! + r * format.rowBytes(cols))
+                }
+            }
+        }
+        let x = (0..<(tokens * cols)).map { _ in Float.random(in: -1...1, using: &generator) }
+        var y = [Float](repeating: 0, count: tokens * rows)
+        let pool = ThreadPool(threads: threads)
+        var scratch = PreparedActivations()
+        defer { scratch.release() }
+        return bytes.withUnsafeBytes { raw in
+            let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
+            return x.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    var best = Double.infinity
+                    let passes = max(4, 64 / tokens)
+                    for _ in 0..<5 {
+                        let start = DispatchTime.now().uptimeNanoseconds
+                        for _ in 0..<passes {
+                            MatMul.multiply(w, xp.baseAddress!, tokens: tokens, into: yp.baseAddress!, precision: precision, pool: pool, scratch: &scratch)
+                        }
+                        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(passes))
+                    }
+                    return 2 * Double(rows * cols * tokens) / best / 1e9
+                }
+            }
+        }
+    }
+}
