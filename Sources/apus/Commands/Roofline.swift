@@ -113,14 +113,16 @@ struct RooflineCommand: ParsableCommand {
                 writeOut(String(decoding: try encoder.encode(report), as: UTF8.self) + "\n")
                 return
             }
-            writeOut(table(report, profile: profile, memoryBound: Roofline.memoryBoundTokens(model, context: context, on: profile, upTo: 16)))
+            writeOut(table(report, profile: profile, costs: costs, memoryBound: Roofline.memoryBoundTokens(model, context: context, on: profile, upTo: 16)))
         }
     }
 
-    private func table(_ r: Report, profile: HardwareProfile, memoryBound: Int) -> String {
-        var out = String(format: "%@%@, %d threads: %.1f GB/s streaming read, %.1f GFLOP/s fp32 vector\n", r.hardware as NSString,
-                         profile.measured ? " (measured)" : " (predicted)", profile.threads, profile.bandwidthGBs, profile.vectorGFLOPs)
-        for (key, value) in profile.matrixGOPs.sorted(by: { $0.key < $1.key }) {
+    private func table(_ r: Report, profile: HardwareProfile, costs: [OperationCost], memoryBound: Int) -> String {
+        var out = String(format: "%@%@, %d threads: %.1f GB/s streaming read, %.1f GFLOP/s fp32 vector, %.2f us per pool pass, %.2f ns per logit sampled\n",
+                         r.hardware as NSString, profile.measured ? " (measured)" : " (predicted)", profile.threads, profile.bandwidthGBs,
+                         profile.vectorGFLOPs, profile.dispatchMicroseconds, profile.samplingNanosecondsPerLogit)
+        let used = Set(costs.compactMap { c -> String? in if case .matrix(let f) = c.unit { HardwareProfile.matrixKey(format: f, tokens: c.tokens) } else { nil } })
+        for (key, value) in profile.matrixGOPs.sorted(by: { $0.key < $1.key }) where used.contains(key) || key == "*" {
             out += String(format: "  matrix kernel %@: %.1f GOP/s\n", key as NSString, value)
         }
         out += "step: \(r.batch) sequence\(r.batch == 1 ? "" : "s") × 1 token at \(r.context) positions\n\n"
@@ -274,7 +276,9 @@ struct RooflinePlot {
             guard op.flops > 0, op.bytes > 0, seconds > 0 else { return nil }
             return (op.name, op.intensity, op.flops / seconds / 1e9)
         }
-        let roofs = [("fp32 vector", profile.vectorGFLOPs)] + profile.matrixGOPs.sorted { $0.key < $1.key }.map { ("matrix \($0.key)", $0.value) }
+        let used = Set(costs.compactMap { c -> String? in if case .matrix(let f) = c.unit { HardwareProfile.matrixKey(format: f, tokens: c.tokens) } else { nil } })
+        let roofs = [("fp32 vector", profile.vectorGFLOPs)]
+            + profile.matrixGOPs.filter { used.contains($0.key) || $0.key == "*" }.sorted { $0.key < $1.key }.map { ("matrix \($0.key)", $0.value) }
         let xs = points.map(\.x) + roofs.map { $0.1 / profile.bandwidthGBs }
         let ys = points.map(\.y) + roofs.map(\.1)
         let (x0, x1) = (log10(max(1e-3, xs.min()! / 3)), log10(xs.max()! * 3))
