@@ -39,8 +39,16 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     }
 
     /// Kernel speed depends on how many tokens share a pass over the weights (1 takes the
-    /// single-token kernel, more the tiled one, whose tile is 16 wide).
-    public static func matrixKey(format: TensorFormat, tokens: Int) -> String { "\(format.name)@\(min(max(tokens, 1), 16))" }
+    /// single-token kernel, more the tiled one, whose tile is 16 wide): measured at 1, 2, 4,
+    /// 8 and 16, a width rounded up to the next of them.
+    public static func matrixKey(format: TensorFormat, tokens: Int) -> String { "\(format.name)@\(probedWidth(tokens))" }
+
+    /// The batch width whose roof stands for `tokens`.
+    public static func probedWidth(_ tokens: Int) -> Int {
+        var width = 1
+        while width < min(max(tokens, 1), 16) { width *= 2 }
+        return width
+    }
 
     /// The matrix roof for `format` at `tokens`, where known.
     public func matrixRoof(format: TensorFormat, tokens: Int) -> Double? {

@@ -87,7 +87,9 @@ struct RooflineCommand: ParsableCommand {
             let costs = model.stepCosts(step)
             var profile: HardwareProfile
             if hardware == "this" {
-                profile = try MachineProfiles.load(threads: threads, precision: modelArguments.activations, needing: costs, vocabulary: model.vocabularySize)
+                // Every width up to 16, so that the memory-bound width below can be answered.
+                let widths = [1, 2, 4, 8, 16].flatMap { model.stepCosts(StepShape(sequences: $0, context: context)) }
+                profile = try MachineProfiles.load(threads: threads, precision: modelArguments.activations, needing: costs + widths, vocabulary: model.vocabularySize)
             } else {
                 profile = HardwareProfile.datasheets[hardware]!
             }
@@ -140,7 +142,7 @@ struct RooflineCommand: ParsableCommand {
         if let m = r.measured_ms { out += String(format: " %.3f | %.2f |", m, m / r.predicted_ms) }
         out += "\n"
         if let other = r.measured_other_ms { out += String(format: "\nmeasured outside the operations (layout, scheduling, thread wake-ups): %.3f ms\n", other) }
-        out += "matrix products stay memory-bound up to \(memoryBound)\(memoryBound == 16 ? "+" : "") tokens per step at this context\n"
+        out += "matrix products stay memory-bound up to \(memoryBound)\(memoryBound == 16 ? "+" : "") token\(memoryBound == 1 ? "" : "s") per step at this context (past it, each token costs arithmetic)\n"
         return out
     }
 }
@@ -191,9 +193,10 @@ enum MachineProfiles {
         }
         let missing = Roofline.missingRoofs(costs, on: profile)
         for (format, tokens) in missing {
-            FileHandle.standardError.write(Data("measuring the \(format) kernel at \(min(tokens, 16)) tokens...\n".utf8))
+            let width = HardwareProfile.probedWidth(tokens)
+            FileHandle.standardError.write(Data("measuring the \(format) kernel at \(width) tokens...\n".utf8))
             profile.matrixGOPs[HardwareProfile.matrixKey(format: format, tokens: tokens)] =
-                HardwareProbe.matrixThroughput(format: format, tokens: min(tokens, 16), threads: threads, precision: precision)
+                HardwareProbe.matrixThroughput(format: format, tokens: width, threads: threads, precision: precision)
         }
         if !missing.isEmpty || !FileManager.default.fileExists(atPath: file.path) {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
