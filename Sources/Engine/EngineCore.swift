@@ -16,6 +16,10 @@ public struct EngineConfiguration: Sendable {
     /// Longest sequence (prompt and generated tokens); nil: the model's trained context.
     public var contextLength: Int? = nil
     public var speculation = SpeculationConfiguration()
+    /// Host memory for preempted sequences' keys and values, then a temporary file of up to
+    /// `swapFileBytes` past it; 0 and 0 recompute every preempted sequence.
+    public var swapMemoryBytes = 1 << 30
+    public var swapFileBytes = 4 << 30
 
     public init() {}
 
@@ -25,6 +29,7 @@ public struct EngineConfiguration: Sendable {
         try check(tokenBudget >= 1 && tokenBudget <= 1 << 16, "the token budget must be between 1 and 65536, got \(tokenBudget)")
         try check(maxRunningSequences >= 1 && maxRunningSequences <= 4096, "the running-sequence limit must be between 1 and 4096, got \(maxRunningSequences)")
         try check(kvCacheBytes > 0, "the KV cache needs memory")
+        try check(swapMemoryBytes >= 0 && swapFileBytes >= 0, "swap sizes cannot be negative")
         if let contextLength { try check(contextLength >= 2, "the context must hold at least 2 tokens, got \(contextLength)") }
         try speculation.validate()
     }
@@ -54,6 +59,15 @@ public struct EngineStatistics: Sendable, Equatable {
     public var waitingSequences = 0
     public var runningSequences = 0
     public var preemptions = 0
+    /// Preempted sequences whose keys and values went to the swap space and came back, the
+    /// bytes copied, the copies' seconds, and the predicted recompute time they saved;
+    /// preempted sequences recomputed instead.
+    public var swapOuts = 0
+    public var swapIns = 0
+    public var swapBytes = 0
+    public var swapSeconds = 0.0
+    public var swapSecondsSaved = 0.0
+    public var recomputedPreemptions = 0
     public var kvBlocksUsed = 0
     public var kvBlocksFree = 0
     public var kvBlocksTotal = 0
@@ -132,8 +146,10 @@ final class EngineCore {
         let poolPositions = blockCount * configuration.blockSize
         contextLength = min(configuration.contextLength ?? poolPositions, model.trainedContextLength)
         cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
+        let swap = configuration.swapMemoryBytes + configuration.swapFileBytes > 0
+            ? SwapSpace(memoryBytes: configuration.swapMemoryBytes, fileBytes: configuration.swapFileBytes) : nil
         scheduler = Scheduler(cache: cache, tokenBudget: configuration.tokenBudget, maxRunning: configuration.maxRunningSequences,
-                              prefixCaching: configuration.prefixCaching)
+                              prefixCaching: configuration.prefixCaching, swap: swap)
         let speculation = configuration.speculation
         let proposer: (any Proposer)?
         switch speculation.mode {
@@ -226,6 +242,16 @@ final class EngineCore {
         s.waitingSequences = scheduler.waiting.count
         s.runningSequences = scheduler.running.count
         s.preemptions = scheduler.preemptions
+        if let swap = scheduler.swap {
+            s.swapOuts = swap.swapOuts
+            s.swapIns = swap.swapIns
+            s.swapBytes = swap.bytesMoved
+            s.swapSeconds = swap.swapSeconds
+            s.swapSecondsSaved = swap.secondsSaved
+            s.recomputedPreemptions = swap.recomputed
+        } else {
+            s.recomputedPreemptions = scheduler.preemptions
+        }
         s.kvBlocksUsed = scheduler.blocks.usedCount
         s.kvBlocksFree = scheduler.blocks.freeCount
         s.kvBlocksTotal = scheduler.blocks.blockCount
@@ -254,7 +280,13 @@ final class EngineCore {
         }
         let started = DispatchTime.now().uptimeNanoseconds
         let logits = try model.forward(batch, cache: cache)
-        speculator?.policy.record(tokens: batch.tokens.count, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        speculator?.policy.record(tokens: batch.tokens.count, seconds: seconds)
+        // Prompt-heavy steps give the recompute rate a swap is weighed against.
+        if batch.tokens.count >= 64 {
+            let rate = Double(batch.tokens.count) / seconds
+            scheduler.prefillTokensPerSecond = scheduler.prefillTokensPerSecond.map { 0.8 * $0 + 0.2 * rate } ?? rate
+        }
         scheduler.didRun(chunks)
         statistics.steps += 1
 

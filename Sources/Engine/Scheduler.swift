@@ -14,7 +14,9 @@ struct ScheduledChunk {
 /// token for each running sequence, then the rest of the budget for prompts, in chunks.
 /// Order is priority, then arrival. When a sequence needs a block and none is free, the
 /// last sequence in that order is preempted: its blocks are released (its full blocks stay
-/// in the prefix cache) and it is recomputed when it is admitted again.
+/// in the prefix cache), its keys and values are swapped out when `SwapSpace` finds that
+/// cheaper than recomputing them, and it is swapped back in or recomputed when it is
+/// admitted again.
 final class Scheduler {
     let blocks: BlockManager
     let cache: PagedKVCache
@@ -27,9 +29,13 @@ final class Scheduler {
     private(set) var preemptions = 0
     private(set) var promptTokensQueried = 0
     private(set) var promptTokensCached = 0
+    let swap: SwapSpace?
+    /// Tokens per second of the engine's prompt-heavy steps, for the swap decision.
+    var prefillTokensPerSecond: Double?
 
-    init(cache: PagedKVCache, tokenBudget: Int, maxRunning: Int, prefixCaching: Bool) {
+    init(cache: PagedKVCache, tokenBudget: Int, maxRunning: Int, prefixCaching: Bool, swap: SwapSpace? = nil) {
         self.cache = cache
+        self.swap = swap
         blocks = BlockManager(blockCount: cache.blockCount, blockSize: cache.blockSize, prefixCaching: prefixCaching)
         self.tokenBudget = tokenBudget
         self.maxRunning = maxRunning
@@ -51,6 +57,7 @@ final class Scheduler {
         waiting.removeAll { $0 === sequence }
         running.removeAll { $0 === sequence }
         releaseBlocks(of: sequence)
+        swap?.drop(sequence)
     }
 
     /// The chunks to run in the next step, their blocks allocated.
@@ -80,7 +87,14 @@ final class Scheduler {
 
         // New (and preempted) sequences, while the budget and the free blocks allow.
         while budget > 0, running.count < maxRunning, let sequence = waiting.first {
-            if sequence.computed == 0 { reuseCachedPrefix(sequence) }
+            if let swap, swap.holds(sequence) {
+                // Back in only when its blocks and this step's tokens fit beside the reserve.
+                let positions = swap.positions(of: sequence), want = min(sequence.tokens.count - positions, budget)
+                let needed = (positions + want + blocks.blockSize - 1) / blocks.blockSize
+                guard blocks.freeCount - needed >= watermark || running.isEmpty, swapIn(sequence, from: swap) else { break }
+            } else if sequence.computed == 0 {
+                reuseCachedPrefix(sequence)
+            }
             let want = min(sequence.uncomputed, budget)
             let newBlocks = max(0, (sequence.computed + want + blocks.blockSize - 1) / blocks.blockSize - sequence.blockTable.count)
             let admissible = blocks.freeCount - newBlocks >= watermark || running.isEmpty
@@ -170,9 +184,26 @@ final class Scheduler {
 
     private func preempt(_ s: Sequence) {
         running.removeAll { $0 === s }
+        if let swap { _ = swap.swapOut(s, cache: cache, prefillTokensPerSecond: prefillTokensPerSecond) }
         releaseBlocks(of: s)
         preemptions += 1
         insert(s, into: &waiting)
+    }
+
+    /// Blocks for `s`'s swapped positions, written back; false (nothing held) without them.
+    private func swapIn(_ s: Sequence, from swap: SwapSpace) -> Bool {
+        let count = (swap.positions(of: s) + blocks.blockSize - 1) / blocks.blockSize
+        var table: [Int32] = []
+        while table.count < count, let b = blocks.allocate() { table.append(b) }
+        guard table.count == count else {
+            for b in table { blocks.release(b) }
+            return false
+        }
+        s.computed = swap.swapIn(s, cache: cache, table: table)
+        s.blockTable = table
+        s.blockHashes = []
+        registerFullBlocks(of: s)
+        return true
     }
 
     private func releaseBlocks(of s: Sequence) {

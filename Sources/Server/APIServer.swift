@@ -396,15 +396,20 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
 
     private func generate(_ prepared: PreparedGeneration, model: ServedModel, channel: any Channel, id: String, log: inout RequestLog) async throws -> Response {
         let parsed = prepared.parsed, requests = prepared.requests, kind = parsed.kind
-        guard model.engine.statistics.waitingSequences < configuration.maxWaitingRequests else {
-            throw APIError(.tooManyRequests, "too many requests are waiting; retry later", type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: 1)
+        // The check and the submission under one lock: a burst of requests cannot all pass
+        // the check before any of them is counted as waiting.
+        let streams = try lock.withLock { () throws -> [Engine.Stream] in
+            guard model.engine.statistics.waitingSequences < configuration.maxWaitingRequests else {
+                throw APIError(.tooManyRequests, "too many requests are waiting; retry later", type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: 1)
+            }
+            return requests.map { model.engine.generate($0) }
         }
         let header = Header(id: (kind == .chat ? "chatcmpl-" : "cmpl-") + id, object: kind == .chat ? "chat.completion" : "text_completion",
                             created: Int(Date().timeIntervalSince1970), model: model.name)
         let toolFormat = parsed.usesTools ? model.chatTemplate.flatMap(ToolCallFormat.init(template:)) : nil
         if parsed.stream {
             log.streamed = true
-            return stream(requests, parsed: parsed, model: model, header: header, log: log, toolFormat: toolFormat, channel: channel)
+            return stream(streams, parsed: parsed, model: model, header: header, log: log, toolFormat: toolFormat, channel: channel)
         }
         var empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
         empty.toolFormat = toolFormat
@@ -414,10 +419,10 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         let collecting = Task { () async throws -> Collected in
             var collected = empty
             try await withThrowingTaskGroup(of: (Int, [GenerationOutput]).self) { group in
-                for (i, r) in requests.enumerated() {
+                for (i, engineStream) in streams.enumerated() {
                     group.addTask {
                         var outputs: [GenerationOutput] = []
-                        for try await o in model.engine.generate(r) { outputs.append(o) }
+                        for try await o in engineStream { outputs.append(o) }
                         try Task.checkCancellation()
                         return (i, outputs)
                     }
@@ -525,7 +530,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     /// keep-alives, an optional usage chunk, then `data: [DONE]`. When the client goes
     /// away, the next write fails, the engine streams are dropped, and the engine aborts
     /// the requests before its next step.
-    private func stream(_ requests: [GenerationRequest], parsed: OpenAIRequest, model: ServedModel, header: Header, log: RequestLog,
+    private func stream(_ streams: [Engine.Stream], parsed: OpenAIRequest, model: ServedModel, header: Header, log: RequestLog,
                         toolFormat: ToolCallFormat?, channel: any Channel) -> Response {
         let maxUnsent = configuration.maxUnsentChunks
         let samples = parsed.samples, kind = parsed.kind, wantsLogprobs = parsed.logprobs != nil, includeUsage = parsed.includeUsage
@@ -545,10 +550,10 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             let unsent = Unsent()
             let producers = Task {
                 await withTaskGroup(of: Void.self) { group in
-                    for (i, r) in requests.enumerated() {
+                    for (i, engineStream) in streams.enumerated() {
                         group.addTask {
                             do {
-                                for try await o in model.engine.generate(r) {
+                                for try await o in engineStream {
                                     guard unsent.add() <= maxUnsent else {
                                         // The client stopped reading: end the generation (leaving
                                         // the loop drops the engine stream, which aborts it) and the
@@ -593,10 +598,10 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             var started = Set<Int>()
             // With tools, each choice's text goes through a splitter: content streams as it
             // comes, a call goes out whole once it closes.
-            var splitters = toolFormat.map { f in [ToolCallSplitter](repeating: ToolCallSplitter(format: f, tools: toolNames), count: requests.count * samples) }
-            var callsSent = [Int](repeating: 0, count: requests.count * samples)
+            var splitters = toolFormat.map { f in [ToolCallSplitter](repeating: ToolCallSplitter(format: f, tools: toolNames), count: streams.count * samples) }
+            var callsSent = [Int](repeating: 0, count: streams.count * samples)
             var all: [RequestMetrics] = []
-            var offsets = [Int](repeating: 0, count: requests.count * samples)
+            var offsets = [Int](repeating: 0, count: streams.count * samples)
             loop: for await event in events {
                 switch event {
                 case .keepAlive:

@@ -21,6 +21,8 @@ public final class ServerMetrics: Sendable {
     let kvBlocksTotal: Gauge
     let prefixCacheHitRatio: Gauge
     let preemptions: Gauge
+    let swapOuts: Gauge
+    let recomputedPreemptions: Gauge
 
     public init() {
         energyStart = meter?.read()
@@ -39,6 +41,8 @@ public final class ServerMetrics: Sendable {
         kvBlocksTotal = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_cache_blocks", unitName: "total", helpText: "KV-cache blocks in the pool."))
         prefixCacheHitRatio = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "prefix_cache_hit_ratio", unitName: "", helpText: "Prompt tokens served from the prefix cache over prompt tokens seen."))
         preemptions = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "preemptions", unitName: "", helpText: "Sequences preempted so far."))
+        swapOuts = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "swap_outs", unitName: "", helpText: "Preempted sequences whose keys and values were swapped out instead of recomputed."))
+        recomputedPreemptions = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "recomputed_preemptions", unitName: "", helpText: "Preempted sequences recomputed."))
     }
 
     func countRequest(status: Int) {
@@ -99,6 +103,8 @@ public final class ServerMetrics: Sendable {
             kvBlocksTotal.set(Double(s.kvBlocksTotal))
             prefixCacheHitRatio.set(s.promptTokensQueried == 0 ? 0 : Double(s.promptTokensCached) / Double(s.promptTokensQueried))
             preemptions.set(Double(s.preemptions))
+            swapOuts.set(Double(s.swapOuts))
+            recomputedPreemptions.set(Double(s.recomputedPreemptions))
         }
         return registry.emitToString()
     }

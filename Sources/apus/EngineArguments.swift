@@ -21,6 +21,12 @@ struct EngineArguments: ParsableArguments {
     @Option(name: .long, help: "Longest sequence, prompt and output (default: the model's trained context).")
     var context: Int?
 
+    @Option(name: .long, help: "Host memory, in MiB, for preempted sequences' keys and values (swapped out instead of recomputed when that is faster; 0: recompute).")
+    var swapMemory: Int = 1024
+
+    @Option(name: .long, help: "A temporary file, in MiB, for what does not fit in --swap-memory (0: none).")
+    var swapFile: Int = 4096
+
     @Flag(name: .long, help: "Time each operation class of every step (embedding, norms, projections, attention, feed-forward, head, sampling); a few clock reads per layer.")
     var profile = false
 
@@ -35,11 +41,14 @@ struct EngineArguments: ParsableArguments {
         c.prefixCaching = !noPrefixCache
         c.contextLength = context
         c.speculation = speculation.configuration
+        c.swapMemoryBytes = swapMemory << 20
+        c.swapFileBytes = swapFile << 20
         return c
     }
 
     func validate() throws {
         if kvMemory < 1 || kvMemory > 1 << 20 { throw ValidationError("--kv-memory must be between 1 and 1048576 MiB") }
+        if !(0...(1 << 24)).contains(swapMemory) || !(0...(1 << 24)).contains(swapFile) { throw ValidationError("--swap-memory and --swap-file must be between 0 and 16777216 MiB") }
         do { try configuration.validate() } catch { throw ValidationError("\(error)") }
     }
 }

@@ -63,6 +63,37 @@ public final class PagedKVCache: @unchecked Sendable {
         munmap(mapping, mappedBytes)
     }
 
+    /// Halves a sequence's first `positions` positions take over all layers, keys and values.
+    public func halves(positions: Int) -> Int { 2 * layers * positions * rowWidth }
+
+    /// Copies a sequence's first `positions` positions, read through `table`, out into
+    /// `buffer` (`halves(positions:)` long: per layer its keys, then its values): a swap-out.
+    public func read(table: [Int32], positions: Int, into buffer: UnsafeMutablePointer<Float16>) {
+        transfer(table: table, positions: positions) { cache, i, count in (buffer + i).update(from: cache, count: count) }
+    }
+
+    /// Writes what `read` copied back through `table` (which may name other blocks): a swap-in.
+    public func write(table: [Int32], positions: Int, from buffer: UnsafePointer<Float16>) {
+        transfer(table: table, positions: positions) { cache, i, count in cache.update(from: buffer + i, count: count) }
+    }
+
+    private func transfer(table: [Int32], positions: Int, _ copy: (UnsafeMutablePointer<Float16>, Int, Int) -> Void) {
+        precondition(positions <= table.count * blockSize, "the block table does not cover \(positions) positions")
+        var offset = 0
+        for l in 0..<layers {
+            for half in [keys[l], values[l]] {
+                var p = 0
+                while p < positions {
+                    let block = Int(table[p / blockSize]), count = min(blockSize, positions - p) * rowWidth
+                    precondition((0..<blockCount).contains(block), "block \(block) is outside the pool")
+                    copy(half + block * blockSize * rowWidth, offset, count)
+                    offset += count
+                    p += blockSize
+                }
+            }
+        }
+    }
+
     /// Copies the first `positions` entries of block `source` into block `destination`, in
     /// every layer: the copy of copy-on-write.
     public func copyBlock(_ source: Int, to destination: Int, positions: Int) {

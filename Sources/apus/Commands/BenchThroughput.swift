@@ -62,6 +62,11 @@ struct BenchThroughput: AsyncParsableCommand {
         let itl_ms: Percentiles
         let cached_prompt_tokens: Int
         let preemptions: Int
+        /// Preempted sequences swapped out (and back) and recomputed, and the predicted
+        /// recompute time the swaps saved.
+        let swap_outs: Int
+        let recomputed_preemptions: Int
+        let swap_seconds_saved: Double
         /// Energy of the CPU packages over the run (Linux powercap), null where unreadable.
         let energy_joules: Double?
         let joules_per_token: Double?
@@ -133,6 +138,7 @@ struct BenchThroughput: AsyncParsableCommand {
                 output_tokens: outputTokens, output_tokens_per_s: Double(outputTokens) / duration, requests_per_s: Double(requests) / duration,
                 ttft_ms: Percentiles(results.map(\.timeToFirstTokenSeconds)), itl_ms: Percentiles(results.flatMap(\.interTokenSeconds)),
                 cached_prompt_tokens: results.reduce(0) { $0 + $1.cachedPromptTokens }, preemptions: statistics.preemptions,
+                swap_outs: statistics.swapOuts, recomputed_preemptions: statistics.recomputedPreemptions, swap_seconds_saved: statistics.swapSecondsSaved,
                 energy_joules: joules, joules_per_token: joules.map { $0 / Double(max(outputTokens, 1)) },
                 operation_seconds: engineArguments.profile ? Dictionary(uniqueKeysWithValues: engine.operationProfile.snapshot().seconds.map { ($0.key.rawValue, $0.value) }) : nil)
             if json {
@@ -147,6 +153,10 @@ struct BenchThroughput: AsyncParsableCommand {
                     | \(f(report.itl_ms.p50)) / \(f(report.itl_ms.p90)) / \(f(report.itl_ms.p99)) | \(report.cached_prompt_tokens) |
 
                     """)
+                if statistics.preemptions > 0 {
+                    writeOut(String(format: "preemptions: %d (%d swapped out and back, %d recomputed; the swaps saved %.2f s of predicted recompute)\n",
+                                    statistics.preemptions, statistics.swapOuts, statistics.recomputedPreemptions, statistics.swapSecondsSaved))
+                }
                 writeOut(joules.map { String(format: "energy: %.1f J, %.3f J per output token (%@)\n", $0, $0 / Double(max(outputTokens, 1)), meter!.zoneNames.joined(separator: ", ") as NSString) }
                          ?? "energy: \(EnergyMeter.unavailable())\n")
                 if engineArguments.profile { writeOut(OperationTable.render(engine.operationProfile.snapshot(), wall: duration)) }
