@@ -79,20 +79,29 @@ public struct GrammarConstraint: LogitsProcessor {
         var allowed = 0
         for w in words { allowed &+= w.nonzeroBitCount }
         if allowed < n / 2 {
-            // Keep the allowed logits aside, clear the row, put them back: no allocation.
-            var kept: [(Int, Float)] = []
-            kept.reserveCapacity(allowed)
+            // Word by word: keep a word's allowed logits aside (64 at most, on the stack),
+            // clear its 64 rows, put them back. Rows past the words are cleared too.
             logits.withUnsafeMutableBufferPointer { l in
-                for (w, word) in words.enumerated() {
-                    var bits = word
-                    while bits != 0 {
-                        let i = w << 6 | bits.trailingZeroBitCount
-                        if i < n { kept.append((i, l[i])) }
-                        bits &= bits &- 1
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { saved in
+                    for (w, word) in words.enumerated() where w << 6 < n {
+                        let base = w << 6
+                        var bits = word, k = 0
+                        while bits != 0 {
+                            let i = base | bits.trailingZeroBitCount
+                            if i < n { saved[k] = l[i]; k += 1 }
+                            bits &= bits &- 1
+                        }
+                        for i in base..<min(base + 64, n) { l[i] = -.infinity }
+                        bits = word
+                        k = 0
+                        while bits != 0 {
+                            let i = base | bits.trailingZeroBitCount
+                            if i < n { l[i] = saved[k]; k += 1 }
+                            bits &= bits &- 1
+                        }
                     }
+                    for i in min(words.count << 6, n)..<n { l[i] = -.infinity }
                 }
-                l.update(repeating: -.infinity)
-                for (i, v) in kept { l[i] = v }
             }
         } else {
             logits.withUnsafeMutableBufferPointer { l in
