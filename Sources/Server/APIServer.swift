@@ -505,15 +505,14 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             case .chat:
                 let choices = texts.indices.map { i in
                     var message = OpenAIResponse.Message(role: "assistant", content: texts[i])
-                    var reason = (reasons[i] ?? .length).rawValue
+                    var calls = 0
                     if let toolFormat {
-                        let (content, calls) = toolFormat.parse(texts[i], tools: toolNames)
-                        message.content = content
-                        if !calls.isEmpty {
-                            message.tool_calls = calls.map { OpenAIResponse.ToolCall($0) }
-                            if reasons[i] != .length { reason = "tool_calls" }
-                        }
+                        let parsed = toolFormat.parse(texts[i], tools: toolNames)
+                        message.content = parsed.content
+                        if !parsed.calls.isEmpty { message.tool_calls = parsed.calls.map { OpenAIResponse.ToolCall($0) } }
+                        calls = parsed.calls.count
                     }
+                    let reason = ToolCallFormat.finishReason(reasons[i] ?? .length, calls: calls)
                     return OpenAIResponse.ChatChoice(
                         index: i, message: message,
                         logprobs: logprobs ? OpenAIResponse.chatLogprobs(logprobEntries[i], tokenizer: tokenizer) : nil,
@@ -647,8 +646,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                             delta.tool_calls = calls
                             if delta.content?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty == true { delta.content = nil }
                         }
-                        var reason = o.finishReason?.rawValue
-                        if o.finishReason == .stop, callsSent[index] > 0 { reason = "tool_calls" }
+                        let reason = o.finishReason.map { ToolCallFormat.finishReason($0, calls: callsSent[index]) }
                         if delta.content?.isEmpty == true, delta.tool_calls == nil, reason == nil, lp == nil { continue }
                         try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: delta, logprobs: lp, finish_reason: reason)]))
                     }

@@ -68,36 +68,36 @@ final class ConnectionDeadlines {
         self.logger = logger
     }
 
-    func opened() { enter(.idle, deadline: .now() + idle, "no request within") }
+    func opened() { enter(.idle, after: idle, from: .now(), "no request within") }
 
     func bytesArrived() {
         guard phase == .idle else { return }
         requestStarted = .now()
-        enter(.readingHead, deadline: requestStarted + header, "no complete request head within")
+        enter(.readingHead, after: header, from: requestStarted, "no complete request head within")
     }
 
     func headArrived() {
         if phase == .idle { requestStarted = .now() }
-        enter(.readingBody, deadline: requestStarted + read, "no complete request within")
+        enter(.readingBody, after: read, from: requestStarted, "no complete request within")
     }
 
-    func requestEnded() { enter(.answering, deadline: nil, "") }
+    func requestEnded() { enter(.answering, after: nil, from: .now(), "") }
 
-    func responseEnded() { enter(.idle, deadline: .now() + idle, "no request within") }
+    func responseEnded() { enter(.idle, after: idle, from: .now(), "no request within") }
 
     func closed() {
         timer?.cancel()
         timer = nil
     }
 
-    private func enter(_ phase: Phase, deadline: NIODeadline?, _ what: String) {
+    /// Enters `phase`, with the connection closed `timeout` after `start` unless it moves on.
+    private func enter(_ phase: Phase, after timeout: TimeAmount?, from start: NIODeadline, _ what: String) {
         self.phase = phase
         timer?.cancel()
         timer = nil
-        guard let deadline else { return }
-        let seconds = Double((deadline - (phase == .idle ? .now() : requestStarted)).nanoseconds) / 1e9
-        timer = channel.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            logger.debug("closing a connection from \(channel.remoteAddress?.ipAddress ?? "?"): \(what) \(seconds) s")
+        guard let timeout else { return }
+        timer = channel.eventLoop.assumeIsolated().scheduleTask(deadline: start + timeout) { [self] in
+            logger.debug("closing a connection from \(channel.remoteAddress?.ipAddress ?? "?"): \(what) \(Double(timeout.nanoseconds) / 1e9) s")
             channel.close(promise: nil)
         }
     }

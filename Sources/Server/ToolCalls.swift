@@ -76,6 +76,12 @@ public enum ToolCallFormat: Sendable {
         return .grammar(try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
     }
 
+    /// OpenAI's finish reason for an output that made `calls` tool calls: `tool_calls` when
+    /// it stopped on its own after at least one, else the engine's reason.
+    public static func finishReason(_ reason: FinishReason, calls: Int) -> String {
+        reason == .stop && calls > 0 ? "tool_calls" : reason.rawValue
+    }
+
     /// The calls in a whole output, and the text around them (nil when there is none).
     public func parse(_ text: String, tools: Set<String>) -> (content: String?, calls: [ParsedToolCall]) {
         var splitter = ToolCallSplitter(format: self, tools: tools)

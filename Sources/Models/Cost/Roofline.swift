@@ -29,6 +29,11 @@ public enum Roofline {
         public let dispatchSeconds: Double
     }
 
+    /// The matrix roofs `costs` use, by `HardwareProfile.matrixKey`.
+    public static func matrixKeys(_ costs: [OperationCost]) -> Set<String> {
+        Set(costs.compactMap { c in if case .matrix(let f) = c.unit { HardwareProfile.matrixKey(format: f, tokens: c.tokens) } else { nil } })
+    }
+
     /// The matrix roofs `costs` need that `hardware` lacks (format and batch width).
     public static func missingRoofs(_ costs: [OperationCost], on hardware: HardwareProfile) -> [(format: TensorFormat, tokens: Int)] {
         var seen = Set<String>(), missing: [(format: TensorFormat, tokens: Int)] = []

@@ -123,7 +123,7 @@ struct RooflineCommand: ParsableCommand {
         var out = String(format: "%@%@, %d threads: %.1f GB/s streaming read, %.1f GFLOP/s fp32 vector, %.2f us per pool pass, %.2f ns per logit sampled\n",
                          r.hardware as NSString, profile.measured ? " (measured)" : " (predicted)", profile.threads, profile.bandwidthGBs,
                          profile.vectorGFLOPs, profile.dispatchMicroseconds, profile.samplingNanosecondsPerLogit)
-        let used = Set(costs.compactMap { c -> String? in if case .matrix(let f) = c.unit { HardwareProfile.matrixKey(format: f, tokens: c.tokens) } else { nil } })
+        let used = Roofline.matrixKeys(costs)
         for (key, value) in profile.matrixGOPs.sorted(by: { $0.key < $1.key }) where used.contains(key) || key == "*" {
             out += String(format: "  matrix kernel %@: %.1f GOP/s\n", key as NSString, value)
         }
@@ -182,7 +182,7 @@ enum MachineProfiles {
         let slug = String(name.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).split(separator: "-").joined(separator: "-")
         let file = directory.appendingPathComponent("\(slug)-\(threads)t-\(precision.rawValue).json")
         var profile: HardwareProfile
-        if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode(HardwareProfile.self, from: data), cached.threads == threads {
+        if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode(HardwareProfile.self, from: data) {
             profile = cached
         } else {
             FileHandle.standardError.write(Data("measuring this machine (\(name), \(threads) threads): bandwidth, fp32 throughput, dispatch latency, the sampler...\n".utf8))
@@ -279,7 +279,7 @@ struct RooflinePlot {
             guard op.flops > 0, op.bytes > 0, seconds > 0 else { return nil }
             return (op.name, op.intensity, op.flops / seconds / 1e9)
         }
-        let used = Set(costs.compactMap { c -> String? in if case .matrix(let f) = c.unit { HardwareProfile.matrixKey(format: f, tokens: c.tokens) } else { nil } })
+        let used = Roofline.matrixKeys(costs)
         let roofs = [("fp32 vector", profile.vectorGFLOPs)]
             + profile.matrixGOPs.filter { used.contains($0.key) || $0.key == "*" }.sorted { $0.key < $1.key }.map { ("matrix \($0.key)", $0.value) }
         let xs = points.map(\.x) + roofs.map { $0.1 / profile.bandwidthGBs }
