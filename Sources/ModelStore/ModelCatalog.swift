@@ -26,6 +26,9 @@ public enum ModelCatalog {
                                           sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")),
     ]
 
+    /// The model commands use when none is named.
+    public static let defaultName = "smollm2-135m"
+
     /// The entry called `name`, or nil.
     public static func entry(named name: String) -> Entry? { entries.first { $0.name == name.lowercased() } }
 

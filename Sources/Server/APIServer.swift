@@ -36,6 +36,12 @@ public struct ServerConfiguration: Sendable {
     /// Stream chunks generated but not yet taken by the client, past which the request is
     /// aborted and its connection closed (a client that stops reading).
     public var maxUnsentChunks = 1024
+    /// Whether a request naming a model the server does not serve is refused (404). When
+    /// false (the default, as llama-server), the one model serves whatever name a client
+    /// sends: `gpt-3.5-turbo`, `openai/my-model`.
+    public var strictModelNames = false
+    /// Origins browsers may call the API from (`Access-Control-Allow-Origin`); `*`: any.
+    public var allowedOrigins = ["*"]
 
     public init() {}
 }
@@ -45,13 +51,27 @@ public struct ServedModel: Sendable {
     public let engine: Engine
     public let tokenizer: Tokenizer
     public let chatTemplate: ChatTemplate?
+    /// The id `/v1/models` lists and answers carry.
     public let name: String
+    /// Other names that select this model (`--served-model-name` given more than once).
+    public let aliases: [String]
 
-    public init(engine: Engine, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, name: String) {
+    public init(engine: Engine, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, name: String, aliases: [String] = []) {
         self.engine = engine
         self.tokenizer = tokenizer
         self.chatTemplate = chatTemplate
         self.name = name
+        self.aliases = aliases
+    }
+
+    public func isNamed(_ name: String) -> Bool { name == self.name || aliases.contains(name) }
+
+    /// A model id from a file or model name: what clients and Hugging Face repo ids accept
+    /// (no spaces: `Smollm2 135M 8k` would break lm-eval's tokenizer lookup).
+    public static func slug(_ name: String) -> String {
+        let kept = name.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0) ? Character($0) : "-" }
+        let collapsed = String(kept).split(separator: "-", omittingEmptySubsequences: true).joined(separator: "-")
+        return collapsed.isEmpty ? "model" : collapsed
     }
 }
 
@@ -142,9 +162,14 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             return String(format: "%08llx%08x", nextID, UInt32.random(in: 0...UInt32.max))
         }
         var log = RequestLog(id: id, method: request.method.rawValue, path: request.uri.path, started: started)
+        let crossOrigin = CrossOrigin(allowedOrigins: configuration.allowedOrigins)
         var response: Response
         do {
-            response = try await route(request, channel: context.channel, id: id, log: &log)
+            if let preflight = crossOrigin.preflight(request) {
+                response = preflight
+            } else {
+                response = try await route(request, channel: context.channel, id: id, log: &log)
+            }
         } catch is CancellationError, is ClientDeparted {
             // The client closed the connection; nobody reads this (nginx's status for it).
             response = Self.errorResponse(APIError(.init(code: 499, reasonPhrase: "Client Closed Request"),
@@ -157,6 +182,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             response = Self.errorResponse(apiError)
             log.note = log.note ?? apiError.message
         }
+        crossOrigin.mark(&response, for: request)
         log.status = Int(response.status.code)
         metrics.countRequest(status: log.status)
         if !log.streamed {
@@ -213,10 +239,12 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             return Self.response(.ok, contentType: "text/plain; version=0.0.4", Data(metrics.exposition(engine: engine?.statistics, profile: profile).utf8))
         case (.get, "/v1/models"):
             let model = try servingModel()
-            return Self.json(.ok, [
-                "object": "list",
-                "data": [["id": model.name, "object": "model", "created": created, "owned_by": "apus", "max_model_len": model.engine.contextLength]],
-            ])
+            return Self.json(.ok, ["object": "list", "data": [modelObject(model)]])
+        case (.get, _) where path.hasPrefix("/v1/models/"):
+            let model = try servingModel()
+            let name = String(path.dropFirst("/v1/models/".count)).removingPercentEncoding ?? ""
+            guard model.isNamed(name) else { throw Self.unknownModel(name, model: model) }
+            return Self.json(.ok, modelObject(model))
         case (.post, "/v1/completions"), (.post, "/v1/chat/completions"):
             let model = try servingModel()
             let body = try await readBody(request, channel: channel)
@@ -234,6 +262,17 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         default:
             throw APIError(.notFound, "Invalid URL (\(method.rawValue) \(path))", type: "invalid_request_error", code: "not_found")
         }
+    }
+
+    private func modelObject(_ model: ServedModel) -> [String: Any] {
+        ["id": model.name, "object": "model", "created": created, "owned_by": "apus", "max_model_len": model.engine.contextLength,
+         "aliases": model.aliases]
+    }
+
+    static func unknownModel(_ name: String, model: ServedModel) -> APIError {
+        let known = ([model.name] + model.aliases).map { "`\($0)`" }.joined(separator: ", ")
+        return APIError(.notFound, "The model `\(name)` does not exist. This server serves \(known).",
+                        type: "invalid_request_error", param: "model", code: "model_not_found")
     }
 
     private func health() -> Response {
@@ -360,8 +399,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     private func prepareGeneration(_ body: Data, kind: OpenAIRequest.Kind, model: ServedModel) throws -> PreparedGeneration {
         let json = try Self.jsonObject(body)
         let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits, ordered: Self.ordered(json, body: body))
-        if let name = parsed.model, name != model.name {
-            throw APIError(.notFound, "The model `\(name)` does not exist.", type: "invalid_request_error", param: "model", code: "model_not_found")
+        if configuration.strictModelNames, let name = parsed.model, !model.isNamed(name) {
+            throw Self.unknownModel(name, model: model)
         }
         let requests = try parsed.generationRequests(tokenizer: model.tokenizer, chatTemplate: {
             guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template (tokenizer.chat_template); send a prompt to /v1/completions instead") }

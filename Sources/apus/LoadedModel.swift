@@ -28,6 +28,12 @@ struct ModelArguments: ParsableArguments {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
 
+    /// The name from `apus list` that picked the model (the default model's when none was given); nil for a path.
+    var catalogName: String? {
+        guard let model else { return ModelCatalog.defaultName }
+        return ModelCatalog.entry(named: model) != nil && !FileManager.default.fileExists(atPath: model) ? model : nil
+    }
+
     /// The model file's path: a named model (fetched if needed), a path, or the default model.
     func resolvedPath() throws -> String {
         if let model {

@@ -275,6 +275,33 @@ def checks_suite():
         status, headers, body = server.request("HEAD", "/health")
         check(status == 200 and body == b"", "HEAD /health is 200 with no body")
 
+        # 12. Model names: an id without spaces, GET /v1/models/{id}; browsers: CORS.
+        status, _, body = server.get("/v1/models")
+        model_id = json.loads(body)["data"][0]["id"]
+        check(model_id == os.path.basename(args.model).removesuffix(".gguf") and " " not in model_id, f"the model id is the file name ({model_id})")
+        status, _, body = server.get("/v1/models/" + model_id)
+        check(status == 200 and json.loads(body)["id"] == model_id, "GET /v1/models/{id} answers the model")
+        status, _, body = server.get("/v1/models/gpt-4")
+        check(status == 404 and model_id in error_message(body), f"GET /v1/models/ of another name is 404 naming the served one ({body[:120]!r})")
+        status, headers, _ = server.request("OPTIONS", "/v1/chat/completions", headers={
+            "Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"})
+        check(status == 204 and headers.get("access-control-allow-origin") == "*" and "POST" in headers.get("access-control-allow-methods", "")
+              and headers.get("access-control-allow-headers") == "authorization, content-type", f"a preflight from another origin is answered ({status} {headers})")
+        status, headers, _ = server.request("POST", "/tokenize", {"prompt": "hi"}, {"Origin": "http://elsewhere.example"})
+        check(status == 200 and headers.get("access-control-allow-origin") == "*", "and the answer carries Access-Control-Allow-Origin")
+
+    with Server("--strict-model-names", "--served-model-name", "tiny", "--served-model-name", "tiny-alias",
+                "--allowed-origins", "http://good.example", "--api-key", "k") as server:
+        auth = {"Authorization": "Bearer k"}
+        status, _, body = server.request("POST", "/v1/completions", {"model": "gpt-3.5-turbo", "prompt": "hi", "max_tokens": 1}, auth)
+        check(status == 404 and "`tiny`, `tiny-alias`" in error_message(body), f"--strict-model-names: another name is 404 listing the served ones ({body[:160]!r})")
+        status, _, body = server.request("POST", "/v1/completions", {"model": "tiny-alias", "prompt": "hi", "max_tokens": 1}, auth)
+        check(status == 200 and json.loads(body)["model"] == "tiny", "an alias selects the model, answered under its id")
+        status, headers, _ = server.request("OPTIONS", "/v1/models", headers={"Origin": "http://good.example", "Access-Control-Request-Method": "GET"})
+        check(status == 204 and headers.get("access-control-allow-origin") == "http://good.example", "an allowed origin's preflight passes without the API key")
+        status, headers, _ = server.request("GET", "/v1/models", headers={**auth, "Origin": "http://bad.example"})
+        check(status == 200 and "access-control-allow-origin" not in headers, "another origin's answer is not marked readable")
+
     with Server("--api-key", "secret") as server:
         status, _, body = server.request("GET", "/v1/models", headers={"Authorization": "secret"})
         check(status == 401 and "Bearer" in error_message(body), "Authorization: KEY without Bearer is refused")

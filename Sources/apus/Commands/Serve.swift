@@ -28,8 +28,14 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Require this API key (default: $APUS_API_KEY; none when unset).")
     var apiKey: String?
 
-    @Option(name: .long, help: "The model name clients use (default: the GGUF's general.name, else its file name).")
-    var servedModelName: String?
+    @Option(name: .long, help: "A name clients may use for the model; repeat for aliases, the first is its id (default: the file name without .gguf, and the model's name from `apus list` when --model gave one).")
+    var servedModelName: [String] = []
+
+    @Flag(name: .long, help: "Refuse (404) requests that name a model other than the served one (default: serve them with it, as llama-server).")
+    var strictModelNames = false
+
+    @Option(name: .long, help: "Origins browsers may call the API from, comma-separated (default: *, any).")
+    var allowedOrigins = "*"
 
     @Option(name: .long, help: "Waiting sequences past which requests get 429.")
     var maxWaiting = 256
@@ -70,6 +76,7 @@ struct Serve: AsyncParsableCommand {
         for (name, value) in [("--max-connections", maxConnections), ("--max-connections-per-client", maxConnectionsPerClient)] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
+        if servedModelName.contains(where: { $0.isEmpty || $0.contains(where: \.isWhitespace) }) { throw ValidationError("--served-model-name takes names without spaces") }
         if maxUnsentChunks < 1 || maxBodyBytes < 1024 { throw ValidationError("--max-unsent-chunks must be at least 1, --max-body-bytes at least 1024") }
     }
 
@@ -89,6 +96,8 @@ struct Serve: AsyncParsableCommand {
             configuration.maxConnectionsPerClient = maxConnectionsPerClient
             configuration.maxUnsentChunks = maxUnsentChunks
             configuration.maxBodyBytes = maxBodyBytes
+            configuration.strictModelNames = strictModelNames
+            configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             let logger = Logger(label: "apus.server")
             let server = APIServer(configuration: configuration, logger: logger)
             let app = server.application()
@@ -100,12 +109,17 @@ struct Serve: AsyncParsableCommand {
                 let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
                                     draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
                 let fileName = URL(fileURLWithPath: try modelArguments.resolvedPath()).deletingPathExtension().lastPathComponent
-                let name = servedModelName ?? (try? loaded.file.metadata.string("general.name")) ?? fileName
-                return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: try? loaded.chatTemplate(), name: name)
+                var names = servedModelName
+                if names.isEmpty {
+                    names = [ServedModel.slug(fileName)]
+                    if let catalogName = modelArguments.catalogName, catalogName != names[0] { names.append(catalogName) }
+                }
+                return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: try? loaded.chatTemplate(),
+                                   name: names[0], aliases: Array(names.dropFirst()))
             }.value
             model.engine.operationProfile.isEnabled = engineArguments.profile
             server.ready(model)
-            logger.info("serving \(model.name) on http://\(host):\(port) (context \(model.engine.contextLength))")
+            logger.info("serving \(([model.name] + model.aliases).joined(separator: ", ")) on http://\(host):\(port) (context \(model.engine.contextLength))")
 
             let stop = ShutdownSignals { signal, count in
                 guard count == 1 else {
