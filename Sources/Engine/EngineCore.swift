@@ -201,9 +201,12 @@ final class EngineCore {
     /// Rejects requests that are malformed or could never finish.
     func validate(_ r: GenerationRequest) throws {
         guard !r.prompt.isEmpty else { throw GenerationError.emptyPrompt }
-        guard r.parameters.maxTokens >= 1 else { throw GenerationError.invalidMaxTokens(r.parameters.maxTokens) }
+        // Scoring a prompt is a whole request even when nothing is generated after it.
+        guard r.parameters.maxTokens >= (r.promptLogprobs == nil ? 1 : 0) else { throw GenerationError.invalidMaxTokens(r.parameters.maxTokens) }
         guard (1...GenerationRequest.maxSamples).contains(r.samples) else { throw EngineError.invalidSamples(r.samples) }
-        if let k = r.logprobs, !(0...GenerationRequest.maxLogprobs).contains(k) { throw EngineError.invalidLogprobs(k) }
+        for k in [r.logprobs, r.promptLogprobs].compactMap({ $0 }) where !(0...GenerationRequest.maxLogprobs).contains(k) {
+            throw EngineError.invalidLogprobs(k)
+        }
         try r.parameters.sampling.validate()
         guard r.prompt.count < contextLength else { throw GenerationError.promptTooLong(promptTokens: r.prompt.count, contextLength: contextLength) }
         for t in r.prompt where t < 0 || t >= model.vocabularySize {
@@ -269,13 +272,20 @@ final class EngineCore {
         guard !chunks.isEmpty else { return [] }
         var batch = ForwardBatch()
         var logitIndex: [ObjectIdentifier: Int] = [:]
+        // Chunks of prompts being scored: their first logit row and first position.
+        var scored: [(sequence: Sequence, row: Int, position: Int, count: Int)] = []
         for chunk in chunks {
             let s = chunk.sequence
             let completes = s.computed + chunk.count == s.tokens.count
-            if completes { logitIndex[ObjectIdentifier(s)] = batch.logitRows.count }
+            var rows = completes ? 1 + chunk.drafted : 0
+            if s.index == 0, s.request.scoresPrompt, s.computed < s.promptCount {
+                scored.append((s, batch.logitRows.count, s.computed, chunk.count))
+                rows = chunk.count + chunk.drafted
+            }
+            if completes { logitIndex[ObjectIdentifier(s)] = batch.logitRows.count + rows - 1 - chunk.drafted }
             let own = s.tokens[s.computed..<(s.computed + chunk.count)]
             let tokens = chunk.drafted == 0 ? Array(own) : Array(own) + s.draft.tokens.prefix(chunk.drafted)
-            batch.append(tokens, firstPosition: s.computed, blockTable: s.blockTable, logitsOfLast: completes ? 1 + chunk.drafted : 0)
+            batch.append(tokens, firstPosition: s.computed, blockTable: s.blockTable, logitsOfLast: rows)
             if s.computed < s.promptCount { statistics.promptTokensComputed += min(chunk.count, s.promptCount - s.computed) }
         }
         let started = DispatchTime.now().uptimeNanoseconds
@@ -292,10 +302,21 @@ final class EngineCore {
 
         let v = model.vocabularySize
         func row(_ i: Int) -> [Float] { Array(logits[(i * v)..<((i + 1) * v)]) }
+        for (s, first, position, count) in scored {
+            let state = s.request, k = state.request.promptLogprobs ?? 0
+            // Row j follows position + j and scores the prompt token after it, each once.
+            for j in 0..<count where position + j + 1 < s.promptCount && position + j == state.promptLogprobs.count {
+                state.promptLogprobs.append(Self.logprobs(of: s.tokens[position + j + 1], in: row(first + j), top: k))
+            }
+        }
         var events: [EngineEvent] = []
         for chunk in chunks {
             let s = chunk.sequence
             guard let first = logitIndex[ObjectIdentifier(s)] else { continue }
+            if s.request.request.parameters.maxTokens == 0 {
+                events += finishScoring(s)
+                continue
+            }
             if chunk.drafted > 0 {
                 events += verify(s, draft: s.draft.prefix(chunk.drafted), logits: (0...chunk.drafted).map { row(first + $0) })
                 continue
@@ -398,6 +419,7 @@ final class EngineCore {
         statistics.generatedTokens += 1
 
         var output = GenerationOutput(index: s.index, text: "", tokens: [token], logprobs: [], finishReason: nil, metrics: nil)
+        attachPromptLogprobs(&output, state)
         if let k = r.logprobs { output.logprobs = [Self.logprobs(of: token, in: logits, top: k)] }
         if !r.parameters.ignoreEndOfGeneration, tokenizer.isEndOfGeneration(token) {
             output.finishReason = .stop
@@ -412,6 +434,14 @@ final class EngineCore {
         guard output.finishReason != nil else { return ([EngineEvent(request: state.id, output: output, finished: false)], false) }
         output.text += s.text.finish()
         if s.text.stopped { output.finishReason = .stop }
+        return ([finishSample(s, output: output, at: now)], true)
+    }
+
+    /// Ends one sample with its last output; the request's last sample also ends the
+    /// request and carries its metrics.
+    private func finishSample(_ s: Sequence, output: GenerationOutput, at now: Date) -> EngineEvent {
+        let state = s.request, r = state.request
+        var output = output
         remove(s)
         // Forks happen before their parent's first token, so every sample is counted here.
         state.unfinishedSamples -= 1
@@ -427,7 +457,26 @@ final class EngineCore {
                 interTokenSeconds: state.interTokenSeconds, totalSeconds: now.timeIntervalSince(start),
                 draftTokens: state.draftTokens, acceptedDraftTokens: state.acceptedDraftTokens)
         }
-        return ([EngineEvent(request: state.id, output: output, finished: finished)], true)
+        return EngineEvent(request: state.id, output: output, finished: finished)
+    }
+
+    /// A request with `maxTokens` 0 ends once its prompt is scored: every sample, empty.
+    private func finishScoring(_ s: Sequence) -> [EngineEvent] {
+        let state = s.request, now = Date()
+        if state.firstToken == nil { state.firstToken = now }
+        var outputs = (0...s.pendingForks).map { GenerationOutput(index: $0, text: "", tokens: [], logprobs: [], finishReason: .length, metrics: nil) }
+        attachPromptLogprobs(&outputs[0], state)
+        // The unforked parent stands for every sample.
+        s.pendingForks = 0
+        state.unfinishedSamples = 1
+        let last = finishSample(s, output: outputs.removeLast(), at: now)
+        return outputs.map { EngineEvent(request: state.id, output: $0, finished: false) } + [last]
+    }
+
+    private func attachPromptLogprobs(_ output: inout GenerationOutput, _ state: RequestState) {
+        guard state.request.promptLogprobs != nil, !state.promptLogprobsSent else { return }
+        output.promptLogprobs = state.promptLogprobs
+        state.promptLogprobsSent = true
     }
 
     private func remove(_ s: Sequence) {

@@ -8,6 +8,11 @@ public struct GenerationRequest: Sendable {
     /// Log-probabilities of each chosen token and of this many most likely alternatives
     /// (0: the chosen token only; nil: none).
     public var logprobs: Int? = nil
+    /// Log-probabilities of each prompt token after the first, given the tokens before it,
+    /// with this many most likely alternatives (nil: none). What evaluation harnesses score
+    /// with; such a request computes its whole prompt (no prefix-cache hit) and may have
+    /// `maxTokens` 0, scoring only.
+    public var promptLogprobs: Int? = nil
     /// Lower values are scheduled first; equal priorities are first come, first served.
     public var priority: Int = 0
 
@@ -62,6 +67,8 @@ public struct GenerationOutput: Sendable {
     public var tokens: [Int]
     /// One entry per token, when the request asked for log-probabilities.
     public var logprobs: [TokenLogprobs]
+    /// On the request's first output, when it asked for them: entry i is prompt token i + 1's.
+    public var promptLogprobs: [TokenLogprobs]? = nil
     public var finishReason: FinishReason?
     public var metrics: RequestMetrics?
 }

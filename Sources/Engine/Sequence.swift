@@ -15,6 +15,12 @@ final class RequestState {
     var acceptedDraftTokens = 0
     var interTokenSeconds: [Double] = []
     var unfinishedSamples: Int
+    /// Prompt tokens 1, 2, ... scored so far (in order, once, whatever preemption recomputes).
+    var promptLogprobs: [TokenLogprobs] = []
+    var promptLogprobsSent = false
+
+    /// Whether the prompt still has tokens to score.
+    var scoresPrompt: Bool { request.promptLogprobs != nil && promptLogprobs.count < request.prompt.count - 1 }
 
     init(id: UInt64, request: GenerationRequest, arrival: UInt64) {
         self.id = id

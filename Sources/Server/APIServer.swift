@@ -448,9 +448,10 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         let toolFormat = parsed.usesTools ? model.chatTemplate.flatMap(ToolCallFormat.init(template:)) : nil
         if parsed.stream {
             log.streamed = true
-            return stream(streams, parsed: parsed, model: model, header: header, log: log, toolFormat: toolFormat, channel: channel)
+            return stream(streams, parsed: parsed, echo: PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer), model: model, header: header, log: log, toolFormat: toolFormat, channel: channel)
         }
         var empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
+        empty.echo = PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer)
         empty.toolFormat = toolFormat
         empty.toolNames = Set(parsed.tools.map(\.name))
         // A closed connection cancels the collection, which ends the engine streams, which
@@ -509,6 +510,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         /// Set when the output is read for tool calls.
         var toolFormat: ToolCallFormat?
         var toolNames: Set<String> = []
+        var echo: PromptEcho?
 
         init(kind: OpenAIRequest.Kind, samples: Int, prompts: Int, logprobs: Bool) {
             self.kind = kind
@@ -525,6 +527,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             logprobEntries[i] += o.logprobs
             if let r = o.finishReason { reasons[i] = r }
             if let m = o.metrics { metrics.append(m) }
+            if let scored = o.promptLogprobs { echo?.scored[prompt] = scored }
         }
 
         func body(header: Header, tokenizer: Tokenizer) -> Data {
@@ -533,10 +536,21 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             switch kind {
             case .completion:
                 let choices = texts.indices.map { i in
-                    OpenAIResponse.CompletionChoice(
-                        index: i, text: texts[i],
-                        logprobs: logprobs ? OpenAIResponse.completionLogprobs(logprobEntries[i], tokenizer: tokenizer, textOffset: 0) : nil,
-                        finish_reason: (reasons[i] ?? .length).rawValue)
+                    let p = i / samples
+                    var text = texts[i], offset = 0
+                    var lp = OpenAIResponse.CompletionLogprobs()
+                    if let echo, let echoed = echo.texts {
+                        text = echoed[p] + text
+                        (lp, offset) = echo.logprobs(p, tokenizer: tokenizer)
+                    }
+                    let generated = OpenAIResponse.completionLogprobs(logprobEntries[i], tokenizer: tokenizer, textOffset: offset)
+                    lp.tokens += generated.tokens
+                    lp.token_logprobs += generated.token_logprobs
+                    lp.top_logprobs += generated.top_logprobs
+                    lp.text_offset += generated.text_offset
+                    var choice = OpenAIResponse.CompletionChoice(index: i, text: text, logprobs: logprobs ? lp : nil, finish_reason: (reasons[i] ?? .length).rawValue)
+                    if let echo, echo.promptLogprobs { choice.prompt_logprobs = OpenAIResponse.promptLogprobs(echo.scored[p] ?? [], tokenizer: tokenizer) }
+                    return choice
                 }
                 return OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: header.object, created: header.created, model: header.model,
                                                                      system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage,
@@ -568,7 +582,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     /// keep-alives, an optional usage chunk, then `data: [DONE]`. When the client goes
     /// away, the next write fails, the engine streams are dropped, and the engine aborts
     /// the requests before its next step.
-    private func stream(_ streams: [Engine.Stream], parsed: OpenAIRequest, model: ServedModel, header: Header, log: RequestLog,
+    private func stream(_ streams: [Engine.Stream], parsed: OpenAIRequest, echo: PromptEcho, model: ServedModel, header: Header, log: RequestLog,
                         toolFormat: ToolCallFormat?, channel: any Channel) -> Response {
         let maxUnsent = configuration.maxUnsentChunks
         let samples = parsed.samples, kind = parsed.kind, wantsLogprobs = parsed.logprobs != nil, includeUsage = parsed.includeUsage
@@ -634,6 +648,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                                                               system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage, timings: timings))
             }
             var started = Set<Int>()
+            var echo = echo
             // With tools, each choice's text goes through a splitter: content streams as it
             // comes, a call goes out whole once it closes.
             var splitters = toolFormat.map { f in [ToolCallSplitter](repeating: ToolCallSplitter(format: f, tools: toolNames), count: streams.count * samples) }
@@ -657,6 +672,16 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                     }
                     switch kind {
                     case .completion:
+                        if let scored = o.promptLogprobs { echo.scored[prompt] = scored }
+                        if started.insert(index).inserted, echo.texts != nil || echo.promptLogprobs {
+                            // The echo goes first, as its own chunk (vLLM's order).
+                            let (echoed, end) = echo.logprobs(prompt, tokenizer: model.tokenizer)
+                            var first = OpenAIResponse.CompletionChoice(index: index, text: echo.texts?[prompt] ?? "",
+                                                                        logprobs: wantsLogprobs && echo.texts != nil ? echoed : nil, finish_reason: nil)
+                            if echo.promptLogprobs { first.prompt_logprobs = OpenAIResponse.promptLogprobs(echo.scored[prompt] ?? [], tokenizer: model.tokenizer) }
+                            if echo.texts != nil { offsets[index] = end }
+                            try await send(chunk([first]))
+                        }
                         let lp = wantsLogprobs ? OpenAIResponse.completionLogprobs(o.logprobs, tokenizer: model.tokenizer, textOffset: offsets[index]) : nil
                         offsets[index] += o.text.utf8.count
                         try await send(chunk([OpenAIResponse.CompletionChoice(index: index, text: o.text, logprobs: lp, finish_reason: o.finishReason?.rawValue)]))
@@ -722,6 +747,34 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var headers = HTTPFields()
         if let seconds = error.retryAfter { headers[.retryAfter] = "\(seconds)" }
         return response(error.status, contentType: "application/json", error.body, headers: headers)
+    }
+}
+
+/// What a completion request's answer begins with under `echo`, and the prompt scores
+/// vLLM's `prompt_logprobs` asks for, per prompt.
+struct PromptEcho: Sendable {
+    /// The prompts' texts, as sent (a token prompt decoded); nil without `echo`.
+    let texts: [String]?
+    let prompts: [[Int]]
+    /// Whether choices carry vLLM's `prompt_logprobs`.
+    let promptLogprobs: Bool
+    /// Each prompt's scores, as they arrive with its first output.
+    var scored: [[TokenLogprobs]?]
+
+    init(_ parsed: OpenAIRequest, requests: [GenerationRequest], tokenizer: Tokenizer) {
+        prompts = requests.map(\.prompt)
+        texts = parsed.echo ? zip(parsed.prompts, prompts).map { prompt, ids in
+            if case .text(let text) = prompt { return text }
+            return tokenizer.decode(ids)
+        } : nil
+        promptLogprobs = parsed.promptLogprobs != nil
+        scored = Array(repeating: nil, count: requests.count)
+    }
+
+    /// The legacy log-probabilities of prompt `p`'s echo, and the text offset after it.
+    func logprobs(_ p: Int, tokenizer: Tokenizer) -> (OpenAIResponse.CompletionLogprobs, end: Int) {
+        let echoed = OpenAIResponse.echoedLogprobs(prompt: prompts[p], scored: scored[p] ?? [], tokenizer: tokenizer)
+        return (echoed, echoed.tokens.reduce(0) { $0 + $1.utf8.count })
     }
 }
 

@@ -55,6 +55,16 @@ public struct OpenAIRequest {
     public var maxTokens: Int?
     public var samples = 1
     public var logprobs: Int?
+    /// Completions: the answer's text and `logprobs` begin with the prompt's (OpenAI's legacy
+    /// `echo`, which evaluation harnesses score with).
+    public var echo = false
+    /// Alternatives for each prompt token's log-probability (vLLM's `prompt_logprobs`).
+    public var promptLogprobs: Int?
+    /// What the engine scores the prompt with: `prompt_logprobs`, or `logprobs` under `echo`.
+    public var scoredPromptLogprobs: Int? {
+        let echoed = echo ? logprobs : nil
+        return [echoed, promptLogprobs].compactMap { $0 }.max()
+    }
     public var priority = 0
     public var stream = false
     public var includeUsage = false
@@ -93,8 +103,17 @@ public struct OpenAIRequest {
         p.sampling.topP = 1
         p.sampling.minP = 0
         let maxKey = json["max_completion_tokens"].map { !($0 is NSNull) } == true ? "max_completion_tokens" : "max_tokens"
+        if kind == .completion { echo = try Self.bool(json, "echo") ?? false }
+        if let k = try Self.int(json, "prompt_logprobs") {
+            guard (0...limits.maxLogprobs).contains(k) else { throw RequestFieldError(param: "prompt_logprobs", "prompt_logprobs must be between 0 and \(limits.maxLogprobs), got \(k)") }
+            promptLogprobs = k
+        }
         if let n = try Self.int(json, maxKey) {
-            guard n >= 1 else { throw RequestFieldError(param: maxKey, "\(maxKey) must be at least 1, got \(n)") }
+            // 0 asks for the prompt alone, which only an echoed or scored prompt makes useful.
+            let least = echo || promptLogprobs != nil ? 0 : 1
+            guard n >= least else {
+                throw RequestFieldError(param: maxKey, "\(maxKey) must be at least 1, got \(n)\(least == 1 && n == 0 ? " (0 is allowed with echo or prompt_logprobs)" : "")")
+            }
             maxTokens = n
         }
         if let t = try Self.number(json, "temperature") {
@@ -231,6 +250,8 @@ public struct OpenAIRequest {
             }
             request.samples = samples
             request.logprobs = logprobs
+            // An echo of the prompt alone is a scoring request too: the engine runs the prompt.
+            request.promptLogprobs = scoredPromptLogprobs ?? (completion == 0 ? 0 : nil)
             request.priority = priority
             return request
         }

@@ -63,8 +63,9 @@ public enum OpenAIResponse {
     /// Completions' log-probabilities: parallel arrays over the generated tokens.
     public struct CompletionLogprobs: Encodable, Equatable {
         public var tokens: [String] = []
-        public var token_logprobs: [Double] = []
-        public var top_logprobs: [[String: Double]] = []
+        /// The first prompt token's are null under `echo`: nothing came before it.
+        public var token_logprobs: [Double?] = []
+        public var top_logprobs: [[String: Double]?] = []
         public var text_offset: [Int] = []
     }
 
@@ -73,6 +74,16 @@ public enum OpenAIResponse {
         public let text: String
         public let logprobs: CompletionLogprobs?
         public let finish_reason: String?
+        /// vLLM's `prompt_logprobs`: null for the first prompt token, then each token's entry
+        /// keyed by token id, with the most likely alternatives.
+        public var prompt_logprobs: [[String: PromptLogprob]?]? = nil
+    }
+
+    public struct PromptLogprob: Encodable, Equatable {
+        public let logprob: Double
+        /// 1 for the most likely token; null for a prompt token outside the alternatives asked for.
+        public let rank: Int?
+        public let decoded_token: String
     }
 
     public struct ChatTokenLogprob: Encodable, Equatable {
@@ -161,6 +172,35 @@ public enum OpenAIResponse {
             offset += text.utf8.count
         }
         return out
+    }
+
+    /// A prompt's echo in the legacy fields: its first token with null log-probabilities.
+    static func echoedLogprobs(prompt: [Int], scored: [TokenLogprobs], tokenizer: Tokenizer) -> CompletionLogprobs {
+        var out = CompletionLogprobs()
+        let first = String(decoding: bytes(of: prompt[0], tokenizer: tokenizer), as: UTF8.self)
+        out.tokens = [first]
+        out.token_logprobs = [nil]
+        out.top_logprobs = [nil]
+        out.text_offset = [0]
+        let rest = completionLogprobs(scored, tokenizer: tokenizer, textOffset: first.utf8.count)
+        out.tokens += rest.tokens
+        out.token_logprobs += rest.token_logprobs
+        out.top_logprobs += rest.top_logprobs
+        out.text_offset += rest.text_offset
+        return out
+    }
+
+    static func promptLogprobs(_ scored: [TokenLogprobs], tokenizer: Tokenizer) -> [[String: PromptLogprob]?] {
+        [nil] + scored.map { e in
+            var entry: [String: PromptLogprob] = [:]
+            for (rank, alt) in e.top.enumerated() {
+                entry[String(alt.token)] = PromptLogprob(logprob: alt.logprob, rank: rank + 1, decoded_token: String(decoding: bytes(of: alt.token, tokenizer: tokenizer), as: UTF8.self))
+            }
+            if entry[String(e.chosen.token)] == nil {
+                entry[String(e.chosen.token)] = PromptLogprob(logprob: e.chosen.logprob, rank: nil, decoded_token: String(decoding: bytes(of: e.chosen.token, tokenizer: tokenizer), as: UTF8.self))
+            }
+            return entry
+        }
     }
 
     static func chatLogprobs(_ entries: [TokenLogprobs], tokenizer: Tokenizer) -> ChatLogprobs {

@@ -72,7 +72,7 @@ final class OpenAIRequestTests: XCTestCase {
         assertRejects(#"{"prompt": "x", "top_p": 1.5}"#, param: "top_p", message: "top_p must be in (0, 1], got 1.5")
         assertRejects(#"{"prompt": "x", "top_k": -2}"#, param: "top_k", message: "top_k must be -1 or 0 (off) or positive, got -2")
         assertRejects(#"{"prompt": "x", "top_k": 1.5}"#, param: "top_k", message: "top_k must be an integer")
-        assertRejects(#"{"prompt": "x", "max_tokens": 0}"#, param: "max_tokens", message: "max_tokens must be at least 1, got 0")
+        assertRejects(#"{"prompt": "x", "max_tokens": 0}"#, param: "max_tokens", message: "max_tokens must be at least 1, got 0 (0 is allowed with echo or prompt_logprobs)")
         assertRejects(#"{"prompt": "x", "max_completion_tokens": -3}"#, param: "max_completion_tokens", message: "max_completion_tokens must be at least 1, got -3")
         assertRejects(#"{"prompt": "x", "presence_penalty": 2.5}"#, param: "presence_penalty", message: "presence_penalty must be between -2 and 2, got 2.5")
         assertRejects(#"{"prompt": "x", "frequency_penalty": -3}"#, param: "frequency_penalty", message: "frequency_penalty must be between -2 and 2, got -3.0")

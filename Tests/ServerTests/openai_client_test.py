@@ -153,6 +153,29 @@ def main_suite():
     content = clp.choices[0].logprobs.content
     check(len(content) == 4 and all(len(t.top_logprobs) == 2 for t in content), "chat logprobs")
 
+    # Echo, as evaluation harnesses score: lm-eval's local-completions sends token ids, echo,
+    # logprobs 1 and max_tokens 1, and sums token_logprobs[context:-1].
+    question = "The capital of France is Paris"
+    scored = client.completions.create(model=args.model, prompt=question, max_tokens=0, echo=True, logprobs=1, temperature=0)
+    info = scored.choices[0].logprobs
+    check(scored.choices[0].text == question and scored.choices[0].finish_reason == "length", f"echo with max_tokens 0 answers the prompt ({scored.choices[0].text!r})")
+    check("".join(info.tokens) == question and info.token_logprobs[0] is None and info.top_logprobs[0] is None
+          and all(v < 0 for v in info.token_logprobs[1:]) and len(info.tokens) == 6, f"each prompt token's log-probability, the first null ({info.token_logprobs})")
+    check(info.tokens[5] == " Paris" and abs(info.token_logprobs[5] - lp.choices[0].logprobs.token_logprobs[0]) < 1e-3,
+          "a prompt token scores as the same token generated after the same text")
+    check(info.text_offset == [0, 3, 11, 14, 21, 24], f"text offsets ({info.text_offset})")
+    harness = client.completions.create(model=args.model, prompt=[[504, 3575, 282, 4649, 314, 7042]], max_tokens=1, echo=True, logprobs=1, temperature=0)
+    hl = harness.choices[0].logprobs
+    check(len(hl.token_logprobs) == 7 and abs(sum(hl.token_logprobs[5:-1]) - info.token_logprobs[5]) < 1e-3 and hl.token_logprobs[5] == max(hl.top_logprobs[5].values()),
+          "token ids with max_tokens 1: lm-eval's slice scores the continuation, greedy")
+    vllm = Raw("POST", "/v1/completions", {"model": args.model, "prompt": question, "max_tokens": 1, "prompt_logprobs": 2, "temperature": 0}, auth).json()
+    entries = vllm["choices"][0]["prompt_logprobs"]
+    check(entries[0] is None and len(entries) == 6 and abs(entries[5]["7042"]["logprob"] - info.token_logprobs[5]) < 1e-3
+          and entries[5]["7042"]["decoded_token"] == " Paris", f"vLLM's prompt_logprobs ({entries[5] if len(entries) > 5 else entries})")
+    echoed = "".join(ch.choices[0].text for ch in client.completions.create(model=args.model, prompt=question, max_tokens=3, echo=True, temperature=0, stream=True))
+    whole = client.completions.create(model=args.model, prompt=question, max_tokens=3, echo=True, temperature=0)
+    check(echoed == whole.choices[0].text and echoed.startswith(question) and len(echoed) > len(question), f"a streamed echo equals the whole one ({echoed!r})")
+
     # logit_bias: -100 bans the greedy choice, +100 forces a token.
     banned = client.completions.create(model=args.model, prompt="The capital of France is", max_tokens=1, temperature=0, logprobs=1,
                                        logit_bias={"7042": -100})
