@@ -543,11 +543,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                         text = echoed[p] + text
                         (lp, offset) = echo.logprobs(p, tokenizer: tokenizer)
                     }
-                    let generated = OpenAIResponse.completionLogprobs(logprobEntries[i], tokenizer: tokenizer, textOffset: offset)
-                    lp.tokens += generated.tokens
-                    lp.token_logprobs += generated.token_logprobs
-                    lp.top_logprobs += generated.top_logprobs
-                    lp.text_offset += generated.text_offset
+                    if logprobs { lp.append(OpenAIResponse.completionLogprobs(logprobEntries[i], tokenizer: tokenizer, textOffset: offset)) }
                     var choice = OpenAIResponse.CompletionChoice(index: i, text: text, logprobs: logprobs ? lp : nil, finish_reason: (reasons[i] ?? .length).rawValue)
                     if let echo, echo.promptLogprobs { choice.prompt_logprobs = OpenAIResponse.promptLogprobs(echo.scored[p] ?? [], tokenizer: tokenizer) }
                     return choice

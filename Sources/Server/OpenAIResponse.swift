@@ -67,6 +67,13 @@ public enum OpenAIResponse {
         public var token_logprobs: [Double?] = []
         public var top_logprobs: [[String: Double]?] = []
         public var text_offset: [Int] = []
+
+        mutating func append(_ other: CompletionLogprobs) {
+            tokens += other.tokens
+            token_logprobs += other.token_logprobs
+            top_logprobs += other.top_logprobs
+            text_offset += other.text_offset
+        }
     }
 
     public struct CompletionChoice: Encodable {
@@ -182,11 +189,7 @@ public enum OpenAIResponse {
         out.token_logprobs = [nil]
         out.top_logprobs = [nil]
         out.text_offset = [0]
-        let rest = completionLogprobs(scored, tokenizer: tokenizer, textOffset: first.utf8.count)
-        out.tokens += rest.tokens
-        out.token_logprobs += rest.token_logprobs
-        out.top_logprobs += rest.top_logprobs
-        out.text_offset += rest.text_offset
+        out.append(completionLogprobs(scored, tokenizer: tokenizer, textOffset: first.utf8.count))
         return out
     }
 
