@@ -251,6 +251,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             let kind: OpenAIRequest.Kind = path == "/v1/completions" ? .completion : .chat
             let prepared = try await prepare { [self] in try prepareGeneration(body, kind: kind, model: model) }
             return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
+        case (.get, "/tokenizer_info"):
+            return Self.json(.ok, Self.tokenizerInfo(try servingModel()))
         case (.post, "/tokenize"):
             let model = try servingModel()
             let body = try await readBody(request, channel: channel)
@@ -403,7 +405,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             throw Self.unknownModel(name, model: model)
         }
         let requests = try parsed.generationRequests(tokenizer: model.tokenizer, chatTemplate: {
-            guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template (tokenizer.chat_template); send a prompt to /v1/completions instead") }
+            guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template (tokenizer.chat_template); send a prompt to /v1/completions instead, or start the server with --chat-template FILE") }
             return template
         }, contextLength: model.engine.contextLength)
         for r in requests { try model.engine.validate(r) }
@@ -419,6 +421,16 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         let addSpecial = try OpenAIRequest.bool(json, "add_special_tokens") ?? true
         let tokens = model.tokenizer.encode(text, parseSpecial: true, addSpecial: addSpecial)
         return Self.json(.ok, ["tokens": tokens, "count": tokens.count, "max_model_len": model.engine.contextLength])
+    }
+
+    /// vLLM's `/tokenizer_info`: what a client needs to tokenize and template on its own
+    /// side through `/tokenize` (lm-eval's `tokenizer_backend=remote`).
+    static func tokenizerInfo(_ model: ServedModel) -> [String: Any] {
+        let v = model.tokenizer.vocabulary
+        func text(_ id: Int?) -> Any { id.map { v.tokens[$0] } ?? NSNull() }
+        return ["bos_token": text(v.bos), "eos_token": text(v.eos), "pad_token": text(v.padding), "unk_token": text(v.unknown),
+                "add_bos_token": v.addBOS, "add_eos_token": v.addEOS, "vocab_size": v.count, "model_max_length": model.engine.contextLength,
+                "chat_template": model.chatTemplate?.source ?? NSNull()]
     }
 
     private static func detokenize(_ json: [String: Any], model: ServedModel) throws -> Response {

@@ -75,6 +75,9 @@ public struct OpenAIRequest {
     public var parallelToolCalls = true
     /// Whether the output is read for tool calls.
     public var usesTools: Bool { !tools.isEmpty && toolChoice != .none }
+    /// Variables the chat template sees besides the conversation (vLLM's
+    /// `chat_template_kwargs`: `enable_thinking`, ...).
+    public var chatTemplateArguments: [String: TemplateValue] = [:]
 
     /// `ordered`: the same body parsed with its key order kept (for JSON schemas), when
     /// the caller has it.
@@ -93,6 +96,7 @@ public struct OpenAIRequest {
             }
             prompts = [.messages(messages)]
             try parseTools(json, ordered: ordered)
+            chatTemplateArguments = try Self.templateArguments(json)
         case .completion:
             prompts = try Self.prompts(json["prompt"], limits: limits)
         }
@@ -223,7 +227,8 @@ public struct OpenAIRequest {
             case .text(let text): ids = tokenizer.encode(try bounded(text), parseSpecial: true)
             case .tokens(let tokens): ids = tokens
             case .messages(let messages):
-                let text = try chatTemplate().render(messages, tools: tools.isEmpty ? nil : tools.map(\.templateValue), tokenizer: tokenizer)
+                let text = try chatTemplate().render(messages, tools: tools.isEmpty ? nil : tools.map(\.templateValue), tokenizer: tokenizer,
+                                                     arguments: chatTemplateArguments)
                 ids = tokenizer.encode(try bounded(text), parseSpecial: true, addSpecial: false)
             }
             guard !ids.isEmpty else { throw RequestFieldError(param: param, "the prompt is empty") }
@@ -358,6 +363,21 @@ public struct OpenAIRequest {
             }
         }
         if let p = try Self.bool(json, "parallel_tool_calls") { parallelToolCalls = p }
+    }
+
+    /// The variables the request sets are the template's own, never the conversation it is
+    /// given: those are other fields of the request.
+    static let reservedTemplateArguments = ["messages", "tools", "add_generation_prompt"]
+
+    private static func templateArguments(_ json: [String: Any]) throws -> [String: TemplateValue] {
+        guard let value = json["chat_template_kwargs"], !(value is NSNull) else { return [:] }
+        guard let object = value as? [String: Any] else {
+            throw RequestFieldError(param: "chat_template_kwargs", "chat_template_kwargs must be an object of template variables")
+        }
+        if let key = object.keys.sorted().first(where: reservedTemplateArguments.contains) {
+            throw RequestFieldError(param: "chat_template_kwargs", "chat_template_kwargs cannot set `\(key)`; it comes from the request's own fields")
+        }
+        return object.mapValues { TemplateValue(json: $0) }
     }
 
     private static func content(_ value: Any?, at i: Int) throws -> String {

@@ -24,6 +24,9 @@ struct ModelArguments: ParsableArguments {
     @Option(name: .long, help: "Where the weights live: mapped (from the file) or huge-pages (copied at load into 2 MiB pages).")
     var weights: GGUFFile.Residency = .mapped
 
+    @Option(name: .long, help: "A Jinja chat template file to use instead of the model's own (tokenizer.chat_template).")
+    var chatTemplate: String?
+
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
@@ -47,10 +50,29 @@ struct ModelArguments: ParsableArguments {
 
     func load() throws -> LoadedModel {
         if let kernels { IntegerKernels.limit(to: kernels) }
+        let templateOverride = try templateOverride()
         let file = try GGUFFile(path: resolvedPath(), residency: weights)
         var options = ModelOptions(precision: activations)
         if let threads { options.threads = threads }
-        return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file))
+        return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file),
+                           templateOverride: templateOverride)
+    }
+
+    /// `--chat-template`, read and parsed before the model loads, so that a bad file stops
+    /// the command at once with its line and column.
+    func templateOverride() throws -> ChatTemplate? {
+        guard let chatTemplate else { return nil }
+        let source: String
+        do {
+            source = try String(contentsOfFile: chatTemplate, encoding: .utf8)
+        } catch {
+            throw ValidationError("cannot read --chat-template \(chatTemplate): \((error as NSError).localizedDescription)")
+        }
+        do {
+            return try ChatTemplate(source)
+        } catch {
+            throw ValidationError("--chat-template \(chatTemplate): \(error)")
+        }
     }
 }
 
@@ -72,10 +94,13 @@ struct LoadedModel {
     let file: GGUFFile
     let model: any LanguageModel
     let tokenizer: Tokenizer
+    /// `--chat-template`'s template, which replaces the file's.
+    let templateOverride: ChatTemplate?
 
     func chatTemplate() throws -> ChatTemplate {
+        if let templateOverride { return templateOverride }
         guard let template = try ChatTemplate(metadata: file.metadata) else {
-            throw ValidationError("the model has no chat template (tokenizer.chat_template)")
+            throw ValidationError("the model has no chat template (tokenizer.chat_template); give one with --chat-template FILE")
         }
         return template
     }

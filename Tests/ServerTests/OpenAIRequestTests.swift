@@ -169,6 +169,27 @@ final class OpenAIRequestTests: XCTestCase {
         }
     }
 
+    func testChatTemplateArgumentsReachTheTemplate() throws {
+        let tokenizer = try Tokenizer(file: try TestSupport.model())
+        // Qwen3's switch, reduced: thinking unless the request turns it off.
+        let template = try ChatTemplate("""
+            {%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor -%}
+            <|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{{ style | default("") }}
+            """)
+        func rendered(_ json: String) throws -> String {
+            let r = try parse(json, .chat).generationRequests(tokenizer: tokenizer, chatTemplate: { template }, contextLength: 256)
+            return tokenizer.decode(r[0].prompt, renderSpecial: true)
+        }
+        let messages = #""messages": [{"role": "user", "content": "Hi"}]"#
+        XCTAssertEqual(try rendered("{\(messages)}"), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        XCTAssertEqual(try rendered(#"{\#(messages), "chat_template_kwargs": {"enable_thinking": false, "style": "terse"}}"#),
+                       "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nterse")
+        assertRejects(#"{\#(messages), "chat_template_kwargs": [1]}"#, .chat, param: "chat_template_kwargs",
+                      message: "chat_template_kwargs must be an object of template variables")
+        assertRejects(#"{\#(messages), "chat_template_kwargs": {"messages": []}}"#, .chat, param: "chat_template_kwargs",
+                      message: "chat_template_kwargs cannot set `messages`; it comes from the request's own fields")
+    }
+
     func testErrorsAndResponsesEncodeExactly() throws {
         let error = APIError.from(RequestFieldError(param: "top_p", "top_p must be in (0, 1], got 0.0"))!
         XCTAssertEqual(error.status.code, 400)

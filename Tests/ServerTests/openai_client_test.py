@@ -190,6 +190,12 @@ def main_suite():
     check(ids["tokens"] == [504, 3575, 282, 4649, 314] and ids["count"] == 5, f"tokenize {ids}")
     text = Raw("POST", "/detokenize", {"tokens": ids["tokens"]}, auth).json()
     check(text == {"prompt": "The capital of France is"}, f"detokenize {text}")
+    info = Raw("GET", "/tokenizer_info", None, auth).json()
+    check(info["eos_token"] == "<|im_end|>" and info["bos_token"] == "<|im_start|>" and info["vocab_size"] == 49152
+          and info["model_max_length"] == 2048 and info["chat_template"].startswith("{% for message in messages %}"),
+          f"tokenizer_info {dict((k, v) for k, v in info.items() if k != 'chat_template')}")
+    eos = Raw("POST", "/tokenize", {"prompt": info["eos_token"], "add_special_tokens": False}, auth).json()
+    check(eos["tokens"] == [2], f"the eos text tokenizes to its id, as lm-eval's remote tokenizer reads it: {eos}")
     by_ids = client.completions.create(model=args.model, prompt=ids["tokens"], max_tokens=8, temperature=0)
     check(by_ids.choices[0].text == c.choices[0].text, "token-id prompt")
     two = client.completions.create(model=args.model, prompt=["The capital of France is", "Once upon a time"], max_tokens=4, temperature=0)

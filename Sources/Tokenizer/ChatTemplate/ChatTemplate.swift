@@ -45,15 +45,18 @@ public struct ChatTemplate: Sendable {
     }
 
     /// Renders a conversation, with the model's BOS and EOS texts available to the template
-    /// as `bos_token` and `eos_token`. Tool-call arguments are passed parsed when the
-    /// template prints them as JSON itself (`takesObjectArguments`), as llama.cpp does.
+    /// as `bos_token` and `eos_token`, and `arguments` as further variables (a request's
+    /// `enable_thinking`). Tool-call arguments are passed parsed when the template prints
+    /// them as JSON itself (`takesObjectArguments`), as llama.cpp does.
     public func render(_ messages: [ChatMessage], tools: [TemplateValue]? = nil, tokenizer: Tokenizer,
-                       addGenerationPrompt: Bool = true) throws -> String {
+                       addGenerationPrompt: Bool = true, arguments: [String: TemplateValue] = [:]) throws -> String {
         let v = tokenizer.vocabulary
         let objectArguments = messages.contains { !$0.toolCalls.isEmpty } && takesObjectArguments
+        var extra = arguments
+        extra["bos_token"] = extra["bos_token"] ?? .string(v.bos.map { v.tokens[$0] } ?? "")
+        extra["eos_token"] = extra["eos_token"] ?? .string(v.eos.map { v.tokens[$0] } ?? "")
         return try render(messages: messages.map { $0.templateValue(objectArguments: objectArguments) }, tools: tools,
-                          addGenerationPrompt: addGenerationPrompt,
-                          extra: ["bos_token": .string(v.bos.map { v.tokens[$0] } ?? ""), "eos_token": .string(v.eos.map { v.tokens[$0] } ?? "")])
+                          addGenerationPrompt: addGenerationPrompt, extra: extra)
     }
 
     /// Renders role/content pairs, with the model's BOS and EOS texts available to the

@@ -5,6 +5,7 @@ import GGUF
 import Hummingbird
 import Logging
 import Server
+import Tokenizer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -114,7 +115,15 @@ struct Serve: AsyncParsableCommand {
                     names = [ServedModel.slug(fileName)]
                     if let catalogName = modelArguments.catalogName, catalogName != names[0] { names.append(catalogName) }
                 }
-                return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: try? loaded.chatTemplate(),
+                // Completions work without a template; chat completions are then refused.
+                let template: ChatTemplate?
+                do {
+                    template = try loaded.chatTemplate()
+                } catch {
+                    logger.warning("chat completions are off: \(error)")
+                    template = nil
+                }
+                return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: template,
                                    name: names[0], aliases: Array(names.dropFirst()))
             }.value
             model.engine.operationProfile.isEnabled = engineArguments.profile
