@@ -460,7 +460,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         let toolFormat = parsed.usesTools ? model.chatTemplate.flatMap(ToolCallFormat.init(template:)) : nil
         if parsed.stream {
             log.streamed = true
-            return stream(streams, parsed: parsed, echo: PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer), model: model, header: header, log: log, toolFormat: toolFormat, channel: channel)
+            let encoder = CompletionStreamEncoder(parsed: parsed, echo: PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer), prompts: streams.count,
+                                                  header: header, tokenizer: model.tokenizer, toolFormat: toolFormat)
+            return stream(streams, encoder: encoder, log: log, channel: channel)
         }
         var empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
         empty.echo = PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer)
@@ -586,27 +588,18 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
     }
 
-    /// Server-sent events: one `data: {chunk}` per engine output, SSE comments as
-    /// keep-alives, an optional usage chunk, then `data: [DONE]`. When the client goes
-    /// away, the next write fails, the engine streams are dropped, and the engine aborts
-    /// the requests before its next step.
-    private func stream(_ streams: [Engine.Stream], parsed: OpenAIRequest, echo: PromptEcho, model: ServedModel, header: Header, log: RequestLog,
-                        toolFormat: ToolCallFormat?, channel: any Channel) -> Response {
+    /// Server-sent events: `encoder`'s events for each engine output, SSE comments as
+    /// keep-alives, then its closing events. When the client goes away, the next write
+    /// fails, the engine streams are dropped, and the engine aborts the requests before its
+    /// next step.
+    func stream(_ streams: [Engine.Stream], encoder: some StreamEncoder, log: RequestLog, channel: any Channel) -> Response {
         let maxUnsent = configuration.maxUnsentChunks
-        let samples = parsed.samples, kind = parsed.kind, wantsLogprobs = parsed.logprobs != nil, includeUsage = parsed.includeUsage
         let keepAlive = UInt64(configuration.keepAliveSeconds * 1e9)
-        let chunkObject = kind == .chat ? "chat.completion.chunk" : "text_completion"
-        let toolNames = Set(parsed.tools.map(\.name))
         let body = ResponseBody { [self] writer in
             var log = log
             log.status = 200
             defer { finish(log) }
-            enum Event: Sendable {
-                case output(Int, GenerationOutput)
-                case failed(APIError)
-                case keepAlive
-            }
-            let (events, sink) = AsyncStream<Event>.makeStream()
+            let (events, sink) = AsyncStream<StreamEvent>.makeStream()
             let unsent = Unsent()
             let producers = Task {
                 await withTaskGroup(of: Void.self) { group in
@@ -645,91 +638,27 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                 ticker.cancel()
                 if unsent.overflowed { log.note = "cut: the client took no output for \(maxUnsent) chunks" }
             }
-            func send(_ data: Data) async throws {
-                var buffer = ByteBuffer(string: "data: ")
-                buffer.writeBytes(data)
-                buffer.writeString("\n\n")
-                try await writer.write(buffer)
-            }
-            func chunk<Choice: Encodable>(_ choices: [Choice], usage: OpenAIResponse.Usage? = nil, timings: OpenAIResponse.Timings? = nil) -> Data {
-                OpenAIResponse.encode(OpenAIResponse.Envelope(id: header.id, object: chunkObject, created: header.created, model: header.model,
-                                                              system_fingerprint: APIServer.fingerprint, choices: choices, usage: usage, timings: timings))
-            }
-            var started = Set<Int>()
-            var echo = echo
-            // With tools, each choice's text goes through a splitter: content streams as it
-            // comes, a call goes out whole once it closes.
-            var splitters = toolFormat.map { f in [ToolCallSplitter](repeating: ToolCallSplitter(format: f, tools: toolNames), count: streams.count * samples) }
-            var callsSent = [Int](repeating: 0, count: streams.count * samples)
+            var encoder = encoder
+            for e in encoder.start() { try await writer.write(e) }
             var all: [RequestMetrics] = []
-            var offsets = [Int](repeating: 0, count: streams.count * samples)
             loop: for await event in events {
                 switch event {
                 case .keepAlive:
                     try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 case .failed(let error):
                     log.note = "cut: \(error.message)"
-                    try await send(error.body)
+                    for e in encoder.fail(error) { try await writer.write(e) }
                     break loop
                 case .output(let prompt, let o):
                     unsent.take()
-                    let index = prompt * samples + o.index
                     if let m = o.metrics {
                         all.append(m)
                         metrics.record(m)
                     }
-                    switch kind {
-                    case .completion:
-                        if let scored = o.promptLogprobs { echo.scored[prompt] = scored }
-                        if started.insert(index).inserted, echo.texts != nil || echo.promptLogprobs {
-                            // The echo goes first, as its own chunk (vLLM's order).
-                            let (echoed, end) = echo.logprobs(prompt, tokenizer: model.tokenizer)
-                            var first = OpenAIResponse.CompletionChoice(index: index, text: echo.texts?[prompt] ?? "",
-                                                                        logprobs: wantsLogprobs && echo.texts != nil ? echoed : nil, finish_reason: nil)
-                            if echo.promptLogprobs { first.prompt_logprobs = OpenAIResponse.promptLogprobs(echo.scored[prompt] ?? [], tokenizer: model.tokenizer) }
-                            if echo.texts != nil { offsets[index] = end }
-                            try await send(chunk([first]))
-                        }
-                        let lp = wantsLogprobs ? OpenAIResponse.completionLogprobs(o.logprobs, tokenizer: model.tokenizer, textOffset: offsets[index]) : nil
-                        offsets[index] += o.text.utf8.count
-                        try await send(chunk([OpenAIResponse.CompletionChoice(index: index, text: o.text, logprobs: lp, finish_reason: o.finishReason?.rawValue)]))
-                    case .chat:
-                        if started.insert(index).inserted {
-                            try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: .init(role: "assistant", content: ""), logprobs: nil, finish_reason: nil)]))
-                        }
-                        let lp = wantsLogprobs ? OpenAIResponse.chatLogprobs(o.logprobs, tokenizer: model.tokenizer) : nil
-                        guard splitters != nil else {
-                            try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: .init(content: o.text), logprobs: lp, finish_reason: o.finishReason?.rawValue)]))
-                            continue
-                        }
-                        var pieces = splitters![index].feed(o.text)
-                        if o.finishReason != nil { pieces += splitters![index].finish() }
-                        var delta = OpenAIResponse.Message(content: "")
-                        var calls: [OpenAIResponse.ToolCall] = []
-                        for p in pieces {
-                            switch p {
-                            case .content(let text): delta.content! += text
-                            case .call(let c):
-                                calls.append(OpenAIResponse.ToolCall(c, index: callsSent[index]))
-                                callsSent[index] += 1
-                            }
-                        }
-                        if !calls.isEmpty {
-                            delta.tool_calls = calls
-                            if delta.content?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty == true { delta.content = nil }
-                        }
-                        let reason = o.finishReason.map { ToolCallFormat.finishReason($0, calls: callsSent[index]) }
-                        if delta.content?.isEmpty == true, delta.tool_calls == nil, reason == nil, lp == nil { continue }
-                        try await send(chunk([OpenAIResponse.ChatChunkChoice(index: index, delta: delta, logprobs: lp, finish_reason: reason)]))
-                    }
+                    for e in encoder.encode(o, prompt: prompt) { try await writer.write(e) }
                 }
             }
-            if includeUsage {
-                let usage = OpenAIResponse.Usage(prompt: all.reduce(0) { $0 + $1.promptTokens }, completion: all.reduce(0) { $0 + $1.completionTokens },
-                                                 cached: all.reduce(0) { $0 + $1.cachedPromptTokens })
-                try await send(chunk([OpenAIResponse.CompletionChoice](), usage: usage, timings: OpenAIResponse.Timings(all)))
-            }
-            try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+            for e in encoder.finish(all) { try await writer.write(e) }
             try await writer.finish(nil)
             log.metrics = all.first
         }
@@ -784,6 +713,13 @@ struct PromptEcho: Sendable {
         let echoed = OpenAIResponse.echoedLogprobs(prompt: prompts[p], scored: scored[p] ?? [], tokenizer: tokenizer)
         return (echoed, echoed.tokens.reduce(0) { $0 + $1.utf8.count })
     }
+}
+
+/// What a stream's writer takes next: an engine output of prompt `Int`, a cut, a keep-alive.
+enum StreamEvent: Sendable {
+    case output(Int, GenerationOutput)
+    case failed(APIError)
+    case keepAlive
 }
 
 /// The client went away before its request was read to the end (logged and counted as 499).
