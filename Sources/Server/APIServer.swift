@@ -251,6 +251,11 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             let kind: OpenAIRequest.Kind = path == "/v1/completions" ? .completion : .chat
             let prepared = try await prepare { [self] in try prepareGeneration(body, kind: kind, model: model) }
             return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
+        case (.post, "/v1/responses"):
+            let model = try servingModel()
+            let body = try await readBody(request, channel: channel)
+            let prepared = try await prepare { [self] in try prepareResponse(body, model: model) }
+            return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
         case (.get, "/tokenizer_info"):
             return Self.json(.ok, Self.tokenizerInfo(try servingModel()))
         case (.post, "/tokenize"):
@@ -396,6 +401,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     struct PreparedGeneration: @unchecked Sendable {
         let parsed: OpenAIRequest
         let requests: [GenerationRequest]
+        /// Set when the request came to the Responses API, which answers in its own shape.
+        var responses: ResponsesRequest? = nil
     }
 
     private func prepareGeneration(_ body: Data, kind: OpenAIRequest.Kind, model: ServedModel) throws -> PreparedGeneration {
@@ -410,6 +417,23 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }, contextLength: model.engine.contextLength)
         for r in requests { try model.engine.validate(r) }
         return PreparedGeneration(parsed: parsed, requests: requests)
+    }
+
+    /// A Responses request, checked as the chat completion it amounts to; errors name the
+    /// fields as the Responses API spells them.
+    private func prepareResponse(_ body: Data, model: ServedModel) throws -> PreparedGeneration {
+        let json = try Self.jsonObject(body)
+        guard let ordered = try? TemplateValue(parsingJSON: String(decoding: body, as: UTF8.self)) else {
+            throw APIError.invalidRequest("the request body nests too deeply")
+        }
+        let responses = try ResponsesRequest(json: json, ordered: ordered)
+        do {
+            var prepared = try prepareGeneration(Data(responses.chat.json(indent: nil).utf8), kind: .chat, model: model)
+            prepared.responses = responses
+            return prepared
+        } catch let error as RequestFieldError {
+            throw responses.renamed(error)
+        }
     }
 
     // MARK: Endpoints
@@ -458,6 +482,12 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         let header = Header(id: (kind == .chat ? "chatcmpl-" : "cmpl-") + id, object: kind == .chat ? "chat.completion" : "text_completion",
                             created: Int(Date().timeIntervalSince1970), model: model.name)
         let toolFormat = parsed.usesTools ? model.chatTemplate.flatMap(ToolCallFormat.init(template:)) : nil
+        let responses = prepared.responses.map { ResponsesOutput(id: id, created: header.created, model: model.name, request: $0) }
+        if parsed.stream, let responses {
+            log.streamed = true
+            return stream(streams, encoder: ResponsesStreamEncoder(output: responses, toolFormat: toolFormat, tools: Set(parsed.tools.map(\.name))),
+                          log: log, channel: channel)
+        }
         if parsed.stream {
             log.streamed = true
             let encoder = CompletionStreamEncoder(parsed: parsed, echo: PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer), prompts: streams.count,
@@ -502,7 +532,10 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
         for m in collected.metrics { metrics.record(m) }
         log.metrics = collected.metrics.first
-        return Self.response(.ok, contentType: "application/json", collected.body(header: header, tokenizer: model.tokenizer))
+        let body = responses.map {
+            $0.body(text: collected.texts[0], reason: collected.reasons[0], metrics: collected.metrics, toolFormat: toolFormat, tools: collected.toolNames)
+        }
+        return Self.response(.ok, contentType: "application/json", body ?? collected.body(header: header, tokenizer: model.tokenizer))
     }
 
     struct Header: Sendable {

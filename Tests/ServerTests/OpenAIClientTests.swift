@@ -64,13 +64,35 @@ final class OpenAIClientTests: XCTestCase {
     /// The client the script needs, installed with pip when missing, so that the README's
     /// test command is all the set-up the tests need.
     func ensureClient() throws {
-        guard try shell(["python3", "-c", "import openai"]).status != 0 else { return }
-        let (status, output) = try shell(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai==\(Self.clientVersion)"])
-        XCTAssertEqual(status, 0, "installing the openai package failed:\n\(output)")
+        try ensure("openai", "openai==\(Self.clientVersion)")
+    }
+
+    /// Installs `package` with pip unless `module` imports.
+    func ensure(_ module: String, _ package: String) throws {
+        guard try shell(["python3", "-c", "import \(module)"]).status != 0 else { return }
+        let (status, output) = try shell(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", package])
+        XCTAssertEqual(status, 0, "installing \(package) failed:\n\(output)")
     }
 
     static let clientVersion = "3.57.0"
     static let langchainVersion = "1.7.4"
+    static let agentsVersion = "0.24.0"
+
+    /// Runs one of the Python scripts beside this file against a live server on `model`.
+    func runScript(_ script: String, model: TestModel) async throws {
+        var configuration = ServerConfiguration()
+        configuration.apiKey = Self.key
+        let server = APIServer(configuration: configuration)
+        let (port, task) = try await start(server)
+        defer { task.cancel() }
+        let served = try servedModel(model)
+        defer { served.engine.shutdown() }
+        server.ready(served)
+        let path = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/\(script)").path
+        let (status, text) = try shell(["python3", path, "--base-url", "http://127.0.0.1:\(port)", "--api-key", Self.key, "--model", Self.name])
+        print(text, terminator: "")
+        XCTAssertEqual(status, 0, "\(script) failed:\n\(text)")
+    }
 
     /// Runs a suite of the Python script; fails with its output when it fails.
     func runClient(port: Int, suite: String) throws {
@@ -112,22 +134,18 @@ final class OpenAIClientTests: XCTestCase {
     /// langchain-openai (`bind_tools`, `with_structured_output`); `structured_client_test.py`.
     func testStructuredOutputAndToolsThroughTheClients() async throws {
         try ensureClient()
-        if try shell(["python3", "-c", "import langchain_openai"]).status != 0 {
-            let (status, output) = try shell(["python3", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "langchain-openai==\(Self.langchainVersion)"])
-            XCTAssertEqual(status, 0, "installing langchain-openai failed:\n\(output)")
-        }
-        var configuration = ServerConfiguration()
-        configuration.apiKey = Self.key
-        let server = APIServer(configuration: configuration)
-        let (port, task) = try await start(server)
-        defer { task.cancel() }
-        let model = try servedModel(.qwen05)
-        defer { model.engine.shutdown() }
-        server.ready(model)
-        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/structured_client_test.py").path
-        let (status, text) = try shell(["python3", script, "--base-url", "http://127.0.0.1:\(port)", "--api-key", Self.key, "--model", Self.name])
-        print(text, terminator: "")
-        XCTAssertEqual(status, 0, "structured_client_test.py failed:\n\(text)")
+        try ensure("langchain_openai", "langchain-openai==\(Self.langchainVersion)")
+        try await runScript("structured_client_test.py", model: .qwen05)
+    }
+
+    /// `POST /v1/responses` with Qwen2.5-Coder-0.5B through the official client (text,
+    /// streams, `responses.parse`, function tools), openai-agents' default model class and
+    /// langchain-openai's `use_responses_api`; `responses_client_test.py`.
+    func testTheResponsesAPIThroughTheClients() async throws {
+        try ensureClient()
+        try ensure("langchain_openai", "langchain-openai==\(Self.langchainVersion)")
+        try ensure("agents", "openai-agents==\(Self.agentsVersion)")
+        try await runScript("responses_client_test.py", model: .qwen05)
     }
 
     func testOverloadGets429AndQueuedStreamsKeepAlive() async throws {

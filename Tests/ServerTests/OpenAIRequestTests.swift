@@ -190,6 +190,63 @@ final class OpenAIRequestTests: XCTestCase {
                       message: "chat_template_kwargs cannot set `messages`; it comes from the request's own fields")
     }
 
+    func responses(_ json: String) throws -> ResponsesRequest {
+        try ResponsesRequest(json: JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any], ordered: TemplateValue(parsingJSON: json))
+    }
+
+    func testAResponsesRequestIsTheChatCompletionItAmountsTo() throws {
+        let r = try responses("""
+            {"model": "m", "instructions": "Be terse.", "max_output_tokens": 50, "temperature": 0, "stream": true, "store": true,
+             "reasoning": {"effort": "low"}, "include": ["reasoning.encrypted_content"],
+             "input": [{"role": "user", "content": [{"type": "input_text", "text": "Weather "}, {"type": "input_text", "text": "in Paris?"}]},
+                       {"type": "reasoning", "id": "rs_1", "summary": []},
+                       {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"},
+                       {"type": "function_call", "call_id": "call_2", "name": "get_time", "arguments": "{}"},
+                       {"type": "function_call_output", "call_id": "call_1", "output": "18"},
+                       {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "18 degrees."}]}],
+             "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"z": {}, "a": {}}}, "strict": true}],
+             "tool_choice": {"type": "function", "name": "get_weather"},
+             "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": true}}}
+            """)
+        XCTAssertTrue(r.stream)
+        XCTAssertEqual(r.chat.json(indent: nil), #"{"model": "m", "temperature": 0, "stream": true, "messages": [{"role": "system", "content": "Be terse."}, "#
+            + #"{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": null, "tool_calls": ["#
+            + #"{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}, "#
+            + #"{"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]}, "#
+            + #"{"role": "tool", "content": "18", "tool_call_id": "call_1"}, {"role": "assistant", "content": "18 degrees."}], "#
+            + #""max_completion_tokens": 50, "tools": [{"type": "function", "function": {"name": "get_weather", "#
+            + #""parameters": {"type": "object", "properties": {"z": {}, "a": {}}}, "strict": true}}], "#
+            + #""tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "#
+            + #""response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": true}}}"#)
+        XCTAssertEqual(try responses(#"{"input": "Hi", "text": {"format": {"type": "text"}}}"#).chat.json(indent: nil),
+                       #"{"messages": [{"role": "user", "content": "Hi"}]}"#)
+
+        func rejects(_ json: String, param: String, message: String, file: StaticString = #filePath, line: UInt = #line) {
+            XCTAssertThrowsError(try responses(json), file: file, line: line) { error in
+                XCTAssertEqual(error as? RequestFieldError, RequestFieldError(param: param, message), file: file, line: line)
+            }
+        }
+        rejects(#"{"input": "Hi", "previous_response_id": "resp_1"}"#, param: "previous_response_id",
+                message: "previous_response_id is not supported: this server stores no responses; send the whole conversation in `input`")
+        rejects(#"{"input": "Hi", "background": true}"#, param: "background", message: "background responses are not supported: this server stores no responses")
+        rejects(#"{"instructions": "Hi"}"#, param: "input", message: "input must be a string or a non-empty array of input items")
+        rejects(#"{"input": [{"type": "item_reference", "id": "msg_1"}]}"#, param: "input[0]",
+                message: "input[0] is an item reference, which needs stored responses; this server stores none")
+        rejects(#"{"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}"#, param: "input[0].content[0]",
+                message: "input[0].content[0]: only text parts are supported, not input_image")
+        rejects(#"{"input": "Hi", "tools": [{"type": "web_search"}]}"#, param: "tools[0]", message: "tools[0]: only function tools are supported, not web_search")
+        rejects(#"{"input": "Hi", "include": ["message.output_text.logprobs"]}"#, param: "include",
+                message: "message.output_text.logprobs is not supported on /v1/responses; use /v1/chat/completions with logprobs")
+        // The chat parser's errors, named as this API spells the fields: message k is
+        // where it came from (the calls of two items are one message).
+        XCTAssertEqual(r.messageSources, ["instructions", "input[0]", "input[2]", "input[4]", "input[5]"])
+        XCTAssertEqual(r.renamed(RequestFieldError(param: "messages[3].role", "messages[3].role must be a string")),
+                       RequestFieldError(param: "input[4].role", "input[4].role must be a string"))
+        XCTAssertEqual(r.renamed(RequestFieldError(param: "tools[0].function.parameters", "m")), RequestFieldError(param: "tools[0].parameters", "m"))
+        XCTAssertEqual(r.renamed(RequestFieldError(param: "max_completion_tokens", "max_completion_tokens must be at least 1")),
+                       RequestFieldError(param: "max_output_tokens", "max_output_tokens must be at least 1"))
+    }
+
     func testErrorsAndResponsesEncodeExactly() throws {
         let error = APIError.from(RequestFieldError(param: "top_p", "top_p must be in (0, 1], got 0.0"))!
         XCTAssertEqual(error.status.code, 400)

@@ -9,10 +9,10 @@ import Tokenizer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve the model over OpenAI's HTTP API (completions, chat completions, streaming).",
+        abstract: "Serve the model over OpenAI's HTTP API (completions, chat completions, responses, streaming).",
         discussion: """
-            Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, POST /tokenize, \
-            POST /detokenize, GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
+            Endpoints: POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, GET /v1/models, \
+            POST /tokenize, POST /detokenize, GET /tokenizer_info, GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
             --api-key or APUS_API_KEY, every endpoint but /health needs `Authorization: Bearer KEY`. SIGINT or \
             SIGTERM refuses new requests (503), lets those in flight finish for up to --drain-seconds, then exits.
             """)
