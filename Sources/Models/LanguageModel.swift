@@ -11,11 +11,15 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// Layers, and halves per position per layer, of this model's KV cache.
     var kvShape: (layers: Int, rowWidth: Int) { get }
 
+    /// Width of the hidden state (the residual stream).
+    var hiddenWidth: Int { get }
+
     /// Runs every sequence's tokens of `batch` at its positions, writes their keys and
     /// values into `cache` through the sequences' block tables, and returns the logits of
-    /// `batch.logitRows`, one row of `vocabularySize` values each. A row's logits are
-    /// bitwise the same whatever else shares the batch and however its sequence was split
-    /// into earlier batches.
+    /// `batch.logitRows`, one row of `vocabularySize` values each, then the final hidden
+    /// states of `batch.hiddenRows`, `hiddenWidth` values each. A row's values are bitwise
+    /// the same whatever else shares the batch and however its sequence was split into
+    /// earlier batches.
     func forward(_ batch: ForwardBatch, cache: PagedKVCache) throws -> [Float]
 
     /// What one decode step costs, operation by operation (`Roofline` turns it into time).

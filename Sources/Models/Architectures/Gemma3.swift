@@ -30,6 +30,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
 
     public var vocabularySize: Int { shape.vocabularySize }
     public var trainedContextLength: Int { shape.contextLength }
+    public var hiddenWidth: Int { shape.width }
     public var kvShape: (layers: Int, rowWidth: Int) { runtime.kvShape }
 
     init(file: GGUFFile, options: ModelOptions) throws {
@@ -100,7 +101,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
                 pass.add(pass.projected, into: pass.x)
             }
             var logits = pass.logits(norm: outputNorm, head: outputHead)
-            if let cap = logitSoftCap { for i in logits.indices { logits[i] = tanhf(logits[i] / cap) * cap } }
+            if let cap = logitSoftCap { for i in 0..<(pass.logitRows.count * shape.vocabularySize) { logits[i] = tanhf(logits[i] / cap) * cap } }
             return logits
         }
     }

@@ -36,6 +36,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
 
     public var vocabularySize: Int { shape.vocabularySize }
     public var trainedContextLength: Int { shape.contextLength }
+    public var hiddenWidth: Int { shape.width }
     public var kvShape: (layers: Int, rowWidth: Int) { runtime.kvShape }
 
     init(file: GGUFFile, options: ModelOptions, variant: Variant) throws {

@@ -38,6 +38,7 @@ final class BatchLayout {
         }
         guard total == batch.tokens.count else { throw ModelError.invalidBatch("the sequences hold \(total) tokens, the batch \(batch.tokens.count)") }
         for r in batch.logitRows where r < 0 || r >= total { throw ModelError.invalidBatch("logit row \(r) is outside the batch of \(total)") }
+        for r in batch.hiddenRows where r < 0 || r >= total { throw ModelError.invalidBatch("hidden row \(r) is outside the batch of \(total)") }
 
         let n = total, bs = cache.blockSize, d = shape.headDim
         tokens = n

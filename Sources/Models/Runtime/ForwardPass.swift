@@ -46,6 +46,7 @@ final class ForwardPass {
     let layout: BatchLayout
     let cache: PagedKVCache
     let logitRows: [Int]
+    let hiddenRows: [Int]
     private let batchTokens: [Int]
     private let runtime: ModelRuntime
     private let workspace: Workspace
@@ -69,6 +70,7 @@ final class ForwardPass {
         self.cache = cache
         self.workspace = workspace
         self.logitRows = batch.logitRows
+        self.hiddenRows = batch.hiddenRows
         self.batchTokens = batch.tokens
         buffers = workspace.reserve(tokens: batch.tokens.count, shape: runtime.shape)
     }
@@ -183,10 +185,23 @@ final class ForwardPass {
         }
     }
 
-    /// The final norm and the output head for the rows the batch asks logits of.
+    /// The final norm and the output head for the rows the batch asks logits of, then the
+    /// normed rows it asks hidden states of.
     func logits(norm weight: [Float], head: WeightMatrix) -> [Float] {
         let rows = logitRows.count, width = shape.width
-        guard rows > 0 else { return [] }
+        var hidden = [Float](repeating: 0, count: hiddenRows.count * width)
+        if !hiddenRows.isEmpty {
+            profile.time(.norm) {
+                weight.withUnsafeBufferPointer { w in
+                    hidden.withUnsafeMutableBufferPointer { out in
+                        for (i, t) in hiddenRows.enumerated() {
+                            Norm.rms(x.pointer + t * width, weight: w.baseAddress!, count: width, eps: shape.normEpsilon, into: out.baseAddress! + i * width)
+                        }
+                    }
+                }
+            }
+        }
+        guard rows > 0 else { return hidden }
         profile.time(.norm) {
             weight.withUnsafeBufferPointer { w in
                 for (i, t) in logitRows.enumerated() {
@@ -199,7 +214,7 @@ final class ForwardPass {
             logits.withUnsafeMutableBufferPointer { out in
                 MatMul.multiply(head, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &workspace.scratch)
             }
-            return logits
+            return logits + hidden
         }
     }
 }

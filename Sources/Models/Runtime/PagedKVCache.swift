@@ -128,6 +128,9 @@ public struct ForwardBatch: Sendable {
     public var sequences: [SequenceSlice] = []
     /// Indices into `tokens` whose next-token logits are wanted, in the order returned.
     public var logitRows: [Int] = []
+    /// Indices into `tokens` whose final hidden state (after the output norm, before the
+    /// head: what embeddings pool) is wanted, returned after the logits.
+    public var hiddenRows: [Int] = []
 
     public init() {}
 
