@@ -11,6 +11,8 @@ public final class Engine: @unchecked Sendable {
 
     public let tokenizer: Tokenizer
     public let contextLength: Int
+    /// Width of the model's hidden state: an embedding's dimensions.
+    public var hiddenWidth: Int { core.model.hiddenWidth }
     private let core: EngineCore
 
     // Shared with the loop thread, under `condition`.

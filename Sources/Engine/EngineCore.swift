@@ -40,6 +40,7 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
     case exceedsKVCache(positions: Int, capacity: Int)
     case invalidSamples(Int)
     case invalidLogprobs(Int)
+    case invalidEmbeddingRequest
     case shutDown
 
     public var description: String {
@@ -49,6 +50,7 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
             "the request needs \(positions) KV-cache positions but the whole cache holds \(capacity); lower max_tokens or give the cache more memory"
         case .invalidSamples(let n): "n must be between 1 and \(GenerationRequest.maxSamples), got \(n)"
         case .invalidLogprobs(let k): "logprobs must be between 0 and \(GenerationRequest.maxLogprobs), got \(k)"
+        case .invalidEmbeddingRequest: "an embedding request generates nothing: max tokens 0, one sample, no log-probabilities"
         case .shutDown: "the engine is shutting down"
         }
     }
@@ -202,7 +204,10 @@ final class EngineCore {
     func validate(_ r: GenerationRequest) throws {
         guard !r.prompt.isEmpty else { throw GenerationError.emptyPrompt }
         // Scoring a prompt is a whole request even when nothing is generated after it.
-        guard r.parameters.maxTokens >= (r.promptLogprobs == nil ? 1 : 0) else { throw GenerationError.invalidMaxTokens(r.parameters.maxTokens) }
+        if r.pooling != nil {
+            guard r.parameters.maxTokens == 0, r.samples == 1, r.logprobs == nil, r.promptLogprobs == nil else { throw EngineError.invalidEmbeddingRequest }
+        }
+        guard r.parameters.maxTokens >= (r.promptLogprobs == nil && r.pooling == nil ? 1 : 0) else { throw GenerationError.invalidMaxTokens(r.parameters.maxTokens) }
         guard (1...GenerationRequest.maxSamples).contains(r.samples) else { throw EngineError.invalidSamples(r.samples) }
         for k in [r.logprobs, r.promptLogprobs].compactMap({ $0 }) where !(0...GenerationRequest.maxLogprobs).contains(k) {
             throw EngineError.invalidLogprobs(k)
@@ -274,6 +279,8 @@ final class EngineCore {
         var logitIndex: [ObjectIdentifier: Int] = [:]
         // Chunks of prompts being scored: their first logit row and first position.
         var scored: [(sequence: Sequence, row: Int, position: Int, count: Int)] = []
+        // Chunks of prompts being pooled: their first hidden row and first position.
+        var pooled: [(sequence: Sequence, row: Int, position: Int, count: Int)] = []
         for chunk in chunks {
             let s = chunk.sequence
             let completes = s.computed + chunk.count == s.tokens.count
@@ -281,6 +288,10 @@ final class EngineCore {
             if s.index == 0, s.request.scoresPrompt, s.computed < s.promptCount {
                 scored.append((s, batch.logitRows.count, s.computed, chunk.count))
                 rows = chunk.count + chunk.drafted
+            }
+            if s.request.poolsPrompt, s.computed < s.promptCount {
+                pooled.append((s, batch.hiddenRows.count, s.computed, chunk.count))
+                batch.hiddenRows += (batch.tokens.count..<(batch.tokens.count + chunk.count))
             }
             if completes { logitIndex[ObjectIdentifier(s)] = batch.logitRows.count + rows - 1 - chunk.drafted }
             let own = s.tokens[s.computed..<(s.computed + chunk.count)]
@@ -307,6 +318,15 @@ final class EngineCore {
             // Row j follows position + j and scores the prompt token after it, each once.
             for j in 0..<count where position + j + 1 < s.promptCount && position + j == state.promptLogprobs.count {
                 state.promptLogprobs.append(Self.logprobs(of: s.tokens[position + j + 1], in: row(first + j), top: k))
+            }
+        }
+        let width = model.hiddenWidth, hiddenStart = batch.logitRows.count * v
+        for (s, first, position, count) in pooled {
+            let state = s.request
+            for j in 0..<count where position + j == state.pooledPositions {
+                let hidden = logits[(hiddenStart + (first + j) * width)..<(hiddenStart + (first + j + 1) * width)]
+                Self.pool(hidden, position: position + j, of: s.promptCount, by: state.request.pooling!, into: &state.pooled)
+                state.pooledPositions += 1
             }
         }
         var events: [EngineEvent] = []
@@ -466,11 +486,25 @@ final class EngineCore {
         if state.firstToken == nil { state.firstToken = now }
         var outputs = (0...s.pendingForks).map { GenerationOutput(index: $0, text: "", tokens: [], logprobs: [], finishReason: .length, metrics: nil) }
         attachPromptLogprobs(&outputs[0], state)
+        if let pooling = state.request.pooling {
+            let divisor = pooling == .mean ? Double(state.pooledPositions) : 1
+            outputs[0].embedding = state.pooled.map { Float($0 / divisor) }
+        }
         // The unforked parent stands for every sample.
         s.pendingForks = 0
         state.unfinishedSamples = 1
         let last = finishSample(s, output: outputs.removeLast(), at: now)
         return outputs.map { EngineEvent(request: state.id, output: $0, finished: false) } + [last]
+    }
+
+    /// Adds prompt position `position`'s hidden state to `pooled` as `pooling` combines them.
+    static func pool(_ hidden: ArraySlice<Float>, position: Int, of count: Int, by pooling: Pooling, into pooled: inout [Double]) {
+        if pooled.isEmpty { pooled = [Double](repeating: 0, count: hidden.count) }
+        switch pooling {
+        case .mean: for (i, h) in zip(pooled.indices, hidden) { pooled[i] += Double(h) }
+        case .cls: if position == 0 { pooled = hidden.map(Double.init) }
+        case .last: if position == count - 1 { pooled = hidden.map(Double.init) }
+        }
     }
 
     private func attachPromptLogprobs(_ output: inout GenerationOutput, _ state: RequestState) {

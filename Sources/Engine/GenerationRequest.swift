@@ -13,6 +13,10 @@ public struct GenerationRequest: Sendable {
     /// with; such a request computes its whole prompt (no prefix-cache hit) and may have
     /// `maxTokens` 0, scoring only.
     public var promptLogprobs: Int? = nil
+    /// Pool the prompt's final hidden states into one vector, an embedding, and generate
+    /// nothing (`maxTokens` 0, one sample). Such a request computes its whole prompt (no
+    /// prefix-cache hit: cached blocks keep no hidden states).
+    public var pooling: Pooling? = nil
     /// Lower values are scheduled first; equal priorities are first come, first served.
     public var priority: Int = 0
 
@@ -25,6 +29,16 @@ public struct GenerationRequest: Sendable {
     public static let maxLogprobs = 20
     /// The most samples one request may ask for.
     public static let maxSamples = 128
+}
+
+/// How a prompt's hidden states become one embedding (llama.cpp's `--pooling` names).
+public enum Pooling: String, Sendable, CaseIterable {
+    /// The average over every prompt position.
+    case mean
+    /// The first position's (BERT's CLS token).
+    case cls
+    /// The last position's (what decoder-only embedding models train).
+    case last
 }
 
 /// The log-probability of a chosen token under the model (before sampling's penalties,
@@ -69,6 +83,8 @@ public struct GenerationOutput: Sendable {
     public var logprobs: [TokenLogprobs]
     /// On the request's first output, when it asked for them: entry i is prompt token i + 1's.
     public var promptLogprobs: [TokenLogprobs]? = nil
+    /// The pooled hidden state, when the request asked for an embedding (not normalised).
+    public var embedding: [Float]? = nil
     public var finishReason: FinishReason?
     public var metrics: RequestMetrics?
 }

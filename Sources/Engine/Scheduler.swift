@@ -177,7 +177,7 @@ final class Scheduler {
     /// Starts a sequence from the longest prefix of its tokens whose blocks are cached,
     /// always leaving at least one token to compute (its logits are needed).
     private func reuseCachedPrefix(_ s: Sequence) {
-        guard s.blockTable.isEmpty, !s.request.scoresPrompt else { return }
+        guard s.blockTable.isEmpty, !s.request.computesWholePrompt else { return }
         (s.blockTable, s.blockHashes) = blocks.cachedPrefix(of: s.tokens)
         s.computed = s.blockTable.count * blocks.blockSize
     }

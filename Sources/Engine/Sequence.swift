@@ -19,8 +19,17 @@ final class RequestState {
     var promptLogprobs: [TokenLogprobs] = []
     var promptLogprobsSent = false
 
+    /// The pooled hidden states so far (a sum, for mean pooling) and how many prompt
+    /// positions went into them (in order, once, whatever preemption recomputes).
+    var pooled: [Double] = []
+    var pooledPositions = 0
+
     /// Whether the prompt still has tokens to score.
     var scoresPrompt: Bool { request.promptLogprobs != nil && promptLogprobs.count < request.prompt.count - 1 }
+    /// Whether the prompt still has hidden states to pool.
+    var poolsPrompt: Bool { request.pooling != nil && pooledPositions < request.prompt.count }
+    /// Whether every prompt position must be computed here, none taken from the prefix cache.
+    var computesWholePrompt: Bool { request.promptLogprobs != nil || request.pooling != nil }
 
     init(id: UInt64, request: GenerationRequest, arrival: UInt64) {
         self.id = id
