@@ -52,6 +52,7 @@ public struct APIError: Error, Equatable, CustomStringConvertible {
             case .exceedsKVCache: return .invalidRequest(e.description, param: "max_tokens")
             case .invalidSamples: return .invalidRequest(e.description, param: "n")
             case .invalidLogprobs: return .invalidRequest(e.description, param: "logprobs")
+            case .invalidEmbeddingRequest: return .invalidRequest(e.description)
             case .shutDown: return APIError(.serviceUnavailable, "the server is shutting down", type: "server_error", retryAfter: 5)
             case .invalidConfiguration: return nil
             }

@@ -55,13 +55,16 @@ public struct ServedModel: Sendable {
     public let name: String
     /// Other names that select this model (`--served-model-name` given more than once).
     public let aliases: [String]
+    /// How `/v1/embeddings` pools a prompt's hidden states.
+    public let pooling: Pooling
 
-    public init(engine: Engine, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, name: String, aliases: [String] = []) {
+    public init(engine: Engine, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, name: String, aliases: [String] = [], pooling: Pooling = .mean) {
         self.engine = engine
         self.tokenizer = tokenizer
         self.chatTemplate = chatTemplate
         self.name = name
         self.aliases = aliases
+        self.pooling = pooling
     }
 
     public func isNamed(_ name: String) -> Bool { name == self.name || aliases.contains(name) }
@@ -256,6 +259,17 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             let body = try await readBody(request, channel: channel)
             let prepared = try await prepare { [self] in try prepareResponse(body, model: model) }
             return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
+        case (.post, "/v1/embeddings"):
+            let model = try servingModel()
+            let body = try await readBody(request, channel: channel)
+            let (parsed, requests) = try await prepare { [self] in try prepareEmbeddings(body, model: model) }
+            let outputs = try await collect(try submit(requests, to: model), channel: channel, id: id)
+            let vectors = outputs.map { $0.compactMap(\.embedding).first ?? [] }
+            let taken = outputs.flatMap { $0.compactMap(\.metrics) }
+            for m in taken { metrics.record(m) }
+            log.metrics = taken.first
+            return Self.response(.ok, contentType: "application/json",
+                                 EmbeddingsRequest.body(vectors, promptTokens: requests.reduce(0) { $0 + $1.prompt.count }, model: model.name, encoding: parsed.encoding))
         case (.get, "/tokenizer_info"):
             return Self.json(.ok, Self.tokenizerInfo(try servingModel()))
         case (.post, "/tokenize"):
@@ -436,6 +450,15 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
     }
 
+    private func prepareEmbeddings(_ body: Data, model: ServedModel) throws -> (EmbeddingsRequest, [GenerationRequest]) {
+        let parsed = try EmbeddingsRequest(json: try Self.jsonObject(body))
+        if configuration.strictModelNames, let name = parsed.model, !model.isNamed(name) { throw Self.unknownModel(name, model: model) }
+        let requests = try parsed.generationRequests(tokenizer: model.tokenizer, contextLength: model.engine.contextLength, pooling: model.pooling,
+                                                     width: model.engine.hiddenWidth)
+        for r in requests { try model.engine.validate(r) }
+        return (parsed, requests)
+    }
+
     // MARK: Endpoints
 
     private static func tokenize(_ json: [String: Any], model: ServedModel) throws -> Response {
@@ -471,14 +494,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
 
     private func generate(_ prepared: PreparedGeneration, model: ServedModel, channel: any Channel, id: String, log: inout RequestLog) async throws -> Response {
         let parsed = prepared.parsed, requests = prepared.requests, kind = parsed.kind
-        // The check and the submission under one lock: a burst of requests cannot all pass
-        // the check before any of them is counted as waiting.
-        let streams = try lock.withLock { () throws -> [Engine.Stream] in
-            guard model.engine.statistics.waitingSequences < configuration.maxWaitingRequests else {
-                throw APIError(.tooManyRequests, "too many requests are waiting; retry later", type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: 1)
-            }
-            return requests.map { model.engine.generate($0) }
-        }
+        let streams = try submit(requests, to: model)
         let header = Header(id: (kind == .chat ? "chatcmpl-" : "cmpl-") + id, object: kind == .chat ? "chat.completion" : "text_completion",
                             created: Int(Date().timeIntervalSince1970), model: model.name)
         let toolFormat = parsed.usesTools ? model.chatTemplate.flatMap(ToolCallFormat.init(template:)) : nil
@@ -494,14 +510,38 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                                                   header: header, tokenizer: model.tokenizer, toolFormat: toolFormat)
             return stream(streams, encoder: encoder, log: log, channel: channel)
         }
-        var empty = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
-        empty.echo = PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer)
-        empty.toolFormat = toolFormat
-        empty.toolNames = Set(parsed.tools.map(\.name))
-        // A closed connection cancels the collection, which ends the engine streams, which
-        // abort their requests and free their blocks.
-        let collecting = Task { () async throws -> Collected in
-            var collected = empty
+        var collected = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
+        collected.echo = PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer)
+        collected.toolFormat = toolFormat
+        collected.toolNames = Set(parsed.tools.map(\.name))
+        for (prompt, outputs) in try await collect(streams, channel: channel, id: id).enumerated() {
+            for o in outputs { collected.add(o, prompt: prompt) }
+        }
+        for m in collected.metrics { metrics.record(m) }
+        log.metrics = collected.metrics.first
+        let body = responses.map {
+            $0.body(text: collected.texts[0], reason: collected.reasons[0], metrics: collected.metrics, toolFormat: toolFormat, tools: collected.toolNames)
+        }
+        return Self.response(.ok, contentType: "application/json", body ?? collected.body(header: header, tokenizer: model.tokenizer))
+    }
+
+    /// Submits `requests` to the model's engine, or refuses with 429 when too many wait.
+    private func submit(_ requests: [GenerationRequest], to model: ServedModel) throws -> [Engine.Stream] {
+        // The check and the submission under one lock: a burst of requests cannot all pass
+        // the check before any of them is counted as waiting.
+        try lock.withLock { () throws -> [Engine.Stream] in
+            guard model.engine.statistics.waitingSequences < configuration.maxWaitingRequests else {
+                throw APIError(.tooManyRequests, "too many requests are waiting; retry later", type: "rate_limit_error", code: "rate_limit_exceeded", retryAfter: 1)
+            }
+            return requests.map { model.engine.generate($0) }
+        }
+    }
+
+    /// Every output of each engine stream, for a response that is not streamed. A closed
+    /// connection (or the server cutting request `id`) cancels the collection, which ends
+    /// the engine streams, which abort their requests and free their blocks.
+    private func collect(_ streams: [Engine.Stream], channel: any Channel, id: String) async throws -> [[GenerationOutput]] {
+        let collecting = Task { () async throws -> [[GenerationOutput]] in
             try await withThrowingTaskGroup(of: (Int, [GenerationOutput]).self) { group in
                 for (i, engineStream) in streams.enumerated() {
                     group.addTask {
@@ -511,11 +551,10 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                         return (i, outputs)
                     }
                 }
-                for try await (prompt, outputs) in group {
-                    for o in outputs { collected.add(o, prompt: prompt) }
-                }
+                var all = [[GenerationOutput]](repeating: [], count: streams.count)
+                for try await (i, outputs) in group { all[i] = outputs }
+                return all
             }
-            return collected
         }
         channel.closeFuture.whenComplete { _ in collecting.cancel() }
         let interruption = Interruption()
@@ -524,18 +563,11 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             collecting.cancel()
         }
         defer { uncut() }
-        let collected: Collected
         do {
-            collected = try await withTaskCancellationHandler { try await collecting.value } onCancel: { collecting.cancel() }
+            return try await withTaskCancellationHandler { try await collecting.value } onCancel: { collecting.cancel() }
         } catch {
             throw interruption.error ?? error
         }
-        for m in collected.metrics { metrics.record(m) }
-        log.metrics = collected.metrics.first
-        let body = responses.map {
-            $0.body(text: collected.texts[0], reason: collected.reasons[0], metrics: collected.metrics, toolFormat: toolFormat, tools: collected.toolNames)
-        }
-        return Self.response(.ok, contentType: "application/json", body ?? collected.body(header: header, tokenizer: model.tokenizer))
     }
 
     struct Header: Sendable {

@@ -98,7 +98,7 @@ public struct OpenAIRequest {
             try parseTools(json, ordered: ordered)
             chatTemplateArguments = try Self.templateArguments(json)
         case .completion:
-            prompts = try Self.prompts(json["prompt"], limits: limits)
+            prompts = try Self.prompts(json["prompt"], maxPrompts: limits.maxPrompts)
         }
 
         var p = GenerationParameters()
@@ -262,19 +262,21 @@ public struct OpenAIRequest {
         }
     }
 
-    private static func prompts(_ value: Any?, limits: Limits) throws -> [Prompt] {
+    /// A completion's `prompt` (or an embedding request's `input`, named by `param`): a
+    /// string, token ids, or a list of either, at most `maxPrompts` of them.
+    static func prompts(_ value: Any?, maxPrompts: Int, param: String = "prompt") throws -> [Prompt] {
         func isTokens(_ list: [Any]) -> Bool { list.allSatisfy { $0 is Int && !isBoolean($0) } }
-        guard let value, !(value is NSNull) else { throw RequestFieldError(param: "prompt", "the request needs a prompt") }
+        guard let value, !(value is NSNull) else { throw RequestFieldError(param: param, "the request needs \(param == "prompt" ? "a prompt" : "`\(param)`")") }
         if let text = value as? String { return [.text(text)] }
         guard let list = value as? [Any], !list.isEmpty else {
-            throw RequestFieldError(param: "prompt", "prompt must be a string, an array of strings, or token ids")
+            throw RequestFieldError(param: param, "\(param) must be a string, an array of strings, or token ids")
         }
         if isTokens(list) { return [.tokens(list as! [Int])] }
-        guard list.count <= limits.maxPrompts else { throw RequestFieldError(param: "prompt", "at most \(limits.maxPrompts) prompts per request, got \(list.count)") }
+        guard list.count <= maxPrompts else { throw RequestFieldError(param: param, "at most \(maxPrompts) \(param == "prompt" ? "prompts" : "inputs") per request, got \(list.count)") }
         return try list.map { item in
             if let text = item as? String { return .text(text) }
             if let ids = item as? [Any], isTokens(ids) { return .tokens(ids as! [Int]) }
-            throw RequestFieldError(param: "prompt", "prompt must be a string, an array of strings, or token ids")
+            throw RequestFieldError(param: param, "\(param) must be a string, an array of strings, or token ids")
         }
     }
 

@@ -78,6 +78,7 @@ struct ModelArguments: ParsableArguments {
 
 extension ActivationPrecision: ExpressibleByArgument {}
 extension GGUFFile.Residency: ExpressibleByArgument {}
+extension Pooling: ExpressibleByArgument {}
 
 extension IntegerKernels.Level: ExpressibleByArgument {
     public init?(argument: String) {

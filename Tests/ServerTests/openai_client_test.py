@@ -201,6 +201,34 @@ def main_suite():
     two = client.completions.create(model=args.model, prompt=["The capital of France is", "Once upon a time"], max_tokens=4, temperature=0)
     check([ch.index for ch in two.choices] == [0, 1] and two.choices[0].text == " Paris.\n\n", f"a list of prompts: {two.choices}")
 
+    # Embeddings: mean-pooled final hidden states, unit length, as llama-server --embeddings --pooling mean gives them
+    # (embeddings_reference.json, recorded from it); the client asks for base64 unless told floats.
+    reference = json.load(open(__file__.replace("openai_client_test.py", "embeddings_reference.json")))
+    encoded = client.embeddings.create(model=args.model, input=reference["inputs"])
+    floats = client.embeddings.create(model=args.model, input=reference["inputs"], encoding_format="float")
+    check([d.index for d in floats.data] == list(range(len(reference["inputs"]))) and floats.object == "list" and floats.model == args.model,
+          "embeddings envelope")
+    check(all(len(d.embedding) == 576 for d in floats.data), "576 dimensions, SmolLM2's width")
+    check(all(abs(sum(x * x for x in d.embedding) - 1) < 1e-4 for d in floats.data), "unit length")
+    check(all(max(abs(a - b) for a, b in zip(e.embedding, f.embedding)) < 1e-6 for e, f in zip(encoded.data, floats.data)), "base64 and floats agree")
+    tokens = sum(Raw("POST", "/tokenize", {"prompt": t}, auth).json()["count"] for t in reference["inputs"])
+    check(floats.usage.prompt_tokens == tokens == floats.usage.total_tokens, f"embedding usage {floats.usage} for {tokens} tokens")
+
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b)) / (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
+
+    for text, mine, theirs in zip(reference["inputs"], floats.data, reference["embeddings"]):
+        check(cosine(mine.embedding, theirs) >= 0.99, f"cosine {cosine(mine.embedding, theirs):.4f} with llama-server's embedding of {text!r}")
+    by_ids = client.embeddings.create(model=args.model, input=ids["tokens"], encoding_format="float").data[0].embedding
+    same = client.embeddings.create(model=args.model, input="The capital of France is", encoding_format="float").data[0].embedding
+    check(by_ids == same, "token ids embed as their text does")
+    raw = Raw("POST", "/v1/embeddings", {"input": "x", "dimensions": 8}, auth)
+    check(raw.status_code == 400 and raw.json()["error"]["param"] == "dimensions" and "576" in raw.json()["error"]["message"], f"dimensions: {raw.text}")
+    raw = Raw("POST", "/v1/embeddings", {"input": [""]}, auth)
+    check(raw.status_code == 400 and raw.json()["error"]["param"] == "input", f"an empty input: {raw.text}")
+    raw = Raw("POST", "/v1/embeddings", {"input": "x", "encoding_format": "int8"}, auth)
+    check(raw.status_code == 400 and raw.json()["error"]["param"] == "encoding_format", f"encoding_format: {raw.text}")
+
     # Errors: 400 naming the parameter.
     bad = openai.BadRequestError
     m = args.model

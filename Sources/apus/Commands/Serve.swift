@@ -11,11 +11,22 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve the model over OpenAI's HTTP API (completions, chat completions, responses, streaming).",
         discussion: """
-            Endpoints: POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, GET /v1/models, \
+            Endpoints: POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, GET /v1/models, \
             POST /tokenize, POST /detokenize, GET /tokenizer_info, GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
             --api-key or APUS_API_KEY, every endpoint but /health needs `Authorization: Bearer KEY`. SIGINT or \
             SIGTERM refuses new requests (503), lets those in flight finish for up to --drain-seconds, then exits.
             """)
+
+    /// The pooling an embedding model's file names (llama.cpp's `pooling_type`: 1 mean,
+    /// 2 cls, 3 last); mean for a file that names none, as most chat models do.
+    static func pooling(of file: GGUFFile) throws -> Pooling {
+        let architecture = try file.metadata.string("general.architecture")
+        switch try file.metadata.optionalInt("\(architecture).pooling_type") {
+        case 2: return .cls
+        case 3: return .last
+        default: return .mean
+        }
+    }
 
     @OptionGroup var modelArguments: ModelArguments
     @OptionGroup var engineArguments: EngineArguments
@@ -34,6 +45,9 @@ struct Serve: AsyncParsableCommand {
 
     @Flag(name: .long, help: "Refuse (404) requests that name a model other than the served one (default: serve them with it, as llama-server).")
     var strictModelNames = false
+
+    @Option(name: .long, help: "How /v1/embeddings pools a prompt's hidden states: mean, cls or last (default: the file's <arch>.pooling_type, else mean).")
+    var pooling: Pooling?
 
     @Option(name: .long, help: "Origins browsers may call the API from, comma-separated (default: *, any).")
     var allowedOrigins = "*"
@@ -124,7 +138,7 @@ struct Serve: AsyncParsableCommand {
                     template = nil
                 }
                 return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: template,
-                                   name: names[0], aliases: Array(names.dropFirst()))
+                                   name: names[0], aliases: Array(names.dropFirst()), pooling: try pooling ?? Self.pooling(of: loaded.file))
             }.value
             model.engine.operationProfile.isEnabled = engineArguments.profile
             server.ready(model)
