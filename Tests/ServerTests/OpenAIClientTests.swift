@@ -148,6 +148,73 @@ final class OpenAIClientTests: XCTestCase {
         try await runScript("responses_client_test.py", model: .qwen05)
     }
 
+    static let lmEvalVersion = "0.4.13"
+
+    /// lm-eval's `local-completions` (a multiple-choice task scored by log-likelihood, and a
+    /// generation task) with `tokenizer_backend=remote`, and `local-chat-completions`, on
+    /// tasks from local files (`lm_eval_test.py`). Every number the harness got is
+    /// recomputed here without the server: each choice's log-likelihood by teacher forcing
+    /// through the plain forward pass, each generation greedily by the single-sequence
+    /// generator, each accuracy from those.
+    func testLMEvalScoresAreTheModelsOwn() async throws {
+        try ensure("lm_eval", "lm-eval==\(Self.lmEvalVersion)")
+        let server = APIServer(configuration: ServerConfiguration())
+        let (port, task) = try await start(server)
+        defer { task.cancel() }
+        let served = try servedModel()
+        defer { served.engine.shutdown() }
+        server.ready(served)
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("apus-lm-eval-\(port).json")
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/lm_eval_test.py").path
+        let (status, text) = try shell(["python3", script, "--base-url", "http://127.0.0.1:\(port)", "--model", Self.name, "--report", report.path])
+        guard status == 0 else { return XCTFail("lm_eval_test.py failed:\n\(text)") }
+        print(text.split(separator: "\n").last ?? "")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: report)) as! [String: Any]
+
+        let file = try TestSupport.model(.smolLM2)
+        let model = try ModelRegistry.load(file), tokenizer = served.tokenizer
+        func loglikelihood(_ context: [Int], _ continuation: [Int]) throws -> Double {
+            let all = context + continuation
+            let logits = try model.forward(all, cache: model.makeCache(capacity: all.count), logitRows: (context.count - 1)..<(all.count - 1))
+            let v = model.vocabularySize
+            return continuation.enumerated().reduce(0.0) { sum, e in sum + Evaluation.logSoftmax(logits[(e.offset * v)..<((e.offset + 1) * v)])[e.element] }
+        }
+        let mc = json["mc"] as! [String: Any], samples = mc["samples"] as! [[String: Any]]
+        var correct = 0
+        for (i, sample) in samples.enumerated() {
+            let pairs = sample["pairs"] as! [[String: Any]]
+            let mine = try pairs.map { try loglikelihood($0["context"] as! [Int], $0["continuation"] as! [Int]) }
+            for (pair, ll) in zip(pairs, mine) { XCTAssertEqual(pair["loglikelihood"] as! Double, ll, accuracy: 1e-4, "sample \(i)") }
+            let best = mine.indices.max { mine[$0] < mine[$1] }!
+            XCTAssertEqual(sample["acc"] as! Double, best == sample["answer"] as! Int ? 1 : 0, "sample \(i)'s accuracy")
+            if best == sample["answer"] as! Int { correct += 1 }
+        }
+        XCTAssertEqual(samples.count, 6)
+        XCTAssertEqual(mc["acc"] as! Double, Double(correct) / Double(samples.count), accuracy: 1e-9)
+        XCTAssertGreaterThan(correct, 3, "the model knows most capitals; a harness reading no log-likelihoods scores 1 in 4")
+
+        var greedy = GenerationParameters()
+        greedy.sampling = .greedy
+        greedy.maxTokens = 6
+        greedy.stopStrings = ["\n", "."]
+        let generator = Generator(model: model, tokenizer: tokenizer, contextLength: 256)
+        let gen = json["gen"] as! [String: Any]
+        var matches = 0
+        for sample in gen["samples"] as! [[String: Any]] {
+            let out = try generator.generate(prompt: tokenizer.encode(sample["prompt"] as! String, parseSpecial: true), parameters: greedy).text
+            XCTAssertEqual(sample["generation"] as! String, out, "the generation of \(sample["prompt"]!)")
+            if out == sample["target"] as! String { matches += 1 }
+        }
+        XCTAssertEqual(gen["exact_match"] as! Double, Double(matches) / 6, accuracy: 1e-9)
+
+        let chat = json["chat"] as! [String: Any], template = try XCTUnwrap(served.chatTemplate)
+        for sample in chat["samples"] as! [[String: Any]] {
+            let messages = (sample["messages"] as! [[String: String]]).map { ChatMessage(role: $0["role"]!, content: $0["content"]!) }
+            let prompt = tokenizer.encode(try template.render(messages, tokenizer: tokenizer), parseSpecial: true, addSpecial: false)
+            XCTAssertEqual(sample["generation"] as! String, try generator.generate(prompt: prompt, parameters: greedy).text, "the chat generation of \(messages)")
+        }
+    }
+
     func testOverloadGets429AndQueuedStreamsKeepAlive() async throws {
         var configuration = ServerConfiguration()
         configuration.apiKey = Self.key
