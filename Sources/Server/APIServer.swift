@@ -42,6 +42,8 @@ public struct ServerConfiguration: Sendable {
     public var strictModelNames = false
     /// Origins browsers may call the API from (`Access-Control-Allow-Origin`); `*`: any.
     public var allowedOrigins = ["*"]
+    /// Serve the chat page at `GET /`.
+    public var chatPage = true
 
     public init() {}
 }
@@ -234,6 +236,12 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             return response
         }
         if path == "/health" && method == .get { return health() }
+        // The page is public, as a static file is; what it calls needs the key.
+        if path == "/" && method == .get && configuration.chatPage {
+            var headers = HTTPFields()
+            headers[HTTPField.Name("Content-Security-Policy")!] = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+            return Self.response(.ok, contentType: "text/html; charset=utf-8", Data(ChatPage.html.utf8), headers: headers)
+        }
         try authorize(request)
         switch (method, path) {
         case (.get, "/metrics"):

@@ -148,6 +148,29 @@ final class OpenAIClientTests: XCTestCase {
         try await runScript("responses_client_test.py", model: .qwen05)
     }
 
+    /// The chat page at `/` in headless Chromium (`chat_page_test.py`): the key typed in,
+    /// the model listed, two streamed turns equal to the chat completions they amount to,
+    /// the server's error shown. CI installs Debian's chromium-headless-shell; elsewhere
+    /// the test needs it (or `$APUS_CHROMIUM`) and says so.
+    func testTheChatPageInAHeadlessBrowser() async throws {
+        let candidates = [ProcessInfo.processInfo.environment["APUS_CHROMIUM"], "/usr/bin/chromium-headless-shell", "/usr/bin/chromium"].compactMap { $0 }
+        guard let browser = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw XCTSkip("no Chromium: install Debian's chromium-headless-shell (as .ci/run does) or set APUS_CHROMIUM")
+        }
+        var configuration = ServerConfiguration()
+        configuration.apiKey = Self.key
+        let server = APIServer(configuration: configuration)
+        let (port, task) = try await start(server)
+        defer { task.cancel() }
+        let served = try servedModel()
+        defer { served.engine.shutdown() }
+        server.ready(served)
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/ServerTests/chat_page_test.py").path
+        let (status, text) = try shell(["python3", script, "--base-url", "http://127.0.0.1:\(port)", "--api-key", Self.key, "--model", Self.name, "--browser", browser])
+        print(text, terminator: "")
+        XCTAssertEqual(status, 0, "chat_page_test.py failed:\n\(text)")
+    }
+
     static let lmEvalVersion = "0.4.13"
 
     /// lm-eval's `local-completions` (a multiple-choice task scored by log-likelihood, and a

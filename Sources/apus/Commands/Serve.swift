@@ -12,7 +12,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Serve the model over OpenAI's HTTP API (completions, chat completions, responses, streaming).",
         discussion: """
             Endpoints: POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, GET /v1/models, \
-            POST /tokenize, POST /detokenize, GET /tokenizer_info, GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
+            POST /tokenize, POST /detokenize, GET /tokenizer_info, GET / (a chat page), GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
             --api-key or APUS_API_KEY, every endpoint but /health needs `Authorization: Bearer KEY`. SIGINT or \
             SIGTERM refuses new requests (503), lets those in flight finish for up to --drain-seconds, then exits.
             """)
@@ -48,6 +48,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .long, help: "How /v1/embeddings pools a prompt's hidden states: mean, cls or last (default: the file's <arch>.pooling_type, else mean).")
     var pooling: Pooling?
+
+    @Flag(name: .long, help: "Serve no chat page at / (llama-server's --no-webui).")
+    var noChatPage = false
 
     @Option(name: .long, help: "Origins browsers may call the API from, comma-separated (default: *, any).")
     var allowedOrigins = "*"
@@ -112,6 +115,7 @@ struct Serve: AsyncParsableCommand {
             configuration.maxUnsentChunks = maxUnsentChunks
             configuration.maxBodyBytes = maxBodyBytes
             configuration.strictModelNames = strictModelNames
+            configuration.chatPage = !noChatPage
             configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             let logger = Logger(label: "apus.server")
             let server = APIServer(configuration: configuration, logger: logger)
