@@ -69,8 +69,6 @@ public struct ServedModel: Sendable {
         self.pooling = pooling
     }
 
-    public func isNamed(_ name: String) -> Bool { name == self.name || aliases.contains(name) }
-
     /// A model id from a file or model name: what clients and Hugging Face repo ids accept
     /// (no spaces: `Smollm2 135M 8k` would break lm-eval's tokenizer lookup).
     public static func slug(_ name: String) -> String {
@@ -102,8 +100,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
 
     enum State {
         case loading
-        case ready(ServedModel)
-        case draining(ServedModel)
+        case ready(ModelPool)
+        case draining(ModelPool)
     }
 
     public let configuration: ServerConfiguration
@@ -124,16 +122,19 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Starts serving `model` (until then every API call gets 503).
-    public func ready(_ model: ServedModel) {
-        lock.withLock { state = .ready(model) }
+    /// Starts serving the models of `pool` (until then every API call gets 503).
+    public func ready(_ pool: ModelPool) {
+        lock.withLock { state = .ready(pool) }
     }
+
+    /// Starts serving one model, already loaded.
+    public func ready(_ model: ServedModel) { ready(ModelPool(loaded: model)) }
 
     /// Refuses new work with 503 and waits up to `drainSeconds` for requests in flight;
     /// then cuts those still running, and gives them a moment to say so to their clients.
     public func drain() async {
         lock.withLock {
-            if case .ready(let model) = state { state = .draining(model) }
+            if case .ready(let pool) = state { state = .draining(pool) }
         }
         await waitForRequests(seconds: configuration.drainSeconds)
         let running = lock.withLock { Array(cuts.values) }
@@ -207,6 +208,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var metrics: RequestMetrics?
         /// Why the request failed, or how a stream that had started was cut.
         var note: String?
+        /// The request's hold on its model, released with the last copy of the log.
+        var lease: ModelPool.Lease?
     }
 
     private func finish(_ log: RequestLog) {
@@ -245,31 +248,31 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         try authorize(request)
         switch (method, path) {
         case (.get, "/metrics"):
-            let engine = currentModel()?.engine
+            let engine = currentPool()?.loaded.first?.engine
             let profile = engine.flatMap { $0.operationProfile.isEnabled ? $0.operationProfile.snapshot() : nil }
             return Self.response(.ok, contentType: "text/plain; version=0.0.4", Data(metrics.exposition(engine: engine?.statistics, profile: profile).utf8))
         case (.get, "/v1/models"):
-            let model = try servingModel()
-            return Self.json(.ok, ["object": "list", "data": [modelObject(model)]])
+            let pool = try servingPool()
+            return Self.json(.ok, ["object": "list", "data": pool.models.map { modelObject($0.names, status: $0.status, served: $0.served) }])
         case (.get, _) where path.hasPrefix("/v1/models/"):
-            let model = try servingModel()
+            let pool = try servingPool()
             let name = String(path.dropFirst("/v1/models/".count)).removingPercentEncoding ?? ""
-            guard model.isNamed(name) else { throw Self.unknownModel(name, model: model) }
-            return Self.json(.ok, modelObject(model))
+            guard let found = pool.models.first(where: { $0.names.contains(name) }) else { throw Self.unknownModel(name, known: pool.allNames) }
+            return Self.json(.ok, modelObject(found.names, status: found.status, served: found.served))
         case (.post, "/v1/completions"), (.post, "/v1/chat/completions"):
-            let model = try servingModel()
-            let body = try await readBody(request, channel: channel)
+            let body = try await jsonBody(request, channel: channel)
+            let model = try await lease(body.model, log: &log)
             let kind: OpenAIRequest.Kind = path == "/v1/completions" ? .completion : .chat
             let prepared = try await prepare { [self] in try prepareGeneration(body, kind: kind, model: model) }
             return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
         case (.post, "/v1/responses"):
-            let model = try servingModel()
-            let body = try await readBody(request, channel: channel)
+            let body = try await jsonBody(request, channel: channel)
+            let model = try await lease(body.model, log: &log)
             let prepared = try await prepare { [self] in try prepareResponse(body, model: model) }
             return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
         case (.post, "/v1/embeddings"):
-            let model = try servingModel()
-            let body = try await readBody(request, channel: channel)
+            let body = try await jsonBody(request, channel: channel)
+            let model = try await lease(body.model, log: &log)
             let (parsed, requests) = try await prepare { [self] in try prepareEmbeddings(body, model: model) }
             let outputs = try await collect(try submit(requests, to: model), channel: channel, id: id)
             let vectors = outputs.map { $0.compactMap(\.embedding).first ?? [] }
@@ -279,29 +282,36 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             return Self.response(.ok, contentType: "application/json",
                                  EmbeddingsRequest.body(vectors, promptTokens: requests.reduce(0) { $0 + $1.prompt.count }, model: model.name, encoding: parsed.encoding))
         case (.get, "/tokenizer_info"):
-            return Self.json(.ok, Self.tokenizerInfo(try servingModel()))
+            let name = request.uri.queryParameters.get("model")
+            return Self.json(.ok, Self.tokenizerInfo(try await lease(name, log: &log)))
         case (.post, "/tokenize"):
-            let model = try servingModel()
-            let body = try await readBody(request, channel: channel)
-            return try await prepare { try Self.tokenize(try Self.jsonObject(body), model: model) }
+            let body = try await jsonBody(request, channel: channel)
+            let model = try await lease(body.model, log: &log)
+            return try await prepare { try Self.tokenize(body.object, model: model) }
         case (.post, "/detokenize"):
-            let model = try servingModel()
-            let body = try await readBody(request, channel: channel)
-            return try await prepare { try Self.detokenize(try Self.jsonObject(body), model: model) }
+            let body = try await jsonBody(request, channel: channel)
+            let model = try await lease(body.model, log: &log)
+            return try await prepare { try Self.detokenize(body.object, model: model) }
         default:
             throw APIError(.notFound, "Invalid URL (\(method.rawValue) \(path))", type: "invalid_request_error", code: "not_found")
         }
     }
 
-    private func modelObject(_ model: ServedModel) -> [String: Any] {
-        ["id": model.name, "object": "model", "created": created, "owned_by": "apus", "max_model_len": model.engine.contextLength,
-         "aliases": model.aliases]
+    private func modelObject(_ names: [String], status: ModelPool.Status, served: ServedModel?) -> [String: Any] {
+        ["id": names[0], "object": "model", "created": created, "owned_by": "apus", "aliases": Array(names.dropFirst()), "status": status.rawValue,
+         "max_model_len": served.map { $0.engine.contextLength as Any } ?? NSNull()]
     }
 
-    static func unknownModel(_ name: String, model: ServedModel) -> APIError {
-        let known = ([model.name] + model.aliases).map { "`\($0)`" }.joined(separator: ", ")
-        return APIError(.notFound, "The model `\(name)` does not exist. This server serves \(known).",
-                        type: "invalid_request_error", param: "model", code: "model_not_found")
+    static func unknownModel(_ name: String, known: [String]) -> APIError {
+        APIError(.notFound, "The model `\(name)` does not exist. This server serves \(known.map { "`\($0)`" }.joined(separator: ", ")).",
+                 type: "invalid_request_error", param: "model", code: "model_not_found")
+    }
+
+    /// The model a request names (loaded if it is not), held for as long as `log` lives.
+    private func lease(_ name: String?, log: inout RequestLog) async throws -> ServedModel {
+        let lease = try await servingPool().lease(name, strict: configuration.strictModelNames)
+        log.lease = lease
+        return lease.model
     }
 
     private func health() -> Response {
@@ -312,16 +322,16 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
     }
 
-    private func currentModel() -> ServedModel? {
+    private func currentPool() -> ModelPool? {
         switch lock.withLock({ state }) {
-        case .ready(let m), .draining(let m): m
+        case .ready(let p), .draining(let p): p
         case .loading: nil
         }
     }
 
-    private func servingModel() throws -> ServedModel {
+    private func servingPool() throws -> ModelPool {
         switch lock.withLock({ state }) {
-        case .ready(let m): return m
+        case .ready(let p): return p
         case .loading: throw APIError(.serviceUnavailable, "the model is still loading", type: "server_error", retryAfter: 5)
         case .draining: throw APIError(.serviceUnavailable, "the server is shutting down", type: "server_error", retryAfter: 5)
         }
@@ -370,6 +380,20 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         if let declared, body.count < declared { throw ClientDeparted() }
         if !channel.isActive { throw ClientDeparted() }
         return body
+    }
+
+    /// A request body and the JSON object it holds.
+    struct JSONBody: @unchecked Sendable {
+        let data: Data
+        let object: [String: Any]
+        /// The model the request names.
+        var model: String? { object["model"] as? String }
+    }
+
+    /// The body read and parsed (on the preparation queue: it grows with the request).
+    private func jsonBody(_ request: Request, channel: any Channel) async throws -> JSONBody {
+        let data = try await readBody(request, channel: channel)
+        return try await prepare { JSONBody(data: data, object: try Self.jsonObject(data)) }
     }
 
     /// The body as a JSON object, or an error that says what it is instead.
@@ -427,12 +451,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var responses: ResponsesRequest? = nil
     }
 
-    private func prepareGeneration(_ body: Data, kind: OpenAIRequest.Kind, model: ServedModel) throws -> PreparedGeneration {
-        let json = try Self.jsonObject(body)
-        let parsed = try OpenAIRequest(json: json, kind: kind, limits: configuration.limits, ordered: Self.ordered(json, body: body))
-        if configuration.strictModelNames, let name = parsed.model, !model.isNamed(name) {
-            throw Self.unknownModel(name, model: model)
-        }
+    private func prepareGeneration(_ body: JSONBody, kind: OpenAIRequest.Kind, model: ServedModel) throws -> PreparedGeneration {
+        let parsed = try OpenAIRequest(json: body.object, kind: kind, limits: configuration.limits, ordered: Self.ordered(body.object, body: body.data))
         let requests = try parsed.generationRequests(tokenizer: model.tokenizer, chatTemplate: {
             guard let template = model.chatTemplate else { throw RequestFieldError(param: "messages", "the model has no chat template (tokenizer.chat_template); send a prompt to /v1/completions instead, or start the server with --chat-template FILE") }
             return template
@@ -443,14 +463,14 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
 
     /// A Responses request, checked as the chat completion it amounts to; errors name the
     /// fields as the Responses API spells them.
-    private func prepareResponse(_ body: Data, model: ServedModel) throws -> PreparedGeneration {
-        let json = try Self.jsonObject(body)
-        guard let ordered = try? TemplateValue(parsingJSON: String(decoding: body, as: UTF8.self)) else {
+    private func prepareResponse(_ body: JSONBody, model: ServedModel) throws -> PreparedGeneration {
+        guard let ordered = try? TemplateValue(parsingJSON: String(decoding: body.data, as: UTF8.self)) else {
             throw APIError.invalidRequest("the request body nests too deeply")
         }
-        let responses = try ResponsesRequest(json: json, ordered: ordered)
+        let responses = try ResponsesRequest(json: body.object, ordered: ordered)
         do {
-            var prepared = try prepareGeneration(Data(responses.chat.json(indent: nil).utf8), kind: .chat, model: model)
+            let chat = Data(responses.chat.json(indent: nil).utf8)
+            var prepared = try prepareGeneration(JSONBody(data: chat, object: try Self.jsonObject(chat)), kind: .chat, model: model)
             prepared.responses = responses
             return prepared
         } catch let error as RequestFieldError {
@@ -458,9 +478,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         }
     }
 
-    private func prepareEmbeddings(_ body: Data, model: ServedModel) throws -> (EmbeddingsRequest, [GenerationRequest]) {
-        let parsed = try EmbeddingsRequest(json: try Self.jsonObject(body))
-        if configuration.strictModelNames, let name = parsed.model, !model.isNamed(name) { throw Self.unknownModel(name, model: model) }
+    private func prepareEmbeddings(_ body: JSONBody, model: ServedModel) throws -> (EmbeddingsRequest, [GenerationRequest]) {
+        let parsed = try EmbeddingsRequest(json: body.object)
         let requests = try parsed.generationRequests(tokenizer: model.tokenizer, contextLength: model.engine.contextLength, pooling: model.pooling,
                                                      width: model.engine.hiddenWidth)
         for r in requests { try model.engine.validate(r) }

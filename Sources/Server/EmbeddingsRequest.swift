@@ -10,7 +10,6 @@ struct EmbeddingsRequest {
     enum Encoding: String { case float, base64 }
 
     let inputs: [OpenAIRequest.Prompt]
-    let model: String?
     let encoding: Encoding
     let dimensions: Int?
 
@@ -18,7 +17,6 @@ struct EmbeddingsRequest {
     static let maxInputs = 2048
 
     init(json: [String: Any]) throws {
-        model = json["model"] as? String
         inputs = try OpenAIRequest.prompts(json["input"], maxPrompts: Self.maxInputs, param: "input")
         switch json["encoding_format"] {
         case nil, is NSNull: encoding = .float

@@ -9,8 +9,23 @@ import Tokenizer
 
 /// Options every model-using command shares.
 struct ModelArguments: ParsableArguments {
-    @Option(name: .long, help: "A GGUF file's path, or a model name from `apus list` (fetched on first use). Default: smollm2-135m.")
-    var model: String?
+    @Option(name: .customLong("model"), help: "A GGUF file's path, or a model name from `apus list` (fetched on first use). Default: smollm2-135m. `apus serve` takes several.")
+    var models: [String] = []
+
+    /// The one model of a command that runs one (`models` holds at most one by then).
+    var model: String? {
+        get { models.first }
+        set { models = newValue.map { [$0] } ?? [] }
+    }
+
+    /// These arguments for each model given (the default model when none is).
+    var each: [ModelArguments] {
+        models.isEmpty ? [self] : models.map { m in
+            var one = self
+            one.model = m
+            return one
+        }
+    }
 
     @Option(name: .long, help: "Worker threads for the matrix kernels (default: all cores).")
     var threads: Int?
@@ -39,6 +54,7 @@ struct ModelArguments: ParsableArguments {
 
     /// The model file's path: a named model (fetched if needed), a path, or the default model.
     func resolvedPath() throws -> String {
+        guard models.count <= 1 else { throw ValidationError("--model is given \(models.count) times; only `apus serve` serves several models") }
         if let model {
             if let entry = ModelCatalog.entry(named: model), !FileManager.default.fileExists(atPath: model) {
                 return try ModelStore.default.ensure(entry.descriptor).path

@@ -9,12 +9,15 @@ import Tokenizer
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve the model over OpenAI's HTTP API (completions, chat completions, responses, streaming).",
+        abstract: "Serve models over OpenAI's HTTP API (completions, chat completions, responses, streaming).",
         discussion: """
             Endpoints: POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, GET /v1/models, \
             POST /tokenize, POST /detokenize, GET /tokenizer_info, GET / (a chat page), GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
             --api-key or APUS_API_KEY, every endpoint but /health needs `Authorization: Bearer KEY`. SIGINT or \
-            SIGTERM refuses new requests (503), lets those in flight finish for up to --drain-seconds, then exits.
+            SIGTERM refuses new requests (503), lets those in flight finish for up to --drain-seconds, then exits. \
+            With --model given more than once, requests go to the model they name (404 for another name); the \
+            first loads at start, the others on first use, within --max-loaded-models and --memory-budget, \
+            unloading the least recently used idle one to make room and any idle for --keep-alive seconds.
             """)
 
     /// The pooling an embedding model's file names (llama.cpp's `pooling_type`: 1 mean,
@@ -48,6 +51,15 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .long, help: "How /v1/embeddings pools a prompt's hidden states: mean, cls or last (default: the file's <arch>.pooling_type, else mean).")
     var pooling: Pooling?
+
+    @Option(name: .long, help: "Models loaded at once; past it the least recently used idle one unloads (Ollama's OLLAMA_MAX_LOADED_MODELS).")
+    var maxLoadedModels = 3
+
+    @Option(name: .long, help: "Memory for all loaded models together, weights and KV cache (e.g. 8GiB; default: no limit).")
+    var memoryBudget: String?
+
+    @Option(name: .long, help: "Seconds a model stays loaded with no request (negative: forever; default: forever with one model, 300 with several).")
+    var keepAlive: Double?
 
     @Flag(name: .long, help: "Serve no chat page at / (llama-server's --no-webui).")
     var noChatPage = false
@@ -95,7 +107,64 @@ struct Serve: AsyncParsableCommand {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
         if servedModelName.contains(where: { $0.isEmpty || $0.contains(where: \.isWhitespace) }) { throw ValidationError("--served-model-name takes names without spaces") }
+        if maxLoadedModels < 1 { throw ValidationError("--max-loaded-models must be at least 1") }
         if maxUnsentChunks < 1 || maxBodyBytes < 1024 { throw ValidationError("--max-unsent-chunks must be at least 1, --max-body-bytes at least 1024") }
+    }
+
+    /// Every --model, fetched if needed, each to be loaded on first use.
+    func modelPool(logger: Logger) throws -> ModelPool {
+        let all = modelArguments.each
+        if all.count > 1 {
+            guard servedModelName.isEmpty else { throw ValidationError("--served-model-name names one model; with several --model, each is named by its file (and its `apus list` name)") }
+            guard engineArguments.speculation.mode != .draft else { throw ValidationError("--speculative draft drafts for one model; serve one --model with it") }
+        }
+        var limits = ModelPool.Limits()
+        limits.maxLoaded = maxLoadedModels
+        limits.memoryBytes = try memoryBudget.map(Self.bytes)
+        let keep = keepAlive ?? (all.count > 1 ? 300 : -1)
+        limits.keepAlive = keep < 0 ? nil : keep
+        let models = try all.map { arguments -> ModelPool.Model in
+            let path = try arguments.resolvedPath()
+            let fileBytes = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            var names = servedModelName
+            if names.isEmpty {
+                names = [ServedModel.slug(URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)]
+                if let catalogName = arguments.catalogName, catalogName != names[0] { names.append(catalogName) }
+            }
+            return ModelPool.Model(names: names, bytes: fileBytes + engineArguments.configuration.kvCacheBytes) { [engineArguments, pooling, names] in
+                let loaded = try arguments.load()
+                let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
+                                        draftModel: try engineArguments.speculation.loadDraft(like: arguments))
+                engine.operationProfile.isEnabled = engineArguments.profile
+                // Completions work without a template; chat completions are then refused.
+                let template: ChatTemplate?
+                do {
+                    template = try loaded.chatTemplate()
+                } catch {
+                    logger.warning("\(names[0]): chat completions are off: \(error)")
+                    template = nil
+                }
+                logger.info("loaded \(names[0])")
+                return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: template,
+                                   name: names[0], aliases: Array(names.dropFirst()), pooling: try pooling ?? Self.pooling(of: loaded.file))
+            }
+        }
+        do {
+            return try ModelPool(models, limits: limits)
+        } catch let error as APIError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// A size such as 8GiB, 512MiB, 4GB or 1000000 (bytes).
+    static func bytes(_ text: String) throws -> Int {
+        let (gi, mi, ki) = (Double(1 << 30), Double(1 << 20), Double(1 << 10))
+        let units: [(String, Double)] = [("GiB", gi), ("MiB", mi), ("KiB", ki), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("G", gi), ("M", mi), ("K", ki), ("B", 1), ("", 1)]
+        for (unit, scale) in units where text.hasSuffix(unit) {
+            if let value = Double(text.dropLast(unit.count).trimmingCharacters(in: .whitespaces)), value > 0, value * scale < 1e18 { return Int(value * scale) }
+            break
+        }
+        throw ValidationError("--memory-budget takes a size such as 8GiB, 512MiB or a number of bytes, not \(text)")
     }
 
     func run() async throws {
@@ -122,31 +191,11 @@ struct Serve: AsyncParsableCommand {
             let app = server.application()
             let serving = Task { try await app.runService(gracefulShutdownSignals: []) }
 
-            // Listening starts first, so /health can say "loading" while the model loads.
-            let model = try await Task.detached { () throws -> ServedModel in
-                let loaded = try modelArguments.load()
-                let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
-                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
-                let fileName = URL(fileURLWithPath: try modelArguments.resolvedPath()).deletingPathExtension().lastPathComponent
-                var names = servedModelName
-                if names.isEmpty {
-                    names = [ServedModel.slug(fileName)]
-                    if let catalogName = modelArguments.catalogName, catalogName != names[0] { names.append(catalogName) }
-                }
-                // Completions work without a template; chat completions are then refused.
-                let template: ChatTemplate?
-                do {
-                    template = try loaded.chatTemplate()
-                } catch {
-                    logger.warning("chat completions are off: \(error)")
-                    template = nil
-                }
-                return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: template,
-                                   name: names[0], aliases: Array(names.dropFirst()), pooling: try pooling ?? Self.pooling(of: loaded.file))
-            }.value
-            model.engine.operationProfile.isEnabled = engineArguments.profile
-            server.ready(model)
-            logger.info("serving \(([model.name] + model.aliases).joined(separator: ", ")) on http://\(host):\(port) (context \(model.engine.contextLength))")
+            // Listening starts first, so /health can say "loading" while the first model loads.
+            let pool = try await Task.detached { try modelPool(logger: logger) }.value
+            let first = try await pool.lease(nil, strict: false).model
+            server.ready(pool)
+            logger.info("serving \(pool.allNames.joined(separator: ", ")) on http://\(host):\(port) (\(first.name) loaded, context \(first.engine.contextLength))")
 
             let stop = ShutdownSignals { signal, count in
                 guard count == 1 else {
@@ -156,7 +205,7 @@ struct Serve: AsyncParsableCommand {
                 logger.info("\(signal): refusing new requests, waiting for \(server.requestsInFlight) in flight (a second signal exits at once)")
                 Task {
                     await server.drain()
-                    model.engine.shutdown()
+                    pool.shutdown()
                     logger.info("stopped")
                     Foundation.exit(0)
                 }
