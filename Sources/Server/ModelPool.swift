@@ -1,10 +1,12 @@
 import Foundation
+import Logging
 
 /// The models one server serves (Ollama's model, AlpaServe's colocation): each loads on
 /// first use, within `maxLoaded` models and `memoryBytes` of weights and KV cache, and
 /// unloads when it has been idle for `keepAlive` or when another model needs its room,
 /// least recently used first. A request holds a `Lease` on its model for as long as it
-/// runs (a stream: until its last byte), and a leased model is never unloaded.
+/// runs (a stream: until its last byte), and a leased model is never unloaded: a request
+/// for a model that has no room waits (up to `roomWaitSeconds`) for a lease to end.
 public final class ModelPool: @unchecked Sendable {
     /// A model the pool can serve.
     public struct Model: Sendable {
@@ -28,6 +30,8 @@ public final class ModelPool: @unchecked Sendable {
         public var memoryBytes: Int? = nil
         /// Idle seconds before a model unloads; nil: never.
         public var keepAlive: Double? = nil
+        /// How long a request waits for room for its model before it gets 503.
+        public var roomWaitSeconds = 60.0
 
         public init() {}
     }
@@ -38,7 +42,9 @@ public final class ModelPool: @unchecked Sendable {
     fileprivate final class Slot: @unchecked Sendable {
         let model: Model
         var served: ServedModel?
-        var waiters: [CheckedContinuation<ServedModel, Error>]?
+        var waiters: [CheckedContinuation<ServedModel?, Error>]?
+        /// A model taken out of service whose engine is being stopped.
+        var unloading: ServedModel?
         var leases = 0
         var lastUsed = Date()
 
@@ -48,13 +54,14 @@ public final class ModelPool: @unchecked Sendable {
     }
 
     public let limits: Limits
+    private let logger: Logger
     private let slots: [Slot]
     private let lock = NSLock()
     private var stopped = false
     private var sweeper: Task<Void, Never>?
 
     /// Checks that each model fits alone and that no two share a name.
-    public init(_ models: [Model], limits: Limits = Limits()) throws {
+    public init(_ models: [Model], limits: Limits = Limits(), logger: Logger = Logger(label: "apus.models")) throws {
         precondition(!models.isEmpty, "a pool serves at least one model")
         var seen = Set<String>()
         for m in models {
@@ -67,6 +74,7 @@ public final class ModelPool: @unchecked Sendable {
         }
         guard limits.maxLoaded >= 1 else { throw APIError(.internalServerError, "at least one model must be allowed to load", type: "server_error") }
         self.limits = limits
+        self.logger = logger
         slots = models.map(Slot.init)
         if let keepAlive = limits.keepAlive {
             sweeper = Task.detached { [weak self] in
@@ -105,14 +113,28 @@ public final class ModelPool: @unchecked Sendable {
         throw APIServer.unknownModel(name, known: allNames)
     }
 
-    /// The model for `name`, loaded if it is not (making room first), held until the lease
-    /// is released.
+    /// The model for `name`, loaded if it is not (making room first, waiting for it while
+    /// the loaded models all serve requests), held until the lease is released.
     public func lease(_ name: String?, strict: Bool) async throws -> Lease {
         let slot = try slot(named: name, strict: strict)
-        let served: ServedModel = try await withCheckedThrowingContinuation { continuation in
-            var evicted: [ServedModel] = []
+        let deadline = Date().addingTimeInterval(limits.roomWaitSeconds)
+        while true {
+            if let lease = try await lease(slot) { return lease }
+            guard Date() < deadline else {
+                let busy = lock.withLock { slots.filter { $0.status != .unloaded }.map { $0.model.names[0] }.joined(separator: ", ") }
+                throw APIError(.serviceUnavailable, "\(slot.model.names[0]) cannot load now: \(busy) are serving requests and leave no room; retry later",
+                               type: "server_error", retryAfter: 5)
+            }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+    }
+
+    /// A lease on `slot`; nil when it is not loaded and nothing can make room for it now.
+    private func lease(_ slot: Slot) async throws -> Lease? {
+        let served: ServedModel? = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ServedModel?, Error>) in
+            var evicted: [Slot] = []
             var startLoad = false
-            let result: Result<ServedModel, Error>? = lock.withLock {
+            let result: Result<ServedModel?, Error>? = lock.withLock {
                 if stopped { return .failure(APIError(.serviceUnavailable, "the server is shutting down", type: "server_error", retryAfter: 5)) }
                 if let served = slot.served {
                     slot.leases += 1
@@ -123,49 +145,60 @@ public final class ModelPool: @unchecked Sendable {
                     slot.waiters!.append(continuation)
                     return nil
                 }
-                do {
-                    evicted = try makeRoom(for: slot)
-                } catch {
-                    return .failure(error)
-                }
+                guard let room = makeRoom(for: slot) else { return .success(nil) }
+                evicted = room
                 slot.waiters = [continuation]
                 startLoad = true
                 return nil
             }
-            for m in evicted { m.engine.shutdown() }
+            for s in evicted { unload(s.model.names[0], evicted: s, why: "to make room for \(slot.model.names[0])") }
             if let result { continuation.resume(with: result) }
             if startLoad { load(slot) }
         }
-        return Lease(pool: self, slot: slot, model: served)
+        return served.map { Lease(pool: self, slot: slot, model: $0) }
     }
 
     /// Unloads idle models, least recently used first, until `slot` fits; under the lock.
-    private func makeRoom(for slot: Slot) throws -> [ServedModel] {
+    /// Returns the slots unloaded (their engines still to stop), or nil, unloading none,
+    /// when the models that serve requests leave no room.
+    private func makeRoom(for slot: Slot) -> [Slot]? {
         func fits() -> Bool {
             let active = slots.filter { $0.status != .unloaded }
             let bytes = active.reduce(0) { $0 + $1.model.bytes } + slot.model.bytes
             return active.count < limits.maxLoaded && limits.memoryBytes.map { bytes <= $0 } ?? true
         }
-        var evicted: [ServedModel] = []
         let idle = slots.filter { $0.served != nil && $0.leases == 0 }.sorted { $0.lastUsed < $1.lastUsed }
-        for candidate in idle where !fits() {
-            evicted.append(candidate.served!)
+        var kept = idle[...]
+        var evicted: [Slot] = []
+        while !fits(), let candidate = kept.popFirst() {
+            evicted.append(candidate)
+            candidate.unloading = candidate.served
             candidate.served = nil
         }
         guard fits() else {
-            // Nothing was unloaded after all: what could not make room stays.
-            for (candidate, served) in zip(idle, evicted) { candidate.served = served }
-            let busy = slots.filter { $0.status != .unloaded }.map { $0.model.names[0] }.joined(separator: ", ")
-            throw APIError(.serviceUnavailable, "\(slot.model.names[0]) cannot load now: \(busy) are serving requests and leave no room; retry later",
-                           type: "server_error", retryAfter: 5)
+            // Nothing is unloaded after all: what could not make room stays.
+            for s in evicted { (s.served, s.unloading) = (s.unloading, nil) }
+            return nil
         }
         return evicted
     }
 
+    /// Stops the engine of a slot taken out of service under the lock.
+    private func unload(_ name: String, evicted slot: Slot, why: String) {
+        guard let served = lock.withLock({ () -> ServedModel? in defer { slot.unloading = nil }; return slot.unloading }) else { return }
+        let started = Date()
+        served.engine.shutdown()
+        logger.info("unloaded \(name) \(why) (\(String(format: "%.2f", Date().timeIntervalSince(started))) s)")
+    }
+
     private func load(_ slot: Slot) {
         Thread.detachNewThread { [self] in
+            let started = Date()
             let result = Result { try slot.model.load() }
-            let waiters: [CheckedContinuation<ServedModel, Error>] = lock.withLock {
+            if case .success = result {
+                logger.info("loaded \(slot.model.names[0]) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+            }
+            let waiters: [CheckedContinuation<ServedModel?, Error>] = lock.withLock {
                 let waiters = slot.waiters ?? []
                 slot.waiters = nil
                 if case .success(let served) = result {
@@ -175,7 +208,7 @@ public final class ModelPool: @unchecked Sendable {
                 }
                 return waiters
             }
-            let outcome = result.mapError { error -> Error in
+            let outcome = result.map { Optional($0) }.mapError { error -> Error in
                 APIError(.internalServerError, "\(slot.model.names[0]) failed to load: \(error)", type: "server_error")
             }
             for w in waiters { w.resume(with: outcome) }
@@ -192,13 +225,13 @@ public final class ModelPool: @unchecked Sendable {
     /// Unloads every model idle for `seconds` or more.
     func unloadIdle(olderThan seconds: Double) {
         let now = Date()
-        let idle: [ServedModel] = lock.withLock {
+        let idle: [Slot] = lock.withLock {
             slots.filter { $0.served != nil && $0.leases == 0 && now.timeIntervalSince($0.lastUsed) >= seconds }.map { slot in
-                defer { slot.served = nil }
-                return slot.served!
+                (slot.unloading, slot.served) = (slot.served, nil)
+                return slot
             }
         }
-        for m in idle { m.engine.shutdown() }
+        for s in idle { unload(s.model.names[0], evicted: s, why: "idle for \(Int(seconds)) s") }
     }
 
     /// Refuses new leases and stops every loaded engine.

@@ -52,6 +52,7 @@ final class ModelPoolTests: XCTestCase {
         let loads = Loads()
         var limits = ModelPool.Limits()
         limits.maxLoaded = 2
+        limits.roomWaitSeconds = 1
         let pool = try ModelPool([entry("a", loads: loads), entry("b", .qwen05, loads: loads), entry("c", loads: loads)], limits: limits)
         defer { pool.shutdown() }
         XCTAssertEqual(status(pool), ["a unloaded", "b unloaded", "c unloaded"])
@@ -64,14 +65,18 @@ final class ModelPoolTests: XCTestCase {
         await assertRefuses(pool, "gpt-3.5-turbo", status: 404, containing: "`a`, `a-alias`, `b`, `b-alias`, `c`, `c-alias`")
         XCTAssertEqual(status(pool), ["a loaded", "b loaded", "c unloaded"])
 
-        // Both loaded models are held: c has no room, and nothing is unloaded for it.
-        await assertRefuses(pool, "c", status: 503, containing: "c cannot load now")
+        // Both loaded models are held: c waits for room, gets none, and nothing is unloaded for it.
+        await assertRefuses(pool, "c", status: 503, containing: "c cannot load now: a, b are serving requests")
         XCTAssertEqual(status(pool), ["a loaded", "b loaded", "c unloaded"])
         XCTAssertEqual([a?.model.name, b.model.name], ["a", "b"], "both leases are held until here")
 
-        // a released: it is the idle one, so c takes its place; b, held, stays.
+        // A request for c waits; a's release makes a the idle one, so c takes its place; b, held, stays.
+        var waiting: Task<ModelPool.Lease, Error>? = Task { try await pool.lease("c", strict: false) }
+        try await Task.sleep(nanoseconds: 100_000_000)
+        XCTAssertEqual(status(pool), ["a loaded", "b loaded", "c unloaded"])
         a = nil
-        let c = try await pool.lease("c", strict: false)
+        let c = try await waiting!.value
+        waiting = nil // a finished task keeps its value, the lease, while it lives
         XCTAssertEqual(c.model.name, "c")
         XCTAssertEqual(status(pool), ["a unloaded", "b loaded", "c loaded"])
 
@@ -91,6 +96,7 @@ final class ModelPoolTests: XCTestCase {
         var limits = ModelPool.Limits()
         limits.memoryBytes = 150
         limits.keepAlive = 0.2
+        limits.roomWaitSeconds = 0.2
         let pool = try ModelPool([entry("a", loads: loads, delay: 0.3), entry("b", loads: loads)], limits: limits)
         defer { pool.shutdown() }
 
@@ -122,30 +128,72 @@ final class ModelPoolTests: XCTestCase {
         }
     }
 
-    /// Over HTTP: `/v1/models` lists every model with its state, a request goes to the
-    /// model it names and loads it, an unknown name is 404.
-    func testTheServerRoutesByName() async throws {
-        let loads = Loads()
+    /// A live server on `pool`; returns its port and the task that runs it.
+    func serve(_ pool: ModelPool) async throws -> (port: Int, task: Task<Void, Error>) {
         let server = APIServer(configuration: ServerConfiguration())
         let (ports, sink) = AsyncStream<Int>.makeStream()
         let app = server.application(port: 0, onServerRunning: { sink.yield($0.localAddress?.port ?? 0) })
         let task = Task { try await app.runService(gracefulShutdownSignals: []) }
-        defer { task.cancel() }
         var iterator = ports.makeAsyncIterator()
         let port = await iterator.next() ?? 0
+        server.ready(pool)
+        return (port, task)
+    }
+
+    static func call(_ port: Int, _ path: String, _ body: [String: Any]? = nil) async throws -> (Int, [String: Any]) {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        if let body {
+            request.httpMethod = "POST"
+            request.httpBody = try JSONSerialization.data(withJSONObject: body)
+        }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as! HTTPURLResponse).statusCode, try JSONSerialization.jsonObject(with: data) as! [String: Any])
+    }
+
+    static func complete(_ port: Int, _ model: String) async throws -> String? {
+        let (code, body) = try await call(port, "/v1/completions", ["model": model, "prompt": "def add(a, b):", "max_tokens": 3, "temperature": 0])
+        return code == 200 ? body["model"] as? String : "\(code) \(body)"
+    }
+
+    /// With room for one model, requests alternating between two all succeed, each model
+    /// loading as the other unloads; with room for both, requests to both at once do.
+    func testAlternatingAndConcurrentRequestsToTwoModels() async throws {
+        let loads = Loads()
+        var limits = ModelPool.Limits()
+        limits.maxLoaded = 1
+        let one = try ModelPool([entry("smol", loads: loads), entry("qwen", .qwen05, loads: loads)], limits: limits)
+        defer { one.shutdown() }
+        let (port, task) = try await serve(one)
+        defer { task.cancel() }
+        for model in ["smol", "qwen", "smol", "qwen"] {
+            let answered = try await Self.complete(port, model)
+            XCTAssertEqual(answered, model)
+        }
+        XCTAssertEqual([loads["smol"], loads["qwen"]], [2, 2])
+
+        let both = try ModelPool([entry("smol2", loads: loads), entry("qwen2", .qwen05, loads: loads)])
+        defer { both.shutdown() }
+        let (port2, task2) = try await serve(both)
+        defer { task2.cancel() }
+        let answers = try await withThrowingTaskGroup(of: String?.self) { group in
+            for model in ["smol2", "qwen2", "smol2", "qwen2"] { group.addTask { try await Self.complete(port2, model) } }
+            var all: [String?] = []
+            for try await a in group { all.append(a) }
+            return all
+        }
+        XCTAssertEqual(answers.compactMap { $0 }.sorted(), ["qwen2", "qwen2", "smol2", "smol2"])
+        XCTAssertEqual([loads["smol2"], loads["qwen2"]], [1, 1])
+    }
+
+    /// Over HTTP: `/v1/models` lists every model with its state, a request goes to the
+    /// model it names and loads it, an unknown name is 404.
+    func testTheServerRoutesByName() async throws {
+        let loads = Loads()
         let pool = try ModelPool([entry("smol", loads: loads), entry("qwen", .qwen05, loads: loads)])
         defer { pool.shutdown() }
-        server.ready(pool)
-
-        func call(_ path: String, _ body: [String: Any]? = nil) async throws -> (Int, [String: Any]) {
-            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-            if let body {
-                request.httpMethod = "POST"
-                request.httpBody = try JSONSerialization.data(withJSONObject: body)
-            }
-            let (data, response) = try await URLSession.shared.data(for: request)
-            return ((response as! HTTPURLResponse).statusCode, try JSONSerialization.jsonObject(with: data) as! [String: Any])
-        }
+        let (port, task) = try await serve(pool)
+        defer { task.cancel() }
+        func call(_ path: String, _ body: [String: Any]? = nil) async throws -> (Int, [String: Any]) { try await Self.call(port, path, body) }
         func states() async throws -> [String] {
             let (_, list) = try await call("/v1/models")
             return (list["data"] as! [[String: Any]]).map { "\($0["id"]!) \($0["status"]!)" }
