@@ -1,7 +1,8 @@
 /// The chat page `GET /` serves, as llama-server serves one: one self-contained HTML file
 /// (no external scripts, styles or fonts) that streams `/v1/chat/completions` for the
-/// model picked from `/v1/models`. Text is shown as text (`textContent`), never as HTML,
-/// so a model cannot inject markup. An API key, when the server needs one, is typed into
+/// model picked from `/v1/models`. Replies are rendered as a small Markdown subset (code
+/// fences, inline code, bold, headings, lists, paragraphs) built node by node from
+/// `textContent`, never parsed as HTML, so a model cannot inject markup. An API key, when the server needs one, is typed into
 /// the page and kept in the browser's local storage.
 enum ChatPage {
     static let html = #"""
@@ -18,7 +19,12 @@ enum ChatPage {
       footer { border-top: 1px solid var(--line); border-bottom: 0; }
       header h1 { font-size: 1.1em; margin: 0 1em 0 0; }
       #messages { flex: 1; overflow-y: auto; padding: 1em; display: flex; flex-direction: column; gap: .8em; }
-      .message { white-space: pre-wrap; padding: .6em .9em; border-radius: .6em; max-width: 48em; border: 1px solid var(--line); }
+      .message { padding: .6em .9em; border-radius: .6em; max-width: 48em; border: 1px solid var(--line); }
+      .message.user, .message.error { white-space: pre-wrap; }
+      .message p, .message ul, .message h1, .message h2, .message h3 { margin: .3em 0; }
+      .message pre { background: #8882; padding: .6em; border-radius: .4em; overflow-x: auto; margin: .4em 0; }
+      .message code { font-family: ui-monospace, monospace; font-size: .92em; }
+      .message :not(pre) > code { background: #8882; padding: 0 .25em; border-radius: .25em; }
       .message.user { align-self: flex-end; background: var(--me); }
       .message.error { border-color: #dc2626; color: #dc2626; }
       #prompt { flex: 1; min-height: 2.6em; resize: vertical; font: inherit; padding: .4em; }
@@ -56,10 +62,65 @@ enum ChatPage {
       return h;
     }
 
+    // A Markdown subset, as DOM nodes whose text is set as text: fences (an unclosed one,
+    // mid-stream, runs to the end), then per block headings, "-"/"*"/"1." lists and
+    // paragraphs, with `code` and **bold** inline.
+    function inline(parent, text) {
+      for (const part of text.split(/(`[^`\n]+`|\*\*[^*\n]+\*\*)/)) {
+        if (!part) continue;
+        let node;
+        if (part.startsWith("`") && part.endsWith("`") && part.length > 1) { node = document.createElement("code"); node.textContent = part.slice(1, -1); }
+        else if (part.startsWith("**") && part.endsWith("**") && part.length > 4) { node = document.createElement("strong"); node.textContent = part.slice(2, -2); }
+        else node = document.createTextNode(part);
+        parent.appendChild(node);
+      }
+    }
+
+    function markdown(element, text) {
+      element.replaceChildren();
+      element.dataset.text = text;
+      const pieces = text.split(/^```/m);
+      pieces.forEach((piece, i) => {
+        if (i % 2 === 1) {
+          const pre = document.createElement("pre"), code = document.createElement("code");
+          const newline = piece.indexOf("\n");
+          const language = newline < 0 ? piece : piece.slice(0, newline);
+          if (/^[\w+-]+$/.test(language.trim())) code.dataset.language = language.trim();
+          code.textContent = newline < 0 ? "" : piece.slice(newline + 1).replace(/\n$/, "");
+          pre.appendChild(code);
+          element.appendChild(pre);
+          return;
+        }
+        if (i > 0) piece = piece.replace(/^[^\n]*\n?/, "");
+        for (const block of piece.split(/\n\s*\n/)) {
+          const lines = block.split("\n").filter((l) => l.trim());
+          if (!lines.length) continue;
+          const heading = lines[0].match(/^(#{1,3})\s+(.*)$/);
+          if (heading && lines.length === 1) {
+            const h = document.createElement("h" + heading[1].length);
+            inline(h, heading[2]);
+            element.appendChild(h);
+          } else if (lines.every((l) => /^\s*([-*]|\d+\.)\s+/.test(l))) {
+            const list = document.createElement(/^\s*\d/.test(lines[0]) ? "ol" : "ul");
+            for (const l of lines) {
+              const li = document.createElement("li");
+              inline(li, l.replace(/^\s*([-*]|\d+\.)\s+/, ""));
+              list.appendChild(li);
+            }
+            element.appendChild(list);
+          } else {
+            const p = document.createElement("p");
+            lines.forEach((l, k) => { if (k) p.appendChild(document.createElement("br")); inline(p, l); });
+            element.appendChild(p);
+          }
+        }
+      });
+    }
+
     function bubble(role, text) {
       const div = document.createElement("div");
       div.className = "message " + role;
-      div.textContent = text;
+      if (role === "assistant") markdown(div, text); else div.textContent = text;
       $("messages").appendChild(div);
       div.scrollIntoView({ block: "end" });
       return div;
@@ -112,7 +173,7 @@ enum ChatPage {
             const chunk = JSON.parse(event.slice(6));
             if (chunk.error) throw new Error(chunk.error.message);
             for (const choice of chunk.choices) content += choice.delta.content || "";
-            reply.textContent = content;
+            markdown(reply, content);
             reply.scrollIntoView({ block: "end" });
             if (chunk.timings) {
               $("status").textContent = chunk.timings.predicted_n + " tokens, " + chunk.timings.predicted_per_second.toFixed(1) + " tokens/s";

@@ -1,10 +1,12 @@
 """The chat page at `GET /` in headless Chromium, driven over the DevTools protocol on a pipe (no client library),
 against a live server that needs an API key (started by OpenAIClientTests.swift).
 
-Usage: python3 chat_page_test.py --base-url http://127.0.0.1:PORT --api-key KEY --model NAME --browser PATH
+Usage: python3 chat_page_test.py --base-url http://127.0.0.1:PORT --api-key KEY --model NAME --browser PATH [--screenshot PNG]
+(--screenshot saves the page after two turns: docs/chat-page.png comes from it)
 Exits non-zero, naming the check, at the first failure.
 """
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -18,6 +20,7 @@ parser.add_argument("--base-url", required=True)
 parser.add_argument("--api-key", required=True)
 parser.add_argument("--model", required=True)
 parser.add_argument("--browser", required=True)
+parser.add_argument("--screenshot")
 args = parser.parse_args()
 checks = 0
 
@@ -111,6 +114,7 @@ check(page.headers["Content-Type"].startswith("text/html") and "Content-Security
 browser = Browser(args.browser)
 try:
     browser.open(args.base_url + "/")
+    browser.call("Emulation.setDeviceMetricsOverride", {"width": 960, "height": 640, "deviceScaleFactor": 1, "mobile": False})
     browser.wait("document.readyState === 'complete'", "the page to load")
     # Without the key the models list fails, and says why.
     browser.wait("document.getElementById('status').textContent.length > 0", "the page to say the key is missing")
@@ -123,7 +127,7 @@ try:
         browser.eval(f"""document.getElementById('prompt').value = {json.dumps(text)}; document.getElementById('send').click();""")
         browser.wait("document.getElementById('send').disabled", "the page to send", seconds=5)
         browser.wait("!document.getElementById('send').disabled", "the reply to finish")
-        return browser.eval("[...document.querySelectorAll('.message.assistant')].map(m => m.textContent)")
+        return browser.eval("[...document.querySelectorAll('.message.assistant')].map(m => m.dataset.text)")
 
     browser.eval("document.getElementById('temperature').value = '0'; document.getElementById('max-tokens').value = '12';")
     first = say("What is the capital of France?")
@@ -135,6 +139,16 @@ try:
                             {"role": "user", "content": "And of Italy?"}], 12)
     check(second == [expected, expected_second], f"the second turn carries the conversation: {second} vs {expected_second!r}")
     check(browser.eval("document.querySelectorAll('.message.user').length") == 2, "both questions are shown")
+    if args.screenshot:
+        with open(args.screenshot, "wb") as f:
+            f.write(base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"})["data"]))
+
+    # Replies render as Markdown, built from text: markup a model writes stays text.
+    rendered = browser.eval("""(() => { const d = document.createElement('div');
+        markdown(d, '# Title\\n\\n- one\\n- **two** and `x`\\n\\n```python\\nprint(1 < 2)\\n```\\nafter <img src=x onerror=alert(1)>');
+        return d.innerHTML; })()""")
+    check(rendered == '<h1>Title</h1><ul><li>one</li><li><strong>two</strong> and <code>x</code></li></ul>'
+          '<pre><code data-language="python">print(1 &lt; 2)</code></pre><p>after &lt;img src=x onerror=alert(1)&gt;</p>', f"markdown: {rendered}")
 
     # An error from the server is shown, and the conversation is kept as it was.
     browser.eval("document.getElementById('max-tokens').value = '999999';")
