@@ -171,6 +171,20 @@ final class OpenAIClientTests: XCTestCase {
         XCTAssertEqual(status, 0, "chat_page_test.py failed:\n\(text)")
     }
 
+    static let litellmVersion = "1.110.2"
+    static let llmVersion = "0.36"
+
+    /// langchain-openai's ChatOpenAI with its default model name, litellm's `openai/`
+    /// models and the `llm` CLI's extra OpenAI models, each configured as its documentation
+    /// says for a local server (`other_clients_test.py`).
+    func testTheClientsPeoplePointAtALocalServer() async throws {
+        try ensureClient()
+        try ensure("langchain_openai", "langchain-openai==\(Self.langchainVersion)")
+        try ensure("litellm", "litellm==\(Self.litellmVersion)")
+        try ensure("llm", "llm==\(Self.llmVersion)")
+        try await runScript("other_clients_test.py", model: .smolLM2)
+    }
+
     static let lmEvalVersion = "0.4.13"
 
     /// lm-eval's `local-completions` (a multiple-choice task scored by log-likelihood, and a

@@ -217,6 +217,8 @@ def main_suite():
     def cosine(a, b):
         return sum(x * y for x, y in zip(a, b)) / (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
 
+    alone = [client.embeddings.create(model=args.model, input=t, encoding_format="float").data[0].embedding for t in reference["inputs"]]
+    check(alone == [d.embedding for d in floats.data], "a batch of inputs embeds each as it embeds alone")
     for text, mine, theirs in zip(reference["inputs"], floats.data, reference["embeddings"]):
         check(cosine(mine.embedding, theirs) >= 0.99, f"cosine {cosine(mine.embedding, theirs):.4f} with llama-server's embedding of {text!r}")
     by_ids = client.embeddings.create(model=args.model, input=ids["tokens"], encoding_format="float").data[0].embedding
