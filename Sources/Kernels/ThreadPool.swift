@@ -11,12 +11,19 @@ import Synchronization
 /// thread runs again. Workers spin while work keeps coming (between the operations of a
 /// forward pass the gap is microseconds) and park on a condition variable after
 /// `spinSeconds` without work.
+///
+/// Several callers may share one pool (the models of one server, each run by its own
+/// engine thread): operations then take turns, first come first served, each with every
+/// thread, so one model's burst uses the cores another leaves idle.
 public final class ThreadPool: @unchecked Sendable {
     public let threads: Int
     public static let spinSeconds = 0.002
     /// Chunks per thread: enough for the other threads to absorb one that is preempted.
     static let chunksPerThread = 4
     private let state: State
+    /// A ticket lock over operations: callers run theirs in the order they arrived.
+    private let nextTurn = Atomic<Int>(0)
+    private let turn = Atomic<Int>(0)
 
     /// What the workers share; they hold it strongly, so it outlives the pool's owner.
     final class State: @unchecked Sendable {
@@ -73,6 +80,10 @@ public final class ThreadPool: @unchecked Sendable {
             body(0..<count)
             return
         }
+        let mine = nextTurn.add(1, ordering: .relaxed).oldValue
+        var waited = 0
+        while turn.load(ordering: .acquiring) != mine { Self.backOff(&waited) }
+        defer { turn.add(1, ordering: .releasing) }
         withoutActuallyEscaping(body) { body in
             withUnsafePointer(to: body) { pointer in
                 state.task = UnsafeRawPointer(pointer)

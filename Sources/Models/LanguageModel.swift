@@ -64,10 +64,13 @@ extension LanguageModel {
 public struct ModelOptions: Sendable {
     public var threads: Int
     public var precision: ActivationPrecision
+    /// The worker threads to run on, shared with other models; nil: a pool of `threads` of its own.
+    public var pool: ThreadPool?
 
-    public init(threads: Int = ModelOptions.defaultThreads, precision: ActivationPrecision = .int8) {
+    public init(threads: Int = ModelOptions.defaultThreads, precision: ActivationPrecision = .int8, pool: ThreadPool? = nil) {
         self.threads = threads
         self.precision = precision
+        self.pool = pool
     }
 
     public static var defaultThreads: Int { max(1, System.coreCount) }

@@ -64,11 +64,12 @@ struct ModelArguments: ParsableArguments {
         return try ModelStore.default.ensure(.smolLM2).path
     }
 
-    func load() throws -> LoadedModel {
+    /// `pool`: worker threads shared with other models (`apus serve` with several).
+    func load(pool: ThreadPool? = nil) throws -> LoadedModel {
         if let kernels { IntegerKernels.limit(to: kernels) }
         let templateOverride = try templateOverride()
         let file = try GGUFFile(path: resolvedPath(), residency: weights)
-        var options = ModelOptions(precision: activations)
+        var options = ModelOptions(precision: activations, pool: pool)
         if let threads { options.threads = threads }
         return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file),
                            templateOverride: templateOverride)

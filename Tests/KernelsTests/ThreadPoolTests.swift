@@ -71,4 +71,25 @@ final class ThreadPoolTests: XCTestCase {
             XCTAssertEqual(total, 4)
         }
     }
+
+    /// Callers on several threads share one pool (a server's models): each operation still
+    /// covers its indices exactly once, and they take turns rather than mixing chunks.
+    func testCallersOnManyThreadsShareOnePool() {
+        let pool = ThreadPool(threads: 3)
+        let callers = 4, rounds = 200, n = 1000
+        let failures = UncheckedBox(UnsafeMutablePointer<Int>.allocate(capacity: callers))
+        failures.value.initialize(repeating: 0, count: callers)
+        DispatchQueue.concurrentPerform(iterations: callers) { caller in
+            let hits = UnsafeMutablePointer<Int>.allocate(capacity: n)
+            defer { hits.deallocate() }
+            let box = UncheckedBox(hits)
+            for round in 0..<rounds {
+                hits.initialize(repeating: 0, count: n)
+                pool.parallelFor(n, minimumChunk: 7) { range in for i in range { box.value[i] += round + 1 } }
+                if (0..<n).contains(where: { hits[$0] != round + 1 }) { failures.value[caller] += 1 }
+            }
+        }
+        XCTAssertEqual((0..<callers).map { failures.value[$0] }, [Int](repeating: 0, count: callers))
+        failures.value.deallocate()
+    }
 }

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Kernels
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -20,7 +21,7 @@ final class ModelPoolTests: XCTestCase {
         subscript(_ name: String) -> Int { lock.withLock { counts[name] ?? 0 } }
     }
 
-    func entry(_ name: String, _ model: TestModel = .smolLM2, bytes: Int = 100, loads: Loads, delay: Double = 0) -> ModelPool.Model {
+    func entry(_ name: String, _ model: TestModel = .smolLM2, bytes: Int = 100, loads: Loads, delay: Double = 0, workers: ThreadPool? = nil) -> ModelPool.Model {
         ModelPool.Model(names: [name, name + "-alias"], bytes: bytes) {
             loads.add(name)
             if delay > 0 { Thread.sleep(forTimeInterval: delay) }
@@ -29,7 +30,7 @@ final class ModelPoolTests: XCTestCase {
             var configuration = EngineConfiguration()
             configuration.contextLength = 256
             configuration.kvCacheBytes = 4 << 20
-            let engine = try Engine(model: try ModelRegistry.load(file), tokenizer: tokenizer, configuration: configuration)
+            let engine = try Engine(model: try ModelRegistry.load(file, options: ModelOptions(pool: workers)), tokenizer: tokenizer, configuration: configuration)
             return ServedModel(engine: engine, tokenizer: tokenizer, chatTemplate: try ChatTemplate(metadata: file.metadata), name: name)
         }
     }
@@ -150,13 +151,16 @@ final class ModelPoolTests: XCTestCase {
         return ((response as! HTTPURLResponse).statusCode, try JSONSerialization.jsonObject(with: data) as! [String: Any])
     }
 
-    static func complete(_ port: Int, _ model: String) async throws -> String? {
-        let (code, body) = try await call(port, "/v1/completions", ["model": model, "prompt": "def add(a, b):", "max_tokens": 3, "temperature": 0])
-        return code == 200 ? body["model"] as? String : "\(code) \(body)"
+    /// The model that answered and its text, or the error.
+    static func complete(_ port: Int, _ model: String) async throws -> String {
+        let (code, body) = try await call(port, "/v1/completions", ["model": model, "prompt": "def add(a, b):", "max_tokens": 6, "temperature": 0])
+        guard code == 200, let text = (body["choices"] as? [[String: Any]])?.first?["text"] as? String else { return "\(code) \(body)" }
+        return "\(body["model"]!): \(text)"
     }
 
     /// With room for one model, requests alternating between two all succeed, each model
-    /// loading as the other unloads; with room for both, requests to both at once do.
+    /// loading as the other unloads; with room for both, requests to both at once do, the
+    /// two models sharing one set of worker threads, with the same tokens as alone.
     func testAlternatingAndConcurrentRequestsToTwoModels() async throws {
         let loads = Loads()
         var limits = ModelPool.Limits()
@@ -165,23 +169,28 @@ final class ModelPoolTests: XCTestCase {
         defer { one.shutdown() }
         let (port, task) = try await serve(one)
         defer { task.cancel() }
+        var alone: [String: String] = [:]
         for model in ["smol", "qwen", "smol", "qwen"] {
             let answered = try await Self.complete(port, model)
-            XCTAssertEqual(answered, model)
+            XCTAssertTrue(answered.hasPrefix(model + ": "), answered)
+            XCTAssertEqual(alone[model, default: answered], answered)
+            alone[model] = answered
         }
         XCTAssertEqual([loads["smol"], loads["qwen"]], [2, 2])
 
-        let both = try ModelPool([entry("smol2", loads: loads), entry("qwen2", .qwen05, loads: loads)])
+        let workers = ThreadPool(threads: 2)
+        let both = try ModelPool([entry("smol2", loads: loads, workers: workers), entry("qwen2", .qwen05, loads: loads, workers: workers)])
         defer { both.shutdown() }
         let (port2, task2) = try await serve(both)
         defer { task2.cancel() }
-        let answers = try await withThrowingTaskGroup(of: String?.self) { group in
+        let answers = try await withThrowingTaskGroup(of: String.self) { group in
             for model in ["smol2", "qwen2", "smol2", "qwen2"] { group.addTask { try await Self.complete(port2, model) } }
-            var all: [String?] = []
+            var all: [String] = []
             for try await a in group { all.append(a) }
             return all
         }
-        XCTAssertEqual(answers.compactMap { $0 }.sorted(), ["qwen2", "qwen2", "smol2", "smol2"])
+        let expected = [alone["qwen"]!, alone["qwen"]!, alone["smol"]!, alone["smol"]!].map { $0.replacingOccurrences(of: ": ", with: "2: ", range: $0.range(of: ": ")) }
+        XCTAssertEqual(answers.sorted(), expected.sorted())
         XCTAssertEqual([loads["smol2"], loads["qwen2"]], [1, 1])
     }
 

@@ -21,7 +21,7 @@ final class ModelRuntime: @unchecked Sendable {
         self.shape = shape
         self.ropes = ropes
         self.options = options
-        pool = ThreadPool(threads: options.threads)
+        pool = options.pool ?? ThreadPool(threads: options.threads)
     }
 
     var kvShape: (layers: Int, rowWidth: Int) { (shape.layers, shape.kvWidth) }

@@ -3,7 +3,9 @@ import Engine
 import Foundation
 import GGUF
 import Hummingbird
+import Kernels
 import Logging
+import Models
 import Server
 import Tokenizer
 
@@ -123,6 +125,8 @@ struct Serve: AsyncParsableCommand {
         limits.memoryBytes = try memoryBudget.map(Self.bytes)
         let keep = keepAlive ?? (all.count > 1 ? 300 : -1)
         limits.keepAlive = keep < 0 ? nil : keep
+        // One set of worker threads for every model: their operations take turns on it.
+        let workers = ThreadPool(threads: modelArguments.threads ?? ModelOptions.defaultThreads)
         let models = try all.map { arguments -> ModelPool.Model in
             let path = try arguments.resolvedPath()
             let fileBytes = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -132,7 +136,7 @@ struct Serve: AsyncParsableCommand {
                 if let catalogName = arguments.catalogName, catalogName != names[0] { names.append(catalogName) }
             }
             return ModelPool.Model(names: names, bytes: fileBytes + engineArguments.configuration.kvCacheBytes) { [engineArguments, pooling, names] in
-                let loaded = try arguments.load()
+                let loaded = try arguments.load(pool: workers)
                 let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
                                         draftModel: try engineArguments.speculation.loadDraft(like: arguments))
                 engine.operationProfile.isEnabled = engineArguments.profile
@@ -144,7 +148,6 @@ struct Serve: AsyncParsableCommand {
                     logger.warning("\(names[0]): chat completions are off: \(error)")
                     template = nil
                 }
-                logger.info("loaded \(names[0])")
                 return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: template,
                                    name: names[0], aliases: Array(names.dropFirst()), pooling: try pooling ?? Self.pooling(of: loaded.file))
             }
