@@ -9,7 +9,7 @@ import Tokenizer
 
 /// Options every model-using command shares.
 struct ModelArguments: ParsableArguments {
-    @Option(name: .customLong("model"), help: "A GGUF file's path, or a model name from `apus list` (fetched on first use). Default: smollm2-135m. `apus serve` takes several.")
+    @Option(name: .customLong("model"), help: "A GGUF file's path, or a model name from `apus list` (fetched on first use). Default: smollm2-135m. `apus serve` takes several, and folders of .gguf files.")
     var models: [String] = []
 
     /// The one model of a command that runs one (`models` holds at most one by then).
@@ -18,9 +18,17 @@ struct ModelArguments: ParsableArguments {
         set { models = newValue.map { [$0] } ?? [] }
     }
 
-    /// These arguments for each model given (the default model when none is).
-    var each: [ModelArguments] {
-        models.isEmpty ? [self] : models.map { m in
+    /// These arguments for each model given (the default model when none is), a folder
+    /// standing for every .gguf file in it.
+    func each() throws -> [ModelArguments] {
+        guard !models.isEmpty else { return [self] }
+        return try models.flatMap { m -> [String] in
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: m, isDirectory: &isFolder), isFolder.boolValue else { return [m] }
+            let files = try FileManager.default.contentsOfDirectory(atPath: m).filter { $0.hasSuffix(".gguf") }.sorted()
+            guard !files.isEmpty else { throw ValidationError("--model \(m) is a folder with no .gguf files") }
+            return files.map { URL(fileURLWithPath: m).appendingPathComponent($0).path }
+        }.map { m in
             var one = self
             one.model = m
             return one
@@ -55,6 +63,10 @@ struct ModelArguments: ParsableArguments {
     /// The model file's path: a named model (fetched if needed), a path, or the default model.
     func resolvedPath() throws -> String {
         guard models.count <= 1 else { throw ValidationError("--model is given \(models.count) times; only `apus serve` serves several models") }
+        var isFolder: ObjCBool = false
+        if let model, FileManager.default.fileExists(atPath: model, isDirectory: &isFolder), isFolder.boolValue {
+            throw ValidationError("--model \(model) is a folder; only `apus serve` serves a folder of models")
+        }
         if let model {
             if let entry = ModelCatalog.entry(named: model), !FileManager.default.fileExists(atPath: model) {
                 return try ModelStore.default.ensure(entry.descriptor).path

@@ -115,7 +115,7 @@ struct Serve: AsyncParsableCommand {
 
     /// Every --model, fetched if needed, each to be loaded on first use.
     func modelPool(logger: Logger) throws -> ModelPool {
-        let all = modelArguments.each
+        let all = try modelArguments.each()
         if all.count > 1 {
             guard servedModelName.isEmpty else { throw ValidationError("--served-model-name names one model; with several --model, each is named by its file (and its `apus list` name)") }
             guard engineArguments.speculation.mode != .draft else { throw ValidationError("--speculative draft drafts for one model; serve one --model with it") }
