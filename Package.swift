@@ -26,12 +26,13 @@ let package = Package(
     ],
     targets: [
         .target(name: "GGUF"),
+        .target(name: "Digest"),
         .target(name: "KernelsC", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "Kernels", dependencies: ["KernelsC"], swiftSettings: numericFlags),
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
         .target(name: "Models", dependencies: ["GGUF", "Kernels"], swiftSettings: numericFlags),
-        .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels"]),
-        .target(name: "ModelStore"),
+        .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels", "Digest"]),
+        .target(name: "ModelStore", dependencies: ["Digest"]),
         .target(
             name: "Server",
             dependencies: [
@@ -61,7 +62,7 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "GGUF", "TestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUF", "Kernels", "Tokenizer", "Engine", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF", "TestSupport"]),
-        .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore"]),
+        .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "Digest"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Engine", "Models", "Tokenizer", "GGUF", "TestSupport"]),
     ]
 )

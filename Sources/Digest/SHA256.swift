@@ -1,4 +1,5 @@
-/// SHA-256 (FIPS 180-4), streaming. Used to verify downloaded models.
+/// SHA-256 (FIPS 180-4), streaming. Verifies downloaded models and names KV-cache blocks
+/// the same way in every process.
 public struct SHA256 {
     private var state: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
     private var pending: [UInt8] = []
@@ -38,7 +39,8 @@ public struct SHA256 {
 
     public mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
 
-    public mutating func finalize() -> String {
+    /// The 32-byte digest of everything given so far.
+    public mutating func digest() -> [UInt8] {
         let bitLength = length &* 8
         var tail: [UInt8] = [0x80]
         while (pending.count + tail.count) % 64 != 56 { tail.append(0) }
@@ -46,9 +48,14 @@ public struct SHA256 {
         let savedLength = length
         update(tail)
         length = savedLength
-        return state.map { word in
-            let hex = String(word, radix: 16)
-            return String(repeating: "0", count: 8 - hex.count) + hex
+        return state.flatMap { word in (0..<4).reversed().map { UInt8(truncatingIfNeeded: word >> (8 * UInt32($0))) } }
+    }
+
+    /// The digest in lowercase hex, as `sha256sum` prints it.
+    public mutating func finalize() -> String {
+        digest().map { byte in
+            let hex = String(byte, radix: 16)
+            return hex.count == 1 ? "0" + hex : hex
         }.joined()
     }
 

@@ -1,3 +1,5 @@
+import Digest
+
 /// Who holds which KV-cache block. Blocks are reference-counted: sequences that share a
 /// prefix (parallel samples of one prompt, or requests that hit the prefix cache) hold the
 /// same blocks, and a sequence about to write into a shared block copies it first.
@@ -122,13 +124,27 @@ final class BlockManager {
         }
     }
 
-    /// The name of a full block: its tokens chained with the name of the prefix before it.
+    /// The name of a full block: the first 8 bytes (little-endian) of the SHA-256 of its
+    /// parent's name and its token ids, so the same tokens get the same name in every
+    /// process and every run (a router can predict where a prefix is cached; a block shipped
+    /// to another worker keeps its name), and no prompt can be built to take another's
+    /// blocks, as a fast unkeyed hash would allow (vLLM hashes with SHA-256 for the same reason).
     static func hash(parent: UInt64?, tokens: ArraySlice<Int>) -> UInt64 {
-        var h = Hasher()
-        h.combine(parent)
-        h.combine(tokens.count)
-        for t in tokens { h.combine(t) }
-        return UInt64(bitPattern: Int64(h.finalize()))
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(9 + 4 * tokens.count)
+        if let parent {
+            bytes.append(1)
+            for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: parent >> (8 * UInt64(i)))) }
+        } else {
+            bytes.append(0)
+        }
+        for t in tokens {
+            let id = UInt32(truncatingIfNeeded: t)
+            for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: id >> (8 * UInt32(i)))) }
+        }
+        var sha = SHA256()
+        sha.update(bytes)
+        return sha.digest().prefix(8).reversed().reduce(0) { $0 << 8 | UInt64($1) }
     }
 
     private func append(_ block: Int32) {

@@ -51,4 +51,13 @@ final class BlockManagerTests: XCTestCase {
         XCTAssertNotEqual(BlockManager.hash(parent: x, tokens: [3, 4][...]), BlockManager.hash(parent: nil, tokens: [3, 4][...]))
         XCTAssertNotEqual(x, BlockManager.hash(parent: nil, tokens: [2, 1][...]))
     }
+
+    /// The names are the same in every process and run: these are the values Python's
+    /// hashlib gives for the same bytes (SHA-256 of a parent marker, the parent's name and
+    /// the ids, little-endian; the first 8 bytes).
+    func testBlockNamesAreStableAcrossProcesses() {
+        let first = BlockManager.hash(parent: nil, tokens: Array(1...16)[...])
+        XCTAssertEqual(first, 0x59be_dcfc_804b_1a77)
+        XCTAssertEqual(BlockManager.hash(parent: first, tokens: Array(100..<116)[...]), 0x82f8_6ce1_c6ed_9afb)
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 @testable import ModelStore
+import Digest
 import XCTest
 
 final class ModelStoreTests: XCTestCase {
