@@ -73,6 +73,8 @@ public struct EngineStatistics: Sendable, Equatable {
     public var kvBlocksUsed = 0
     public var kvBlocksFree = 0
     public var kvBlocksTotal = 0
+    /// Positions per block.
+    public var kvBlockSize = 0
     /// Full blocks the prefix cache remembers (held by a sequence or not).
     public var kvBlocksCached = 0
     public var promptTokensQueried = 0
@@ -263,6 +265,7 @@ final class EngineCore {
         s.kvBlocksUsed = scheduler.blocks.usedCount
         s.kvBlocksFree = scheduler.blocks.freeCount
         s.kvBlocksTotal = scheduler.blocks.blockCount
+        s.kvBlockSize = configuration.blockSize
         s.kvBlocksCached = scheduler.blocks.cachedCount
         s.promptTokensQueried = scheduler.promptTokensQueried
         s.promptTokensCached = scheduler.promptTokensCached

@@ -82,7 +82,7 @@ public struct ServedModel: Sendable {
 /// non-streamed generation that nobody is waiting for it any more.
 public struct APIRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    let channel: any Channel
+    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

@@ -346,11 +346,19 @@ extension APIServer {
     /// The Hummingbird application that serves this responder on `configuration`'s host
     /// and port (`port` overrides it: 0 picks a free one, which `onServerRunning` is told).
     public func application(port: Int? = nil, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> Application<APIServer> {
+        Self.application(serving: self, configuration: configuration, logger: logger, port: port, onServerRunning: onServerRunning)
+    }
+
+    /// An application serving `responder` with Apus's connection handling (limits,
+    /// deadlines, departures): the API server's, and the router's in front of replicas.
+    public static func application<R: HTTPResponder>(serving responder: R, configuration: ServerConfiguration, logger: Logger, port: Int? = nil,
+                                                     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> Application<R>
+    where R.Context == APIRequestContext {
         let (connections, descriptors) = ConnectionBudget.limit(configured: configuration.maxConnections)
         logger.info("at most \(connections) connections at once\(descriptors.map { " (file-descriptor limit \($0))" } ?? "")")
-        let configuration = self.configuration, clients = ClientConnections()
+        let clients = ClientConnections()
         let server = HTTPServerBuilder { responder in APIChannel(responder: responder, configuration: configuration, clients: clients) }
-        return Application(responder: self, server: server,
+        return Application(responder: responder, server: server,
                            configuration: .init(address: .hostname(configuration.host, port: port ?? configuration.port), serverName: "apus",
                                                 availableConnectionsDelegate: ConnectionBudget(limit: connections, logger: logger)),
                            onServerRunning: onServerRunning, logger: logger)

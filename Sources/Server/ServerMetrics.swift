@@ -19,7 +19,10 @@ public final class ServerMetrics: Sendable {
     let waiting: Gauge
     let kvBlocksUsed: Gauge
     let kvBlocksTotal: Gauge
+    let kvCapacityTokens: Gauge
     let prefixCacheHitRatio: Gauge
+    let prefixCacheQueried: Gauge
+    let prefixCacheHits: Gauge
     let preemptions: Gauge
     let swapOuts: Gauge
     let recomputedPreemptions: Gauge
@@ -39,6 +42,9 @@ public final class ServerMetrics: Sendable {
         waiting = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "num_requests_waiting", unitName: "", helpText: "Sequences waiting to be scheduled."))
         kvBlocksUsed = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_cache_blocks_used", unitName: "", helpText: "KV-cache blocks held by sequences."))
         kvBlocksTotal = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_cache_blocks", unitName: "total", helpText: "KV-cache blocks in the pool."))
+        kvCapacityTokens = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_cache_capacity", unitName: "tokens", helpText: "Positions the KV-cache pool holds."))
+        prefixCacheQueried = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "prefix_cache_queried_tokens", unitName: "", helpText: "Prompt tokens looked up in the prefix cache since the server started."))
+        prefixCacheHits = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "prefix_cache_hit_tokens", unitName: "", helpText: "Prompt tokens the prefix cache served since the server started."))
         prefixCacheHitRatio = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "prefix_cache_hit_ratio", unitName: "", helpText: "Prompt tokens served from the prefix cache over prompt tokens seen."))
         preemptions = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "preemptions", unitName: "", helpText: "Sequences preempted so far."))
         swapOuts = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "swap_outs", unitName: "", helpText: "Preempted sequences whose keys and values were swapped out instead of recomputed."))
@@ -101,6 +107,9 @@ public final class ServerMetrics: Sendable {
             waiting.set(Double(s.waitingSequences))
             kvBlocksUsed.set(Double(s.kvBlocksUsed))
             kvBlocksTotal.set(Double(s.kvBlocksTotal))
+            kvCapacityTokens.set(Double(s.kvBlocksTotal * s.kvBlockSize))
+            prefixCacheQueried.set(Double(s.promptTokensQueried))
+            prefixCacheHits.set(Double(s.promptTokensCached))
             prefixCacheHitRatio.set(s.promptTokensQueried == 0 ? 0 : Double(s.promptTokensCached) / Double(s.promptTokensQueried))
             preemptions.set(Double(s.preemptions))
             swapOuts.set(Double(s.swapOuts))
