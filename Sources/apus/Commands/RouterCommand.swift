@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Router
+import Server
+
+struct RouterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "router",
+        abstract: "Route OpenAI API requests over several `apus serve` replicas, each to the one that holds the longest cached prefix of its prompt.",
+        discussion: """
+            Every request and answer passes through byte for byte (streams included). cache-aware (the default, SGLang's \
+            policy) sends a request to the replica whose prefix cache the router predicts holds most of its prompt, \
+            unless loads differ by more than --balance-abs-threshold requests and --balance-rel-threshold times, or the \
+            best match covers less than --cache-threshold of the prompt (then: the replica holding least). A request \
+            that fails before its first byte is retried on another replica. GET /health, GET /metrics (the router's). \
+            SIGINT or SIGTERM refuses new requests and waits up to --drain-seconds for those in flight.
+            """)
+
+    @Option(name: .long, help: "A replica's base URL (http://host:port); repeat for each.")
+    var replica: [String] = []
+
+    @Option(name: .long, help: "cache-aware, round-robin or least-loaded.")
+    var policy: RoutingPolicy = .cacheAware
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, help: "Port to listen on.")
+    var port = 8000
+
+    @Option(name: .long, help: "The API key replicas require, sent with health checks (default: $APUS_API_KEY); clients send their own.")
+    var apiKey: String?
+
+    @Option(name: .long, help: "Below this share of a prompt matched, route to the replica holding least.")
+    var cacheThreshold = 0.5
+
+    @Option(name: .long, help: "Loads are unbalanced past this many requests' difference...")
+    var balanceAbsThreshold = 32
+
+    @Option(name: .long, help: "...and this ratio; then a request goes to the least loaded replica.")
+    var balanceRelThreshold = 1.0001
+
+    @Option(name: .long, help: "Seconds between health checks of each replica.")
+    var healthInterval = 1.0
+
+    @Option(name: .long, help: "Seconds requests in flight get to finish after SIGINT/SIGTERM.")
+    var drainSeconds = 30.0
+
+    @Option(name: .long, help: "Largest request body accepted, in bytes.")
+    var maxBodyBytes = 4 << 20
+
+    func validate() throws {
+        guard !replica.isEmpty else { throw ValidationError("give at least one --replica URL") }
+        for url in replica {
+            guard let u = URL(string: url), u.scheme == "http", u.host != nil, u.path.isEmpty || u.path == "/" else {
+                throw ValidationError("--replica \(url) is not a base URL such as http://127.0.0.1:8080")
+            }
+        }
+        guard (0...1).contains(cacheThreshold) else { throw ValidationError("--cache-threshold must be between 0 and 1, got \(cacheThreshold)") }
+        guard balanceAbsThreshold >= 0, balanceRelThreshold >= 1 else { throw ValidationError("--balance-abs-threshold must be at least 0 and --balance-rel-threshold at least 1") }
+        guard healthInterval > 0 else { throw ValidationError("--health-interval must be positive") }
+    }
+
+    func run() async throws {
+        var configuration = RouterConfiguration()
+        configuration.server.host = host
+        configuration.server.port = port
+        configuration.server.apiKey = apiKey ?? ProcessInfo.processInfo.environment["APUS_API_KEY"]
+        configuration.server.drainSeconds = drainSeconds
+        configuration.server.maxBodyBytes = maxBodyBytes
+        configuration.healthInterval = healthInterval
+        var balance = BalanceSettings()
+        balance.cacheThreshold = cacheThreshold
+        balance.absoluteThreshold = balanceAbsThreshold
+        balance.relativeThreshold = balanceRelThreshold
+        let urls = replica.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        let logger = Logger(label: "apus.router")
+        let router = Router(replicas: ReplicaSet(urls: urls, policy: policy, balance: balance), configuration: configuration, logger: logger)
+        await router.checkReplicas()
+        let monitoring = Task { await router.monitor() }
+        let serving = Task { try await router.application().runService(gracefulShutdownSignals: []) }
+        logger.info("routing on http://\(host):\(port) over \(urls.joined(separator: ", ")) (\(policy.rawValue))")
+        let stop = ShutdownSignals { signal, count in
+            guard count == 1 else { Foundation.exit(1) }
+            logger.info("\(signal): refusing new requests, waiting for \(router.requestsInFlight) in flight")
+            Task {
+                await router.drain()
+                monitoring.cancel()
+                logger.info("stopped")
+                Foundation.exit(0)
+            }
+        }
+        defer { withExtendedLifetime(stop) {} }
+        try await serving.value
+    }
+}
+
+extension RoutingPolicy: ExpressibleByArgument {}
