@@ -41,6 +41,7 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
     case invalidSamples(Int)
     case invalidLogprobs(Int)
     case invalidEmbeddingRequest
+    case invalidResume(String)
     case shutDown
 
     public var description: String {
@@ -51,6 +52,7 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
         case .invalidSamples(let n): "n must be between 1 and \(GenerationRequest.maxSamples), got \(n)"
         case .invalidLogprobs(let k): "logprobs must be between 0 and \(GenerationRequest.maxLogprobs), got \(k)"
         case .invalidEmbeddingRequest: "an embedding request generates nothing: max tokens 0, one sample, no log-probabilities"
+        case .invalidResume(let message): message
         case .shutDown: "the engine is shutting down"
         }
     }
@@ -215,8 +217,19 @@ final class EngineCore {
             throw EngineError.invalidLogprobs(k)
         }
         try r.parameters.sampling.validate()
+        if !r.resumedTokens.isEmpty {
+            guard r.samples == 1, r.promptLogprobs == nil, r.pooling == nil else {
+                throw EngineError.invalidResume("resume_token_ids continues one sample: n must be 1, with no prompt log-probabilities")
+            }
+            guard r.resumedTokens.count < r.parameters.maxTokens else {
+                throw EngineError.invalidResume("resume_token_ids holds \(r.resumedTokens.count) tokens, not fewer than max_tokens (\(r.parameters.maxTokens)): nothing is left to generate")
+            }
+            guard r.prompt.count + r.resumedTokens.count < contextLength else {
+                throw GenerationError.promptTooLong(promptTokens: r.prompt.count + r.resumedTokens.count, contextLength: contextLength)
+            }
+        }
         guard r.prompt.count < contextLength else { throw GenerationError.promptTooLong(promptTokens: r.prompt.count, contextLength: contextLength) }
-        for t in r.prompt where t < 0 || t >= model.vocabularySize {
+        for t in r.prompt + r.resumedTokens where t < 0 || t >= model.vocabularySize {
             throw ModelError.tokenOutOfRange(token: t, vocabularySize: model.vocabularySize)
         }
         // One sample must fit alone; the scheduler preempts the rest to make room.
@@ -232,6 +245,11 @@ final class EngineCore {
         let state = RequestState(id: id, request: request, arrival: arrivals)
         let first = Sequence(request: state, index: 0, sampler: try sampler(for: request, sample: 0),
                              text: TextStream(tokenizer: tokenizer, stopStrings: request.parameters.stopStrings), pendingForks: request.samples - 1)
+        // Tokens generated elsewhere: the sampler and the text are where they were after them.
+        for t in request.resumedTokens {
+            first.sampler.accept(t)
+            _ = first.text.append(t)
+        }
         requests[id] = state
         sequences[id] = [first]
         scheduler.enqueue(first)

@@ -19,6 +19,11 @@ public struct GenerationRequest: Sendable {
     public var pooling: Pooling? = nil
     /// Lower values are scheduled first; equal priorities are first come, first served.
     public var priority: Int = 0
+    /// Tokens this request already generated on a worker that was lost: they follow the
+    /// prompt as generated tokens (counted against `maxTokens`, seen by penalties, stop
+    /// strings and a grammar), their text is not produced again, and generation goes on
+    /// after them, as it would have there. One sample only.
+    public var resumedTokens: [Int] = []
 
     public init(prompt: [Int], parameters: GenerationParameters = GenerationParameters()) {
         self.prompt = prompt

@@ -108,8 +108,8 @@ final class Scheduler {
             if sequence.request.firstScheduled == nil {
                 sequence.request.firstScheduled = .now
                 promptTokensQueried += sequence.promptCount
-                promptTokensCached += sequence.computed
-                sequence.request.cachedPromptTokens = sequence.computed
+                promptTokensCached += min(sequence.computed, sequence.promptCount)
+                sequence.request.cachedPromptTokens = min(sequence.computed, sequence.promptCount)
             }
             scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
             budget -= granted

@@ -65,8 +65,8 @@ final class Sequence {
     init(request: RequestState, index: Int, sampler: Sampler, text: TextStream, pendingForks: Int) {
         self.request = request
         self.index = index
-        tokens = request.request.prompt
-        promptCount = tokens.count
+        tokens = request.request.prompt + request.request.resumedTokens
+        promptCount = request.request.prompt.count
         self.sampler = sampler
         self.text = text
         self.pendingForks = pendingForks

@@ -264,7 +264,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             let model = try await lease(body.model, log: &log)
             let kind: OpenAIRequest.Kind = path == "/v1/completions" ? .completion : .chat
             let prepared = try await prepare { [self] in try prepareGeneration(body, kind: kind, model: model) }
-            return try await generate(prepared, model: model, channel: channel, id: id, log: &log)
+            let tokenIDs = request.headers[HTTPField.Name(Self.tokenIDsHeader)!] == "1"
+            return try await generate(prepared, model: model, channel: channel, id: id, log: &log, tokenIDs: tokenIDs)
         case (.post, "/v1/responses"):
             let body = try await jsonBody(request, channel: channel)
             let model = try await lease(body.model, log: &log)
@@ -519,7 +520,14 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         return Self.json(.ok, ["prompt": model.tokenizer.decode(tokens)])
     }
 
-    private func generate(_ prepared: PreparedGeneration, model: ServedModel, channel: any Channel, id: String, log: inout RequestLog) async throws -> Response {
+    /// A request header asking a stream to name the tokens of each event, in an SSE comment
+    /// line (`: apus-token-ids 1 2 3`) before it: what `apus router` needs to resume the
+    /// stream elsewhere, stripped before the client sees it.
+    public static let tokenIDsHeader = "X-Apus-Token-Ids"
+    public static let tokenIDsComment = ": apus-token-ids"
+
+    private func generate(_ prepared: PreparedGeneration, model: ServedModel, channel: any Channel, id: String, log: inout RequestLog,
+                          tokenIDs: Bool = false) async throws -> Response {
         let parsed = prepared.parsed, requests = prepared.requests, kind = parsed.kind
         let streams = try submit(requests, to: model)
         let header = Header(id: (kind == .chat ? "chatcmpl-" : "cmpl-") + id, object: kind == .chat ? "chat.completion" : "text_completion",
@@ -535,7 +543,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             log.streamed = true
             let encoder = CompletionStreamEncoder(parsed: parsed, echo: PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer), prompts: streams.count,
                                                   header: header, tokenizer: model.tokenizer, toolFormat: toolFormat)
-            return stream(streams, encoder: encoder, log: log, channel: channel)
+            return stream(streams, encoder: encoder, log: log, channel: channel, tokenIDs: tokenIDs)
         }
         var collected = Collected(kind: kind, samples: parsed.samples, prompts: requests.count, logprobs: parsed.logprobs != nil)
         collected.echo = PromptEcho(parsed, requests: requests, tokenizer: model.tokenizer)
@@ -684,7 +692,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     /// keep-alives, then its closing events. When the client goes away, the next write
     /// fails, the engine streams are dropped, and the engine aborts the requests before its
     /// next step.
-    func stream(_ streams: [Engine.Stream], encoder: some StreamEncoder, log: RequestLog, channel: any Channel) -> Response {
+    func stream(_ streams: [Engine.Stream], encoder: some StreamEncoder, log: RequestLog, channel: any Channel, tokenIDs: Bool = false) -> Response {
         let maxUnsent = configuration.maxUnsentChunks
         let keepAlive = UInt64(configuration.keepAliveSeconds * 1e9)
         let body = ResponseBody { [self] writer in
@@ -747,7 +755,19 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                         all.append(m)
                         metrics.record(m)
                     }
-                    for e in encoder.encode(o, prompt: prompt) { try await writer.write(e) }
+                    var events = encoder.encode(o, prompt: prompt)
+                    if tokenIDs && !o.tokens.isEmpty {
+                        // In the same SSE block as the first event: the router takes both or neither.
+                        var comment = ByteBuffer(string: Self.tokenIDsComment + " " + o.tokens.map(String.init).joined(separator: " ") + "\n")
+                        if events.isEmpty {
+                            comment.writeString("\n")
+                            events = [comment]
+                        } else {
+                            comment.writeImmutableBuffer(events[0])
+                            events[0] = comment
+                        }
+                    }
+                    for e in events { try await writer.write(e) }
                 }
             }
             for e in encoder.finish(all) { try await writer.write(e) }

@@ -66,6 +66,10 @@ public struct OpenAIRequest {
         return [echoed, promptLogprobs].compactMap { $0 }.max()
     }
     public var priority = 0
+    /// Tokens a lost worker already generated for this request (Apus's `resume_token_ids`,
+    /// which `apus router` sends when it moves a stream to another replica): generation goes
+    /// on after them, and a resumed chat stream does not open with the role chunk again.
+    public var resumeTokens: [Int] = []
     public var stream = false
     public var includeUsage = false
     public var user: String?
@@ -202,6 +206,15 @@ public struct OpenAIRequest {
             guard let o = options as? [String: Any] else { throw RequestFieldError(param: "stream_options", "stream_options must be an object") }
             includeUsage = try Self.bool(o, "include_usage") ?? false
         }
+        if let value = json["resume_token_ids"], !(value is NSNull) {
+            guard let list = value as? [Any], list.allSatisfy({ $0 is Int && !Self.isBoolean($0) }) else {
+                throw RequestFieldError(param: "resume_token_ids", "resume_token_ids must be an array of token ids")
+            }
+            guard samples == 1, prompts.count == 1, !echo, tools.isEmpty else {
+                throw RequestFieldError(param: "resume_token_ids", "resume_token_ids continues one generation: one prompt, n 1, no echo, no tools")
+            }
+            resumeTokens = list as! [Int]
+        }
     }
 
     /// The engine requests, one per prompt: prompts tokenized (a text prompt as `apus run`
@@ -258,6 +271,7 @@ public struct OpenAIRequest {
             // An echo of the prompt alone is a scoring request too: the engine runs the prompt.
             request.promptLogprobs = scoredPromptLogprobs ?? (completion == 0 ? 0 : nil)
             request.priority = priority
+            request.resumedTokens = resumeTokens
             return request
         }
     }
