@@ -15,6 +15,11 @@ public struct RouterConfiguration: Sendable {
     public var healthInterval = 1.0
     /// Seconds a replica gets to accept a connection or answer a health check.
     public var connectTimeout = 2.0
+    /// Replicas given by URL; with `discovery`, those it finds join them.
+    public var staticReplicas: [String] = []
+    /// A DNS name whose addresses are the replicas (a Kubernetes headless Service),
+    /// resolved again before each round of health checks.
+    public var discovery: ReplicaDiscovery?
 
     public init() {}
 }
@@ -43,7 +48,7 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         self.replicas = replicas
         self.configuration = configuration
         self.logger = logger
-        metrics = RouterMetrics(urls: replicas.urls)
+        metrics = RouterMetrics()
         var clientConfiguration = HTTPClient.Configuration()
         clientConfiguration.timeout = .init(connect: .milliseconds(Int64(configuration.connectTimeout * 1000)))
         clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
@@ -79,14 +84,22 @@ public final class Router: HTTPResponder, @unchecked Sendable {
 
     /// One round of health checks, all replicas at once.
     public func checkReplicas() async {
+        if let discovery = configuration.discovery {
+            let found = discovery.resolve()
+            let urls = configuration.staticReplicas + found.filter { !configuration.staticReplicas.contains($0) }
+            if urls != replicas.urls {
+                logger.info("replicas: \(urls.isEmpty ? "none" : urls.joined(separator: ", ")) (\(discovery.host) resolved to \(found.count))")
+                replicas.setURLs(urls)
+            }
+        }
+        let before = Dictionary(replicas.statuses.map { ($0.url, $0.healthy) }, uniquingKeysWith: { a, _ in a })
         await withTaskGroup(of: Void.self) { group in
-            for (i, url) in replicas.urls.enumerated() {
+            for url in replicas.urls {
                 group.addTask { [self] in
                     let healthy = await fetch(url + "/health")?.status == 200
                     let gauges = healthy ? await fetch(url + "/metrics").map { Self.gauges($0.text) } ?? [:] : [:]
-                    let was = replicas.statuses[i].healthy
-                    replicas.update(i, healthy: healthy, gauges: gauges)
-                    if was != healthy { logger.info("replica \(url) is \(healthy ? "healthy" : "unhealthy")") }
+                    replicas.update(url, healthy: healthy, gauges: gauges)
+                    if before[url] != healthy { logger.info("replica \(url) is \(healthy ? "healthy" : "unhealthy")") }
                 }
             }
         }
@@ -146,41 +159,74 @@ public final class Router: HTTPResponder, @unchecked Sendable {
             return Self.error(.contentTooLarge, "the request body is larger than the limit of \(limit) bytes", type: "invalid_request_error")
         }
         let key = request.method == .post ? RoutingKey.of(path: path, body: Data(buffer: body)) : []
-        var tried = Set<Int>()
+        let json = request.method == .post ? (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] : nil
+        let relay = json.flatMap { StreamRelay.resumable(path: path, body: $0) ? StreamRelay(request: $0) : nil }
+        var tried = Set<String>()
         var lastFailure = "no replica is healthy"
-        while let r = replicas.choose(key: key, excluding: tried) {
-            tried.insert(r)
-            let url = replicas.urls[r]
+        while let url = replicas.choose(key: key, excluding: tried) {
+            tried.insert(url)
             do {
-                let response = try await forward(request, body: body, to: url, channel: context.channel)
+                let response = try await forward(request, body: body, to: url, channel: context.channel, tokenIDs: relay != nil)
                 // Draining or still loading: another replica may take it at once.
-                if response.status == .serviceUnavailable, replicas.statuses.indices.contains(where: { !tried.contains($0) && replicas.statuses[$0].healthy }) {
-                    replicas.markFailed(r)
+                if response.status == .serviceUnavailable, replicas.statuses.contains(where: { !tried.contains($0.url) && $0.healthy }) {
+                    replicas.finished(url)
+                    replicas.markFailed(url)
                     metrics.countRetry()
                     lastFailure = "\(url) answered 503"
-                    replicas.finished(r)
                     continue
                 }
                 metrics.countRequest(replica: url, status: Int(response.status.code))
                 held = false
+                let holding = Holding(url)
                 let ticket = Ticket { [self] in
-                    replicas.finished(r)
+                    replicas.finished(holding.url)
                     lock.withLock { inFlight -= 1 }
                 }
+                let channel = context.channel
+                let resumable = response.status == .ok ? relay : nil
+                let triedSoFar = tried
                 return Response(status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
-                                headers: Self.fields(response.headers), body: ResponseBody { writer in
+                                headers: Self.fields(response.headers), body: ResponseBody { [self] writer in
                     defer { ticket.done() }
-                    for try await chunk in response.body { try await writer.write(chunk) }
+                    guard var relay = resumable else {
+                        for try await chunk in response.body { try await writer.write(chunk) }
+                        return try await writer.finish(nil)
+                    }
+                    var upstream = response.body.makeAsyncIterator()
+                    var failed = triedSoFar
+                    while true {
+                        let chunk: ByteBuffer?
+                        do {
+                            chunk = try await upstream.next()
+                        } catch {
+                            // The replica died mid-stream: go on elsewhere from what was sent.
+                            guard !relay.done, !Task.isCancelled, channel.isActive else { break }
+                            logger.warning("stream from \(holding.url) broke after \(relay.sentTokens.count) tokens (\(error)); resuming on another replica")
+                            replicas.markFailed(holding.url)
+                            failed.insert(holding.url)
+                            guard let (next, nextURL) = await resume(request, relay: relay, excluding: &failed, channel: channel) else {
+                                try await writer.write(Self.streamError("the replica serving this stream failed and no other could resume it"))
+                                break
+                            }
+                            replicas.finished(holding.url)
+                            holding.url = nextURL
+                            relay.switchUpstream()
+                            upstream = next.body.makeAsyncIterator()
+                            continue
+                        }
+                        guard let chunk else { break }
+                        if let out = relay.feed(chunk) { try await writer.write(out) }
+                    }
                     try await writer.finish(nil)
                 })
             } catch is CancellationError {
                 // The client closed its connection; nobody reads this.
-                replicas.finished(r)
+                replicas.finished(url)
                 return Self.error(.init(code: 499, reasonPhrase: "Client Closed Request"), "the client closed the connection", type: "invalid_request_error")
             } catch {
                 // Nothing reached the client yet: try another replica.
-                replicas.finished(r)
-                replicas.markFailed(r)
+                replicas.finished(url)
+                replicas.markFailed(url)
                 metrics.countRetry()
                 lastFailure = "\(url) failed: \(error)"
                 logger.warning("request to \(url) failed before its first byte (\(error)); retrying on another replica")
@@ -191,17 +237,43 @@ public final class Router: HTTPResponder, @unchecked Sendable {
 
     /// Sends the request to one replica; returns once its head arrives. The client closing
     /// its connection cancels it (and so the replica's work).
-    private func forward(_ request: Request, body: ByteBuffer, to base: String, channel: any Channel) async throws -> HTTPClientResponse {
+    private func forward(_ request: Request, body: ByteBuffer, to base: String, channel: any Channel, tokenIDs: Bool = false) async throws -> HTTPClientResponse {
         var upstream = HTTPClientRequest(url: base + request.uri.description)
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
             upstream.headers.add(name: field.name.rawName, value: field.value)
         }
+        if tokenIDs { upstream.headers.replaceOrAdd(name: APIServer.tokenIDsHeader, value: "1") }
         upstream.body = .bytes(body)
         let client = self.client
         let task = Task { try await client.execute(upstream, deadline: .distantFuture) }
         channel.closeFuture.whenComplete { _ in task.cancel() }
         return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+    }
+
+    /// The stream resumed on another replica, from the tokens `relay` has sent; nil when no
+    /// replica takes it. The replica returned counts as in flight.
+    private func resume(_ request: Request, relay: StreamRelay, excluding failed: inout Set<String>, channel: any Channel) async -> (HTTPClientResponse, String)? {
+        let key = RoutingKey.of(path: request.uri.path, body: Data(buffer: relay.resumeBody()))
+        while let url = replicas.choose(key: key, excluding: failed) {
+            failed.insert(url)
+            if let response = try? await forward(request, body: relay.resumeBody(), to: url, channel: channel, tokenIDs: true), response.status == .ok {
+                metrics.countResume()
+                return (response, url)
+            }
+            replicas.finished(url)
+            replicas.markFailed(url)
+        }
+        return nil
+    }
+
+    /// The error event and end of a stream the router could not finish.
+    static func streamError(_ message: String) -> ByteBuffer {
+        let error = ["error": ["message": message, "type": "server_error", "param": NSNull(), "code": NSNull()] as [String: Any]]
+        var buffer = ByteBuffer(string: "data: ")
+        buffer.writeBytes((try? JSONSerialization.data(withJSONObject: error, options: .sortedKeys)) ?? Data())
+        buffer.writeString("\n\ndata: [DONE]\n\n")
+        return buffer
     }
 
     static func fields(_ headers: HTTPHeaders) -> HTTPFields {
@@ -220,6 +292,12 @@ public final class Router: HTTPResponder, @unchecked Sendable {
     static func error(_ status: HTTPResponse.Status, _ message: String, type: String) -> Response {
         json(status, ["error": ["message": message, "type": type, "param": NSNull(), "code": NSNull()] as [String: Any]])
     }
+}
+
+/// The replica a stream is on (it changes when the stream is resumed elsewhere).
+final class Holding: @unchecked Sendable {
+    var url: String
+    init(_ url: String) { self.url = url }
 }
 
 /// What a forwarded request holds until its answer is written: its count in flight, given

@@ -15,7 +15,7 @@ import XCTest
 /// metrics say so.
 final class RouterTests: XCTestCase {
     /// A live API server on SmolLM2; returns its base URL and the task that runs it.
-    func replica() async throws -> (url: String, task: Task<Void, Error>) {
+    static func replica() async throws -> (url: String, task: Task<Void, Error>) {
         let file = try TestSupport.model()
         let tokenizer = try Tokenizer(file: file)
         var configuration = EngineConfiguration()
@@ -66,7 +66,7 @@ final class RouterTests: XCTestCase {
     }
 
     func testPassesRequestsThroughAndSkipsADeadReplica() async throws {
-        let (live, replicaTask) = try await replica()
+        let (live, replicaTask) = try await Self.replica()
         defer { replicaTask.cancel() }
         // A port nothing listens on: bound, then closed.
         let dead = "http://127.0.0.1:\(try closedPort())"
@@ -101,7 +101,7 @@ final class RouterTests: XCTestCase {
 
         // Marked healthy again by hand, the dead replica is tried once, fails before any
         // byte, and the request is served by the live one.
-        router.replicas.update(1, healthy: true, gauges: [:])
+        router.replicas.update(dead, healthy: true, gauges: [:])
         for _ in 0..<2 {
             let again = try await call(base, "/v1/completions", completion)
             XCTAssertEqual(again.status, 200, String(decoding: again.data, as: UTF8.self))
@@ -115,7 +115,7 @@ final class RouterTests: XCTestCase {
         XCTAssertTrue(metrics.contains("apus_router_requests_total{replica=\"\(live)\",status=\"200\"} 4"), metrics)
 
         // No replica left: a clear 503.
-        router.replicas.markFailed(0)
+        router.replicas.markFailed(live)
         let none = try await call(base, "/v1/completions", completion)
         XCTAssertEqual(none.status, 503)
         XCTAssertTrue(String(decoding: none.data, as: UTF8.self).contains("no replica could take the request"))

@@ -20,6 +20,9 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(name: .long, help: "A replica's base URL (http://host:port); repeat for each.")
     var replica: [String] = []
 
+    @Option(name: .long, help: "NAME:PORT: every address NAME resolves to is a replica, resolved again each --health-interval (a Kubernetes headless Service).")
+    var replicasFromDns: String?
+
     @Option(name: .long, help: "cache-aware, round-robin or least-loaded.")
     var policy: RoutingPolicy = .cacheAware
 
@@ -51,7 +54,8 @@ struct RouterCommand: AsyncParsableCommand {
     var maxBodyBytes = 4 << 20
 
     func validate() throws {
-        guard !replica.isEmpty else { throw ValidationError("give at least one --replica URL") }
+        guard !replica.isEmpty || replicasFromDns != nil else { throw ValidationError("give at least one --replica URL, or --replicas-from-dns NAME:PORT") }
+        if let dns = replicasFromDns, ReplicaDiscovery(dns) == nil { throw ValidationError("--replicas-from-dns \(dns) is not NAME:PORT") }
         for url in replica {
             guard let u = URL(string: url), u.scheme == "http", u.host != nil, u.path.isEmpty || u.path == "/" else {
                 throw ValidationError("--replica \(url) is not a base URL such as http://127.0.0.1:8080")
@@ -70,17 +74,19 @@ struct RouterCommand: AsyncParsableCommand {
         configuration.server.drainSeconds = drainSeconds
         configuration.server.maxBodyBytes = maxBodyBytes
         configuration.healthInterval = healthInterval
+        configuration.discovery = replicasFromDns.flatMap(ReplicaDiscovery.init)
         var balance = BalanceSettings()
         balance.cacheThreshold = cacheThreshold
         balance.absoluteThreshold = balanceAbsThreshold
         balance.relativeThreshold = balanceRelThreshold
         let urls = replica.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        configuration.staticReplicas = urls
         let logger = Logger(label: "apus.router")
         let router = Router(replicas: ReplicaSet(urls: urls, policy: policy, balance: balance), configuration: configuration, logger: logger)
         await router.checkReplicas()
         let monitoring = Task { await router.monitor() }
         let serving = Task { try await router.application().runService(gracefulShutdownSignals: []) }
-        logger.info("routing on http://\(host):\(port) over \(urls.joined(separator: ", ")) (\(policy.rawValue))")
+        logger.info("routing on http://\(host):\(port) over \(router.replicas.urls.joined(separator: ", ")) (\(policy.rawValue))")
         let stop = ShutdownSignals { signal, count in
             guard count == 1 else { Foundation.exit(1) }
             logger.info("\(signal): refusing new requests, waiting for \(router.requestsInFlight) in flight")
