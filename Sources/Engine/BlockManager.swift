@@ -83,6 +83,9 @@ final class BlockManager {
     }
 
     /// The cached block with content `hash`, retained for the caller.
+    /// Whether a block named `hash` is cached (nothing retained).
+    func isCached(_ hash: UInt64) -> Bool { prefixCaching && blocksByHash[hash] != nil }
+
     func lookup(_ hash: UInt64) -> Int32? {
         guard prefixCaching, let block = blocksByHash[hash] else { return nil }
         retain(block)

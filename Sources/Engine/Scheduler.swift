@@ -85,14 +85,24 @@ final class Scheduler {
             }
         }
 
-        // New (and preempted) sequences, while the budget and the free blocks allow.
-        while budget > 0, running.count < maxRunning, let sequence = waiting.first {
+        // New (and preempted) sequences, while the budget and the free blocks allow. One
+        // whose next block another sequence is computing waits for it to reach the prefix
+        // cache instead of computing it a second time (requests with one system prompt that
+        // arrive together compute it once); those behind it go on.
+        var inFlight = blocksInFlight()
+        var i = 0
+        while budget > 0, running.count < maxRunning, i < waiting.count {
+            let sequence = waiting[i]
             if let swap, swap.holds(sequence) {
                 // Back in only when its blocks and this step's tokens fit beside the reserve.
                 let positions = swap.positions(of: sequence), want = min(sequence.tokens.count - positions, budget)
                 let needed = (positions + want + blocks.blockSize - 1) / blocks.blockSize
                 guard blocks.freeCount - needed >= watermark || running.isEmpty, swapIn(sequence, from: swap) else { break }
             } else if sequence.computed == 0 {
+                if waitsForBlockInFlight(sequence, inFlight) {
+                    i += 1
+                    continue
+                }
                 reuseCachedPrefix(sequence)
             }
             let want = min(sequence.uncomputed, budget)
@@ -103,8 +113,9 @@ final class Scheduler {
                 releaseBlocks(of: sequence)
                 break
             }
-            waiting.removeFirst()
+            waiting.remove(at: i)
             insert(sequence, into: &running)
+            inFlight.formUnion(plannedBlockNames(of: sequence))
             if sequence.request.firstScheduled == nil {
                 sequence.request.firstScheduled = .now
                 promptTokensQueried += sequence.promptCount
@@ -172,6 +183,41 @@ final class Scheduler {
         }
         while s.blockTable.count * bs < s.computed + want, let b = blocks.allocate() { s.blockTable.append(b) }
         return max(0, min(want, s.blockTable.count * bs - s.computed))
+    }
+
+    /// The names of the full blocks running sequences have yet to compute.
+    private func blocksInFlight() -> Set<UInt64> {
+        guard blocks.prefixCaching else { return [] }
+        return Set(running.flatMap { plannedBlockNames(of: $0) })
+    }
+
+    /// The names of the full blocks of `s`'s tokens from the one it computes next on (none
+    /// for a sequence that computes its whole prompt apart or is past its prompt).
+    private func plannedBlockNames(of s: Sequence) -> ArraySlice<UInt64> {
+        guard blocks.prefixCaching, !s.request.computesWholePrompt, s.uncomputed > 1 else { return [] }
+        let names = blockNames(of: s)
+        return names[min(names.count, s.computed / blocks.blockSize)...]
+    }
+
+    /// The names of the full blocks of `s`'s tokens when first asked (they only grow).
+    private func blockNames(of s: Sequence) -> [UInt64] {
+        if let names = s.plannedBlockNames { return names }
+        var names: [UInt64] = []
+        let bs = blocks.blockSize
+        for k in 0..<(s.tokens.count / bs) {
+            names.append(BlockManager.hash(parent: names.last, tokens: s.tokens[(k * bs)..<((k + 1) * bs)]))
+        }
+        s.plannedBlockNames = names
+        return names
+    }
+
+    /// Whether the first block of `s` a cache hit could serve but the cache lacks is one a
+    /// running sequence is computing (checked without retaining anything).
+    private func waitsForBlockInFlight(_ s: Sequence, _ inFlight: Set<UInt64>) -> Bool {
+        guard !inFlight.isEmpty, blocks.prefixCaching, !s.request.computesWholePrompt else { return false }
+        let names = blockNames(of: s), reusable = min(names.count, (s.tokens.count - 1) / blocks.blockSize)
+        guard let missing = names.prefix(reusable).first(where: { !blocks.isCached($0) }) else { return false }
+        return inFlight.contains(missing)
     }
 
     /// Starts a sequence from the longest prefix of its tokens whose blocks are cached,

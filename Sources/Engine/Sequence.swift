@@ -53,6 +53,9 @@ final class Sequence {
     var blockTable: [Int32] = []
     /// Prefix-cache names of the first full blocks, in order.
     var blockHashes: [UInt64] = []
+    /// The names of every full block of its tokens when it was first scheduled, computed or
+    /// not (what others may wait for instead of computing it too).
+    var plannedBlockNames: [UInt64]?
     var sampler: Sampler
     var text: TextStream
     var lastToken: Date?

@@ -192,7 +192,29 @@ final class ServingEngineTests: XCTestCase {
         XCTAssertEqual(again[1].tokens, rest[0].tokens, "cached or not, the same tokens")
     }
 
+    /// Requests with one uncached system prompt that arrive together compute it once: the
+    /// others wait for its blocks to reach the prefix cache instead of computing them too,
+    /// and give the tokens they give alone.
+    func testASystemPromptSharedByRequestsArrivingTogetherIsComputedOnce() throws {
+        let (_, tokenizer) = try load()
+        var g = SplitMix64(seed: 11)
+        let system = (0..<1000).map { _ in Int.random(in: 2..<49152, using: &g) }
+        var p = GenerationParameters()
+        p.sampling = .greedy
+        p.maxTokens = 3
+        let requests = (0..<8).map { i in GenerationRequest(prompt: system + tokenizer.encode(" Question \(i): why?"), parameters: p) }
+        let core = try makeCore()
+        let together = try run(requests, on: core)
+        let s = core.currentStatistics()
+        XCTAssertEqual(s.promptTokensCached, 7 * 992, "seven of the eight reuse the 62 full blocks of the system prompt")
+        XCTAssertEqual(s.promptTokensComputed, s.promptTokensQueried - 7 * 992)
+        for (i, r) in requests.enumerated() {
+            XCTAssertEqual(together[i].tokens, try run([r], on: try makeCore())[0].tokens, "request \(i)")
+        }
+    }
+
     func testLogprobsStopStringsAndFinishReasons() throws {
+
         let (_, tokenizer) = try load()
         var p = GenerationParameters()
         p.sampling = .greedy
