@@ -194,7 +194,9 @@ final class OpenAIClientTests: XCTestCase {
     /// through the plain forward pass, each generation greedily by the single-sequence
     /// generator, each accuracy from those.
     func testLMEvalScoresAreTheModelsOwn() async throws {
-        try ensure("lm_eval", "lm-eval==\(Self.lmEvalVersion)")
+        // Its API models need the [api] extra (tenacity, aiohttp), which a bare lm-eval lacks.
+        try ensure("lm_eval", "lm-eval[api]==\(Self.lmEvalVersion)")
+        try ensure("tenacity", "lm-eval[api]==\(Self.lmEvalVersion)")
         let server = APIServer(configuration: ServerConfiguration())
         let (port, task) = try await start(server)
         defer { task.cancel() }
