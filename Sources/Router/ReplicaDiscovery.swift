@@ -20,13 +20,17 @@ public struct ReplicaDiscovery: Sendable, Equatable {
         self.port = port
     }
 
-    /// The base URLs of the addresses `host` resolves to now, sorted (none when it does not resolve).
-    public func resolve() -> [String] {
+    /// The base URLs of the addresses `host` resolves to now, sorted; nil when resolving
+    /// fails (the caller keeps the replicas it had: a DNS hiccup is no reason to drop them).
+    public func resolve() -> [String]? {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &result) == 0 else { return [] }
+        let status = getaddrinfo(host, nil, &hints, &result)
+        // No such name (a Service with no ready pod) is an answer: no replicas.
+        if status == EAI_NONAME { return [] }
+        guard status == 0 else { return nil }
         defer { freeaddrinfo(result) }
         var urls = Set<String>()
         var node = result

@@ -135,7 +135,8 @@ public final class ReplicaSet: @unchecked Sendable {
         }
     }
 
-    public func finished(_ url: String) { withReplica(url) { $0.status.inFlight -= 1 } }
+    /// A request sent to `url` ended (a replica that left and came back meanwhile counts from 0).
+    public func finished(_ url: String) { withReplica(url) { $0.status.inFlight = max(0, $0.status.inFlight - 1) } }
 
     /// A replica failed to answer: it takes no requests until a health check passes.
     public func markFailed(_ url: String) { withReplica(url) { $0.status.healthy = false } }

@@ -51,7 +51,9 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         metrics = RouterMetrics()
         var clientConfiguration = HTTPClient.Configuration()
         clientConfiguration.timeout = .init(connect: .milliseconds(Int64(configuration.connectTimeout * 1000)))
-        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+        // Every stream holds a connection for its whole length; the router's own connection
+        // limit bounds them, not the pool.
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16_384)
         clientConfiguration.redirectConfiguration = .disallow
         clientConfiguration.decompression = .disabled
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
@@ -84,8 +86,7 @@ public final class Router: HTTPResponder, @unchecked Sendable {
 
     /// One round of health checks, all replicas at once.
     public func checkReplicas() async {
-        if let discovery = configuration.discovery {
-            let found = discovery.resolve()
+        if let discovery = configuration.discovery, let found = discovery.resolve() {
             let urls = configuration.staticReplicas + found.filter { !configuration.staticReplicas.contains($0) }
             if urls != replicas.urls {
                 logger.info("replicas: \(urls.isEmpty ? "none" : urls.joined(separator: ", ")) (\(discovery.host) resolved to \(found.count))")
@@ -201,11 +202,21 @@ public final class Router: HTTPResponder, @unchecked Sendable {
                         } catch {
                             // The replica died mid-stream: go on elsewhere from what was sent.
                             guard !relay.done, !Task.isCancelled, channel.isActive else { break }
+                            if relay.finished {
+                                // Only the closing events were lost: end the stream here.
+                                try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                                break
+                            }
                             logger.warning("stream from \(holding.url) broke after \(relay.sentTokens.count) tokens (\(error)); resuming on another replica")
                             replicas.markFailed(holding.url)
                             failed.insert(holding.url)
-                            guard let (next, nextURL) = await resume(request, relay: relay, excluding: &failed, channel: channel) else {
-                                try await writer.write(Self.streamError("the replica serving this stream failed and no other could resume it"))
+                            let outcome = await resume(request, relay: relay, excluding: &failed, channel: channel)
+                            guard case .resumed(let next, let nextURL) = outcome else {
+                                if case .refused(let message) = outcome {
+                                    try await writer.write(Self.streamError(message))
+                                } else if channel.isActive {
+                                    try await writer.write(Self.streamError("the replica serving this stream failed and no other could resume it"))
+                                }
                                 break
                             }
                             replicas.finished(holding.url)
@@ -226,7 +237,7 @@ public final class Router: HTTPResponder, @unchecked Sendable {
             } catch {
                 // Nothing reached the client yet: try another replica.
                 replicas.finished(url)
-                replicas.markFailed(url)
+                if !Self.isPoolWait(error) { replicas.markFailed(url) }
                 metrics.countRetry()
                 lastFailure = "\(url) failed: \(error)"
                 logger.warning("request to \(url) failed before its first byte (\(error)); retrying on another replica")
@@ -243,28 +254,58 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
             upstream.headers.add(name: field.name.rawName, value: field.value)
         }
-        if tokenIDs { upstream.headers.replaceOrAdd(name: APIServer.tokenIDsHeader, value: "1") }
+        // Only the router asks for token ids: a client's own request for them is not passed on.
+        upstream.headers.remove(name: APIServer.tokenIDsHeader)
+        if tokenIDs { upstream.headers.add(name: APIServer.tokenIDsHeader, value: "1") }
         upstream.body = .bytes(body)
         let client = self.client
-        let task = Task { try await client.execute(upstream, deadline: .distantFuture) }
-        channel.closeFuture.whenComplete { _ in task.cancel() }
-        return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+        let pending = PendingForward(Task { try await client.execute(upstream, deadline: .distantFuture) })
+        channel.closeFuture.whenComplete { _ in pending.cancel() }
+        defer { pending.done() }
+        return try await withTaskCancellationHandler { try await pending.value() } onCancel: { pending.cancel() }
     }
 
-    /// The stream resumed on another replica, from the tokens `relay` has sent; nil when no
-    /// replica takes it. The replica returned counts as in flight.
-    private func resume(_ request: Request, relay: StreamRelay, excluding failed: inout Set<String>, channel: any Channel) async -> (HTTPClientResponse, String)? {
-        let key = RoutingKey.of(path: request.uri.path, body: Data(buffer: relay.resumeBody()))
-        while let url = replicas.choose(key: key, excluding: failed) {
+    enum Resumption {
+        case resumed(HTTPClientResponse, String)
+        /// A replica refused the resumed request (4xx): its message, for the client.
+        case refused(String)
+        case failed
+    }
+
+    /// The stream resumed on another replica, from the tokens `relay` has sent. The replica
+    /// returned counts as in flight. A replica that refuses the request (4xx) ends the
+    /// attempt without being blamed; one that fails is marked failed; a client that left
+    /// ends it at once.
+    private func resume(_ request: Request, relay: StreamRelay, excluding failed: inout Set<String>, channel: any Channel) async -> Resumption {
+        let body = relay.resumeBody()
+        let key = RoutingKey.of(path: request.uri.path, body: Data(buffer: body))
+        while channel.isActive, let url = replicas.choose(key: key, excluding: failed) {
             failed.insert(url)
-            if let response = try? await forward(request, body: relay.resumeBody(), to: url, channel: channel, tokenIDs: true), response.status == .ok {
-                metrics.countResume()
-                return (response, url)
+            do {
+                let response = try await forward(request, body: body, to: url, channel: channel, tokenIDs: true)
+                if response.status == .ok {
+                    metrics.countResume()
+                    return .resumed(response, url)
+                }
+                replicas.finished(url)
+                if (400..<500).contains(Int(response.status.code)) {
+                    let text = (try? await response.body.collect(upTo: 1 << 20)).map { String(buffer: $0) } ?? ""
+                    let message = ((try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]).flatMap { ($0["error"] as? [String: Any])?["message"] as? String }
+                    return .refused(message ?? "the replica refused to resume this stream (\(response.status.code))")
+                }
+                replicas.markFailed(url)
+            } catch {
+                replicas.finished(url)
+                if error is CancellationError || !channel.isActive { return .failed }
+                if !Self.isPoolWait(error) { replicas.markFailed(url) }
             }
-            replicas.finished(url)
-            replicas.markFailed(url)
         }
-        return nil
+        return .failed
+    }
+
+    /// The client's own connection pool was full: the replica is busy, not down.
+    static func isPoolWait(_ error: any Error) -> Bool {
+        (error as? HTTPClientError) == .getConnectionFromPoolTimeout
     }
 
     /// The error event and end of a stream the router could not finish.
@@ -292,6 +333,25 @@ public final class Router: HTTPResponder, @unchecked Sendable {
     static func error(_ status: HTTPResponse.Status, _ message: String, type: String) -> Response {
         json(status, ["error": ["message": message, "type": type, "param": NSNull(), "code": NSNull()] as [String: Any]])
     }
+}
+
+/// A request on its way to a replica, cancellable from the client's connection closing: the
+/// callback that does so outlives the request on a kept-alive connection, so it holds this
+/// box, which lets go of the request's task once it is done.
+final class PendingForward: @unchecked Sendable {
+    private let lock = NSLock()
+    private var task: Task<HTTPClientResponse, Error>?
+
+    init(_ task: Task<HTTPClientResponse, Error>) { self.task = task }
+
+    func value() async throws -> HTTPClientResponse {
+        guard let task = lock.withLock({ task }) else { throw CancellationError() }
+        return try await task.value
+    }
+
+    func cancel() { lock.withLock { task }?.cancel() }
+
+    func done() { lock.withLock { task = nil } }
 }
 
 /// The replica a stream is on (it changes when the stream is resumed elsewhere).

@@ -25,6 +25,10 @@ struct StreamRelay: @unchecked Sendable {
     /// Tokens whose events reached the client.
     private(set) var sentTokens: [Int] = []
     private(set) var done = false
+    /// Whether an event with a finish reason has passed (only the closing events may follow).
+    private(set) var finished = false
+    /// Data events passed on to the client.
+    private(set) var passedEvents = 0
     /// The client's stream's `"id":"…"` and `"created":…`, and the current replica's.
     private var clientIdentity: (id: String, created: String)?
     private var upstreamIdentity: (id: String, created: String)?
@@ -32,10 +36,11 @@ struct StreamRelay: @unchecked Sendable {
 
     init(request: [String: Any]) { self.request = request }
 
-    /// The body that resumes the stream on another replica.
+    /// The body that resumes the stream on another replica (the request itself, when the
+    /// client has had nothing yet).
     func resumeBody() -> ByteBuffer {
         var body = request
-        body["resume_token_ids"] = sentTokens
+        if passedEvents > 0 { body["resume_token_ids"] = sentTokens }
         return ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: body)) ?? Data())
     }
 
@@ -81,6 +86,8 @@ struct StreamRelay: @unchecked Sendable {
         guard !kept.isEmpty else { return }
         var event = kept.joined(separator: "\n") + "\n\n"
         if event == "data: [DONE]\n\n" { done = true }
+        if event.contains("\"finish_reason\":\"") { finished = true }
+        if event.hasPrefix("data: ") { passedEvents += 1 }
         if event.hasPrefix("data: {"), upstreamIdentity == nil, let identity = Self.identity(event) {
             upstreamIdentity = identity
             if clientIdentity == nil { clientIdentity = identity }

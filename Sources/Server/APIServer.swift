@@ -140,7 +140,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         let running = lock.withLock { Array(cuts.values) }
         guard !running.isEmpty else { return }
         logger.warning("cutting \(running.count) requests still running at the drain deadline")
-        let error = APIError(.serviceUnavailable, "the server is shutting down; the request was cut at the drain deadline", type: "server_error", retryAfter: 5)
+        let error = APIError.drainCut
         for cut in running { cut(error) }
         await waitForRequests(seconds: 2)
     }
@@ -747,6 +747,12 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                     try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 case .failed(let error):
                     log.note = "cut: \(error.message)"
+                    if tokenIDs && error.isDrainCut {
+                        // A router is on the other end, and it resumes a stream whose
+                        // connection breaks on another replica: hand the stream off to it.
+                        log.note = "handed off at the drain deadline"
+                        throw StreamHandedOff()
+                    }
                     for e in encoder.fail(error) { try await writer.write(e) }
                     break loop
                 case .output(let prompt, let o):
@@ -757,15 +763,15 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
                     }
                     var events = encoder.encode(o, prompt: prompt)
                     if tokenIDs && !o.tokens.isEmpty {
-                        // In the same SSE block as the first event: the router takes both or neither.
+                        // In the same SSE block as the output's last event: the router has passed
+                        // every event of the output on when it counts its tokens as sent.
                         var comment = ByteBuffer(string: Self.tokenIDsComment + " " + o.tokens.map(String.init).joined(separator: " ") + "\n")
-                        if events.isEmpty {
-                            comment.writeString("\n")
-                            events = [comment]
+                        if let last = events.popLast() {
+                            comment.writeImmutableBuffer(last)
                         } else {
-                            comment.writeImmutableBuffer(events[0])
-                            events[0] = comment
+                            comment.writeString("\n")
                         }
+                        events.append(comment)
                     }
                     for e in events { try await writer.write(e) }
                 }
@@ -836,6 +842,16 @@ enum StreamEvent: Sendable {
 
 /// The client went away before its request was read to the end (logged and counted as 499).
 struct ClientDeparted: Error {}
+
+/// Ends a stream's connection without its closing events, for a router to resume it elsewhere.
+struct StreamHandedOff: Error {}
+
+extension APIError {
+    /// What a request still running at the drain deadline gets.
+    static let drainCut = APIError(.serviceUnavailable, "the server is shutting down; the request was cut at the drain deadline", type: "server_error", retryAfter: 5)
+
+    var isDrainCut: Bool { self == Self.drainCut }
+}
 
 /// Why a non-streamed request was cut, set by the drain before it cancels the request.
 final class Interruption: @unchecked Sendable {

@@ -69,7 +69,8 @@ public struct OpenAIRequest {
     /// Tokens a lost worker already generated for this request (Apus's `resume_token_ids`,
     /// which `apus router` sends when it moves a stream to another replica): generation goes
     /// on after them, and a resumed chat stream does not open with the role chunk again.
-    public var resumeTokens: [Int] = []
+    /// nil when the request resumes nothing.
+    public var resumeTokens: [Int]?
     public var stream = false
     public var includeUsage = false
     public var user: String?
@@ -271,7 +272,7 @@ public struct OpenAIRequest {
             // An echo of the prompt alone is a scoring request too: the engine runs the prompt.
             request.promptLogprobs = scoredPromptLogprobs ?? (completion == 0 ? 0 : nil)
             request.priority = priority
-            request.resumedTokens = resumeTokens
+            request.resumedTokens = resumeTokens ?? []
             return request
         }
     }

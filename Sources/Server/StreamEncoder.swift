@@ -59,7 +59,7 @@ struct CompletionStreamEncoder: StreamEncoder {
         callsSent = [Int](repeating: 0, count: prompts * parsed.samples)
         offsets = [Int](repeating: 0, count: prompts * parsed.samples)
         // A resumed stream continues one the client has had the opening of.
-        if !parsed.resumeTokens.isEmpty { started = [0] }
+        if parsed.resumeTokens != nil { started = [0] }
     }
 
     private func chunk<Choice: Encodable>(_ choices: [Choice], usage: OpenAIResponse.Usage? = nil, timings: OpenAIResponse.Timings? = nil) -> ByteBuffer {

@@ -116,7 +116,8 @@ final class ReplicaSetTests: XCTestCase {
         XCTAssertNil(ReplicaDiscovery("host:99999"))
         let local = ReplicaDiscovery("localhost:8080")!
         XCTAssertEqual(local.host, "localhost")
-        XCTAssertTrue(local.resolve().contains("http://127.0.0.1:8080"), "\(local.resolve())")
-        XCTAssertEqual(ReplicaDiscovery("no-such-host.invalid:80")!.resolve(), [])
+        XCTAssertTrue(local.resolve()?.contains("http://127.0.0.1:8080") == true, "\(String(describing: local.resolve()))")
+        // No such name, or no resolver to ask: no replica either way.
+        XCTAssertEqual(ReplicaDiscovery("no-such-host.invalid:80")!.resolve() ?? [], [])
     }
 }
