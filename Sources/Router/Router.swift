@@ -136,7 +136,9 @@ public final class Router: HTTPResponder, @unchecked Sendable {
             let isDraining = lock.withLock { draining }
             let status: HTTPResponse.Status = healthy > 0 && !isDraining ? .ok : .serviceUnavailable
             let body = ["status": isDraining ? "draining" : healthy > 0 ? "ok" : "no healthy replica", "healthy_replicas": healthy] as [String: Any]
-            return Self.json(status, body, head: request.method == .head)
+            var response = APIServer.json(status, body)
+            if request.method == .head { response.body = ResponseBody() }
+            return response
         }
         if path == "/metrics" && request.method == .get {
             metrics.update(replicas)
@@ -159,8 +161,8 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         } catch {
             return Self.error(.contentTooLarge, "the request body is larger than the limit of \(limit) bytes", type: "invalid_request_error")
         }
-        let key = request.method == .post ? RoutingKey.of(path: path, body: Data(buffer: body)) : []
         let json = request.method == .post ? (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] : nil
+        let key = RoutingKey.of(json)
         let relay = json.flatMap { StreamRelay.resumable(path: path, body: $0) ? StreamRelay(request: $0) : nil }
         var tried = Set<String>()
         var lastFailure = "no replica is healthy"
@@ -278,7 +280,7 @@ public final class Router: HTTPResponder, @unchecked Sendable {
     /// ends it at once.
     private func resume(_ request: Request, relay: StreamRelay, excluding failed: inout Set<String>, channel: any Channel) async -> Resumption {
         let body = relay.resumeBody()
-        let key = RoutingKey.of(path: request.uri.path, body: Data(buffer: body))
+        let key = RoutingKey.of(relay.request)
         while channel.isActive, let url = replicas.choose(key: key, excluding: failed) {
             failed.insert(url)
             do {
@@ -310,9 +312,8 @@ public final class Router: HTTPResponder, @unchecked Sendable {
 
     /// The error event and end of a stream the router could not finish.
     static func streamError(_ message: String) -> ByteBuffer {
-        let error = ["error": ["message": message, "type": "server_error", "param": NSNull(), "code": NSNull()] as [String: Any]]
         var buffer = ByteBuffer(string: "data: ")
-        buffer.writeBytes((try? JSONSerialization.data(withJSONObject: error, options: .sortedKeys)) ?? Data())
+        buffer.writeBytes(APIError(.serviceUnavailable, message, type: "server_error").body)
         buffer.writeString("\n\ndata: [DONE]\n\n")
         return buffer
     }
@@ -325,13 +326,8 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         return fields
     }
 
-    static func json(_ status: HTTPResponse.Status, _ object: [String: Any], head: Bool = false) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: .sortedKeys)) ?? Data()
-        return Response(status: status, headers: [.contentType: "application/json"], body: head ? ResponseBody() : ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
-    }
-
     static func error(_ status: HTTPResponse.Status, _ message: String, type: String) -> Response {
-        json(status, ["error": ["message": message, "type": type, "param": NSNull(), "code": NSNull()] as [String: Any]])
+        APIServer.errorResponse(APIError(status, message, type: type))
     }
 }
 

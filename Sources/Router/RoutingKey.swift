@@ -6,8 +6,9 @@ import Foundation
 /// so the router can route by text without the replica's tokenizer or chat template (as
 /// SGLang's router does).
 public enum RoutingKey {
-    public static func of(path: String, body: Data) -> [UInt8] {
-        guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { return [] }
+    /// The key of a request's JSON body (nil: a body that is no JSON object, keyed by nothing).
+    public static func of(_ object: [String: Any]?) -> [UInt8] {
+        guard let object else { return [] }
         var key = "\(object["model"] as? String ?? "")\u{1F}"
         if let tools = object["tools"], let data = try? JSONSerialization.data(withJSONObject: tools, options: .sortedKeys) {
             key += String(decoding: data, as: UTF8.self) + "\u{1F}"

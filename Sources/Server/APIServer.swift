@@ -794,11 +794,11 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+    public static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
         response(status, contentType: "application/json", try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
     }
 
-    static func errorResponse(_ error: APIError) -> Response {
+    public static func errorResponse(_ error: APIError) -> Response {
         var headers = HTTPFields()
         if let seconds = error.retryAfter { headers[.retryAfter] = "\(seconds)" }
         return response(error.status, contentType: "application/json", error.body, headers: headers)

@@ -16,7 +16,7 @@ final class ReplicaSetTests: XCTestCase {
             ["role": "system", "content": "System prompt \(p). " + String(repeating: "Answer briefly and cite the documents. ", count: 30)],
             ["role": "user", "content": "Question \(q)?"],
         ]]
-        return RoutingKey.of(path: "/v1/chat/completions", body: try! JSONSerialization.data(withJSONObject: body))
+        return RoutingKey.of(body)
     }
 
     func testCacheAwareKeepsEachPrefixOnOneReplicaAndSpreadsThePrefixes() {
@@ -91,9 +91,9 @@ final class ReplicaSetTests: XCTestCase {
         let common = zip(a, b).prefix { $0 == $1 }.count
         XCTAssertGreaterThan(common, 1000)
         XCTAssertLessThan(zip(a, c).prefix { $0 == $1 }.count, 40)
-        let completion = RoutingKey.of(path: "/v1/completions", body: Data(#"{"model":"m","prompt":"Once upon a time"}"#.utf8))
+        let completion = RoutingKey.of(["model": "m", "prompt": "Once upon a time"])
         XCTAssertEqual(String(decoding: completion, as: UTF8.self), "m\u{1F}Once upon a time")
-        XCTAssertEqual(RoutingKey.of(path: "/v1/completions", body: Data("not json".utf8)), [])
+        XCTAssertEqual(RoutingKey.of(nil), [])
     }
 
     /// The set follows a changing list of replicas (a Service's endpoints), keeping what it

@@ -46,21 +46,6 @@ final class OpenAIClientTests: XCTestCase {
         return (response as! HTTPURLResponse).statusCode
     }
 
-    /// Runs a command to the end; returns its status and output.
-    @discardableResult
-    func shell(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
-    }
-
     /// The client the script needs, installed with pip when missing, so that the README's
     /// test command is all the set-up the tests need.
     func ensureClient() throws {

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Runs a command (through env); its exit status and its output, stdout and stderr together.
-func shell(_ arguments: [String]) throws -> (status: Int32, output: String) {
+@discardableResult
+public func shell(_ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
