@@ -27,7 +27,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "GGUF"),
-        .target(name: "Digest"),
+        .target(name: "Digest", dependencies: ["KernelsC"]),
         .target(name: "KernelsC", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "Kernels", dependencies: ["KernelsC"], swiftSettings: numericFlags),
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "apus",
             dependencies: [
-                "GGUF", "Kernels", "Tokenizer", "Models", "Engine", "ModelStore", "Server", "Router",
+                "GGUF", "Kernels", "Tokenizer", "Models", "Engine", "ModelStore", "Server", "Router", "Digest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

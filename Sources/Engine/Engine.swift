@@ -13,12 +13,18 @@ public final class Engine: @unchecked Sendable {
     public let contextLength: Int
     /// Width of the model's hidden state: an embedding's dimensions.
     public var hiddenWidth: Int { core.model.hiddenWidth }
+    /// The shape of the KV-cache blocks, which blocks imported from another worker must share.
+    public let kvLayout: KVLayout
+    /// Blocks in the KV cache: the most one import can write.
+    public var kvBlockCount: Int { core.cache.blockCount }
     private let core: EngineCore
 
     // Shared with the loop thread, under `condition`.
     private let condition = NSCondition()
     private var arrivals: [(id: UInt64, request: GenerationRequest, continuation: Stream.Continuation)] = []
     private var aborts: [UInt64] = []
+    /// Work that must run on the loop thread between steps (it touches the cache).
+    private var chores: [(EngineCore) -> Void] = []
     private var nextID: UInt64 = 0
     private var stopping = false
     private var stopped = false
@@ -33,6 +39,7 @@ public final class Engine: @unchecked Sendable {
         core = try EngineCore(model: model, tokenizer: tokenizer, configuration: configuration, draftModel: draftModel)
         self.tokenizer = tokenizer
         contextLength = core.contextLength
+        kvLayout = core.kvLayout
         published = core.currentStatistics()
         // The loop holds the engine until `shutdown()` ends it.
         let thread = Thread { self.loop() }
@@ -90,6 +97,27 @@ public final class Engine: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Writes a prompt's blocks computed by another worker into the cache, between steps,
+    /// under their prefix-cache names: a request for that prompt then starts after them.
+    public func importKV(_ blocks: [KVBlock]) async throws -> KVImport {
+        try await onLoop { core in try core.importBlocks(blocks) }
+    }
+
+    /// Runs `work` on the loop thread between two steps.
+    private func onLoop<T: Sendable>(_ work: @escaping @Sendable (EngineCore) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            condition.lock()
+            guard !stopping else {
+                condition.unlock()
+                continuation.resume(throwing: EngineError.shutDown)
+                return
+            }
+            chores.append { core in continuation.resume(with: Result { try work(core) }) }
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
     private func abort(_ id: UInt64) {
         condition.lock()
         aborts.append(id)
@@ -100,10 +128,11 @@ public final class Engine: @unchecked Sendable {
     private func loop() {
         while true {
             condition.lock()
-            while arrivals.isEmpty && aborts.isEmpty && !core.hasWork && !stopping { condition.wait() }
-            let newArrivals = arrivals, newAborts = aborts
+            while arrivals.isEmpty && aborts.isEmpty && chores.isEmpty && !core.hasWork && !stopping { condition.wait() }
+            let newArrivals = arrivals, newAborts = aborts, newChores = chores
             arrivals = []
             aborts = []
+            chores = []
             let stop = stopping
             condition.unlock()
 
@@ -118,7 +147,8 @@ public final class Engine: @unchecked Sendable {
             for id in newAborts where core.abort(id: id) {
                 continuations.removeValue(forKey: id)?.finish()
             }
-            if !newArrivals.isEmpty || !newAborts.isEmpty { publish() }
+            for chore in newChores { chore(core) }
+            if !newArrivals.isEmpty || !newAborts.isEmpty || !newChores.isEmpty { publish() }
             if stop {
                 for (id, continuation) in continuations {
                     core.abort(id: id)

@@ -93,6 +93,9 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Walks of the vocabulary for masks not yet cached, and their share of `maskSeconds`.
     public var maskWalks = 0
     public var maskWalkSeconds = 0.0
+    /// Prompt blocks shipped to another worker, and blocks taken in from one.
+    public var exportedKVBlocks = 0
+    public var importedKVBlocks = 0
     public var steps = 0
     public var finishedRequests = 0
     public var abortedRequests = 0
@@ -124,7 +127,7 @@ final class EngineCore {
     private var requests: [UInt64: RequestState] = [:]
     private var sequences: [UInt64: [Sequence]] = [:]
     private var arrivals: UInt64 = 0
-    private var statistics = EngineStatistics()
+    var statistics = EngineStatistics()
     /// Compiled grammars, shared by the requests that use them.
     let grammars: GrammarCache
 
@@ -331,6 +334,7 @@ final class EngineCore {
         }
         scheduler.didRun(chunks)
         statistics.steps += 1
+        var events = exportBlocks(of: chunks)
 
         let v = model.vocabularySize
         func row(_ i: Int) -> [Float] { Array(logits[(i * v)..<((i + 1) * v)]) }
@@ -350,7 +354,6 @@ final class EngineCore {
                 state.pooledPositions += 1
             }
         }
-        var events: [EngineEvent] = []
         for chunk in chunks {
             let s = chunk.sequence
             guard let first = logitIndex[ObjectIdentifier(s)] else { continue }

@@ -24,6 +24,10 @@ public struct GenerationRequest: Sendable {
     /// strings and a grammar), their text is not produced again, and generation goes on
     /// after them, as it would have there. One sample only.
     public var resumedTokens: [Int] = []
+    /// Ship the prompt's keys and values: its outputs carry each full block of the prompt
+    /// as soon as it is computed (or found in the prefix cache), for a decode worker to
+    /// import (disaggregated prefill).
+    public var exportsKV = false
 
     public init(prompt: [Int], parameters: GenerationParameters = GenerationParameters()) {
         self.prompt = prompt
@@ -90,6 +94,9 @@ public struct GenerationOutput: Sendable {
     public var promptLogprobs: [TokenLogprobs]? = nil
     /// The pooled hidden state, when the request asked for an embedding (not normalised).
     public var embedding: [Float]? = nil
+    /// Full prompt blocks computed since the last piece, in order, when the request exports
+    /// its keys and values.
+    public var kvBlocks: [KVBlock] = []
     public var finishReason: FinishReason?
     public var metrics: RequestMetrics?
 }

@@ -24,6 +24,11 @@ final class RequestState {
     var pooled: [Double] = []
     var pooledPositions = 0
 
+    /// Prompt blocks exported so far (in order, once, whatever preemption recomputes), and
+    /// the last one's name.
+    var exportedBlocks = 0
+    var lastExportedName: UInt64?
+
     /// Whether the prompt still has tokens to score.
     var scoresPrompt: Bool { request.promptLogprobs != nil && promptLogprobs.count < request.prompt.count - 1 }
     /// Whether the prompt still has hidden states to pool.

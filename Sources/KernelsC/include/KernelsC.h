@@ -161,6 +161,13 @@ int apus_exp(float *x, int count);
 /// CPU lacks AVX-512 (the caller then uses its portable path).
 int apus_swiglu(float *gate, const float *up, int count);
 
+/// 1 when this CPU has SSE4.2's crc32 instruction, which `apus_crc32c_update` needs.
+int apus_has_crc32c(void);
+
+/// CRC-32C (Castagnoli) of `count` bytes, continuing `crc` (0 to start). Call only when
+/// `apus_has_crc32c()` is 1.
+uint32_t apus_crc32c_update(uint32_t crc, const void *bytes, size_t count);
+
 /// A hint to the CPU that the caller is spinning (x86 `pause`).
 static inline void apus_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
