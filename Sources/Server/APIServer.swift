@@ -44,8 +44,24 @@ public struct ServerConfiguration: Sendable {
     public var allowedOrigins = ["*"]
     /// Serve the chat page at `GET /`.
     public var chatPage = true
+    /// What the server does with KV blocks in a disaggregated deployment.
+    public var role = WorkerRole.both
 
     public init() {}
+}
+
+/// A worker's part in disaggregated prefill and decode (vLLM's kv_producer, kv_consumer and
+/// kv_both). Every role serves the whole API; the role says which way KV blocks may flow.
+public enum WorkerRole: String, Sendable, CaseIterable {
+    /// Computes prompts and ships their blocks (`X-Apus-KV-Export: 1` on a generation request).
+    case prefill
+    /// Takes blocks in (`POST /kv/import`) and continues their prompts.
+    case decode
+    /// Both.
+    case both
+
+    var exports: Bool { self != .decode }
+    var imports: Bool { self != .prefill }
 }
 
 /// What the server serves once the model is loaded.
@@ -59,14 +75,19 @@ public struct ServedModel: Sendable {
     public let aliases: [String]
     /// How `/v1/embeddings` pools a prompt's hidden states.
     public let pooling: Pooling
+    /// What identifies the weights and arithmetic behind the model's keys and values: KV
+    /// blocks from a worker with another identity are refused.
+    public let kvIdentity: UInt64
 
-    public init(engine: Engine, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, name: String, aliases: [String] = [], pooling: Pooling = .mean) {
+    public init(engine: Engine, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, name: String, aliases: [String] = [], pooling: Pooling = .mean,
+                kvIdentity: UInt64 = 0) {
         self.engine = engine
         self.tokenizer = tokenizer
         self.chatTemplate = chatTemplate
         self.name = name
         self.aliases = aliases
         self.pooling = pooling
+        self.kvIdentity = kvIdentity
     }
 
     /// A model id from a file or model name: what clients and Hugging Face repo ids accept
@@ -212,7 +233,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
         var lease: ModelPool.Lease?
     }
 
-    private func finish(_ log: RequestLog) {
+    func finish(_ log: RequestLog) {
         lock.withLock { inFlight -= 1 }
         var line = "\(log.id) \(log.method) \(log.path) \(log.status) \(Int(Date().timeIntervalSince(log.started) * 1000)) ms"
         if let m = log.metrics {
@@ -264,6 +285,9 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             let model = try await lease(body.model, log: &log)
             let kind: OpenAIRequest.Kind = path == "/v1/completions" ? .completion : .chat
             let prepared = try await prepare { [self] in try prepareGeneration(body, kind: kind, model: model) }
+            if request.headers[HTTPField.Name(Self.kvExportHeader)!] == "1" {
+                return try exportKV(prepared, model: model, log: &log)
+            }
             let tokenIDs = request.headers[HTTPField.Name(Self.tokenIDsHeader)!] == "1"
             return try await generate(prepared, model: model, channel: channel, id: id, log: &log, tokenIDs: tokenIDs)
         case (.post, "/v1/responses"):
@@ -282,6 +306,8 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
             log.metrics = taken.first
             return Self.response(.ok, contentType: "application/json",
                                  EmbeddingsRequest.body(vectors, promptTokens: requests.reduce(0) { $0 + $1.prompt.count }, model: model.name, encoding: parsed.encoding))
+        case (.post, Self.kvImportPath):
+            return try await importKV(request, channel: channel, log: &log)
         case (.get, "/tokenizer_info"):
             let name = request.uri.queryParameters.get("model")
             return Self.json(.ok, Self.tokenizerInfo(try await lease(name, log: &log)))
@@ -309,7 +335,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     }
 
     /// The model a request names (loaded if it is not), held for as long as `log` lives.
-    private func lease(_ name: String?, log: inout RequestLog) async throws -> ServedModel {
+    func lease(_ name: String?, log: inout RequestLog) async throws -> ServedModel {
         let lease = try await servingPool().lease(name, strict: configuration.strictModelNames)
         log.lease = lease
         return lease.model
@@ -317,7 +343,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
 
     private func health() -> Response {
         switch lock.withLock({ state }) {
-        case .ready: Self.json(.ok, ["status": "ok"])
+        case .ready: Self.json(.ok, ["status": "ok", "role": configuration.role.rawValue])
         case .loading: Self.json(.serviceUnavailable, ["status": "loading"])
         case .draining: Self.json(.serviceUnavailable, ["status": "draining"])
         }
@@ -561,7 +587,7 @@ public final class APIServer: HTTPResponder, @unchecked Sendable {
     }
 
     /// Submits `requests` to the model's engine, or refuses with 429 when too many wait.
-    private func submit(_ requests: [GenerationRequest], to model: ServedModel) throws -> [Engine.Stream] {
+    func submit(_ requests: [GenerationRequest], to model: ServedModel) throws -> [Engine.Stream] {
         // The check and the submission under one lock: a burst of requests cannot all pass
         // the check before any of them is counted as waiting.
         try lock.withLock { () throws -> [Engine.Stream] in

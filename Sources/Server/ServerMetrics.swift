@@ -26,6 +26,8 @@ public final class ServerMetrics: Sendable {
     let preemptions: Gauge
     let swapOuts: Gauge
     let recomputedPreemptions: Gauge
+    let exportedKVBlocks: Gauge
+    let importedKVBlocks: Gauge
 
     public init() {
         energyStart = meter?.read()
@@ -49,6 +51,8 @@ public final class ServerMetrics: Sendable {
         preemptions = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "preemptions", unitName: "", helpText: "Sequences preempted so far."))
         swapOuts = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "swap_outs", unitName: "", helpText: "Preempted sequences whose keys and values were swapped out instead of recomputed."))
         recomputedPreemptions = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "recomputed_preemptions", unitName: "", helpText: "Preempted sequences recomputed."))
+        exportedKVBlocks = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_blocks_exported", unitName: "", helpText: "Prompt KV blocks shipped to decode workers since the server started."))
+        importedKVBlocks = registry.makeGauge(descriptor: .init(namespace: "apus", metricName: "kv_blocks_imported", unitName: "", helpText: "KV blocks taken in from prefill workers since the server started."))
     }
 
     func countRequest(status: Int) {
@@ -114,6 +118,8 @@ public final class ServerMetrics: Sendable {
             preemptions.set(Double(s.preemptions))
             swapOuts.set(Double(s.swapOuts))
             recomputedPreemptions.set(Double(s.recomputedPreemptions))
+            exportedKVBlocks.set(Double(s.exportedKVBlocks))
+            importedKVBlocks.set(Double(s.importedKVBlocks))
         }
         return registry.emitToString()
     }

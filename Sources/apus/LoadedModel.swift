@@ -1,10 +1,12 @@
 import ArgumentParser
+import Digest
 import Engine
 import Foundation
 import GGUF
 import Kernels
 import Models
 import ModelStore
+import Server
 import Tokenizer
 
 /// Options every model-using command shares.
@@ -80,11 +82,28 @@ struct ModelArguments: ParsableArguments {
     func load(pool: ThreadPool? = nil) throws -> LoadedModel {
         if let kernels { IntegerKernels.limit(to: kernels) }
         let templateOverride = try templateOverride()
-        let file = try GGUFFile(path: resolvedPath(), residency: weights)
+        let path = try resolvedPath()
+        let file = try GGUFFile(path: path, residency: weights)
         var options = ModelOptions(precision: activations, pool: pool)
         if let threads { options.threads = threads }
         return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file),
-                           templateOverride: templateOverride)
+                           templateOverride: templateOverride, kvIdentity: try Self.kvIdentity(of: path, precision: activations))
+    }
+
+    /// What two workers' keys and values agree on only when they run the same file with the
+    /// same arithmetic: the first 8 bytes of the SHA-256 of the file's size, its first and
+    /// last MiB (its metadata and tokenizer; its last tensors) and the activation precision.
+    static func kvIdentity(of path: String, precision: ActivationPrecision) throws -> UInt64 {
+        guard let file = FileHandle(forReadingAtPath: path) else { throw ValidationError("cannot read \(path)") }
+        defer { try? file.close() }
+        let size = try file.seekToEnd()
+        var sha = SHA256()
+        sha.update(Array(String(size).utf8) + Array(precision.rawValue.utf8))
+        try file.seek(toOffset: 0)
+        sha.update(Array(try file.read(upToCount: 1 << 20) ?? Data()))
+        try file.seek(toOffset: size > 1 << 20 ? size - (1 << 20) : 0)
+        sha.update(Array(try file.read(upToCount: 1 << 20) ?? Data()))
+        return sha.digest().prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
 
     /// `--chat-template`, read and parsed before the model loads, so that a bad file stops
@@ -108,6 +127,7 @@ struct ModelArguments: ParsableArguments {
 extension ActivationPrecision: ExpressibleByArgument {}
 extension GGUFFile.Residency: ExpressibleByArgument {}
 extension Pooling: ExpressibleByArgument {}
+extension WorkerRole: ExpressibleByArgument {}
 
 extension IntegerKernels.Level: ExpressibleByArgument {
     public init?(argument: String) {
@@ -126,6 +146,7 @@ struct LoadedModel {
     let tokenizer: Tokenizer
     /// `--chat-template`'s template, which replaces the file's.
     let templateOverride: ChatTemplate?
+    let kvIdentity: UInt64
 
     func chatTemplate() throws -> ChatTemplate {
         if let templateOverride { return templateOverride }

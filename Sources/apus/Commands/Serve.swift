@@ -14,7 +14,7 @@ struct Serve: AsyncParsableCommand {
         abstract: "Serve models over OpenAI's HTTP API (completions, chat completions, responses, streaming).",
         discussion: """
             Endpoints: POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, GET /v1/models, \
-            POST /tokenize, POST /detokenize, GET /tokenizer_info, GET / (a chat page), GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
+            POST /tokenize, POST /detokenize, GET /tokenizer_info, POST /kv/import (KV blocks from a prefill worker, with --role decode or both), GET / (a chat page), GET /health (200 once the model is loaded), GET /metrics (Prometheus). With \
             --api-key or APUS_API_KEY, every endpoint but /health needs `Authorization: Bearer KEY`. SIGINT or \
             SIGTERM refuses new requests (503), lets those in flight finish for up to --drain-seconds, then exits. \
             With --model given more than once, requests go to the model they name (404 for another name); the \
@@ -99,6 +99,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Largest request body in bytes.")
     var maxBodyBytes = 4 << 20
 
+    @Option(name: .long, help: "Disaggregated prefill and decode: prefill (computes prompts and ships their KV blocks), decode (takes blocks in and generates) or both. Every role serves the whole API; `apus router --prefill URL --decode URL` pairs them.")
+    var role: WorkerRole = .both
+
     func validate() throws {
         if !(0...65535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
         if maxWaiting < 1 || maxN < 1 || drainSeconds < 0 { throw ValidationError("--max-waiting and --max-n must be at least 1, --drain-seconds at least 0") }
@@ -110,6 +113,9 @@ struct Serve: AsyncParsableCommand {
         }
         if servedModelName.contains(where: { $0.isEmpty || $0.contains(where: \.isWhitespace) }) { throw ValidationError("--served-model-name takes names without spaces") }
         if maxLoadedModels < 1 { throw ValidationError("--max-loaded-models must be at least 1") }
+        if role == .decode && engineArguments.noPrefixCache {
+            throw ValidationError("--role decode imports KV blocks into the prefix cache; drop --no-prefix-cache")
+        }
         if maxUnsentChunks < 1 || maxBodyBytes < 1024 { throw ValidationError("--max-unsent-chunks must be at least 1, --max-body-bytes at least 1024") }
     }
 
@@ -149,7 +155,8 @@ struct Serve: AsyncParsableCommand {
                     template = nil
                 }
                 return ServedModel(engine: engine, tokenizer: loaded.tokenizer, chatTemplate: template,
-                                   name: names[0], aliases: Array(names.dropFirst()), pooling: try pooling ?? Self.pooling(of: loaded.file))
+                                   name: names[0], aliases: Array(names.dropFirst()), pooling: try pooling ?? Self.pooling(of: loaded.file),
+                                   kvIdentity: loaded.kvIdentity)
             }
         }
         do {
@@ -188,6 +195,7 @@ struct Serve: AsyncParsableCommand {
             configuration.maxBodyBytes = maxBodyBytes
             configuration.strictModelNames = strictModelNames
             configuration.chatPage = !noChatPage
+            configuration.role = role
             configuration.allowedOrigins = allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             let logger = Logger(label: "apus.server")
             let server = APIServer(configuration: configuration, logger: logger)
