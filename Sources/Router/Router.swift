@@ -20,6 +20,11 @@ public struct RouterConfiguration: Sendable {
     /// A DNS name whose addresses are the replicas (a Kubernetes headless Service),
     /// resolved again before each round of health checks.
     public var discovery: ReplicaDiscovery?
+    /// Prefill workers (disaggregated prefill and decode): given by URL, and found by DNS.
+    /// With any, every generation request's prompt is computed on one of them and its KV
+    /// blocks carried to the replica that then decodes it.
+    public var staticPrefillWorkers: [String] = []
+    public var prefillDiscovery: ReplicaDiscovery?
 
     public init() {}
 }
@@ -34,6 +39,8 @@ public final class Router: HTTPResponder, @unchecked Sendable {
 
     public let configuration: RouterConfiguration
     public let replicas: ReplicaSet
+    /// Workers that compute prompts for the replicas (disaggregated prefill); nil: none.
+    public let prefillWorkers: ReplicaSet?
     public let metrics: RouterMetrics
     let client: HTTPClient
     let logger: Logger
@@ -41,11 +48,15 @@ public final class Router: HTTPResponder, @unchecked Sendable {
     private var draining = false
     private var inFlight = 0
 
+    static let generationPaths: Set<String> = ["/v1/completions", "/v1/chat/completions"]
+
     /// Headers that belong to one connection, not to the request or answer passed on.
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"]
 
-    public init(replicas: ReplicaSet, configuration: RouterConfiguration = RouterConfiguration(), logger: Logger = Logger(label: "apus.router")) {
+    public init(replicas: ReplicaSet, prefillWorkers: ReplicaSet? = nil, configuration: RouterConfiguration = RouterConfiguration(),
+                logger: Logger = Logger(label: "apus.router")) {
         self.replicas = replicas
+        self.prefillWorkers = prefillWorkers
         self.configuration = configuration
         self.logger = logger
         metrics = RouterMetrics()
@@ -84,12 +95,21 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         }
     }
 
-    /// One round of health checks, all replicas at once.
+    /// One round of health checks, all replicas (and prefill workers) at once.
     public func checkReplicas() async {
-        if let discovery = configuration.discovery, let found = discovery.resolve() {
-            let urls = configuration.staticReplicas + found.filter { !configuration.staticReplicas.contains($0) }
+        await check(replicas, named: "replicas", staticURLs: configuration.staticReplicas, discovery: configuration.discovery)
+        if let prefillWorkers {
+            await check(prefillWorkers, named: "prefill workers", staticURLs: configuration.staticPrefillWorkers, discovery: configuration.prefillDiscovery)
+        }
+        metrics.update(replicas)
+        if let prefillWorkers { metrics.update(prefillWorkers) }
+    }
+
+    private func check(_ replicas: ReplicaSet, named: String, staticURLs: [String], discovery: ReplicaDiscovery?) async {
+        if let discovery, let found = discovery.resolve() {
+            let urls = staticURLs + found.filter { !staticURLs.contains($0) }
             if urls != replicas.urls {
-                logger.info("replicas: \(urls.isEmpty ? "none" : urls.joined(separator: ", ")) (\(discovery.host) resolved to \(found.count))")
+                logger.info("\(named): \(urls.isEmpty ? "none" : urls.joined(separator: ", ")) (\(discovery.host) resolved to \(found.count))")
                 replicas.setURLs(urls)
             }
         }
@@ -100,11 +120,10 @@ public final class Router: HTTPResponder, @unchecked Sendable {
                     let healthy = await fetch(url + "/health")?.status == 200
                     let gauges = healthy ? await fetch(url + "/metrics").map { Self.gauges($0.text) } ?? [:] : [:]
                     replicas.update(url, healthy: healthy, gauges: gauges)
-                    if before[url] != healthy { logger.info("replica \(url) is \(healthy ? "healthy" : "unhealthy")") }
+                    if before[url] != healthy { logger.info("\(replicas === self.replicas ? "replica" : "prefill worker") \(url) is \(healthy ? "healthy" : "unhealthy")") }
                 }
             }
         }
-        metrics.update(replicas)
     }
 
     private func fetch(_ url: String) async -> (status: Int, text: String)? {
@@ -142,6 +161,7 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         }
         if path == "/metrics" && request.method == .get {
             metrics.update(replicas)
+            if let prefillWorkers { metrics.update(prefillWorkers) }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.registry.emitToString())))
         }
@@ -166,7 +186,13 @@ public final class Router: HTTPResponder, @unchecked Sendable {
         let relay = json.flatMap { StreamRelay.resumable(path: path, body: $0) ? StreamRelay(request: $0) : nil }
         var tried = Set<String>()
         var lastFailure = "no replica is healthy"
+        let disaggregated = prefillWorkers != nil && request.method == .post && json != nil && Self.generationPaths.contains(path)
         while let url = replicas.choose(key: key, excluding: tried) {
+            // The first replica chosen decodes what a prefill worker computed; one tried
+            // after it failed computes the prompt itself.
+            if disaggregated && tried.isEmpty {
+                await prefill(request, body: body, key: key, model: json?["model"] as? String, into: url, channel: context.channel)
+            }
             tried.insert(url)
             do {
                 let response = try await forward(request, body: body, to: url, channel: context.channel, tokenIDs: relay != nil)
@@ -291,9 +317,7 @@ public final class Router: HTTPResponder, @unchecked Sendable {
                 }
                 replicas.finished(url)
                 if (400..<500).contains(Int(response.status.code)) {
-                    let text = (try? await response.body.collect(upTo: 1 << 20)).map { String(buffer: $0) } ?? ""
-                    let message = ((try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]).flatMap { ($0["error"] as? [String: Any])?["message"] as? String }
-                    return .refused(message ?? "the replica refused to resume this stream (\(response.status.code))")
+                    return .refused(await Self.errorMessage(response))
                 }
                 replicas.markFailed(url)
             } catch {
@@ -334,13 +358,13 @@ public final class Router: HTTPResponder, @unchecked Sendable {
 /// A request on its way to a replica, cancellable from the client's connection closing: the
 /// callback that does so outlives the request on a kept-alive connection, so it holds this
 /// box, which lets go of the request's task once it is done.
-final class PendingForward: @unchecked Sendable {
+final class PendingForward<Value: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
-    private var task: Task<HTTPClientResponse, Error>?
+    private var task: Task<Value, Error>?
 
-    init(_ task: Task<HTTPClientResponse, Error>) { self.task = task }
+    init(_ task: Task<Value, Error>) { self.task = task }
 
-    func value() async throws -> HTTPClientResponse {
+    func value() async throws -> Value {
         guard let task = lock.withLock({ task }) else { throw CancellationError() }
         return try await task.value
     }

@@ -31,6 +31,23 @@ public final class RouterMetrics: Sendable {
 
     func countResume() { resumes.increment() }
 
+    func countPrefill(_ outcome: Router.PrefillOutcome) {
+        let label: String
+        switch outcome {
+        case .imported(let blocks):
+            label = "imported"
+            registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "router_kv_blocks_transferred", unitName: "total",
+                                                   helpText: "KV blocks carried from prefill workers into replicas' caches."))
+                .increment(by: Int64(blocks))
+        case .prefillFailed: label = "prefill_failed"
+        case .refused: label = "refused"
+        case .transferFailed: label = "transfer_failed"
+        }
+        registry.makeCounter(descriptor: .init(namespace: "apus", metricName: "router_prefills", unitName: "total",
+                                               helpText: "Prompts sent to a prefill worker, by outcome (anything but imported: the replica computed the prompt)."),
+                             labels: [("outcome", label)]).increment()
+    }
+
     func update(_ replicas: ReplicaSet) {
         predictedHitRatio.set(replicas.predictedHitRatio)
         observedHitRatio.set(replicas.observedHitRatio)

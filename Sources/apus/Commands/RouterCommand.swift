@@ -14,7 +14,11 @@ struct RouterCommand: AsyncParsableCommand {
             unless loads differ by more than --balance-abs-threshold requests and --balance-rel-threshold times, or the \
             best match covers less than --cache-threshold of the prompt (then: the replica holding least). A request \
             that fails before its first byte is retried on another replica. GET /health, GET /metrics (the router's). \
-            SIGINT or SIGTERM refuses new requests and waits up to --drain-seconds for those in flight.
+            SIGINT or SIGTERM refuses new requests and waits up to --drain-seconds for those in flight. Disaggregated \
+            prefill and decode: with --prefill workers (`apus serve --role prefill`), each completion or chat \
+            completion is first computed on a prefill worker, whose KV blocks the router streams into the cache of \
+            the decode replica it chose (--decode, `apus serve --role decode`), which then generates; if that fails, \
+            the decode replica computes the prompt itself.
             """)
 
     @Option(name: .long, help: "A replica's base URL (http://host:port); repeat for each.")
@@ -22,6 +26,15 @@ struct RouterCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "NAME:PORT: every address NAME resolves to is a replica, resolved again each --health-interval (a Kubernetes headless Service).")
     var replicasFromDns: String?
+
+    @Option(name: .long, help: "A prefill worker's base URL (`apus serve --role prefill`); repeat for each. Prompts are computed there and their KV blocks shipped to the replicas.")
+    var prefill: [String] = []
+
+    @Option(name: .long, help: "NAME:PORT: every address NAME resolves to is a prefill worker, resolved again each --health-interval.")
+    var prefillFromDns: String?
+
+    @Option(name: .long, help: "A decode worker's base URL (`apus serve --role decode`), a replica that takes KV blocks from the prefill workers; repeat for each.")
+    var decode: [String] = []
 
     @Option(name: .long, help: "cache-aware, round-robin or least-loaded.")
     var policy: RoutingPolicy = .cacheAware
@@ -54,11 +67,20 @@ struct RouterCommand: AsyncParsableCommand {
     var maxBodyBytes = 4 << 20
 
     func validate() throws {
-        guard !replica.isEmpty || replicasFromDns != nil else { throw ValidationError("give at least one --replica URL, or --replicas-from-dns NAME:PORT") }
-        if let dns = replicasFromDns, ReplicaDiscovery(dns) == nil { throw ValidationError("--replicas-from-dns \(dns) is not NAME:PORT") }
-        for url in replica {
-            guard let u = URL(string: url), u.scheme == "http", u.host != nil, u.path.isEmpty || u.path == "/" else {
-                throw ValidationError("--replica \(url) is not a base URL such as http://127.0.0.1:8080")
+        guard !replica.isEmpty || !decode.isEmpty || replicasFromDns != nil else {
+            throw ValidationError("give at least one --replica (or --decode) URL, or --replicas-from-dns NAME:PORT")
+        }
+        if !decode.isEmpty && prefill.isEmpty && prefillFromDns == nil {
+            throw ValidationError("--decode workers take KV blocks from prefill workers: give --prefill URL or --prefill-from-dns NAME:PORT, or name them --replica")
+        }
+        for (flag, dns) in [("--replicas-from-dns", replicasFromDns), ("--prefill-from-dns", prefillFromDns)] {
+            if let dns, ReplicaDiscovery(dns) == nil { throw ValidationError("\(flag) \(dns) is not NAME:PORT") }
+        }
+        for (flag, urls) in [("--replica", replica), ("--decode", decode), ("--prefill", prefill)] {
+            for url in urls {
+                guard let u = URL(string: url), u.scheme == "http", u.host != nil, u.path.isEmpty || u.path == "/" else {
+                    throw ValidationError("\(flag) \(url) is not a base URL such as http://127.0.0.1:8080")
+                }
             }
         }
         guard (0...1).contains(cacheThreshold) else { throw ValidationError("--cache-threshold must be between 0 and 1, got \(cacheThreshold)") }
@@ -79,14 +101,21 @@ struct RouterCommand: AsyncParsableCommand {
         balance.cacheThreshold = cacheThreshold
         balance.absoluteThreshold = balanceAbsThreshold
         balance.relativeThreshold = balanceRelThreshold
-        let urls = replica.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        func base(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
+        let urls = (replica + decode).map(base)
         configuration.staticReplicas = urls
+        configuration.staticPrefillWorkers = prefill.map(base)
+        configuration.prefillDiscovery = prefillFromDns.flatMap(ReplicaDiscovery.init)
+        let disaggregated = !prefill.isEmpty || prefillFromDns != nil
         let logger = Logger(label: "apus.router")
-        let router = Router(replicas: ReplicaSet(urls: urls, policy: policy, balance: balance), configuration: configuration, logger: logger)
+        let router = Router(replicas: ReplicaSet(urls: urls, policy: policy, balance: balance),
+                            prefillWorkers: disaggregated ? ReplicaSet(urls: configuration.staticPrefillWorkers, policy: policy, balance: balance) : nil,
+                            configuration: configuration, logger: logger)
         await router.checkReplicas()
         let monitoring = Task { await router.monitor() }
         let serving = Task { try await router.application().runService(gracefulShutdownSignals: []) }
-        logger.info("routing on http://\(host):\(port) over \(router.replicas.urls.joined(separator: ", ")) (\(policy.rawValue))")
+        let prefilling = router.prefillWorkers.map { ", prompts computed on \($0.urls.joined(separator: ", "))" } ?? ""
+        logger.info("routing on http://\(host):\(port) over \(router.replicas.urls.joined(separator: ", ")) (\(policy.rawValue))\(prefilling)")
         let stop = ShutdownSignals { signal, count in
             guard count == 1 else { Foundation.exit(1) }
             logger.info("\(signal): refusing new requests, waiting for \(router.requestsInFlight) in flight")
