@@ -77,6 +77,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUF", "Kernels", "Tokenizer", "Engine", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Models", "Tokenizer", "GGUF", "TestSupport"]),
         .testTarget(name: "ModelStoreTests", dependencies: ["ModelStore", "Digest"]),
+        .testTarget(name: "DigestTests", dependencies: ["Digest"]),
         .testTarget(name: "ServerTests", dependencies: ["Server", "Engine", "Models", "Tokenizer", "GGUF", "TestSupport"]),
         .testTarget(name: "RouterTests", dependencies: ["Router", "Server", "Engine", "Models", "Tokenizer", "TestSupport"]),
     ]

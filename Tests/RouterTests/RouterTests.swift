@@ -15,15 +15,17 @@ import XCTest
 /// metrics say so.
 final class RouterTests: XCTestCase {
     /// A live API server on SmolLM2; returns its base URL and the task that runs it.
-    static func replica() async throws -> (url: String, task: Task<Void, Error>) {
+    static func replica(role: WorkerRole = .both, kvIdentity: UInt64 = 0) async throws -> (url: String, task: Task<Void, Error>) {
         let file = try TestSupport.model()
         let tokenizer = try Tokenizer(file: file)
         var configuration = EngineConfiguration()
         configuration.contextLength = 512
         configuration.kvCacheBytes = 8 << 20
         let engine = try Engine(model: try ModelRegistry.load(file), tokenizer: tokenizer, configuration: configuration)
-        let server = APIServer(configuration: ServerConfiguration())
-        server.ready(ServedModel(engine: engine, tokenizer: tokenizer, chatTemplate: try ChatTemplate(metadata: file.metadata), name: "smol"))
+        var serverConfiguration = ServerConfiguration()
+        serverConfiguration.role = role
+        let server = APIServer(configuration: serverConfiguration)
+        server.ready(ServedModel(engine: engine, tokenizer: tokenizer, chatTemplate: try ChatTemplate(metadata: file.metadata), name: "smol", kvIdentity: kvIdentity))
         let (ports, sink) = AsyncStream<Int>.makeStream()
         let app = server.application(port: 0, onServerRunning: { sink.yield($0.localAddress?.port ?? 0) })
         let task = Task { try await app.runService(gracefulShutdownSignals: []) }
@@ -31,8 +33,8 @@ final class RouterTests: XCTestCase {
         return ("http://127.0.0.1:\(await iterator.next() ?? 0)", task)
     }
 
-    func route(_ replicas: ReplicaSet) async throws -> (url: String, router: Router, task: Task<Void, Error>) {
-        let router = Router(replicas: replicas)
+    func route(_ replicas: ReplicaSet, prefillWorkers: ReplicaSet? = nil) async throws -> (url: String, router: Router, task: Task<Void, Error>) {
+        let router = Router(replicas: replicas, prefillWorkers: prefillWorkers)
         await router.checkReplicas()
         let (ports, sink) = AsyncStream<Int>.makeStream()
         let app = router.application(port: 0, onServerRunning: { sink.yield($0.localAddress?.port ?? 0) })
@@ -41,13 +43,18 @@ final class RouterTests: XCTestCase {
         return ("http://127.0.0.1:\(await iterator.next() ?? 0)", router, task)
     }
 
-    func call(_ base: String, _ path: String, _ body: [String: Any]? = nil) async throws -> (status: Int, data: Data, contentType: String?) {
+    func call(_ base: String, _ path: String, _ body: [String: Any]? = nil, headers: [String: String] = [:], rawBody: Data? = nil) async throws -> (status: Int, data: Data, contentType: String?) {
         var request = URLRequest(url: URL(string: base + path)!)
         if let body {
             request.httpMethod = "POST"
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
             request.httpBody = try JSONSerialization.data(withJSONObject: body)
         }
+        if let rawBody {
+            request.httpMethod = "POST"
+            request.httpBody = rawBody
+        }
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         let (data, response) = try await URLSession.shared.data(for: request)
         let http = response as! HTTPURLResponse
         return (http.statusCode, data, http.value(forHTTPHeaderField: "Content-Type"))

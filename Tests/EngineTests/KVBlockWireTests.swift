@@ -1,0 +1,92 @@
+@testable import Engine
+import XCTest
+
+/// The block stream format: what goes in comes out whatever the stream's pieces, and
+/// anything cut short, corrupt, out of order, misnamed or from another model is refused
+/// with what is wrong.
+final class KVBlockWireTests: XCTestCase {
+    let layout = KVLayout(layers: 3, rowWidth: 5, blockSize: 4)
+    let model: UInt64 = 0x1234_5678_9abc_def0
+
+    func blocks(_ count: Int, seed: UInt64 = 7) -> [KVBlock] {
+        var g = SplitMix64(seed: seed)
+        var parent: UInt64?
+        return (0..<count).map { _ in
+            let tokens = (0..<layout.blockSize).map { _ in Int.random(in: 0..<50_000, using: &g) }
+            let name = KVBlock.name(parent: parent, tokens: tokens[...])
+            parent = name
+            return KVBlock(name: name, tokens: tokens, values: (0..<layout.valuesPerBlock).map { _ in Float16(Float.random(in: -4...4, using: &g)) })
+        }
+    }
+
+    func stream(_ blocks: [KVBlock], model: UInt64? = nil, layout: KVLayout? = nil) -> [UInt8] {
+        KVBlockWire.header(layout ?? self.layout, model: model ?? self.model)
+            + blocks.enumerated().flatMap { KVBlockWire.record($1, index: $0) } + KVBlockWire.end(blocks: blocks.count)
+    }
+
+    /// Feeds `bytes` in pieces of `piece` bytes; returns the blocks, or throws the first error.
+    func decode(_ bytes: [UInt8], piece: Int, maxBlocks: Int = 100) throws -> [KVBlock] {
+        var decoder = KVBlockWire.Decoder(layout: layout, model: model, maxBlocks: maxBlocks)
+        var out: [KVBlock] = []
+        var i = 0
+        while i < bytes.count {
+            let end = min(bytes.count, i + piece)
+            out += try bytes[i..<end].withUnsafeBytes { try decoder.feed($0) }
+            i = end
+        }
+        try decoder.finish()
+        return out
+    }
+
+    func message(_ work: () throws -> Any) -> String? {
+        do { _ = try work(); return nil } catch { return "\(error)" }
+    }
+
+    func testBlocksSurviveAnyPiecing() throws {
+        let sent = blocks(5)
+        let bytes = stream(sent)
+        XCTAssertEqual(bytes.count, KVBlockWire.headerBytes + 5 * KVBlockWire.recordBytes(layout) + 12)
+        for piece in [1, 3, 7, 31, KVBlockWire.recordBytes(layout) + 1, bytes.count] {
+            XCTAssertEqual(try decode(bytes, piece: piece), sent, "pieces of \(piece) bytes")
+        }
+        XCTAssertEqual(try decode(stream([]), piece: 5), [], "a prompt shorter than a block sends none")
+    }
+
+    func testABrokenStreamIsRefusedWithWhatIsWrong() {
+        let sent = blocks(3)
+        let bytes = stream(sent)
+        XCTAssertEqual(message { try self.decode(Array(bytes.dropLast(12)), piece: 64) }, "the stream ended after 3 blocks, before its end record")
+        XCTAssertEqual(message { try self.decode(Array(bytes.prefix(10)), piece: 64) }, "the stream ended before its header")
+        XCTAssertEqual(message { try self.decode(Array(bytes.prefix(KVBlockWire.headerBytes + 100)), piece: 64) }, "the stream ended after 0 blocks, before its end record")
+        // One bit flipped anywhere in a block's values.
+        var corrupt = bytes
+        corrupt[KVBlockWire.headerBytes + KVBlockWire.recordBytes(layout) + 50] ^= 0x10
+        XCTAssertEqual(message { try self.decode(corrupt, piece: 64) }, "a checksum does not match after 1 blocks: the stream is corrupt")
+        var header = bytes
+        header[9] ^= 1
+        XCTAssertEqual(message { try self.decode(header, piece: 64) }, "a checksum does not match after 0 blocks: the stream is corrupt")
+        XCTAssertEqual(message { try self.decode(Array("{\"json\": true}".utf8) + bytes, piece: 64) }, "the stream does not start with APKV: it is not KV blocks")
+        XCTAssertEqual(message { try self.decode(bytes + [0], piece: 64) }, "bytes follow the end record")
+    }
+
+    func testBlocksOutOfOrderOrMisnamedAreRefused() {
+        let sent = blocks(3)
+        let header = KVBlockWire.header(layout, model: model)
+        let swapped = header + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.record(sent[2], index: 2)
+        XCTAssertEqual(message { try self.decode(swapped, piece: 64) }, "block 2 came where block 1 was due")
+        // In its place, but named for other tokens: it could poison the cache for another prompt.
+        let misnamed = header + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.record(sent[2], index: 1)
+        XCTAssertEqual(message { try self.decode(misnamed, piece: 64) }, "block 1's name is not the name of its tokens after block 0")
+        XCTAssertEqual(message { try self.decode(self.stream(self.blocks(4)), piece: 64, maxBlocks: 3) }, "the stream carries more than 3 blocks, more than this cache holds")
+        let miscounted = header + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.end(blocks: 2)
+        XCTAssertEqual(message { try self.decode(miscounted, piece: 64) }, "the end record counts 2 blocks; 1 came")
+    }
+
+    func testBlocksOfAnotherModelOrLayoutAreRefused() {
+        XCTAssertEqual(message { try self.decode(self.stream(self.blocks(1), model: 42), piece: 64) },
+                       "the blocks come from another model (identity 2a; this worker's is 123456789abcdef0)")
+        let other = KVLayout(layers: 3, rowWidth: 5, blockSize: 8)
+        XCTAssertEqual(message { try self.decode(KVBlockWire.header(other, model: self.model), piece: 64) },
+                       "the blocks have 3 layers of 5 values per position, 8 positions per block; this worker's cache has 3 layers of 5 values per position, 4 positions per block")
+    }
+}

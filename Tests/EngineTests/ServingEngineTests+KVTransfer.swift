@@ -1,0 +1,63 @@
+@testable import Engine
+import XCTest
+
+/// Disaggregated prefill: blocks one engine computed, exported as they were computed and
+/// imported by another, continue the prompt there exactly as if it had computed them.
+extension ServingEngineTests {
+    /// Runs an exporting request for `prompt` to its end; returns its blocks and how many
+    /// outputs carried them.
+    func export(_ prompt: [Int], on core: EngineCore) throws -> (blocks: [KVBlock], outputs: Int) {
+        var r = GenerationRequest(prompt: prompt)
+        r.parameters.maxTokens = 1
+        r.exportsKV = true
+        try core.add(id: 1, r)
+        var blocks: [KVBlock] = [], outputs = 0
+        while core.hasWork {
+            for event in try core.step() where !event.output.kvBlocks.isEmpty {
+                XCTAssertFalse(event.finished, "blocks come before the request's end")
+                blocks += event.output.kvBlocks
+                outputs += 1
+            }
+        }
+        return (blocks, outputs)
+    }
+
+    func testImportedBlocksContinueAPromptAsIfComputedThere() throws {
+        let golden = try goldenRequests(maxTokens: 16)
+        // Golden prompts lengthened past a few blocks, and not a multiple of the block size.
+        let prompts = golden.prefix(3).enumerated().map { i, r in Array((0..<40).flatMap { _ in r.prompt }.prefix(70 + 13 * i)) }
+        // Prefill in chunks of 24 tokens: blocks leave over several steps, as chunks finish.
+        let prefill = try makeCore { $0.tokenBudget = 24 }
+        for (i, prompt) in prompts.enumerated() {
+            var request = golden[i]
+            request.prompt = prompt
+            let colocated = try run([request], on: try makeCore())[0]
+
+            let (blocks, outputs) = try export(prompt, on: prefill)
+            XCTAssertEqual(blocks.count, prompt.count / 16, "every full block of the prompt")
+            XCTAssertGreaterThan(outputs, 1, "blocks leave as their chunks finish, not at the end")
+            var parent: UInt64?
+            for (b, block) in blocks.enumerated() {
+                XCTAssertEqual(block.tokens, Array(prompt[(b * 16)..<((b + 1) * 16)]))
+                XCTAssertEqual(block.name, BlockManager.hash(parent: parent, tokens: prompt[(b * 16)..<((b + 1) * 16)]))
+                parent = block.name
+            }
+
+            let decode = try makeCore()
+            XCTAssertEqual(try decode.importBlocks(blocks), KVImport(imported: blocks.count))
+            XCTAssertEqual(try decode.importBlocks(blocks), KVImport(alreadyCached: blocks.count), "a second import writes nothing")
+            XCTAssertEqual(decode.currentStatistics().importedKVBlocks, blocks.count)
+            let continued = try run([request], on: decode)[0]
+            XCTAssertEqual(continued.tokens, colocated.tokens, "prompt \(i): greedy output as if computed here")
+            XCTAssertEqual(continued.metrics?.cachedPromptTokens, min(blocks.count, (prompt.count - 1) / 16) * 16, "prompt \(i)")
+        }
+        XCTAssertEqual(prefill.currentStatistics().exportedKVBlocks, prompts.reduce(0) { $0 + $1.count / 16 })
+    }
+
+    func testAnEngineWithoutThePrefixCacheRefusesImports() throws {
+        let core = try makeCore { $0.prefixCaching = false }
+        XCTAssertThrowsError(try core.importBlocks([])) {
+            XCTAssertEqual($0 as? EngineError, .invalidConfiguration("importing KV blocks needs the prefix cache, which this engine runs without"))
+        }
+    }
+}
