@@ -18,6 +18,9 @@ final class BlockManager {
     private var references: [Int32]
     /// The content hash of each registered block.
     private var hashes: [UInt64?]
+    /// Whether a registered block is named for its first positions only (a partial block
+    /// imported from a prefill worker), so that its full name may replace that name.
+    private var partial: [Bool]
     private var blocksByHash: [UInt64: Int32] = [:]
     /// Free blocks holding nothing worth keeping.
     private var empty: [Int32]
@@ -34,6 +37,7 @@ final class BlockManager {
         self.prefixCaching = prefixCaching
         references = Array(repeating: 0, count: blockCount)
         hashes = Array(repeating: nil, count: blockCount)
+        partial = Array(repeating: false, count: blockCount)
         empty = (0..<Int32(blockCount)).reversed()
         previous = Array(repeating: -1, count: blockCount)
         next = Array(repeating: -1, count: blockCount)
@@ -59,6 +63,7 @@ final class BlockManager {
             unlink(block)
             blocksByHash[hashes[Int(block)]!] = nil
             hashes[Int(block)] = nil
+            partial[Int(block)] = false
         } else {
             return nil
         }
@@ -95,24 +100,49 @@ final class BlockManager {
     /// Remembers that full block `block` holds the prefix named `hash`. When another block
     /// already holds it (two sequences computed the same prefix at once), the first stays.
     func register(_ block: Int32, hash: UInt64) {
-        guard prefixCaching, blocksByHash[hash] == nil, hashes[Int(block)] == nil else { return }
+        let i = Int(block)
+        guard prefixCaching, blocksByHash[hash] == nil, hashes[i] == nil || partial[i] else { return }
+        if let old = hashes[i] { blocksByHash[old] = nil }
         blocksByHash[hash] = block
-        hashes[Int(block)] = hash
+        hashes[i] = hash
+        partial[i] = false
+    }
+
+    /// Remembers that block `block` holds, in its first positions, the tokens named `hash`
+    /// (`hash(parent:tokens:)` of fewer tokens than a block): what a prefill worker computed
+    /// of a prompt past its last full block. A sequence that finds it writes on after those
+    /// positions (copying the block first when another holds it too).
+    func registerPartial(_ block: Int32, hash: UInt64) {
+        let i = Int(block)
+        guard prefixCaching, blocksByHash[hash] == nil, hashes[i] == nil else { return }
+        blocksByHash[hash] = block
+        hashes[i] = hash
+        partial[i] = true
     }
 
     /// The cached blocks of the longest prefix of `tokens` whose full blocks are cached,
     /// always leaving at least one token out (its logits are needed), retained for the
     /// caller, with their names.
-    func cachedPrefix(of tokens: [Int]) -> (blocks: [Int32], hashes: [UInt64]) {
+    /// After the full blocks, a partial block holding the rest but the last token, when one
+    /// was imported, is the last of `blocks` (not named in `hashes`, which names full blocks):
+    /// `positions` counts the cached positions.
+    func cachedPrefix(of tokens: [Int]) -> (blocks: [Int32], hashes: [UInt64], positions: Int) {
         var found: [Int32] = [], hashes: [UInt64] = []
-        guard prefixCaching else { return (found, hashes) }
-        for i in 0..<((tokens.count - 1) / blockSize) {
+        guard prefixCaching else { return (found, hashes, 0) }
+        let reusable = (tokens.count - 1) / blockSize
+        for i in 0..<reusable {
             let hash = Self.hash(parent: hashes.last, tokens: tokens[(i * blockSize)..<((i + 1) * blockSize)])
             guard let block = lookup(hash) else { break }
             found.append(block)
             hashes.append(hash)
         }
-        return (found, hashes)
+        var positions = found.count * blockSize
+        if found.count == reusable, positions < tokens.count - 1,
+           let block = lookup(Self.hash(parent: hashes.last, tokens: tokens[positions..<(tokens.count - 1)])) {
+            found.append(block)
+            positions = tokens.count - 1
+        }
+        return (found, hashes, positions)
     }
 
     /// Names the full blocks of `table` that the first `count` of `tokens` fill and

@@ -65,8 +65,12 @@ final class Scheduler {
         var budget = tokenBudget
         var scheduled: [ScheduledChunk] = []
 
-        // Sequences already running, decodes first so that they never wait behind a prompt.
-        let order = running.filter { $0.uncomputed == 1 } + running.filter { $0.uncomputed > 1 }
+        // Sequences already running, decodes first so that they never wait behind a prompt,
+        // then prompts, except those of a lower priority than a waiting sequence: they take
+        // what is left after it (a prefill worker's short prompts pass a long one).
+        let prompts = running.filter { $0.uncomputed > 1 }
+        let deferred = waiting.first.map { first in prompts.filter { $0.request.request.priority > first.request.request.priority } } ?? []
+        let order = running.filter { $0.uncomputed == 1 } + prompts.filter { p in !deferred.contains { $0 === p } }
         for sequence in order where budget > 0 {
             guard running.contains(where: { $0 === sequence }) else { continue }  // preempted meanwhile
             var granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
@@ -122,6 +126,13 @@ final class Scheduler {
                 promptTokensCached += min(sequence.computed, sequence.promptCount)
                 sequence.request.cachedPromptTokens = min(sequence.computed, sequence.promptCount)
             }
+            scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
+            budget -= granted
+        }
+
+        for sequence in deferred where budget > 0 && running.contains(where: { $0 === sequence }) {
+            let granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
+            guard granted > 0 else { break }
             scheduled.append(ScheduledChunk(sequence: sequence, count: granted))
             budget -= granted
         }
@@ -224,8 +235,7 @@ final class Scheduler {
     /// always leaving at least one token to compute (its logits are needed).
     private func reuseCachedPrefix(_ s: Sequence) {
         guard s.blockTable.isEmpty, !s.request.computesWholePrompt else { return }
-        (s.blockTable, s.blockHashes) = blocks.cachedPrefix(of: s.tokens)
-        s.computed = s.blockTable.count * blocks.blockSize
+        (s.blockTable, s.blockHashes, s.computed) = blocks.cachedPrefix(of: s.tokens)
     }
 
     private func preempt(_ s: Sequence) {

@@ -24,10 +24,10 @@ final class RequestState {
     var pooled: [Double] = []
     var pooledPositions = 0
 
-    /// Prompt blocks exported so far (in order, once, whatever preemption recomputes), and
-    /// the last one's name.
-    var exportedBlocks = 0
-    var lastExportedName: UInt64?
+    /// The names of the prompt's full blocks exported so far (in order, once, whatever
+    /// preemption recomputes).
+    var exportedNames: [UInt64] = []
+    var exportedPartialBlock = false
 
     /// Whether the prompt still has tokens to score.
     var scoresPrompt: Bool { request.promptLogprobs != nil && promptLogprobs.count < request.prompt.count - 1 }

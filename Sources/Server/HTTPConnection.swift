@@ -49,12 +49,15 @@ struct APIChannel: ServerChildChannel, HTTPChannelHandler {
 /// connection is closed after `idleTimeout`; once a request's first byte arrives its head
 /// must be complete within `headerTimeout` and its body within `readTimeout` of that byte.
 /// While the server answers there is no deadline: generation takes what it takes, and a
-/// client that stops reading is bounded by `maxUnsentChunks` instead.
+/// client that stops reading is bounded by `maxUnsentChunks` instead. A body that streams
+/// as its sender computes it (KV blocks from a prefill worker, as long as their prompt
+/// takes) has no deadline for its end, only `readTimeout` for each silence.
 final class ConnectionDeadlines {
     enum Phase { case idle, readingHead, readingBody, answering }
 
     private(set) var phase = Phase.idle
     private var requestStarted = NIODeadline.now()
+    private var bodyStreams = false
     private var timer: Scheduled<Void>?
     private let channel: any Channel
     private let idle: TimeAmount, header: TimeAmount, read: TimeAmount
@@ -76,9 +79,15 @@ final class ConnectionDeadlines {
         enter(.readingHead, after: header, from: requestStarted, "no complete request head within")
     }
 
-    func headArrived() {
+    func headArrived(bodyStreams: Bool = false) {
         if phase == .idle { requestStarted = .now() }
-        enter(.readingBody, after: read, from: requestStarted, "no complete request within")
+        self.bodyStreams = bodyStreams
+        enter(.readingBody, after: read, from: bodyStreams ? .now() : requestStarted, bodyStreams ? "no body bytes within" : "no complete request within")
+    }
+
+    func bodyArrived() {
+        guard phase == .readingBody, bodyStreams else { return }
+        enter(.readingBody, after: read, from: .now(), "no body bytes within")
     }
 
     func requestEnded() { enter(.answering, after: nil, from: .now(), "") }
@@ -226,7 +235,7 @@ final class HTTPSemantics: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         switch part {
         case .head(var head):
-            deadlines.headArrived()
+            deadlines.headArrived(bodyStreams: head.method == .POST && head.uri.hasPrefix(APIServer.kvImportPath))
             requestVersion = head.version
             if !head.isKeepAlive {
                 // Hummingbird closes after the response when, and only when, it reads this.
@@ -245,6 +254,7 @@ final class HTTPSemantics: ChannelDuplexHandler, RemovableChannelHandler {
             }
             context.fireChannelRead(wrapInboundOut(.head(head)))
         case .body:
+            deadlines.bodyArrived()
             context.fireChannelRead(data)
         case .end:
             deadlines.requestEnded()

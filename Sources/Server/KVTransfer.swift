@@ -30,6 +30,10 @@ extension APIServer {
         request.logprobs = nil
         request.promptLogprobs = nil
         request.exportsKV = true
+        // Shortest prompt first within the client's priority: a prefill worker's short
+        // prompts pass a long one instead of waiting the whole of it (head-of-line blocking),
+        // and the long one takes what they leave of each step.
+        request.priority = (max(-(1 << 20), min(request.priority, 1 << 20)) << 24) + min(request.prompt.count, (1 << 24) - 1)
         let stream = try submit([request], to: model)[0]
         let header = KVBlockWire.header(model.engine.kvLayout, model: model.kvIdentity)
         var headers = HTTPFields()

@@ -60,4 +60,28 @@ final class BlockManagerTests: XCTestCase {
         XCTAssertEqual(first, 0x59be_dcfc_804b_1a77)
         XCTAssertEqual(BlockManager.hash(parent: first, tokens: Array(100..<116)[...]), 0x82f8_6ce1_c6ed_9afb)
     }
+
+    /// An imported partial block serves the rest of a prompt but its last token, and gives
+    /// its name up to the full one once a sequence fills it.
+    func testAPartialBlockServesThePromptsLastPositionsUntilItFills() {
+        let m = BlockManager(blockCount: 4, blockSize: 4, prefixCaching: true)
+        let tokens = [1, 2, 3, 4, 5, 6, 7]
+        let first = BlockManager.hash(parent: nil, tokens: tokens[0..<4])
+        let a = m.allocate()!, b = m.allocate()!
+        m.register(a, hash: first)
+        m.registerPartial(b, hash: BlockManager.hash(parent: first, tokens: tokens[4..<6]))
+        m.release(a)
+        m.release(b)
+        let found = m.cachedPrefix(of: tokens)
+        XCTAssertEqual(found.blocks, [a, b])
+        XCTAssertEqual(found.hashes, [first], "hashes name full blocks only")
+        XCTAssertEqual(found.positions, 6, "all but the last token")
+        XCTAssertEqual(m.cachedPrefix(of: [1, 2, 3, 4, 5, 9, 7]).positions, 4, "other tokens after the full block: no partial hit")
+        // Filled and named in full, the block is found by its full name only.
+        let full = BlockManager.hash(parent: first, tokens: [5, 6, 7, 8][...])
+        m.register(b, hash: full)
+        XCTAssertTrue(m.isCached(full))
+        XCTAssertFalse(m.isCached(BlockManager.hash(parent: first, tokens: tokens[4..<6])))
+        XCTAssertEqual(m.cachedCount, 2)
+    }
 }

@@ -52,6 +52,34 @@ final class KVBlockWireTests: XCTestCase {
         XCTAssertEqual(try decode(stream([]), piece: 5), [], "a prompt shorter than a block sends none")
     }
 
+    /// Full blocks, then the prompt's last positions in a partial block: of the next block,
+    /// or of the last full one again.
+    func partial(after sent: [KVBlock], index: Int, positions: Int) -> KVBlock {
+        let tokens = Array((0..<positions).map { 100 + $0 })
+        return KVBlock(name: KVBlock.name(parent: index > 0 ? sent[index - 1].name : nil, tokens: tokens[...]), tokens: tokens,
+                       values: (0..<layout.values(positions: positions)).map { Float16(Float($0)) })
+    }
+
+    func testAPartialBlockEndsThePrompt() throws {
+        let sent = blocks(3)
+        for (index, positions) in [(3, 1), (3, 3), (2, 3), (0, 2)] {
+            let last = partial(after: sent, index: index, positions: positions)
+            let all = Array(sent.prefix(max(index, index == 0 ? 0 : 3))) + [last]
+            let bytes = KVBlockWire.header(layout, model: model) + all.enumerated().flatMap { KVBlockWire.record($1, index: $0 < all.count - 1 ? $0 : index) }
+                + KVBlockWire.end(blocks: all.count)
+            XCTAssertEqual(try decode(bytes, piece: 13), all, "partial block \(index) of \(positions) positions")
+        }
+        let last = partial(after: sent, index: 3, positions: 2)
+        let after = KVBlockWire.header(layout, model: model) + sent.enumerated().flatMap { KVBlockWire.record($1, index: $0) }
+            + KVBlockWire.record(last, index: 3) + KVBlockWire.record(sent[0], index: 4)
+        XCTAssertEqual(message { try self.decode(after, piece: 64) }, "a block follows the partial block, which ends the prompt")
+        let early = KVBlockWire.header(layout, model: model) + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.record(partial(after: sent, index: 0, positions: 2), index: 0)
+            + KVBlockWire.end(blocks: 2)
+        XCTAssertEqual(try decode(early, piece: 64).count, 2, "a partial block of the last full block's position")
+        let misplaced = KVBlockWire.header(layout, model: model) + KVBlockWire.record(partial(after: sent, index: 2, positions: 2), index: 2)
+        XCTAssertEqual(message { try self.decode(misplaced, piece: 64) }, "block 2 came where block 0 was due")
+    }
+
     func testABrokenStreamIsRefusedWithWhatIsWrong() {
         let sent = blocks(3)
         let bytes = stream(sent)

@@ -34,13 +34,19 @@ extension ServingEngineTests {
             let colocated = try run([request], on: try makeCore())[0]
 
             let (blocks, outputs) = try export(prompt, on: prefill)
-            XCTAssertEqual(blocks.count, prompt.count / 16, "every full block of the prompt")
+            let full = prompt.count / 16, rest = (prompt.count - 1) % 16
+            XCTAssertEqual(blocks.count, full + (rest > 0 ? 1 : 0), "every full block of the prompt, then the rest but its last token")
             XCTAssertGreaterThan(outputs, 1, "blocks leave as their chunks finish, not at the end")
             var parent: UInt64?
-            for (b, block) in blocks.enumerated() {
+            for (b, block) in blocks.prefix(full).enumerated() {
                 XCTAssertEqual(block.tokens, Array(prompt[(b * 16)..<((b + 1) * 16)]))
                 XCTAssertEqual(block.name, BlockManager.hash(parent: parent, tokens: prompt[(b * 16)..<((b + 1) * 16)]))
                 parent = block.name
+            }
+            if rest > 0 {
+                let start = (prompt.count - 1) / 16 * 16
+                XCTAssertEqual(blocks.last?.tokens, Array(prompt[start..<(prompt.count - 1)]))
+                XCTAssertEqual(blocks.last?.values.count, 2 * prefill.cache.layers * rest * prefill.cache.rowWidth)
             }
 
             let decode = try makeCore()
@@ -49,9 +55,29 @@ extension ServingEngineTests {
             XCTAssertEqual(decode.currentStatistics().importedKVBlocks, blocks.count)
             let continued = try run([request], on: decode)[0]
             XCTAssertEqual(continued.tokens, colocated.tokens, "prompt \(i): greedy output as if computed here")
-            XCTAssertEqual(continued.metrics?.cachedPromptTokens, min(blocks.count, (prompt.count - 1) / 16) * 16, "prompt \(i)")
+            XCTAssertEqual(continued.metrics?.cachedPromptTokens, prompt.count - 1, "prompt \(i): only the last token is computed here")
         }
-        XCTAssertEqual(prefill.currentStatistics().exportedKVBlocks, prompts.reduce(0) { $0 + $1.count / 16 })
+        XCTAssertEqual(prefill.currentStatistics().exportedKVBlocks, prompts.reduce(0) { $0 + $1.count / 16 + (($1.count - 1) % 16 > 0 ? 1 : 0) })
+    }
+
+    /// A prompt that fills its blocks exactly: the last full block is shipped, and again
+    /// without its last position, which the receiver computes.
+    func testAPromptOfWholeBlocksShipsItsLastBlockTwice() throws {
+        var request = try goldenRequests(maxTokens: 8)[1]
+        request.prompt = Array((0..<40).flatMap { _ in request.prompt }.prefix(64))
+        let colocated = try run([request], on: try makeCore())[0]
+        let (blocks, _) = try export(request.prompt, on: try makeCore())
+        XCTAssertEqual(blocks.map(\.tokens.count), [16, 16, 16, 16, 15])
+        let decode = try makeCore()
+        XCTAssertEqual(try decode.importBlocks(blocks), KVImport(imported: 5))
+        let continued = try run([request], on: decode)[0]
+        XCTAssertEqual(continued.tokens, colocated.tokens)
+        XCTAssertEqual(continued.metrics?.cachedPromptTokens, 63)
+        // Two requests continuing the same imported prompt at once, and a third after them.
+        let shared = try makeCore()
+        _ = try shared.importBlocks(blocks)
+        XCTAssertEqual(try run([request, request], on: shared).map(\.tokens), [colocated.tokens, colocated.tokens])
+        XCTAssertEqual(try run([request], on: shared)[0].tokens, colocated.tokens)
     }
 
     func testAnEngineWithoutThePrefixCacheRefusesImports() throws {

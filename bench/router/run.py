@@ -16,11 +16,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from servers import Processes, get, metric, wait_ready  # noqa: E402
 
 TOPICS = ["a hospital's pharmacy", "a railway signalling team", "a public library", "a bakery chain"]
 
@@ -32,23 +34,6 @@ def system_prompt(i):
              f"(section {n}.{i}), never invent a number, and say when the records of {topic} are silent."
              for n in range(1, 21)]
     return f"You are the assistant of {topic}. " + " ".join(rules)
-
-
-def get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
-
-
-def wait_ready(url, seconds=120):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if json.loads(get(url + "/health")).get("status") == "ok":
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"{url} did not become ready")
 
 
 def stream(url, body):
@@ -96,13 +81,6 @@ def load(url, clients, per_client):
     return ttfts, tokens[0], time.time() - start, errors
 
 
-def metric(text, name):
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--apus", default=".build/release/apus")
@@ -110,20 +88,8 @@ def main():
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--kv-memory", type=int, default=96, help="MiB of KV cache per replica")
     args = parser.parse_args()
-    procs = []
-
-    def start(cmd, core=None):
-        full = (["taskset", "-c", str(core)] if core is not None else []) + cmd
-        p = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(p)
-        return p
-
-    def stop_all():
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
-        procs.clear()
+    processes = Processes()
+    start, stop_all = processes.start, processes.stop_all
 
     def replicas(n, kv_memory):
         urls = []

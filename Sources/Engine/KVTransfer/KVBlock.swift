@@ -16,19 +16,23 @@ public struct KVLayout: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// f16 values in one block: per layer its keys, then its values.
-    public var valuesPerBlock: Int { 2 * layers * blockSize * rowWidth }
+    public var valuesPerBlock: Int { values(positions: blockSize) }
+
+    /// f16 values of a block's first `positions` positions.
+    public func values(positions: Int) -> Int { 2 * layers * positions * rowWidth }
 
     public var description: String { "\(layers) layers of \(rowWidth) values per position, \(blockSize) positions per block" }
 }
 
-/// One full block of a prompt's keys and values, as it travels from the worker that
-/// computed it to one that continues the prompt (disaggregated prefill, DistServe and
-/// Splitwise): its prefix-cache name, the tokens it holds, and its contents.
+/// One block of a prompt's keys and values, as it travels from the worker that computed it
+/// to one that continues the prompt (disaggregated prefill, DistServe and Splitwise): its
+/// prefix-cache name, the tokens it holds (a whole block's, or fewer for the prompt's last
+/// positions), and its contents.
 public struct KVBlock: Sendable, Equatable {
     /// The prefix-cache name (`BlockManager.hash` of the parent block's name and `tokens`).
     public var name: UInt64
     public var tokens: [Int]
-    /// `KVLayout.valuesPerBlock` values: per layer, the block's keys, then its values.
+    /// `KVLayout.values(positions: tokens.count)` values: per layer, the block's keys, then its values.
     public var values: [Float16]
 
     public init(name: UInt64, tokens: [Int], values: [Float16]) {

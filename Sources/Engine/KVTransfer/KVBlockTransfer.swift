@@ -6,25 +6,36 @@ extension EngineCore {
 
     /// The prompt blocks that `chunks` completed for requests that export them, read out of
     /// the cache right after the step that wrote them (while their sequences hold them).
+    /// Once the whole prompt is computed, a last, partial block follows with every position
+    /// after the last full block but the prompt's last: the receiver then computes one token
+    /// of the prompt, whose logits it needs, and nothing else.
     func exportBlocks(of chunks: [ScheduledChunk]) -> [EngineEvent] {
         var events: [EngineEvent] = []
+        let bs = cache.blockSize
         for chunk in chunks {
             let s = chunk.sequence, state = s.request
             guard state.request.exportsKV, s.index == 0 else { continue }
-            let full = min(s.computed, s.promptCount) / cache.blockSize
-            guard state.exportedBlocks < full else { continue }
             var blocks: [KVBlock] = []
-            for i in state.exportedBlocks..<full {
-                let tokens = s.tokens[(i * cache.blockSize)..<((i + 1) * cache.blockSize)]
-                let name = KVBlock.name(parent: state.lastExportedName, tokens: tokens)
-                let values = [Float16](unsafeUninitializedCapacity: kvLayout.valuesPerBlock) { buffer, count in
-                    cache.read(table: [s.blockTable[i]], positions: cache.blockSize, into: buffer.baseAddress!)
+            func read(_ index: Int, positions: Int, parent: UInt64?) -> KVBlock {
+                let tokens = s.tokens[(index * bs)..<(index * bs + positions)]
+                let values = [Float16](unsafeUninitializedCapacity: 2 * cache.layers * positions * cache.rowWidth) { buffer, count in
+                    cache.read(table: [s.blockTable[index]], positions: positions, into: buffer.baseAddress!)
                     count = buffer.count
                 }
-                blocks.append(KVBlock(name: name, tokens: Array(tokens), values: values))
-                state.lastExportedName = name
+                return KVBlock(name: KVBlock.name(parent: parent, tokens: tokens), tokens: Array(tokens), values: values)
             }
-            state.exportedBlocks = full
+            let full = min(s.computed, s.promptCount) / bs
+            while state.exportedNames.count < full {
+                let block = read(state.exportedNames.count, positions: bs, parent: state.exportedNames.last)
+                blocks.append(block)
+                state.exportedNames.append(block.name)
+            }
+            let rest = (s.promptCount - 1) % bs, last = (s.promptCount - 1) / bs
+            if s.computed >= s.promptCount, rest > 0, !state.exportedPartialBlock {
+                blocks.append(read(last, positions: rest, parent: last > 0 ? state.exportedNames[last - 1] : nil))
+                state.exportedPartialBlock = true
+            }
+            guard !blocks.isEmpty else { continue }
             statistics.exportedKVBlocks += blocks.count
             let output = GenerationOutput(index: 0, text: "", tokens: [], logprobs: [], kvBlocks: blocks, finishReason: nil, metrics: nil)
             events.append(EngineEvent(request: state.id, output: output, finished: false))
@@ -32,8 +43,8 @@ extension EngineCore {
         return events
     }
 
-    /// Writes blocks another worker computed into free blocks and names them in the prefix
-    /// cache, where the request that continues their prompt finds them as if it had computed
+    /// Writes blocks another worker computed (the last may be partial) into free blocks and
+    /// names them in the prefix cache, where the request that continues their prompt finds them as if it had computed
     /// them. Blocks already cached are skipped; when no block is free, the rest are dropped
     /// (that request computes them). The blocks stay free and cached, least recently used
     /// last.
@@ -44,8 +55,9 @@ extension EngineCore {
         let layout = kvLayout
         var result = KVImport()
         for (i, block) in blocks.enumerated() {
-            guard block.tokens.count == layout.blockSize, block.values.count == layout.valuesPerBlock else {
-                throw EngineError.invalidConfiguration("a KV block of \(block.tokens.count) tokens and \(block.values.count) values does not fit blocks of \(layout)")
+            let positions = block.tokens.count
+            guard (1...layout.blockSize).contains(positions), block.values.count == layout.values(positions: positions) else {
+                throw EngineError.invalidConfiguration("a KV block of \(positions) tokens and \(block.values.count) values does not fit blocks of \(layout)")
             }
             if scheduler.blocks.isCached(block.name) {
                 result.alreadyCached += 1
@@ -55,8 +67,12 @@ extension EngineCore {
                 result.dropped = blocks.count - i
                 break
             }
-            block.values.withUnsafeBufferPointer { cache.write(table: [b], positions: layout.blockSize, from: $0.baseAddress!) }
-            scheduler.blocks.register(b, hash: block.name)
+            block.values.withUnsafeBufferPointer { cache.write(table: [b], positions: positions, from: $0.baseAddress!) }
+            if positions == layout.blockSize {
+                scheduler.blocks.register(b, hash: block.name)
+            } else {
+                scheduler.blocks.registerPartial(b, hash: block.name)
+            }
             scheduler.blocks.release(b)
             result.imported += 1
         }

@@ -8,13 +8,16 @@ import Foundation
 ///
 ///     header  "APKV" · version u16 · element type u16 (1: f16) · layers u32 · row width u32
 ///             · block size u32 · model identity u64 · CRC-32C u32 of the 28 bytes before it
-///     block   tag u32 (1) · index u32 · name u64 · tokens u32 × block size
-///             · values f16 × (2 × layers × block size × row width) · CRC-32C u32 of the record before it
-///     end     tag u32 (2) · block count u32 · CRC-32C u32 of the 8 bytes before it
+///     block   tag u32 (1) · index u32 · positions u32 · name u64 · tokens u32 × positions
+///             · values f16 × (2 × layers × positions × row width) · CRC-32C u32 of the record before it
+///     end     tag u32 (2) · record count u32 · CRC-32C u32 of the 8 bytes before it
 ///
-/// A receiver checks every checksum, that the layout and model are its own, that blocks come
-/// in order, and that each block's name is the name of its tokens after its parent's, so a
-/// block can only ever be found by the prompt it was computed for.
+/// Blocks are full (positions = block size) and numbered from 0 in prompt order; the last
+/// may be partial, holding the first positions of block `index` (the next one, or the last
+/// full one again), after which only the end may come. A receiver checks every checksum, that
+/// the layout and model are its own, the order, and that each block's name is the name of its
+/// tokens after its parent's, so a block can only ever be found by the prompt it was
+/// computed for.
 public enum KVBlockWire {
     public static let version: UInt16 = 1
     public static let contentType = "application/x-apus-kv-blocks"
@@ -34,15 +37,19 @@ public enum KVBlockWire {
         return out
     }
 
-    /// Bytes of one block record of `layout`.
-    public static func recordBytes(_ layout: KVLayout) -> Int { 16 + 4 * layout.blockSize + 2 * layout.valuesPerBlock + 4 }
+    /// Bytes of one block record of `layout` holding `positions` positions (default: full).
+    public static func recordBytes(_ layout: KVLayout, positions: Int? = nil) -> Int {
+        let p = positions ?? layout.blockSize
+        return 20 + 4 * p + 2 * layout.values(positions: p) + 4
+    }
 
     /// Block `index` of a prompt (0 for its first block).
     public static func record(_ block: KVBlock, index: Int) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(20 + 4 * block.tokens.count + 2 * block.values.count)
+        out.reserveCapacity(24 + 4 * block.tokens.count + 2 * block.values.count)
         out.put(blockTag)
         out.put(UInt32(index))
+        out.put(UInt32(block.tokens.count))
         out.put(block.name)
         for t in block.tokens { out.put(UInt32(truncatingIfNeeded: t)) }
         block.values.withUnsafeBytes { out.append(contentsOf: $0) }
@@ -68,7 +75,10 @@ public enum KVBlockWire {
         private var pending: [UInt8] = []
         private var start = 0
         private var headerRead = false
-        private var previousName: UInt64?
+        /// The names of the full blocks so far, in order.
+        private var names: [UInt64] = []
+        private var partialRead = false
+        /// Records read so far.
         public private(set) var blocks = 0
         public private(set) var complete = false
 
@@ -118,28 +128,36 @@ public enum KVBlockWire {
                 guard available == 0 else { throw KVTransferError.malformed("bytes follow the end record") }
                 return nil
             case KVBlockWire.blockTag:
-                let size = KVBlockWire.recordBytes(layout)
+                guard available >= 12 else { return nil }
+                let positions = Int(read(at: start + 8) as UInt32)
+                guard (1...layout.blockSize).contains(positions) else {
+                    throw KVTransferError.malformed("a block of \(positions) positions, in blocks of \(layout.blockSize)")
+                }
+                let size = KVBlockWire.recordBytes(layout, positions: positions)
                 guard available >= size else { return nil }
                 try checkCRC(count: size - 4)
-                let index: UInt32 = read(at: start + 4)
-                guard Int(index) == blocks else { throw KVTransferError.malformed("block \(index) came where block \(blocks) was due") }
-                guard blocks < maxBlocks else { throw KVTransferError.malformed("the stream carries more than \(maxBlocks) blocks, more than this cache holds") }
-                let name: UInt64 = read(at: start + 8)
-                let tokens = (0..<layout.blockSize).map { Int(read(at: start + 16 + 4 * $0) as UInt32) }
-                guard tokens.allSatisfy({ $0 <= Int(Int32.max) }) else { throw KVTransferError.malformed("block \(index) holds a token id past 2^31") }
-                guard name == KVBlock.name(parent: previousName, tokens: tokens[...]) else {
-                    throw KVTransferError.malformed("block \(index)'s name is not the name of its tokens after block \(Int(index) - 1)")
+                let index = Int(read(at: start + 4) as UInt32), isFull = positions == layout.blockSize
+                guard !partialRead else { throw KVTransferError.malformed("a block follows the partial block, which ends the prompt") }
+                guard index == names.count || (!isFull && index == names.count - 1) else {
+                    throw KVTransferError.malformed("block \(index) came where block \(names.count) was due")
                 }
-                let valuesStart = start + 16 + 4 * layout.blockSize
-                let values = [Float16](unsafeUninitializedCapacity: layout.valuesPerBlock) { buffer, count in
+                guard blocks < maxBlocks else { throw KVTransferError.malformed("the stream carries more than \(maxBlocks) blocks, more than this cache holds") }
+                let name: UInt64 = read(at: start + 12)
+                let tokens = (0..<positions).map { Int(read(at: start + 20 + 4 * $0) as UInt32) }
+                guard tokens.allSatisfy({ $0 <= Int(Int32.max) }) else { throw KVTransferError.malformed("block \(index) holds a token id past 2^31") }
+                guard name == KVBlock.name(parent: index > 0 ? names[index - 1] : nil, tokens: tokens[...]) else {
+                    throw KVTransferError.malformed("block \(index)'s name is not the name of its tokens after block \(index - 1)")
+                }
+                let count = layout.values(positions: positions), valuesStart = start + 20 + 4 * positions
+                let values = [Float16](unsafeUninitializedCapacity: count) { buffer, initialized in
                     pending.withUnsafeBytes { raw in
-                        UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[valuesStart..<(valuesStart + 2 * layout.valuesPerBlock)]))
+                        UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[valuesStart..<(valuesStart + 2 * count)]))
                     }
-                    count = layout.valuesPerBlock
+                    initialized = count
                 }
                 start += size
                 blocks += 1
-                previousName = name
+                if isFull { names.append(name) } else { partialRead = true }
                 return KVBlock(name: name, tokens: tokens, values: values)
             default:
                 throw KVTransferError.malformed("record tag \(tag) is neither a block (1) nor the end (2)")

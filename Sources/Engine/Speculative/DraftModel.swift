@@ -64,8 +64,9 @@ final class DraftModelProposer: Proposer {
     /// A new sequence's state, starting from the cached blocks of its longest prefix.
     private func start(_ s: Sequence) throws -> State {
         var state = State(sampler: try draftSampler(for: s))
-        (state.blockTable, state.blockHashes) = blocks.cachedPrefix(of: s.tokens)
-        state.cached = Array(s.tokens.prefix(state.blockTable.count * blocks.blockSize))
+        let prefix = blocks.cachedPrefix(of: s.tokens)
+        (state.blockTable, state.blockHashes) = (prefix.blocks, prefix.hashes)
+        state.cached = Array(s.tokens.prefix(prefix.positions))
         return state
     }
 
