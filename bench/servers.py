@@ -1,6 +1,7 @@
 """What the serving benchmarks share: starting pinned `apus` processes, waiting for their
 health, reading their Prometheus metrics."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,12 +36,17 @@ def metric(text, name):
 class Processes:
     """Processes started for one setup, each pinned to a core when one is given."""
 
-    def __init__(self):
+    def __init__(self, logs=None):
         self.procs = []
+        self.logs = logs
 
     def start(self, cmd, core=None):
         full = (["taskset", "-c", str(core)] if core is not None else []) + cmd
-        p = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = subprocess.DEVNULL
+        if self.logs:
+            os.makedirs(self.logs, exist_ok=True)
+            out = open(os.path.join(self.logs, f"{len(self.procs)}-{cmd[1]}-{cmd[-1].replace('/', '_')[-20:]}.log"), "a")
+        p = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(p)
         return p
 

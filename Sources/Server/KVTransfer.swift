@@ -47,7 +47,7 @@ extension APIServer {
             var count = 0
             for try await output in stream {
                 for block in output.kvBlocks {
-                    try await writer.write(ByteBuffer(bytes: KVBlockWire.record(block, index: count)))
+                    try await writer.write(ByteBuffer(bytes: KVBlockWire.record(block)))
                     count += 1
                 }
                 if let m = output.metrics {

@@ -11,17 +11,24 @@ final class KVBlockWireTests: XCTestCase {
     func blocks(_ count: Int, seed: UInt64 = 7) -> [KVBlock] {
         var g = SplitMix64(seed: seed)
         var parent: UInt64?
-        return (0..<count).map { _ in
+        return (0..<count).map { index in
             let tokens = (0..<layout.blockSize).map { _ in Int.random(in: 0..<50_000, using: &g) }
             let name = KVBlock.name(parent: parent, tokens: tokens[...])
             parent = name
-            return KVBlock(name: name, tokens: tokens, values: (0..<layout.valuesPerBlock).map { _ in Float16(Float.random(in: -4...4, using: &g)) })
+            return KVBlock(index: index, name: name, tokens: tokens, values: (0..<layout.valuesPerBlock).map { _ in Float16(Float.random(in: -4...4, using: &g)) })
         }
     }
 
     func stream(_ blocks: [KVBlock], model: UInt64? = nil, layout: KVLayout? = nil) -> [UInt8] {
         KVBlockWire.header(layout ?? self.layout, model: model ?? self.model)
-            + blocks.enumerated().flatMap { KVBlockWire.record($1, index: $0) } + KVBlockWire.end(blocks: blocks.count)
+            + blocks.flatMap(KVBlockWire.record) + KVBlockWire.end(blocks: blocks.count)
+    }
+
+    /// A block's record as block `index` of its prompt.
+    func record(_ block: KVBlock, index: Int) -> [UInt8] {
+        var block = block
+        block.index = index
+        return KVBlockWire.record(block)
     }
 
     /// Feeds `bytes` in pieces of `piece` bytes; returns the blocks, or throws the first error.
@@ -56,7 +63,7 @@ final class KVBlockWireTests: XCTestCase {
     /// or of the last full one again.
     func partial(after sent: [KVBlock], index: Int, positions: Int) -> KVBlock {
         let tokens = Array((0..<positions).map { 100 + $0 })
-        return KVBlock(name: KVBlock.name(parent: index > 0 ? sent[index - 1].name : nil, tokens: tokens[...]), tokens: tokens,
+        return KVBlock(index: index, name: KVBlock.name(parent: index > 0 ? sent[index - 1].name : nil, tokens: tokens[...]), tokens: tokens,
                        values: (0..<layout.values(positions: positions)).map { Float16(Float($0)) })
     }
 
@@ -65,18 +72,18 @@ final class KVBlockWireTests: XCTestCase {
         for (index, positions) in [(3, 1), (3, 3), (2, 3), (0, 2)] {
             let last = partial(after: sent, index: index, positions: positions)
             let all = Array(sent.prefix(max(index, index == 0 ? 0 : 3))) + [last]
-            let bytes = KVBlockWire.header(layout, model: model) + all.enumerated().flatMap { KVBlockWire.record($1, index: $0 < all.count - 1 ? $0 : index) }
+            let bytes = KVBlockWire.header(layout, model: model) + all.flatMap(KVBlockWire.record)
                 + KVBlockWire.end(blocks: all.count)
             XCTAssertEqual(try decode(bytes, piece: 13), all, "partial block \(index) of \(positions) positions")
         }
         let last = partial(after: sent, index: 3, positions: 2)
-        let after = KVBlockWire.header(layout, model: model) + sent.enumerated().flatMap { KVBlockWire.record($1, index: $0) }
-            + KVBlockWire.record(last, index: 3) + KVBlockWire.record(sent[0], index: 4)
+        let after = KVBlockWire.header(layout, model: model) + sent.flatMap(KVBlockWire.record)
+            + record(last, index: 3) + record(sent[0], index: 4)
         XCTAssertEqual(message { try self.decode(after, piece: 64) }, "a block follows the partial block, which ends the prompt")
-        let early = KVBlockWire.header(layout, model: model) + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.record(partial(after: sent, index: 0, positions: 2), index: 0)
+        let early = KVBlockWire.header(layout, model: model) + record(sent[0], index: 0) + record(partial(after: sent, index: 0, positions: 2), index: 0)
             + KVBlockWire.end(blocks: 2)
         XCTAssertEqual(try decode(early, piece: 64).count, 2, "a partial block of the last full block's position")
-        let misplaced = KVBlockWire.header(layout, model: model) + KVBlockWire.record(partial(after: sent, index: 2, positions: 2), index: 2)
+        let misplaced = KVBlockWire.header(layout, model: model) + record(partial(after: sent, index: 2, positions: 2), index: 2)
         XCTAssertEqual(message { try self.decode(misplaced, piece: 64) }, "block 2 came where block 0 was due")
     }
 
@@ -100,13 +107,13 @@ final class KVBlockWireTests: XCTestCase {
     func testBlocksOutOfOrderOrMisnamedAreRefused() {
         let sent = blocks(3)
         let header = KVBlockWire.header(layout, model: model)
-        let swapped = header + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.record(sent[2], index: 2)
+        let swapped = header + record(sent[0], index: 0) + record(sent[2], index: 2)
         XCTAssertEqual(message { try self.decode(swapped, piece: 64) }, "block 2 came where block 1 was due")
         // In its place, but named for other tokens: it could poison the cache for another prompt.
-        let misnamed = header + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.record(sent[2], index: 1)
+        let misnamed = header + record(sent[0], index: 0) + record(sent[2], index: 1)
         XCTAssertEqual(message { try self.decode(misnamed, piece: 64) }, "block 1's name is not the name of its tokens after block 0")
         XCTAssertEqual(message { try self.decode(self.stream(self.blocks(4)), piece: 64, maxBlocks: 3) }, "the stream carries more than 3 blocks, more than this cache holds")
-        let miscounted = header + KVBlockWire.record(sent[0], index: 0) + KVBlockWire.end(blocks: 2)
+        let miscounted = header + record(sent[0], index: 0) + KVBlockWire.end(blocks: 2)
         XCTAssertEqual(message { try self.decode(miscounted, piece: 64) }, "the end record counts 2 blocks; 1 came")
     }
 

@@ -68,6 +68,7 @@ extension ServingEngineTests {
         let colocated = try run([request], on: try makeCore())[0]
         let (blocks, _) = try export(request.prompt, on: try makeCore())
         XCTAssertEqual(blocks.map(\.tokens.count), [16, 16, 16, 16, 15])
+        XCTAssertEqual(blocks.map(\.index), [0, 1, 2, 3, 3])
         let decode = try makeCore()
         XCTAssertEqual(try decode.importBlocks(blocks), KVImport(imported: 5))
         let continued = try run([request], on: decode)[0]

@@ -110,8 +110,9 @@ def main():
     parser.add_argument("--long-tokens", type=int, default=8)
     parser.add_argument("--prefill-token-budget", type=int, default=128,
                         help="the prefill worker's --token-budget (the colocated workers keep the default, 512)")
+    parser.add_argument("--logs", help="a folder for the workers' and routers' logs")
     args = parser.parse_args()
-    processes = Processes()
+    processes = Processes(args.logs)
     router = "http://127.0.0.1:8100"
 
     def worker(port, core, role):

@@ -29,13 +29,16 @@ public struct KVLayout: Sendable, Equatable, CustomStringConvertible {
 /// prefix-cache name, the tokens it holds (a whole block's, or fewer for the prompt's last
 /// positions), and its contents.
 public struct KVBlock: Sendable, Equatable {
+    /// Its place in the prompt: it holds positions `index × block size` on.
+    public var index: Int
     /// The prefix-cache name (`BlockManager.hash` of the parent block's name and `tokens`).
     public var name: UInt64
     public var tokens: [Int]
     /// `KVLayout.values(positions: tokens.count)` values: per layer, the block's keys, then its values.
     public var values: [Float16]
 
-    public init(name: UInt64, tokens: [Int], values: [Float16]) {
+    public init(index: Int, name: UInt64, tokens: [Int], values: [Float16]) {
+        self.index = index
         self.name = name
         self.tokens = tokens
         self.values = values

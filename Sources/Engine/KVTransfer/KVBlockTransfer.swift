@@ -22,7 +22,7 @@ extension EngineCore {
                     cache.read(table: [s.blockTable[index]], positions: positions, into: buffer.baseAddress!)
                     count = buffer.count
                 }
-                return KVBlock(name: KVBlock.name(parent: parent, tokens: tokens), tokens: Array(tokens), values: values)
+                return KVBlock(index: index, name: KVBlock.name(parent: parent, tokens: tokens), tokens: Array(tokens), values: values)
             }
             let full = min(s.computed, s.promptCount) / bs
             while state.exportedNames.count < full {

@@ -43,12 +43,11 @@ public enum KVBlockWire {
         return 20 + 4 * p + 2 * layout.values(positions: p) + 4
     }
 
-    /// Block `index` of a prompt (0 for its first block).
-    public static func record(_ block: KVBlock, index: Int) -> [UInt8] {
+    public static func record(_ block: KVBlock) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(24 + 4 * block.tokens.count + 2 * block.values.count)
         out.put(blockTag)
-        out.put(UInt32(index))
+        out.put(UInt32(block.index))
         out.put(UInt32(block.tokens.count))
         out.put(block.name)
         for t in block.tokens { out.put(UInt32(truncatingIfNeeded: t)) }
@@ -158,7 +157,7 @@ public enum KVBlockWire {
                 start += size
                 blocks += 1
                 if isFull { names.append(name) } else { partialRead = true }
-                return KVBlock(name: name, tokens: tokens, values: values)
+                return KVBlock(index: index, name: name, tokens: tokens, values: values)
             default:
                 throw KVTransferError.malformed("record tag \(tag) is neither a block (1) nor the end (2)")
             }
