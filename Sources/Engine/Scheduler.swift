@@ -95,6 +95,10 @@ final class Scheduler {
         // arrive together compute it once); those behind it go on.
         var inFlight = blocksInFlight()
         var i = 0
+        // A block's worth of every step stays for deferred prompts, so a stream of
+        // higher-priority ones slows them down but never stops them.
+        let kept = deferred.isEmpty ? 0 : min(budget, blocks.blockSize)
+        budget -= kept
         while budget > 0, running.count < maxRunning, i < waiting.count {
             let sequence = waiting[i]
             if let swap, swap.holds(sequence) {
@@ -130,6 +134,7 @@ final class Scheduler {
             budget -= granted
         }
 
+        budget += kept
         for sequence in deferred where budget > 0 && running.contains(where: { $0 === sequence }) {
             let granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
             guard granted > 0 else { break }

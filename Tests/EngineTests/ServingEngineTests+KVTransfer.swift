@@ -87,4 +87,25 @@ extension ServingEngineTests {
             XCTAssertEqual($0 as? EngineError, .invalidConfiguration("importing KV blocks needs the prefix cache, which this engine runs without"))
         }
     }
+
+    /// A prefill worker's short prompt passes a long one already running at a lower
+    /// priority, which keeps a block's worth of each step meanwhile.
+    func testAHigherPriorityPromptPassesARunningOneWhichKeepsABlockAStep() throws {
+        let core = try makeCore { $0.tokenBudget = 32 }
+        let prompts = try goldenRequests(maxTokens: 1).map(\.prompt)
+        var long = GenerationRequest(prompt: Array((0..<60).flatMap { _ in prompts[0] }.prefix(200)))
+        long.priority = 200
+        var short = GenerationRequest(prompt: Array((0..<20).flatMap { _ in prompts[1] }.prefix(40)))
+        short.priority = 40
+        try core.add(id: 1, long)
+        _ = try core.step()
+        try core.add(id: 2, short)
+        _ = try core.step()
+        func computed(_ r: GenerationRequest) -> Int? { core.scheduler.running.first { $0.promptCount == r.prompt.count }?.computed }
+        XCTAssertEqual(computed(short), 16, "the short prompt takes what the long one's block leaves")
+        XCTAssertEqual(computed(long), 48)
+        _ = try core.step()
+        XCTAssertEqual(computed(short), 40, "running, it goes first and completes")
+        XCTAssertEqual(computed(long), 56)
+    }
 }
