@@ -5,8 +5,9 @@ import FoundationNetworking
 import TestSupport
 import XCTest
 
-/// deploy/kubernetes/ validated offline (kubernetes_test.py): the Kubernetes schemas, and
-/// Apus's own flags, probes and metrics as a live replica exports them.
+/// deploy/kubernetes/ validated offline (kubernetes_test.py), the replicated topology and the
+/// disaggregated one: the Kubernetes schemas, and Apus's own flags, roles, probes and metrics
+/// as a live replica exports them.
 final class KubernetesManifestTests: XCTestCase {
     func testManifestsValidateAgainstKubernetesAndApus() async throws {
         if try shell(["python3", "-c", "import kubernetes_validate, yaml"]).status != 0 {
@@ -22,7 +23,8 @@ final class KubernetesManifestTests: XCTestCase {
         let root = TestSupport.packageRoot
         let apus = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("apus").path
         let (status, text) = try shell(["python3", root.appendingPathComponent("Tests/RouterTests/kubernetes_test.py").path,
-                                        "--manifests", root.appendingPathComponent("deploy/kubernetes").path, "--apus", apus, "--metrics", metrics.path])
+                                        "--manifests", root.appendingPathComponent("deploy/kubernetes").path,
+                                        "--manifests", root.appendingPathComponent("deploy/kubernetes/disaggregated").path, "--apus", apus, "--metrics", metrics.path])
         print(text, terminator: "")
         XCTAssertEqual(status, 0, "kubernetes_test.py failed:\n\(text)")
     }
