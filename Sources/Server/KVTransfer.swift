@@ -39,26 +39,66 @@ extension APIServer {
         var headers = HTTPFields()
         headers[.contentType] = KVBlockWire.contentType
         log.streamed = true
+        let idleSeconds = UInt64(configuration.keepAliveSeconds * 1e9)
         return Response(status: .ok, headers: headers, body: ResponseBody { [self, log] writer in
             var log = log
             log.status = 200
             defer { finish(log) }
+            // The engine's outputs and, while none comes, an idle record every keep-alive
+            // interval: a prompt waiting its turn behind others does not look like a dead sender.
+            let (events, sink) = AsyncStream<ExportEvent>.makeStream()
+            let producer = Task {
+                do {
+                    for try await output in stream { sink.yield(.output(output)) }
+                    sink.yield(.done)
+                } catch {
+                    sink.yield(.failed(error))
+                }
+                sink.finish()
+            }
+            let ticker = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: idleSeconds)
+                    if !Task.isCancelled { sink.yield(.idle) }
+                }
+            }
+            defer {
+                producer.cancel()
+                ticker.cancel()
+            }
             try await writer.write(ByteBuffer(bytes: header))
             var count = 0
-            for try await output in stream {
-                for block in output.kvBlocks {
-                    try await writer.write(ByteBuffer(bytes: KVBlockWire.record(block)))
-                    count += 1
-                }
-                if let m = output.metrics {
-                    metrics.record(m)
-                    log.metrics = m
+            loop: for await event in events {
+                switch event {
+                case .idle:
+                    try await writer.write(ByteBuffer(bytes: KVBlockWire.idle()))
+                case .failed(let error):
+                    log.note = "cut: \(error)"
+                    throw error
+                case .done:
+                    break loop
+                case .output(let output):
+                    for block in output.kvBlocks {
+                        try await writer.write(ByteBuffer(bytes: KVBlockWire.record(block)))
+                        count += 1
+                    }
+                    if let m = output.metrics {
+                        metrics.record(m)
+                        log.metrics = m
+                    }
                 }
             }
             try await writer.write(ByteBuffer(bytes: KVBlockWire.end(blocks: count)))
             try await writer.finish(nil)
             log.note = "exported \(count) KV blocks"
         })
+    }
+
+    private enum ExportEvent: Sendable {
+        case output(GenerationOutput)
+        case idle
+        case done
+        case failed(any Error)
     }
 
     /// Reads a stream of KV blocks and imports them into the named model's cache (`?model=`,

@@ -57,6 +57,10 @@ final class KVBlockWireTests: XCTestCase {
             XCTAssertEqual(try decode(bytes, piece: piece), sent, "pieces of \(piece) bytes")
         }
         XCTAssertEqual(try decode(stream([]), piece: 5), [], "a prompt shorter than a block sends none")
+        // Idle records between and before blocks change nothing.
+        let idling = KVBlockWire.header(layout, model: model) + KVBlockWire.idle() + KVBlockWire.idle()
+            + sent.flatMap { KVBlockWire.record($0) + KVBlockWire.idle() } + KVBlockWire.end(blocks: sent.count)
+        XCTAssertEqual(try decode(idling, piece: 3), sent)
     }
 
     /// Full blocks, then the prompt's last positions in a partial block: of the next block,

@@ -11,6 +11,8 @@ import Foundation
 ///     block   tag u32 (1) · index u32 · positions u32 · name u64 · tokens u32 × positions
 ///             · values f16 × (2 × layers × positions × row width) · CRC-32C u32 of the record before it
 ///     end     tag u32 (2) · record count u32 · CRC-32C u32 of the 8 bytes before it
+///     idle    tag u32 (3) · CRC-32C u32 of the tag: nothing yet, the sender is alive (a
+///             prompt waiting for its turn), so the receiver's read timeout does not end it
 ///
 /// Blocks are full (positions = block size) and numbered from 0 in prompt order; the last
 /// may be partial, holding the first positions of block `index` (the next one, or the last
@@ -23,7 +25,7 @@ public enum KVBlockWire {
     public static let contentType = "application/x-apus-kv-blocks"
     static let magic: [UInt8] = Array("APKV".utf8)
     static let headerBytes = 32
-    static let blockTag: UInt32 = 1, endTag: UInt32 = 2
+    static let blockTag: UInt32 = 1, endTag: UInt32 = 2, idleTag: UInt32 = 3
 
     public static func header(_ layout: KVLayout, model: UInt64) -> [UInt8] {
         var out = magic
@@ -52,6 +54,13 @@ public enum KVBlockWire {
         out.put(block.name)
         for t in block.tokens { out.put(UInt32(truncatingIfNeeded: t)) }
         block.values.withUnsafeBytes { out.append(contentsOf: $0) }
+        out.put(CRC32C.checksum(out))
+        return out
+    }
+
+    public static func idle() -> [UInt8] {
+        var out: [UInt8] = []
+        out.put(idleTag)
         out.put(CRC32C.checksum(out))
         return out
     }
@@ -126,6 +135,11 @@ public enum KVBlockWire {
                 complete = true
                 guard available == 0 else { throw KVTransferError.malformed("bytes follow the end record") }
                 return nil
+            case KVBlockWire.idleTag:
+                guard available >= 8 else { return nil }
+                try checkCRC(count: 4)
+                start += 8
+                return try next()
             case KVBlockWire.blockTag:
                 guard available >= 12 else { return nil }
                 let positions = Int(read(at: start + 8) as UInt32)
@@ -159,7 +173,7 @@ public enum KVBlockWire {
                 if isFull { names.append(name) } else { partialRead = true }
                 return KVBlock(index: index, name: name, tokens: tokens, values: values)
             default:
-                throw KVTransferError.malformed("record tag \(tag) is neither a block (1) nor the end (2)")
+                throw KVTransferError.malformed("record tag \(tag) is not a block (1), the end (2) or idle (3)")
             }
         }
 
