@@ -99,8 +99,9 @@ public final class Engine: @unchecked Sendable {
 
     /// Writes a prompt's blocks computed by another worker into the cache, between steps,
     /// under their prefix-cache names: a request for that prompt then starts after them.
-    public func importKV(_ blocks: [KVBlock]) async throws -> KVImport {
-        try await onLoop { core in try core.importBlocks(blocks) }
+    /// `earlier`: blocks of the same prompt imported before these.
+    public func importKV(_ blocks: [KVBlock], earlier: Int = 0) async throws -> KVImport {
+        try await onLoop { core in try core.importBlocks(blocks, earlier: earlier) }
     }
 
     /// Runs `work` on the loop thread between two steps.

@@ -135,7 +135,8 @@ final class Scheduler {
         }
 
         budget += kept
-        for sequence in deferred where budget > 0 && running.contains(where: { $0 === sequence }) {
+        // One preempted above and admitted again has its chunk already.
+        for sequence in deferred where budget > 0 && running.contains(where: { $0 === sequence }) && !scheduled.contains(where: { $0.sequence === sequence }) {
             let granted = reserve(sequence, tokens: min(sequence.uncomputed, budget))
             guard granted > 0 else { break }
             scheduled.append(ScheduledChunk(sequence: sequence, count: granted))

@@ -25,6 +25,8 @@ extension Router {
             switch outcome {
             case .imported: return
             case .prefillFailed(let why):
+                // The client left: nobody failed.
+                guard channel.isActive else { return }
                 // A worker that cannot be reached: another one may compute the prompt.
                 prefillWorkers.markFailed(url)
                 logger.warning("prefill worker \(url) failed (\(why)); trying another")

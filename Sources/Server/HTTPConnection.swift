@@ -32,7 +32,8 @@ struct APIChannel: ServerChildChannel, HTTPChannelHandler {
             limits.maxHeaderFieldSize = limits.maxHeaderListSize
             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false, withOutboundHeaderValidation: false,
                                                      withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-            try pipeline.addHandler(HTTPSemantics(deadlines: deadlines, maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: limits.maxHeaderListSize))
+            try pipeline.addHandler(HTTPSemantics(deadlines: deadlines, maxBodyBytes: configuration.maxBodyBytes, maxHeaderBytes: limits.maxHeaderListSize,
+                                                        streamsKVImports: configuration.role.imports))
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             try pipeline.addHandler(ClientDeparture())
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
@@ -51,7 +52,7 @@ struct APIChannel: ServerChildChannel, HTTPChannelHandler {
 /// While the server answers there is no deadline: generation takes what it takes, and a
 /// client that stops reading is bounded by `maxUnsentChunks` instead. A body that streams
 /// as its sender computes it (KV blocks from a prefill worker, as long as their prompt
-/// takes) has no deadline for its end, only `readTimeout` for each silence.
+/// takes) gets `readTimeout` for each silence, and 20 times `readTimeout` in all.
 final class ConnectionDeadlines {
     enum Phase { case idle, readingHead, readingBody, answering }
 
@@ -82,12 +83,21 @@ final class ConnectionDeadlines {
     func headArrived(bodyStreams: Bool = false) {
         if phase == .idle { requestStarted = .now() }
         self.bodyStreams = bodyStreams
-        enter(.readingBody, after: read, from: bodyStreams ? .now() : requestStarted, bodyStreams ? "no body bytes within" : "no complete request within")
+        if bodyStreams {
+            bodyArrived(entering: true)
+        } else {
+            enter(.readingBody, after: read, from: requestStarted, "no complete request within")
+        }
     }
 
-    func bodyArrived() {
-        guard phase == .readingBody, bodyStreams else { return }
-        enter(.readingBody, after: read, from: .now(), "no body bytes within")
+    func bodyArrived(entering: Bool = false) {
+        guard bodyStreams, phase == .readingBody || entering else { return }
+        let whole = requestStarted + .nanoseconds(20 * read.nanoseconds), now = NIODeadline.now()
+        if now + read < whole {
+            enter(.readingBody, after: read, from: now, "no body bytes within")
+        } else {
+            enter(.readingBody, after: whole - now, from: now, "no complete streamed body within")
+        }
     }
 
     func requestEnded() { enter(.answering, after: nil, from: .now(), "") }
@@ -218,16 +228,19 @@ final class HTTPSemantics: ChannelDuplexHandler, RemovableChannelHandler {
     private let deadlines: ConnectionDeadlines
     private let maxBodyBytes: Int
     private let maxHeaderBytes: Int
+    /// Whether `POST /kv/import` bodies stream (a worker that imports KV blocks).
+    private let streamsKVImports: Bool
     private var requestVersion = HTTPVersion.http1_1
     private var closeAfterResponse = false
     private var responding = false
     /// Set once the connection answered on its own; what the client sends after is dropped.
     private var refused = false
 
-    init(deadlines: ConnectionDeadlines, maxBodyBytes: Int, maxHeaderBytes: Int) {
+    init(deadlines: ConnectionDeadlines, maxBodyBytes: Int, maxHeaderBytes: Int, streamsKVImports: Bool = false) {
         self.deadlines = deadlines
         self.maxBodyBytes = maxBodyBytes
         self.maxHeaderBytes = maxHeaderBytes
+        self.streamsKVImports = streamsKVImports
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -235,7 +248,8 @@ final class HTTPSemantics: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         switch part {
         case .head(var head):
-            deadlines.headArrived(bodyStreams: head.method == .POST && head.uri.hasPrefix(APIServer.kvImportPath))
+            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+            deadlines.headArrived(bodyStreams: streamsKVImports && head.method == .POST && path == APIServer.kvImportPath)
             requestVersion = head.version
             if !head.isKeepAlive {
                 // Hummingbird closes after the response when, and only when, it reads this.

@@ -30,10 +30,13 @@ extension APIServer {
         request.logprobs = nil
         request.promptLogprobs = nil
         request.exportsKV = true
-        // Shortest prompt first within the client's priority: a prefill worker's short
+        // On a prefill worker, shortest prompt first within the client's priority: short
         // prompts pass a long one instead of waiting the whole of it (head-of-line blocking),
-        // and the long one takes what they leave of each step.
-        request.priority = (max(-(1 << 20), min(request.priority, 1 << 20)) << 24) + min(request.prompt.count, (1 << 24) - 1)
+        // and the long one takes what they leave of each step. (A worker that also serves
+        // ordinary requests keeps their order: its priorities stay the clients'.)
+        if configuration.role == .prefill {
+            request.priority = (max(-(1 << 20), min(request.priority, 1 << 20)) << 24) + min(request.prompt.count, (1 << 24) - 1)
+        }
         let stream = try submit([request], to: model)[0]
         let header = KVBlockWire.header(model.engine.kvLayout, model: model.kvIdentity)
         var headers = HTTPFields()
@@ -102,10 +105,11 @@ extension APIServer {
     }
 
     /// Reads a stream of KV blocks and imports them into the named model's cache (`?model=`,
-    /// default the first) as they arrive: blocks decoded while an import waits for the
-    /// engine's next step go in with the one after, so the stream never waits a step per
-    /// block. The stream is bounded by the cache (no more blocks than it holds), not by the
-    /// body limit.
+    /// default the first) as they arrive, one import at a time and in order: blocks decoded
+    /// while an import waits for the engine's next step go in with the one after, so the
+    /// stream never waits a step per block, and no more than that is held (the sender waits
+    /// meanwhile). The stream is bounded by the cache (no more blocks than it holds), not by
+    /// the body limit.
     func importKV(_ request: Request, channel: any Channel, log: inout RequestLog) async throws -> Response {
         guard configuration.role.imports else {
             throw APIError(.forbidden, "this worker runs --role prefill, which does not import KV blocks", type: "invalid_request_error")
@@ -113,22 +117,27 @@ extension APIServer {
         let model = try await lease(request.uri.queryParameters.get("model"), log: &log)
         let engine = model.engine
         var decoder = KVBlockWire.Decoder(layout: engine.kvLayout, model: model.kvIdentity, maxBlocks: engine.kvBlockCount)
-        let result: KVImport
+        var result = KVImport()
+        var importing: Task<KVImport, Error>?
+        defer { importing?.cancel() }
+        var decoded: [KVBlock] = []
+        func add(_ part: KVImport) {
+            result.imported += part.imported
+            result.alreadyCached += part.alreadyCached
+            result.dropped += part.dropped
+        }
         do {
-            result = try await withThrowingTaskGroup(of: KVImport.self) { group in
-                for try await buffer in request.body {
-                    let blocks = try buffer.withUnsafeReadableBytes { try decoder.feed($0) }
-                    if !blocks.isEmpty { group.addTask { try await engine.importKV(blocks) } }
-                }
-                try decoder.finish()
-                var total = KVImport()
-                for try await part in group {
-                    total.imported += part.imported
-                    total.alreadyCached += part.alreadyCached
-                    total.dropped += part.dropped
-                }
-                return total
+            for try await buffer in request.body {
+                decoded += try buffer.withUnsafeReadableBytes { try decoder.feed($0) }
+                guard !decoded.isEmpty else { continue }
+                if let previous = importing { add(try await previous.value) }
+                let blocks = decoded, earlier = result.imported
+                decoded = []
+                importing = Task { try await engine.importKV(blocks, earlier: earlier) }
             }
+            try decoder.finish()
+            if let previous = importing { add(try await previous.value) }
+            importing = nil
         } catch let error as KVTransferError {
             throw APIError.invalidRequest(error.description)
         } catch let error as APIError {

@@ -61,6 +61,9 @@ final class KVBlockWireTests: XCTestCase {
         let idling = KVBlockWire.header(layout, model: model) + KVBlockWire.idle() + KVBlockWire.idle()
             + sent.flatMap { KVBlockWire.record($0) + KVBlockWire.idle() } + KVBlockWire.end(blocks: sent.count)
         XCTAssertEqual(try decode(idling, piece: 3), sent)
+        // A flood of them in one piece is skipped in a loop, not by recursion.
+        let flood = KVBlockWire.header(layout, model: model) + Array((0..<200_000).map { _ in KVBlockWire.idle() }.joined()) + KVBlockWire.end(blocks: 0)
+        XCTAssertEqual(try decode(flood, piece: flood.count), [])
     }
 
     /// Full blocks, then the prompt's last positions in a partial block: of the next block,

@@ -108,4 +108,38 @@ extension ServingEngineTests {
         XCTAssertEqual(computed(short), 40, "running, it goes first and completes")
         XCTAssertEqual(computed(long), 56)
     }
+
+    /// Priorities, preemption and deferred prompts together: every request's greedy tokens
+    /// are still its tokens alone (a prompt preempted and admitted again in one step runs once).
+    func testMixedPrioritiesUnderPreemptionGiveEachRequestsOwnTokens() throws {
+        let golden = try goldenRequests(maxTokens: 30)
+        var g = SplitMix64(seed: 15)
+        let requests = (0..<10).map { i -> GenerationRequest in
+            var r = golden[i % golden.count]
+            r.prompt = Array((0..<40).flatMap { _ in r.prompt }.prefix(Int.random(in: 20...100, using: &g)))
+            r.priority = Int.random(in: 0...3, using: &g)
+            return r
+        }
+        let alone = try requests.map { try run([$0], on: try makeCore())[0].tokens }
+        let blockBytes = 16 * (try load()).0.kvBytesPerPosition
+        let tight = try makeCore { $0.tokenBudget = 32; $0.kvCacheBytes = 12 * blockBytes; $0.swapMemoryBytes = 0; $0.swapFileBytes = 0 }
+        var preempted = 0
+        let together = try run(requests, on: tight) { preempted = $0.preemptions }
+        XCTAssertGreaterThan(preempted, 0, "the cache is small enough to preempt")
+        XCTAssertEqual(together.map(\.tokens), alone)
+    }
+
+    /// An import larger than the free cache keeps its prompt's head and drops its tail,
+    /// instead of evicting its own head to store the tail.
+    func testAnImportLargerThanTheCacheKeepsItsHead() throws {
+        var request = try goldenRequests(maxTokens: 4)[0]
+        request.prompt = Array((0..<40).flatMap { _ in request.prompt }.prefix(120))
+        let (blocks, _) = try export(request.prompt, on: try makeCore())
+        XCTAssertEqual(blocks.count, 8)
+        let blockBytes = 16 * (try load()).0.kvBytesPerPosition
+        let small = try makeCore { $0.kvCacheBytes = 5 * blockBytes }
+        XCTAssertEqual(try small.importBlocks(Array(blocks.prefix(3))), KVImport(imported: 3))
+        XCTAssertEqual(try small.importBlocks(Array(blocks.dropFirst(3)), earlier: 3), KVImport(imported: 2, dropped: 3))
+        XCTAssertEqual(small.scheduler.blocks.cachedPrefix(of: request.prompt).positions, 80, "the first five blocks are found")
+    }
 }

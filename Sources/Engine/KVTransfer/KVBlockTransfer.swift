@@ -48,12 +48,20 @@ extension EngineCore {
     /// them. Blocks already cached are skipped; when no block is free, the rest are dropped
     /// (that request computes them). The blocks stay free and cached, least recently used
     /// last.
-    func importBlocks(_ blocks: [KVBlock]) throws -> KVImport {
+    ///
+    /// `earlier` blocks of the same prompt came in before (they are among the free ones now):
+    /// an import takes at most the other free blocks, so it never evicts its own prompt's
+    /// head to store its tail, and it frees its blocks last first, so that eviction later
+    /// takes a prompt's tail before its head (a head without its tail still serves).
+    func importBlocks(_ blocks: [KVBlock], earlier: Int = 0) throws -> KVImport {
         guard scheduler.blocks.prefixCaching else {
             throw EngineError.invalidConfiguration("importing KV blocks needs the prefix cache, which this engine runs without")
         }
         let layout = kvLayout
         var result = KVImport()
+        var room = max(0, scheduler.blocks.freeCount - earlier)
+        var written: [Int32] = []
+        defer { for b in written.reversed() { scheduler.blocks.release(b) } }
         for (i, block) in blocks.enumerated() {
             let positions = block.tokens.count
             guard (1...layout.blockSize).contains(positions), block.values.count == layout.values(positions: positions) else {
@@ -63,17 +71,18 @@ extension EngineCore {
                 result.alreadyCached += 1
                 continue
             }
-            guard let b = scheduler.blocks.allocate() else {
+            guard room > 0, let b = scheduler.blocks.allocate() else {
                 result.dropped = blocks.count - i
                 break
             }
+            room -= 1
+            written.append(b)
             block.values.withUnsafeBufferPointer { cache.write(table: [b], positions: positions, from: $0.baseAddress!) }
             if positions == layout.blockSize {
                 scheduler.blocks.register(b, hash: block.name)
             } else {
                 scheduler.blocks.registerPartial(b, hash: block.name)
             }
-            scheduler.blocks.release(b)
             result.imported += 1
         }
         statistics.importedKVBlocks += result.imported

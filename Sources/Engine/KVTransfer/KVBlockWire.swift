@@ -123,58 +123,61 @@ public enum KVBlockWire {
                 try readHeader()
                 headerRead = true
             }
-            guard !complete, available >= 4 else { return nil }
-            let tag: UInt32 = read(at: start)
-            switch tag {
-            case KVBlockWire.endTag:
-                guard available >= 12 else { return nil }
-                try checkCRC(count: 8)
-                let count: UInt32 = read(at: start + 4)
-                guard Int(count) == blocks else { throw KVTransferError.malformed("the end record counts \(count) blocks; \(blocks) came") }
-                start += 12
-                complete = true
-                guard available == 0 else { throw KVTransferError.malformed("bytes follow the end record") }
-                return nil
-            case KVBlockWire.idleTag:
-                guard available >= 8 else { return nil }
-                try checkCRC(count: 4)
-                start += 8
-                return try next()
-            case KVBlockWire.blockTag:
-                guard available >= 12 else { return nil }
-                let positions = Int(read(at: start + 8) as UInt32)
-                guard (1...layout.blockSize).contains(positions) else {
-                    throw KVTransferError.malformed("a block of \(positions) positions, in blocks of \(layout.blockSize)")
-                }
-                let size = KVBlockWire.recordBytes(layout, positions: positions)
-                guard available >= size else { return nil }
-                try checkCRC(count: size - 4)
-                let index = Int(read(at: start + 4) as UInt32), isFull = positions == layout.blockSize
-                guard !partialRead else { throw KVTransferError.malformed("a block follows the partial block, which ends the prompt") }
-                guard index == names.count || (!isFull && index == names.count - 1) else {
-                    throw KVTransferError.malformed("block \(index) came where block \(names.count) was due")
-                }
-                guard blocks < maxBlocks else { throw KVTransferError.malformed("the stream carries more than \(maxBlocks) blocks, more than this cache holds") }
-                let name: UInt64 = read(at: start + 12)
-                let tokens = (0..<positions).map { Int(read(at: start + 20 + 4 * $0) as UInt32) }
-                guard tokens.allSatisfy({ $0 <= Int(Int32.max) }) else { throw KVTransferError.malformed("block \(index) holds a token id past 2^31") }
-                guard name == KVBlock.name(parent: index > 0 ? names[index - 1] : nil, tokens: tokens[...]) else {
-                    throw KVTransferError.malformed("block \(index)'s name is not the name of its tokens after block \(index - 1)")
-                }
-                let count = layout.values(positions: positions), valuesStart = start + 20 + 4 * positions
-                let values = [Float16](unsafeUninitializedCapacity: count) { buffer, initialized in
-                    pending.withUnsafeBytes { raw in
-                        UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[valuesStart..<(valuesStart + 2 * count)]))
+            // Idle records are skipped here, in a loop: a stream of them must not nest calls.
+            while !complete, available >= 4 {
+                let tag: UInt32 = read(at: start)
+                switch tag {
+                case KVBlockWire.endTag:
+                    guard available >= 12 else { return nil }
+                    try checkCRC(count: 8)
+                    let count: UInt32 = read(at: start + 4)
+                    guard Int(count) == blocks else { throw KVTransferError.malformed("the end record counts \(count) blocks; \(blocks) came") }
+                    start += 12
+                    complete = true
+                    guard available == 0 else { throw KVTransferError.malformed("bytes follow the end record") }
+                    return nil
+                case KVBlockWire.idleTag:
+                    guard available >= 8 else { return nil }
+                    try checkCRC(count: 4)
+                    start += 8
+                    continue
+                case KVBlockWire.blockTag:
+                    guard available >= 12 else { return nil }
+                    let positions = Int(read(at: start + 8) as UInt32)
+                    guard (1...layout.blockSize).contains(positions) else {
+                        throw KVTransferError.malformed("a block of \(positions) positions, in blocks of \(layout.blockSize)")
                     }
-                    initialized = count
+                    let size = KVBlockWire.recordBytes(layout, positions: positions)
+                    guard available >= size else { return nil }
+                    try checkCRC(count: size - 4)
+                    let index = Int(read(at: start + 4) as UInt32), isFull = positions == layout.blockSize
+                    guard !partialRead else { throw KVTransferError.malformed("a block follows the partial block, which ends the prompt") }
+                    guard index == names.count || (!isFull && index == names.count - 1) else {
+                        throw KVTransferError.malformed("block \(index) came where block \(names.count) was due")
+                    }
+                    guard blocks < maxBlocks else { throw KVTransferError.malformed("the stream carries more than \(maxBlocks) blocks, more than this cache holds") }
+                    let name: UInt64 = read(at: start + 12)
+                    let tokens = (0..<positions).map { Int(read(at: start + 20 + 4 * $0) as UInt32) }
+                    guard tokens.allSatisfy({ $0 <= Int(Int32.max) }) else { throw KVTransferError.malformed("block \(index) holds a token id past 2^31") }
+                    guard name == KVBlock.name(parent: index > 0 ? names[index - 1] : nil, tokens: tokens[...]) else {
+                        throw KVTransferError.malformed("block \(index)'s name is not the name of its tokens after block \(index - 1)")
+                    }
+                    let count = layout.values(positions: positions), valuesStart = start + 20 + 4 * positions
+                    let values = [Float16](unsafeUninitializedCapacity: count) { buffer, initialized in
+                        pending.withUnsafeBytes { raw in
+                            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[valuesStart..<(valuesStart + 2 * count)]))
+                        }
+                        initialized = count
+                    }
+                    start += size
+                    blocks += 1
+                    if isFull { names.append(name) } else { partialRead = true }
+                    return KVBlock(index: index, name: name, tokens: tokens, values: values)
+                default:
+                    throw KVTransferError.malformed("record tag \(tag) is not a block (1), the end (2) or idle (3)")
                 }
-                start += size
-                blocks += 1
-                if isFull { names.append(name) } else { partialRead = true }
-                return KVBlock(index: index, name: name, tokens: tokens, values: values)
-            default:
-                throw KVTransferError.malformed("record tag \(tag) is not a block (1), the end (2) or idle (3)")
             }
+            return nil
         }
 
         private mutating func readHeader() throws {
