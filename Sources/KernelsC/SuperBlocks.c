@@ -166,29 +166,41 @@ static inline AVX2 __m256i scaled_dot32(__m256i w, const int8_t *a, __m256i scal
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)a)), scale16);
 }
 
-// Σ_g scale_g · Σ q·a and Σ_g min_g · bsum_g of one super-block and one token.
-static inline __attribute__((always_inline)) AVX2 void superblock_sums(int format, const uint8_t *w, const apus_q8k_block *a,
-                                                                        int *isum, int *imin) {
+// Sixteen-bit lanes holding the scale of group g (lanes 0-7) and of group g + 1 (lanes 8-15),
+// g even, from `pairs`: the sixteen scales as int16, groups 0-7 (g < 8) or 8-15 repeated in
+// both 128-bit halves. One vpshufb with a constant control per 32 values.
+static inline __attribute__((always_inline)) AVX2 __m256i pair_scales(__m256i pairs, int g) {
+    const int j = g % 8;
+    return _mm256_shuffle_epi8(pairs, _mm256_setr_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * j)), _mm_set1_epi16((short)(0x0100 + 0x0202 * (j + 1)))));
+}
+
+// Σ_g scale_g · Σ q·a and Σ_g min_g · bsum_g of one super-block and one token, each as eight
+// int32 lanes whose totals are the two exact integers (`mins` zero for formats without).
+static inline __attribute__((always_inline)) AVX2 void superblock_lanes(int format, const uint8_t *w, const apus_q8k_block *a,
+                                                                         __m256i *sums, __m256i *mins) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     __m256i acc = _mm256_setzero_si256();
     const __m256i bsums = _mm256_loadu_si256((const __m256i *)a->bsums);
     if (format == APUS_Q2_K) {  // levels 0..3, 4-bit scales (low nibbles) and minima (high nibbles)
         const __m128i packed = _mm_loadu_si128((const __m128i *)w);
+        const __m256i scales16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
         for (int n = 0; n < 2; n++) {
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * n));
             for (int k = 0; k < 4; k++) {
                 const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
                 const int g = 8 * n + 2 * k;
-                const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(w[g] & 0xF), _mm_set1_epi16(w[g + 1] & 0xF));
-                acc = _mm256_add_epi32(acc, scaled_dot32(q, a->qs + 128 * n + 32 * k, scale16));
+                acc = _mm256_add_epi32(acc, scaled_dot32(q, a->qs + 128 * n + 32 * k, pair_scales(n == 0 ? lo8 : hi8, g)));
             }
         }
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
-        *isum = hsum_i32(acc);
-        *imin = hsum_i32(_mm256_madd_epi16(mins16, bsums));
+        *sums = acc;
+        *mins = _mm256_madd_epi16(mins16, bsums);
     } else if (format == APUS_Q3_K) {  // levels 0..7 stand for q + 4: Σ sc·Σ q·a = Σ sc·Σ level·a - 4 Σ sc·bsum.
         int8_t sc[16];
         q3k_scales(w + 96, sc);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
         const __m256i hmask = _mm256_loadu_si256((const __m256i *)w);
         for (int n = 0; n < 2; n++) {
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * n));
@@ -196,13 +208,12 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
                 const __m256i low = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
                 const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hmask, 4 * n + k), _mm256_set1_epi8(1));
                 const int g = 8 * n + 2 * k;
-                const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
-                acc = _mm256_add_epi32(acc, scaled_dot32(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), a->qs + 128 * n + 32 * k, scale16));
+                acc = _mm256_add_epi32(acc, scaled_dot32(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), a->qs + 128 * n + 32 * k,
+                                                         pair_scales(n == 0 ? lo8 : hi8, g)));
             }
         }
-        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-        *isum = hsum_i32(acc) - 4 * hsum_i32(_mm256_madd_epi16(scales16, bsums));
-        *imin = 0;
+        *sums = _mm256_sub_epi32(acc, _mm256_slli_epi32(_mm256_madd_epi16(scales16, bsums), 2));
+        *mins = _mm256_setzero_si256();
     } else if (format == APUS_IQ4_XS) {  // signed table levels: |q|·sign(a, q), a pair of products within int16
         uint16_t high;
         memcpy(&high, w + 2, 2);
@@ -213,8 +224,8 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
             const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), av);
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16((int16_t)scale)));
         }
-        *isum = hsum_i32(acc);
-        *imin = 0;
+        *sums = acc;
+        *mins = _mm256_setzero_si256();
     } else if (format == APUS_Q4_K || format == APUS_Q5_K) {
         // The twelve bytes of 6-bit scales and minima unpacked with 32-bit masks: scales 0-3
         // are the low six bits of bytes 0-3, scales 4-7 the low nibbles of bytes 8-11 with
@@ -244,16 +255,13 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
             acc = _mm256_add_epi32(acc, scaled_dot32(lo, a->qs + 64 * n, _mm256_shuffle_epi8(scales, pick0)));
             acc = _mm256_add_epi32(acc, scaled_dot32(hi, a->qs + 64 * n + 32, _mm256_shuffle_epi8(scales, pick1)));
         }
-        // Σ_j min_j · (bsum_2j + bsum_2j+1), and both sums reduced together.
+        // Σ_j min_j · (bsum_2j + bsum_2j+1).
         const __m128i b0 = _mm_loadu_si128((const __m128i *)a->bsums), b1 = _mm_loadu_si128((const __m128i *)(a->bsums + 8));
-        const __m128i m4 = _mm_madd_epi16(mins16, _mm_hadd_epi16(b0, b1));
-        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-        __m128i h = _mm_hadd_epi32(s4, m4);
-        h = _mm_hadd_epi32(h, h);
-        *isum = _mm_cvtsi128_si32(h);
-        *imin = _mm_extract_epi32(h, 1);
+        *sums = acc;
+        *mins = _mm256_zextsi128_si256(_mm_madd_epi16(mins16, _mm_hadd_epi16(b0, b1)));
     } else {  // Q6_K: levels 0..63 stand for q + 32, so Σ sc·Σ q·a = Σ sc·Σ level·a - 32 Σ sc·bsum.
-        const int8_t *sc = (const int8_t *)(w + 192);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
         for (int n = 0; n < 2; n++) {
             const uint8_t *ql = w + 64 * n, *qhp = w + 128 + 32 * n;
             const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
@@ -263,45 +271,77 @@ static inline __attribute__((always_inline)) AVX2 void superblock_sums(int forma
                 const __m256i nib = k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
                 const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), _mm256_set1_epi8(3)), 4);
                 const int g = 8 * n + 2 * k;
-                const __m256i scale16 = _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
-                acc = _mm256_add_epi32(acc, scaled_dot32(_mm256_or_si256(nib, high), a->qs + 128 * n + 32 * k, scale16));
+                acc = _mm256_add_epi32(acc, scaled_dot32(_mm256_or_si256(nib, high), a->qs + 128 * n + 32 * k, pair_scales(n == 0 ? lo8 : hi8, g)));
             }
         }
-        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-        const __m256i offset = _mm256_madd_epi16(scales16, _mm256_loadu_si256((const __m256i *)a->bsums));
-        *isum = hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32(offset, 5)));
-        *imin = 0;
+        *sums = _mm256_sub_epi32(acc, _mm256_slli_epi32(_mm256_madd_epi16(scales16, bsums), 5));
+        *mins = _mm256_setzero_si256();
     }
 }
 
-// One row kernel per instruction set, around that level's superblock_sums: FINISH's float
-// steps and the order of rows, tokens and super-blocks written once for both, so the levels
-// stay bitwise equal.
-#define DEFINE_ROWS_K(NAME, ATTR, SUMS)                                                                              \
-    static inline __attribute__((always_inline)) ATTR void NAME(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, \
-                                                                const apus_q8k_block *act, int tokens, int blocks, float *y,   \
-                                                                int y_stride, int accumulate) {                                \
-        const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);                 \
-        for (int r = r0; r < r1; r++) {                                                                                        \
-            const uint8_t *row = w + (size_t)r * row_bytes;                                                                    \
-            for (int t = 0; t < tokens; t++) {                                                                                 \
-                const apus_q8k_block *a = act + (size_t)t * blocks;                                                            \
-                float acc = 0, low = 0;                                                                                        \
-                for (int b = 0; b < blocks; b++) {                                                                             \
-                    const uint8_t *blk = row + (size_t)b * stride;                                                             \
-                    if (t == 0) PREFETCH_AHEAD(blk, stride);                                                                   \
-                    int isum, imin;                                                                                            \
-                    SUMS(format, blk, a + b, &isum, &imin);                                                                    \
-                    const float dw = f16_at(blk + d_at);                                                                       \
-                    const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);                                             \
-                    FINISH(acc, low, dw, dmin, a + b, isum, imin);                                                             \
-                }                                                                                                              \
-                STORE(y[(size_t)t * y_stride + r], acc - low);                                                                 \
-            }                                                                                                                  \
-        }                                                                                                                      \
+// A super-block's f16 `d` in the low and its `dmin` (0 where the format has none) in the high
+// sixteen bits.
+static inline AVX2 uint32_t scale_words(int format, const uint8_t *blk) {
+    const int d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
+    uint32_t word;
+    if (dmin_at == d_at + 2) {
+        memcpy(&word, blk + d_at, 4);
+    } else {
+        uint16_t d;
+        memcpy(&d, blk + d_at, 2);
+        word = d;
     }
+    return word;
+}
 
-DEFINE_ROWS_K(rows_k, AVX2, superblock_sums)
+// A super-block's [isum, isum, imin, imin] partial sums in each 128-bit half.
+static inline __attribute__((always_inline)) AVX2 __m256i superblock_pair(int format, const uint8_t *w, const apus_q8k_block *a) {
+    __m256i sums, mins;
+    superblock_lanes(format, w, a, &sums, &mins);
+    return _mm256_hadd_epi32(sums, mins);
+}
+
+// The AVX2 row kernel. FINISH's two chains (acc and low) run side by side in lanes 0 and 1
+// of one vector, two super-blocks per step: their integers reduced together into
+// [isum_b, imin_b, isum_b+1, imin_b+1], multiplied by [d_b, dmin_b, d_b+1, dmin_b+1]·d_a, and
+// added in block order by two fused multiply-adds. Those are the scalar FINISH's IEEE
+// operations, so the result is bitwise the other levels'. (Lanes 2 and 3 carry a discarded
+// copy.)
+static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                               const apus_q8k_block *act, int tokens, int blocks, float *y,
+                                                               int y_stride, int accumulate) {
+    const int stride = block_bytes_k(format);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        for (int t = 0; t < tokens; t++) {
+            const apus_q8k_block *a = act + (size_t)t * blocks;
+            __m128 acc = _mm_setzero_ps();
+            int b = 0;
+            for (; b + 2 <= blocks; b += 2) {
+                const uint8_t *blk = row + (size_t)b * stride;
+                if (t == 0) PREFETCH_AHEAD(blk, 2 * stride);
+                const __m256i h = _mm256_hadd_epi32(superblock_pair(format, blk, a + b), superblock_pair(format, blk + stride, a + b + 1));
+                const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                const __m128 scales = _mm_cvtph_ps(_mm_setr_epi32((int)scale_words(format, blk), (int)scale_words(format, blk + stride), 0, 0));
+                const __m128 da = _mm_unpacklo_ps(_mm_set_ss(a[b].d), _mm_set_ss(a[b + 1].d));
+                const __m128 p = _mm_mul_ps(scales, _mm_unpacklo_ps(da, da)), f = _mm_cvtepi32_ps(sums);
+                acc = _mm_fmadd_ps(p, f, acc);
+                acc = _mm_fmadd_ps(_mm_movehl_ps(p, p), _mm_movehl_ps(f, f), acc);
+            }
+            if (b < blocks) {
+                const uint8_t *blk = row + (size_t)b * stride;
+                const __m256i h = superblock_pair(format, blk, a + b);
+                __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                sums = _mm_hadd_epi32(sums, sums);
+                const __m128 scales = _mm_cvtph_ps(_mm_cvtsi32_si128((int)scale_words(format, blk)));
+                acc = _mm_fmadd_ps(_mm_mul_ps(scales, _mm_set1_ps(a[b].d)), _mm_cvtepi32_ps(sums), acc);
+            }
+            float lanes[4];
+            _mm_storeu_ps(lanes, acc);
+            STORE(y[(size_t)t * y_stride + r], lanes[0] - lanes[1]);
+        }
+    }
+}
 
 static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
                                int tokens, int blocks, float *y, int y_stride, int accumulate) {
@@ -318,7 +358,7 @@ static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, i
 // AVX-512 VNNI (decode and small batches): 64 values per instruction. The unsigned levels of
 // 64 values fill one zmm, `vpmaddubsw` pairs them with the activations into 16-bit sums, and
 // `vpdpwssd` multiplies those by each group's scale and accumulates, so a super-block's sums
-// are the same exact integers as superblock_sums's; FINISH's float steps follow unchanged.
+// are the same exact integers as the AVX2 superblock_lanes'; FINISH's float steps follow unchanged.
 // A super-block is unpacked once and then serves every token of the batch: a verify pass
 // of a few drafted tokens (or a few decoding sequences) reads and unpacks the weights once.
 typedef struct {
@@ -409,7 +449,30 @@ static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int 
     }
 }
 
-DEFINE_ROWS_K(rows_k_vnni, VNNI, superblock_sums_vnni)
+// The VNNI row kernel: FINISH super-block after super-block for each row and token.
+static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                                    const apus_q8k_block *act, int tokens, int blocks, float *y,
+                                                                    int y_stride, int accumulate) {
+    const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        for (int t = 0; t < tokens; t++) {
+            const apus_q8k_block *a = act + (size_t)t * blocks;
+            float acc = 0, low = 0;
+            for (int b = 0; b < blocks; b++) {
+                const uint8_t *blk = row + (size_t)b * stride;
+                if (t == 0) PREFETCH_AHEAD(blk, stride);
+                int isum, imin;
+                superblock_sums_vnni(format, blk, a + b, &isum, &imin);
+                const float dw = f16_at(blk + d_at);
+                const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
+                FINISH(acc, low, dw, dmin, a + b, isum, imin);
+            }
+            STORE(y[(size_t)t * y_stride + r], acc - low);
+        }
+    }
+}
+
 
 // Up to sixteen tokens at once, in groups of four: each super-block is unpacked once for
 // all of them; per group the four tokens' sums are reduced together and FINISH's two
