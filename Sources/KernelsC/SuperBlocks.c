@@ -166,12 +166,29 @@ static inline AVX2 __m256i scaled_dot32(__m256i w, const int8_t *a, __m256i scal
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)a)), scale16);
 }
 
+// vpshufb controls that copy one 16-bit lane to all eight of a 128-bit half: word k in both
+// halves (Q4_K, Q5_K: entry k), or word j in the low half and j + 1 in the high one (entry 8 +
+// j / 2, j even). They are read through `opaque`: seeing the constant, the compiler replaces
+// each vpshufb by two or three other shuffles.
+static const uint16_t word_picks[12][16] = {
+#define PICK(lo, hi) {0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), \
+                       0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi)}
+    PICK(0, 0), PICK(1, 1), PICK(2, 2), PICK(3, 3), PICK(4, 4), PICK(5, 5), PICK(6, 6), PICK(7, 7),
+    PICK(0, 1), PICK(2, 3), PICK(4, 5), PICK(6, 7),
+#undef PICK
+};
+
+static inline __attribute__((always_inline)) AVX2 __m256i word_pick(int entry) {
+    const uint16_t (*opaque)[16] = word_picks;
+    __asm__("" : "+r"(opaque));
+    return _mm256_loadu_si256((const __m256i *)opaque[entry]);
+}
+
 // Sixteen-bit lanes holding the scale of group g (lanes 0-7) and of group g + 1 (lanes 8-15),
 // g even, from `pairs`: the sixteen scales as int16, groups 0-7 (g < 8) or 8-15 repeated in
 // both 128-bit halves. One vpshufb with a constant control per 32 values.
 static inline __attribute__((always_inline)) AVX2 __m256i pair_scales(__m256i pairs, int g) {
-    const int j = g % 8;
-    return _mm256_shuffle_epi8(pairs, _mm256_setr_m128i(_mm_set1_epi16((short)(0x0100 + 0x0202 * j)), _mm_set1_epi16((short)(0x0100 + 0x0202 * (j + 1)))));
+    return _mm256_shuffle_epi8(pairs, word_pick(8 + g % 8 / 2));
 }
 
 // Σ_g scale_g · Σ q·a and Σ_g min_g · bsum_g of one super-block and one token, each as eight
@@ -227,23 +244,18 @@ static inline __attribute__((always_inline)) AVX2 void superblock_lanes(int form
         *sums = acc;
         *mins = _mm256_setzero_si256();
     } else if (format == APUS_Q4_K || format == APUS_Q5_K) {
-        // The twelve bytes of 6-bit scales and minima unpacked with 32-bit masks: scales 0-3
-        // are the low six bits of bytes 0-3, scales 4-7 the low nibbles of bytes 8-11 with
-        // the top two bits of bytes 0-3; minima likewise from bytes 4-7 and the high nibbles.
-        uint32_t packed[3];
-        memcpy(packed, w + 4, 12);
-        const uint32_t scales_lo = packed[0] & 0x3F3F3F3Fu, mins_lo = packed[1] & 0x3F3F3F3Fu;
-        const uint32_t scales_hi = (packed[2] & 0x0F0F0F0Fu) | (((packed[0] >> 6) & 0x03030303u) << 4);
-        const uint32_t mins_hi = ((packed[2] >> 4) & 0x0F0F0F0Fu) | (((packed[1] >> 6) & 0x03030303u) << 4);
-        const __m128i scales16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)scales_hi, (int)scales_lo));
-        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mins_hi, (int)mins_lo));
-        const __m256i scales = _mm256_broadcastsi128_si256(scales16);
+        // Bytes 4-15 hold the 6-bit scales and minima. As 32-bit lanes L0 (bytes 4-7), L1, L2:
+        // scales 0-3 and minima 0-3 are the low six bits of L0 and L1; scales 4-7 and minima
+        // 4-7 the low and high nibbles of L2, with the top two bits of L0 and L1 above them.
+        const __m128i x = _mm_loadu_si128((const __m128i *)(w + 4));  // lane 3 (bytes 16-19) unused
+        const __m128i low6 = _mm_and_si128(x, _mm_set1_epi8(0x3F));
+        const __m128i nibbles = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 4, 0, 0)), _mm_set1_epi8(0x0F));
+        const __m128i high6 = _mm_or_si128(nibbles, _mm_and_si128(_mm_srli_epi32(x, 2), _mm_set1_epi8(0x30)));
+        const __m128i packed = _mm_unpacklo_epi32(low6, high6);  // bytes: scales 0-7, minima 0-7
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
         const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
         const __m256i qh = format == APUS_Q5_K ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
         for (int n = 0; n < 4; n++) {
-            // Scale 2n, then 2n + 1, in every 16-bit lane.
-            const __m256i pick0 = _mm256_set1_epi16((short)(0x0100 + 0x0202 * 2 * n));
-            const __m256i pick1 = _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * n + 1)));
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
             __m256i lo = _mm256_and_si256(bytes, low4);
             __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
@@ -252,13 +264,13 @@ static inline __attribute__((always_inline)) AVX2 void superblock_lanes(int form
                 lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n), one), 4));
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n + 1), one), 4));
             }
-            acc = _mm256_add_epi32(acc, scaled_dot32(lo, a->qs + 64 * n, _mm256_shuffle_epi8(scales, pick0)));
-            acc = _mm256_add_epi32(acc, scaled_dot32(hi, a->qs + 64 * n + 32, _mm256_shuffle_epi8(scales, pick1)));
+            // Scale 2n, then 2n + 1, in every 16-bit lane.
+            acc = _mm256_add_epi32(acc, scaled_dot32(lo, a->qs + 64 * n, _mm256_shuffle_epi8(scales, word_pick(2 * n))));
+            acc = _mm256_add_epi32(acc, scaled_dot32(hi, a->qs + 64 * n + 32, _mm256_shuffle_epi8(scales, word_pick(2 * n + 1))));
         }
-        // Σ_j min_j · (bsum_2j + bsum_2j+1).
-        const __m128i b0 = _mm_loadu_si128((const __m128i *)a->bsums), b1 = _mm_loadu_si128((const __m128i *)(a->bsums + 8));
+        // Σ_j min_j · (bsum_2j + bsum_2j+1), each minimum paired with both of its 16-value sums.
         *sums = acc;
-        *mins = _mm256_zextsi128_si256(_mm_madd_epi16(mins16, _mm_hadd_epi16(b0, b1)));
+        *mins = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(packed, packed)), bsums);
     } else {  // Q6_K: levels 0..63 stand for q + 32, so Σ sc·Σ q·a = Σ sc·Σ level·a - 32 Σ sc·bsum.
         const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
         const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
