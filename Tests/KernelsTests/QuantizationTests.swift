@@ -228,4 +228,31 @@ final class QuantizationTests: XCTestCase {
         XCTAssertEqual(HalfPrecision.floatToF16(65504), 0x7BFF)
         XCTAssertEqual(HalfPrecision.f16ToFloat(0x3C00), 1)
     }
+
+    /// The encoders `apus quantize` uses write, byte for byte, what ggml's `ggml_quantize_chunk`
+    /// (llama-quantize without an importance matrix) writes for the same input: 7 rows of 512
+    /// heavy-tailed values with an all-zero group and a constant group. The expected FNV-1a
+    /// hashes and sizes were printed by a C program calling llama.cpp 0c1e570's libggml-base.
+    func testEncodersWriteTheBytesGgmlWrites() {
+        var seed: UInt64 = 42
+        var x = (0..<(7 * 512)).map { _ -> Float in
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            let v = Float(Int32(truncatingIfNeeded: seed >> 32)) * (1 / 2147483648 as Float)
+            return v * v * v * 0.05
+        }
+        for i in 0..<32 { x[i] = 0 }
+        for i in 1000..<1016 { x[i] = 0.01 }
+        let expected: [(TensorFormat, Int, UInt64)] = [
+            (.q4_K, 2016, 0xfc3dad8a6c830b77), (.q5_K, 2464, 0x47a7c66c4feabad6), (.q6_K, 2940, 0xc882e7ef6c7d5337),
+            (.q8_0, 3808, 0xf5e6d5354454d6d6), (.q4_0, 2016, 0x80aa2ee090edf9d4), (.q4_1, 2240, 0x65b33832a68d6f5d),
+            (.q5_0, 2464, 0x52452ba86f11a035), (.q5_1, 2688, 0x095c153abf73bbe4),
+        ]
+        for (format, size, hash) in expected {
+            var bytes: [UInt8] = []
+            for row in 0..<7 { bytes += Quantization.quantize(Array(x[(512 * row)..<(512 * row + 512)]), format: format) }
+            XCTAssertEqual(bytes.count, size, "\(format)")
+            let fnv = bytes.reduce(14695981039346656037 as UInt64) { ($0 ^ UInt64($1)) &* 1099511628211 }
+            XCTAssertEqual(String(fnv, radix: 16), String(hash, radix: 16), "\(format): bytes differ from ggml's")
+        }
+    }
 }

@@ -1,7 +1,7 @@
 /// Conversion between fp32 rows and stored rows in every `TensorFormat`, through each
 /// format's layout: ggml's `dequantize_row_*` arithmetic, and its `quantize_row_*_ref`
-/// rules for the 32-value formats (`Formats/SuperBlocks.swift` says how the K-quant
-/// encoders differ). Plain scalar loops: they write files and serve as the reference the
+/// rules byte for byte for the formats `apus quantize` writes (the 32-value ones, Q4_K,
+/// Q5_K, Q6_K; `Formats/SuperBlocks.swift` has the K-quant searches). Plain scalar loops: they write files and serve as the reference the
 /// fast kernels are tested against.
 public enum Quantization {
     /// Encodes `count` values (a multiple of the format's block size) into `dst`, which

@@ -35,7 +35,7 @@ public enum Q4_KLayout: SuperBlockLayout {
     }
 
     public static func quantize(_ x: UnsafePointer<Float>, into block: UnsafeMutableRawPointer) {
-        let q = SuperBlocks.encodeAffine(x, levels: 15, into: block)
+        let q = SuperBlocks.encodeAffine(x, nmax: 15, rmin: -1, steps: 20, into: block)
         for n in 0..<4 {
             for l in 0..<32 {
                 block.storeBytes(of: UInt8(q[64 * n + l]) | UInt8(q[64 * n + 32 + l]) << 4, toByteOffset: 16 + 32 * n + l, as: UInt8.self)

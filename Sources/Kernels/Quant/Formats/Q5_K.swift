@@ -38,7 +38,7 @@ public enum Q5_KLayout: SuperBlockLayout {
     }
 
     public static func quantize(_ x: UnsafePointer<Float>, into block: UnsafeMutableRawPointer) {
-        let q = SuperBlocks.encodeAffine(x, levels: 31, into: block)
+        let q = SuperBlocks.encodeAffine(x, nmax: 31, rmin: -0.5, steps: 15, into: block)
         for l in 0..<32 {
             var high: UInt8 = 0
             for j in 0..<8 { high |= UInt8(q[32 * j + l] >> 4) << UInt8(j) }

@@ -41,25 +41,29 @@ public enum Q6_KLayout: SuperBlockLayout {
     }
 
     public static func quantize(_ x: UnsafePointer<Float>, into block: UnsafeMutableRawPointer) {
-        // Per sixteen values, ggml's symmetric choice (the value of largest magnitude maps to
-        // -32); the scales then share one f16 `d` with 8-bit steps.
+        // Per sixteen values ggml's symmetric least-squares fit (`make_qx_quants`); the
+        // sixteen scales then share one f16 `d` with 8-bit steps, the largest mapping to -128.
+        var levels = [Int32](repeating: 0, count: 256)
         var groupScales = [Float](repeating: 0, count: 16)
-        for g in 0..<16 {
-            var amax: Float = 0, signedMax: Float = 0
-            for l in 0..<16 where abs(x[16 * g + l]) > amax { amax = abs(x[16 * g + l]); signedMax = x[16 * g + l] }
-            groupScales[g] = amax > 0 ? signedMax / -32 : 0
+        withUnsafeTemporaryAllocation(of: Int8.self, capacity: 256) { fitted in
+            for g in 0..<16 { groupScales[g] = SuperBlocks.fitSymmetric(x + 16 * g, count: 16, nmax: 32, levels: fitted.baseAddress! + 16 * g) }
+            for i in 0..<256 { levels[i] = Int32(fitted[i]) }
         }
-        var maxScale: Float = 0, signedMaxScale: Float = 0
-        for s in groupScales where abs(s) > maxScale { maxScale = abs(s); signedMaxScale = s }
-        let iscale: Float = maxScale > 0 ? -128 / signedMaxScale : 0
-        storeF16(iscale != 0 ? 1 / iscale : 0, block, 208)
+        var maxMagnitude: Float = 0, signedMaxScale: Float = 0
+        for s in groupScales where abs(s) > maxMagnitude { maxMagnitude = abs(s); signedMaxScale = s }
+        if maxMagnitude < SuperBlocks.groupMaxEpsilon {
+            block.initializeMemory(as: UInt8.self, repeating: 0, count: blockBytes)
+            return
+        }
+        let iscale = -128 / signedMaxScale
+        storeF16(1 / iscale, block, 208)
         let d = loadF16(UnsafeRawPointer(block), 208)
-        var levels = [Int32](repeating: 32, count: 256)
         for g in 0..<16 {
-            let sc = min(127, max(-128, nearestInt(iscale * groupScales[g])))
-            block.storeBytes(of: Int8(sc), toByteOffset: 192 + g, as: Int8.self)
-            let step = d * Float(sc)
-            for l in 0..<16 where step != 0 { levels[16 * g + l] = min(31, max(-32, nearestInt(x[16 * g + l] / step))) + 32 }
+            let sc = min(127, nearestInt(iscale * groupScales[g]))
+            block.storeBytes(of: Int8(truncatingIfNeeded: sc), toByteOffset: 192 + g, as: Int8.self)
+            let step = d * Float(Int8(truncatingIfNeeded: sc))
+            if step == 0 { continue }
+            for l in 0..<16 { levels[16 * g + l] = min(31, max(-32, nearestInt(x[16 * g + l] / step))) + 32 }
         }
         for n in 0..<2 {
             for l in 0..<32 {
