@@ -42,6 +42,42 @@ public struct GGUFWriter {
     /// The encoded file. Tensor data sizes are written as given; the writer does not
     /// check them, so tests can build files that lie.
     public func encode() -> [UInt8] {
+        var out = encodeHeader()
+        for t in tensors {
+            out.append(contentsOf: t.data)
+            out.append(contentsOf: padding(after: t.data.count))
+        }
+        return out
+    }
+
+    /// Writes the file to `path` through a temporary file beside it, tensor by tensor (no
+    /// second copy of the data in memory), so a failure leaves no half-written file.
+    public func write(to path: String) throws {
+        let temporary = path + ".partial"
+        try Data().write(to: URL(fileURLWithPath: temporary))
+        do {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temporary))
+            defer { try? handle.close() }
+            try handle.write(contentsOf: encodeHeader())
+            for t in tensors {
+                try handle.write(contentsOf: t.data)
+                try handle.write(contentsOf: padding(after: t.data.count))
+            }
+            try handle.synchronize()
+            if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+            try FileManager.default.moveItem(atPath: temporary, toPath: path)
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        }
+    }
+
+    private func padding(after count: Int) -> [UInt8] {
+        [UInt8](repeating: 0, count: (alignment - count % alignment) % alignment)
+    }
+
+    /// Everything before the first tensor's data: header, metadata, tensor infos, padding.
+    private func encodeHeader() -> [UInt8] {
         var out: [UInt8] = []
         func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
         func putString(_ s: String) { put(UInt64(s.utf8.count)); out.append(contentsOf: s.utf8) }
@@ -66,7 +102,6 @@ public struct GGUFWriter {
             }
         }
         let align = alignment
-        func pad() { while out.count % align != 0 { out.append(0) } }
 
         put(GGUFFile.magic)
         put(version)
@@ -87,15 +122,7 @@ public struct GGUFWriter {
             put(UInt64(offset))
             offset += (t.data.count + align - 1) / align * align
         }
-        pad()
-        for t in tensors {
-            out.append(contentsOf: t.data)
-            pad()
-        }
+        out.append(contentsOf: padding(after: out.count))
         return out
-    }
-
-    public func write(to path: String) throws {
-        try Data(encode()).write(to: URL(fileURLWithPath: path))
     }
 }
