@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench and llama-server from the source distribution of
+# Builds llama.cpp's llama-bench, llama-server, llama-quantize and llama-perplexity from the source distribution of
 # llama-cpp-python 0.3.36 on PyPI (its vendored llama.cpp), Release, native CPU, into
 # vendor/llama.cpp/build (ignored by git). Used to compare Apus with llama.cpp side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=vendor
 bin="$root/llama.cpp/build/bin"
-if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-server" ]; then
+if [ -x "$bin/llama-bench" ] && [ -x "$bin/llama-server" ] && [ -x "$bin/llama-quantize" ] && [ -x "$bin/llama-perplexity" ]; then
     echo "$bin"
     exit 0
 fi
@@ -21,5 +21,5 @@ if [ ! -d "$root/llama.cpp" ]; then
 fi
 cmake -S "$root/llama.cpp" -B "$root/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
-cmake --build "$root/llama.cpp/build" --config Release -j "$(nproc)" --target llama-bench llama-server >&2
+cmake --build "$root/llama.cpp/build" --config Release -j "$(nproc)" --target llama-bench llama-server llama-quantize llama-perplexity >&2
 echo "$bin"
