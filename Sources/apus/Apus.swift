@@ -7,7 +7,7 @@ struct Apus: AsyncParsableCommand {
         commandName: "apus",
         abstract: "A Swift-native LLM inference engine: GGUF models on the CPU.",
         discussion: "Without --model, commands use SmolLM2-135M-Instruct (Q4_1), fetched on first use into $APUS_HOME or ~/.cache/apus.",
-        subcommands: [Run.self, Chat.self, Tokenize.self, Template.self, Perplexity.self, Score.self, Batch.self, Serve.self, RouterCommand.self, Bench.self, RooflineCommand.self, Inspect.self, Pull.self, List.self]
+        subcommands: [Run.self, Chat.self, Tokenize.self, Template.self, Perplexity.self, Score.self, Batch.self, Serve.self, RouterCommand.self, Bench.self, RooflineCommand.self, Inspect.self, Quantize.self, Pull.self, List.self]
     )
 }
 

@@ -22,12 +22,13 @@ public enum SyntheticModel {
 
     /// A model of `architecture` (`llama`, `qwen2`, `qwen3` or `gemma3`): the formats mix
     /// 32-value and K-quant blocks (the feed-forward's down projection is 256 wide), and
-    /// Gemma 3's layers alternate local (a sliding `window`) and global.
-    public static func file(_ architecture: String, shape: Shape = Shape(), window: Int = 8, seed: UInt64 = 1) throws -> GGUFFile {
-        try GGUFFile(bytes: bytes(architecture, shape: shape, window: window, seed: seed))
+    /// Gemma 3's layers alternate local (a sliding `window`) and global. With `matrices`, every
+    /// matrix is stored in that one format instead (an F16 file to quantize, say).
+    public static func file(_ architecture: String, shape: Shape = Shape(), window: Int = 8, seed: UInt64 = 1, matrices: GGMLType? = nil) throws -> GGUFFile {
+        try GGUFFile(bytes: bytes(architecture, shape: shape, window: window, seed: seed, matrices: matrices))
     }
 
-    public static func bytes(_ architecture: String, shape s: Shape = Shape(), window: Int = 8, seed start: UInt64 = 1) -> [UInt8] {
+    public static func bytes(_ architecture: String, shape s: Shape = Shape(), window: Int = 8, seed start: UInt64 = 1, matrices: GGMLType? = nil) -> [UInt8] {
         var seed = start
         func random(_ count: Int, scale: Float) -> [Float] {
             (0..<count).map { _ in
@@ -66,7 +67,8 @@ public enum SyntheticModel {
         writer.metadata["tokenizer.ggml.eos_token_id"] = .uint32(2)
         writer.metadata["tokenizer.ggml.add_bos_token"] = .bool(true)
 
-        func tensor(_ name: String, _ type: GGMLType, rows: Int, cols: Int, scale: Float, offset: Float = 0) {
+        func tensor(_ name: String, _ stored: GGMLType, rows: Int, cols: Int, scale: Float, offset: Float = 0) {
+            let type = rows > 1 ? matrices ?? stored : stored
             let values = random(rows * cols, scale: scale).map { $0 + offset }
             let format = TensorFormat(ggmlType: type.rawValue)!
             writer.add(.init(name: name, type: type, dimensions: rows == 1 ? [cols] : [cols, rows],
