@@ -66,6 +66,9 @@ final class QuantizerTests: XCTestCase {
         let q8 = plan(.q8_0, tensors, layers: 28)
         XCTAssertTrue(q8.allSatisfy { $0.key.hasSuffix("norm.weight") ? $0.value == .f32 : $0.value == .q8_0 })
         XCTAssertEqual(plan(.q4_0, tensors, layers: 28)["output.weight"], .q6_K)
+        // F16 has no mix: every matrix, the embedding and output included.
+        let f16 = plan(.f16, tensors, layers: 28)
+        XCTAssertTrue(f16.allSatisfy { $0.key.hasSuffix("norm.weight") ? $0.value == .f32 : $0.value == .f16 })
     }
 
     func logits(_ file: GGUFFile, _ tokens: [Int]) throws -> [Float] {

@@ -39,8 +39,9 @@ public enum ModelQuantizer {
         var writer = GGUFWriter(metadata: metadata)
         writer.version = 3
 
-        let requantized = Set(zip(file.tensors, plan.entries).filter { $0.1.source != $0.1.target && TensorFormat(ggmlType: $0.1.source.rawValue)?.isQuantized == true }
-            .map { $0.1.source.name })
+        func isQuantized(_ type: GGMLType) -> Bool { TensorFormat(ggmlType: type.rawValue)?.isQuantized == true }
+        let requantized = Set(plan.entries.filter { $0.source != $0.target && isQuantized($0.source) && isQuantized($0.target) }
+            .map(\.source.name))
         if !requantized.isEmpty {
             log("warning: requantizing tensors stored as \(requantized.sorted().joined(separator: ", ")): the result is less accurate than quantizing the F32/F16/BF16 original")
         }

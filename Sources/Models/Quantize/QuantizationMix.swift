@@ -4,10 +4,12 @@ import Kernels
 /// A target of `apus quantize`: llama-quantize's file types, each a default tensor format and
 /// the rules that give some tensors more bits (the "mix"). The rules follow llama.cpp's
 /// `llama_tensor_get_type` for these types without an importance matrix, so a file quantized
-/// by either tool has the same tensor types.
+/// by either tool has the same tensor types. F16, BF16 and F32 have no mix: every matrix is
+/// stored in that format (a quantized input is decoded, as with llama-quantize's F16).
 public enum QuantizationMix: String, CaseIterable, Sendable {
     case q8_0 = "Q8_0", q4_0 = "Q4_0", q4_1 = "Q4_1", q5_0 = "Q5_0", q5_1 = "Q5_1"
     case q4_K_M = "Q4_K_M", q5_K_M = "Q5_K_M", q6_K = "Q6_K"
+    case f16 = "F16", bf16 = "BF16", f32 = "F32"
 
     /// The name as given on the command line, in any case (`q4_k_m`).
     public init?(name: String) {
@@ -26,6 +28,9 @@ public enum QuantizationMix: String, CaseIterable, Sendable {
         case .q4_K_M: 15
         case .q5_K_M: 17
         case .q6_K: 18
+        case .f32: 0
+        case .f16: 1
+        case .bf16: 32
         }
     }
 
@@ -40,6 +45,9 @@ public enum QuantizationMix: String, CaseIterable, Sendable {
         case .q4_K_M: .q4_K
         case .q5_K_M: .q5_K
         case .q6_K: .q6_K
+        case .f16: .f16
+        case .bf16: .bf16
+        case .f32: .f32
         }
     }
 }
@@ -126,6 +134,9 @@ private struct MixRules {
     mutating func entry(for tensor: (name: String, type: GGMLType, dimensions: [Int])) -> QuantizationPlan.Entry {
         guard Self.allowsQuantization(tensor.name, dimensions: tensor.dimensions) else {
             return .init(name: tensor.name, source: tensor.type, target: tensor.type, fallback: nil)
+        }
+        guard mix.defaultFormat.isQuantized else {
+            return .init(name: tensor.name, source: tensor.type, target: GGMLType(rawValue: mix.defaultFormat.ggmlType)!, fallback: nil)
         }
         let chosen = ruleFormat(tensor.name, rowLength: tensor.dimensions[0])
         let (target, fallback) = Self.fitting(chosen, rowLength: tensor.dimensions[0])

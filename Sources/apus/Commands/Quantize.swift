@@ -9,7 +9,8 @@ struct Quantize: ParsableCommand {
             Types: \(QuantizationMix.allCases.map(\.rawValue).joined(separator: ", ")). The K-quant mixes give \
             attention V and some feed-forward down projections Q6_K, and the output (or tied embedding) Q6_K, as \
             llama-quantize does; a tensor whose row width is not a whole number of blocks falls back to a \
-            32-value format. All metadata is copied; norms and other vectors are kept as they are.
+            32-value format. F16, BF16 and F32 store every matrix in that format (decoding a quantized input). \
+            All metadata is copied; norms and other vectors are kept as they are.
             """)
 
     @Argument(help: "The GGUF file to read.")
