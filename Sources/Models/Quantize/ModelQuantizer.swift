@@ -33,6 +33,8 @@ public enum ModelQuantizer {
         let plan = QuantizationPlan(mix: mix, tensors: file.tensors.map { ($0.name, $0.type, $0.dimensions) }, metadata: file.metadata)
 
         var metadata = file.metadata
+        // Appended in llama-quantize's order (it removes a key before setting it), so the two tools write the same bytes.
+        for key in ["general.quantization_version", "general.file_type"] { metadata[key] = nil }
         metadata["general.quantization_version"] = .uint32(quantizationVersion)
         metadata["general.file_type"] = .uint32(mix.fileType)
         for key in ["split.no", "split.count", "split.tensors.count"] { metadata[key] = nil }
@@ -48,7 +50,8 @@ public enum ModelQuantizer {
 
         let pool = ThreadPool(threads: max(1, threads))
         var converted = 0
-        for (index, (info, entry)) in zip(file.tensors, plan.entries).enumerated() {
+        for (index, entry) in plan.entries.enumerated() {
+            let info = file.tensor(named: entry.name)!
             let shape = info.dimensions.map(String.init).joined(separator: ", ")
             let prefix = "[\(String(repeating: " ", count: max(0, 4 - String(index + 1).count)))\(index + 1)/\(file.tensors.count)] \(info.name) [\(shape)] \(info.type.name)"
             if entry.target == entry.source {

@@ -67,12 +67,23 @@ public struct QuantizationPlan: Sendable {
     public let mix: QuantizationMix
     public let entries: [Entry]
 
-    /// The tensors as (name, type, dimensions) in file order, and the file's metadata (for
-    /// the architecture, layer and expert counts).
+    /// The tensors as (name, type, dimensions), and the file's metadata (for the architecture,
+    /// layer and expert counts). The entries are in llama.cpp's order, which is also the order
+    /// its "more bits" rules count layers in: tensors outside `blk.N.` first, then by layer
+    /// number, by name within each.
     public init(mix: QuantizationMix, tensors: [(name: String, type: GGMLType, dimensions: [Int])], metadata: GGUFMetadata) {
         self.mix = mix
         var rules = MixRules(mix: mix, tensors: tensors, metadata: metadata)
-        entries = tensors.map { rules.entry(for: $0) }
+        entries = tensors.sorted { Self.llamaOrder($0.name, $1.name) }.map { rules.entry(for: $0) }
+    }
+
+    static func llamaOrder(_ a: String, _ b: String) -> Bool {
+        func layer(_ name: String) -> Int {
+            guard name.hasPrefix("blk.") else { return -1 }
+            return Int(name.dropFirst(4).prefix { $0.isNumber }) ?? -1
+        }
+        let (la, lb) = (layer(a), layer(b))
+        return la != lb ? la < lb : a < b
     }
 }
 
