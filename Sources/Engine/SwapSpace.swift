@@ -16,13 +16,13 @@ final class SwapSpace {
     let memoryBytes: Int
     let fileBytes: Int
     private enum Place {
-        case memory(UnsafeMutablePointer<Float16>)
+        case memory(UnsafeMutableRawPointer)
         case file(offset: Int)
     }
 
     private struct Entry {
         let positions: Int
-        let halves: Int
+        let bytes: Int
         let place: Place
         /// What recomputing would have cost, predicted when it was swapped out.
         let recomputeSeconds: Double
@@ -59,7 +59,7 @@ final class SwapSpace {
     /// it at `prefillTokensPerSecond` (nil: not measured yet, so swap). Returns whether it did;
     /// the caller releases the blocks either way.
     func swapOut(_ s: Sequence, cache: PagedKVCache, prefillTokensPerSecond: Double?) -> Bool {
-        let positions = s.computed, halves = cache.halves(positions: positions), bytes = halves * MemoryLayout<Float16>.stride
+        let positions = s.computed, bytes = cache.bytes(positions: positions)
         let recompute = prefillTokensPerSecond.map { Double(positions) / $0 } ?? .infinity
         guard positions > 0, 2 * Double(bytes) / copyBytesPerSecond < recompute else {
             recomputed += 1
@@ -68,17 +68,17 @@ final class SwapSpace {
         let start = DispatchTime.now().uptimeNanoseconds
         let place: Place
         if memoryUsed + bytes <= memoryBytes {
-            let buffer = UnsafeMutablePointer<Float16>.allocate(capacity: halves)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
             cache.read(table: s.blockTable, positions: positions, into: buffer)
             memoryUsed += bytes
             place = .memory(buffer)
-        } else if fileEnd + bytes <= fileBytes, let offset = writeToFile(cache: cache, table: s.blockTable, positions: positions, halves: halves) {
+        } else if fileEnd + bytes <= fileBytes, let offset = writeToFile(cache: cache, table: s.blockTable, positions: positions, bytes: bytes) {
             place = .file(offset: offset)
         } else {
             recomputed += 1
             return false
         }
-        entries[ObjectIdentifier(s)] = Entry(positions: positions, halves: halves, place: place, recomputeSeconds: recompute)
+        entries[ObjectIdentifier(s)] = Entry(positions: positions, bytes: bytes, place: place, recomputeSeconds: recompute)
         swapOuts += 1
         account(bytes, since: start)
         return true
@@ -91,14 +91,14 @@ final class SwapSpace {
     func swapIn(_ s: Sequence, cache: PagedKVCache, table: [Int32]) -> Int {
         guard let entry = entries.removeValue(forKey: ObjectIdentifier(s)) else { return 0 }
         let start = DispatchTime.now().uptimeNanoseconds
-        let bytes = entry.halves * MemoryLayout<Float16>.stride
+        let bytes = entry.bytes
         switch entry.place {
         case .memory(let buffer):
             cache.write(table: table, positions: entry.positions, from: buffer)
             buffer.deallocate()
             memoryUsed -= bytes
         case .file(let offset):
-            let buffer = UnsafeMutablePointer<Float16>.allocate(capacity: entry.halves)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
             defer { buffer.deallocate() }
             readFromFile(offset: offset, into: buffer, bytes: bytes)
             cache.write(table: table, positions: entry.positions, from: buffer)
@@ -116,7 +116,7 @@ final class SwapSpace {
         switch entry.place {
         case .memory(let buffer):
             buffer.deallocate()
-            memoryUsed -= entry.halves * MemoryLayout<Float16>.stride
+            memoryUsed -= entry.bytes
         case .file: releaseFileEntry()
         }
     }
@@ -131,20 +131,20 @@ final class SwapSpace {
     }
 
     /// The file grows by appending; it is truncated once nothing in it is waiting.
-    private func writeToFile(cache: PagedKVCache, table: [Int32], positions: Int, halves: Int) -> Int? {
+    private func writeToFile(cache: PagedKVCache, table: [Int32], positions: Int, bytes: Int) -> Int? {
         if descriptor < 0 {
             let path = NSTemporaryDirectory() + "apus-swap-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
             descriptor = open(path, O_RDWR | O_CREAT | O_EXCL, 0o600)
             guard descriptor >= 0 else { return nil }
             unlink(path)
         }
-        let buffer = UnsafeMutablePointer<Float16>.allocate(capacity: halves)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         defer { buffer.deallocate() }
         cache.read(table: table, positions: positions, into: buffer)
-        let bytes = halves * MemoryLayout<Float16>.stride, offset = fileEnd
+        let offset = fileEnd
         var written = 0
         while written < bytes {
-            let n = pwrite(descriptor, UnsafeRawPointer(buffer) + written, bytes - written, off_t(offset + written))
+            let n = pwrite(descriptor, buffer + written, bytes - written, off_t(offset + written))
             guard n > 0 else { return nil }
             written += n
         }
@@ -153,10 +153,10 @@ final class SwapSpace {
         return offset
     }
 
-    private func readFromFile(offset: Int, into buffer: UnsafeMutablePointer<Float16>, bytes: Int) {
+    private func readFromFile(offset: Int, into buffer: UnsafeMutableRawPointer, bytes: Int) {
         var read = 0
         while read < bytes {
-            let n = pread(descriptor, UnsafeMutableRawPointer(buffer) + read, bytes - read, off_t(offset + read))
+            let n = pread(descriptor, buffer + read, bytes - read, off_t(offset + read))
             precondition(n > 0, "the swap file lost data: \(String(cString: strerror(errno)))")
             read += n
         }

@@ -47,18 +47,27 @@ public enum Attention {
     public static let chunkPositions = 512
 
     /// One layer of a paged KV cache (PagedAttention, Kwon et al. 2023): rows of
-    /// `shape.kvStride` halves in blocks of `blockSize` rows. Position `p` of a sequence is
-    /// row `blockTable[p / blockSize] · blockSize + p % blockSize`.
+    /// `shape.kvStride` values (`rowBytes` bytes in `format`) in blocks of `blockSize` rows.
+    /// Position `p` of a sequence is row `blockTable[p / blockSize] · blockSize + p % blockSize`.
     public struct PagedLayer {
-        public let keys: UnsafePointer<Float16>
-        public let values: UnsafePointer<Float16>
+        public let keys: UnsafeRawPointer
+        public let values: UnsafeRawPointer
         public let blockSize: Int
+        public let format: KVCacheFormat
+        public let rowBytes: Int
 
-        public init(keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, blockSize: Int) {
+        public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, blockSize: Int, format: KVCacheFormat, rowBytes: Int) {
             precondition(blockSize > 0, "blocks hold at least one position")
             self.keys = keys
             self.values = values
             self.blockSize = blockSize
+            self.format = format
+            self.rowBytes = rowBytes
+        }
+
+        /// An f16 layer whose rows are `rowWidth` halves (the default: `rowBytes` unused by the f16 path).
+        public init(keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, blockSize: Int) {
+            self.init(keys: UnsafeRawPointer(keys), values: UnsafeRawPointer(values), blockSize: blockSize, format: .f16, rowBytes: 0)
         }
     }
 
@@ -192,7 +201,13 @@ public enum Attention {
             p.maxima[c] = -.infinity  // running maximum
             p.denominators[c] = 0  // and softmax denominator
         }
-        let keys = cache.keys + (h0 / modelGroup) * d, values = cache.values + (h0 / modelGroup) * d
+        if cache.format != .f16 {
+            quantizedChunk(q, kvHeads: kvHeads, group: group, cache: cache, blockTable: blockTable, shape: shape, firstKVHead: h0 / modelGroup,
+                           positions: positions, into: partials, index: c)
+            return
+        }
+        let keys = cache.keys.assumingMemoryBound(to: Float16.self) + (h0 / modelGroup) * d
+        let values = cache.values.assumingMemoryBound(to: Float16.self) + (h0 / modelGroup) * d
         var rows = apus_kv_rows(keys: UnsafeRawPointer(keys).assumingMemoryBound(to: UInt16.self),
                                 values: UnsafeRawPointer(values).assumingMemoryBound(to: UInt16.self),
                                 table: blockTable, block_size: Int32(bs), stride: Int32(shape.kvStride))
@@ -219,6 +234,75 @@ public enum Attention {
             }
             p.maxima[c] = m
             p.denominators[c] = sum
+        }
+    }
+
+    /// `chunk` over quantized keys and values, a cache block's run of positions at a time:
+    /// each KV head's query heads quantized to 8 bits (as the matrix kernels quantize
+    /// activations) and scored against the keys by the int8 row kernels, the keys being the
+    /// rows of a weight matrix `rowBytes` apart; then the online softmax position by position,
+    /// each value decoded to f32 once for its query heads.
+    static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
+                               shape: Shape, firstKVHead: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
+        let d = shape.headDim, bs = cache.blockSize, format = cache.format.tensorFormat
+        let blocks = d / 32, headBytes = format.rowBytes(d)
+        withUnsafeTemporaryAllocation(of: apus_q8_block.self, capacity: group * blocks) { qBlocks in
+          withUnsafeTemporaryAllocation(of: Float.self, capacity: group * bs + d) { scratch in
+            let scores = scratch.baseAddress!, value = scratch.baseAddress! + group * bs
+            for kh in 0..<kvHeads {
+                let head = firstKVHead + kh
+                apus_quantize_q8(q + kh * group * d, Int32(group), Int32(d), 0, qBlocks.baseAddress!)
+                var p = positions.lowerBound
+                while p < positions.upperBound {
+                    let offset = p % bs, n = min(bs - offset, positions.upperBound - p)
+                    let row = Int(blockTable[p / bs]) * bs + offset
+                    let keys = cache.keys + row * cache.rowBytes + head * headBytes
+                    keyScores(keys, format: format, rowBytes: cache.rowBytes, rows: n, queries: qBlocks.baseAddress!, group: group,
+                              blocks: blocks, into: scores)
+                    for i in 0..<n {
+                        format.layout.dequantizeRow(cache.values + (row + i) * cache.rowBytes + head * headBytes, count: d, into: value)
+                        for j in 0..<group {
+                            let state = partials.head(kh * group + j), o = state.sums + c * d
+                            let score = scores[j * n + i] * shape.scale
+                            var m = state.maxima[c], ms: Float = 1, vs: Float = 1
+                            if score > m {
+                                ms = m == -.infinity ? 0 : expf(m - score)
+                                m = score
+                            } else {
+                                vs = expf(score - m)
+                            }
+                            accumulate(o, scale: ms, plus: value, times: vs, d)
+                            state.maxima[c] = m
+                            state.denominators[c] = vs.addingProduct(state.denominators[c], ms)
+                        }
+                    }
+                    p += n
+                }
+            }
+          }
+        }
+    }
+
+    /// Scores of `group` quantized query heads against `rows` keys (`rowBytes` apart) into
+    /// `scores[j · rows + i]`: the int8 row kernels where this CPU has them, else the same sums
+    /// of exact integer products per block, scaled by both blocks' scales.
+    static func keyScores(_ keys: UnsafeRawPointer, format: TensorFormat, rowBytes: Int, rows: Int, queries: UnsafePointer<apus_q8_block>,
+                          group: Int, blocks: Int, into scores: UnsafeMutablePointer<Float>) {
+        if apus_matmul_q8(format.cKernel!, keys, rowBytes, 0, Int32(rows), queries, Int32(group), Int32(blocks), scores, Int32(rows), 0) != 0 { return }
+        for j in 0..<group {
+            for i in 0..<rows {
+                var score: Float = 0
+                for b in 0..<blocks {
+                    let k = format.layout.unpack(keys + i * rowBytes, group: b)
+                    let a = queries[j * blocks + b]
+                    let (lo, hi) = withUnsafeBytes(of: a.qs) { raw in
+                        (SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<Int8>.self))),
+                         SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))))
+                    }
+                    score += k.d * a.d * (k.low * lo + k.high * hi).sum()
+                }
+                scores[j * rows + i] = score
+            }
         }
     }
 
@@ -272,6 +356,16 @@ public enum Attention {
         var dot = Double(((a0 + a2) + (a1 + a3)).sum())
         while i < d { dot += Double(q[i] * Float(k[i])); i += 1 }
         return Float(dot)
+    }
+
+    /// `accumulate` of values already decoded to f32.
+    @inline(__always)
+    static func accumulate(_ o: UnsafeMutablePointer<Float>, scale ms: Float, plus v: UnsafePointer<Float>, times vs: Float, _ d: Int) {
+        for i in 0..<d {
+            var acc = o[i]
+            if ms != 1 { acc *= ms }
+            o[i] = acc.addingProduct(v[i], vs)
+        }
     }
 
     /// `o = o · ms + v · vs` with a fused multiply-add: the running sum of values, where a new

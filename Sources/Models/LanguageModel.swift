@@ -8,8 +8,8 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// The context length the model was trained for (from its metadata).
     var trainedContextLength: Int { get }
 
-    /// Layers, and halves per position per layer, of this model's KV cache.
-    var kvShape: (layers: Int, rowWidth: Int) { get }
+    /// Layers, values per position per layer, and format of this model's KV cache.
+    var kvShape: KVShape { get }
 
     /// Width of the hidden state (the residual stream).
     var hiddenWidth: Int { get }
@@ -29,18 +29,34 @@ public protocol LanguageModel: AnyObject, Sendable {
     var profile: OperationProfile { get }
 }
 
+/// What a model's KV cache holds: `layers` layers of `rowWidth` values per position (KV
+/// heads × head size), keys and again values, stored in `format`.
+public struct KVShape: Sendable, Equatable {
+    public var layers: Int
+    public var rowWidth: Int
+    public var format: KVCacheFormat
+
+    public init(layers: Int, rowWidth: Int, format: KVCacheFormat) {
+        self.layers = layers
+        self.rowWidth = rowWidth
+        self.format = format
+    }
+}
+
 extension LanguageModel {
     /// A paged cache of `blockCount` blocks of `blockSize` positions.
     public func makePagedCache(blockSize: Int, blockCount: Int) -> PagedKVCache {
-        PagedKVCache(layers: kvShape.layers, blockSize: blockSize, blockCount: blockCount, rowWidth: kvShape.rowWidth)
+        PagedKVCache(layers: kvShape.layers, blockSize: blockSize, blockCount: blockCount, rowWidth: kvShape.rowWidth, format: kvShape.format)
     }
 
     /// Bytes of KV cache one position takes.
-    public var kvBytesPerPosition: Int { PagedKVCache.bytesPerBlock(layers: kvShape.layers, blockSize: 1, rowWidth: kvShape.rowWidth) }
+    public var kvBytesPerPosition: Int {
+        PagedKVCache.bytesPerBlock(layers: kvShape.layers, blockSize: 1, rowWidth: kvShape.rowWidth, format: kvShape.format)
+    }
 
     /// A single-sequence KV cache for up to `capacity` positions.
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: kvShape.layers, capacity: capacity, rowWidth: kvShape.rowWidth)
+        KVCache(layers: kvShape.layers, capacity: capacity, rowWidth: kvShape.rowWidth, format: kvShape.format)
     }
 
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends
@@ -66,11 +82,15 @@ public struct ModelOptions: Sendable {
     public var precision: ActivationPrecision
     /// The worker threads to run on, shared with other models; nil: a pool of `threads` of its own.
     public var pool: ThreadPool?
+    /// How the caches this model makes store keys and values.
+    public var kvFormat: KVCacheFormat
 
-    public init(threads: Int = ModelOptions.defaultThreads, precision: ActivationPrecision = .int8, pool: ThreadPool? = nil) {
+    public init(threads: Int = ModelOptions.defaultThreads, precision: ActivationPrecision = .int8, pool: ThreadPool? = nil,
+                kvFormat: KVCacheFormat = .f16) {
         self.threads = threads
         self.precision = precision
         self.pool = pool
+        self.kvFormat = kvFormat
     }
 
     public static var defaultThreads: Int { max(1, System.coreCount) }
@@ -82,6 +102,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case tokenOutOfRange(token: Int, vocabularySize: Int)
     case contextFull(needed: Int, capacity: Int)
     case invalidBatch(String)
+    case unsupportedKVFormat(format: String, headDim: Int)
 
     public var description: String {
         switch self {
@@ -91,6 +112,8 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
         case .tokenOutOfRange(let t, let v): "token id \(t) is outside the vocabulary of \(v) tokens"
         case .contextFull(let needed, let capacity): "the context needs \(needed) positions but holds only \(capacity)"
         case .invalidBatch(let problem): "invalid batch: \(problem)"
+        case .unsupportedKVFormat(let format, let headDim):
+            "KV cache type \(format) stores heads in blocks of 32 values; this model's heads have \(headDim) (use --kv-type f16)"
         }
     }
 }

@@ -52,6 +52,9 @@ struct ModelArguments: ParsableArguments {
     @Option(name: .long, help: "A Jinja chat template file to use instead of the model's own (tokenizer.chat_template).")
     var chatTemplate: String?
 
+    @Option(name: .long, help: "How the KV cache stores keys and values: f16 (default), q8_0 (half the memory) or q4_0 (about 0.28).")
+    var kvType: KVCacheFormat = .f16
+
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
@@ -84,7 +87,7 @@ struct ModelArguments: ParsableArguments {
         let templateOverride = try templateOverride()
         let path = try resolvedPath()
         let file = try GGUFFile(path: path, residency: weights)
-        var options = ModelOptions(precision: activations, pool: pool)
+        var options = ModelOptions(precision: activations, pool: pool, kvFormat: kvType)
         if let threads { options.threads = threads }
         return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file),
                            templateOverride: templateOverride, kvIdentity: try Self.kvIdentity(of: path, precision: activations))
@@ -128,6 +131,10 @@ extension ActivationPrecision: ExpressibleByArgument {}
 extension GGUFFile.Residency: ExpressibleByArgument {}
 extension Pooling: ExpressibleByArgument {}
 extension WorkerRole: ExpressibleByArgument {}
+
+extension KVCacheFormat: ExpressibleByArgument {
+    public init?(argument: String) { self.init(name: argument) }
+}
 
 extension IntegerKernels.Level: ExpressibleByArgument {
     public init?(argument: String) {

@@ -15,7 +15,7 @@ final class KVBlockWireTests: XCTestCase {
             let tokens = (0..<layout.blockSize).map { _ in Int.random(in: 0..<50_000, using: &g) }
             let name = KVBlock.name(parent: parent, tokens: tokens[...])
             parent = name
-            return KVBlock(index: index, name: name, tokens: tokens, values: (0..<layout.valuesPerBlock).map { _ in Float16(Float.random(in: -4...4, using: &g)) })
+            return KVBlock(index: index, name: name, tokens: tokens, contents: (0..<layout.bytesPerBlock).map { _ in UInt8.random(in: 0...255, using: &g) })
         }
     }
 
@@ -71,7 +71,7 @@ final class KVBlockWireTests: XCTestCase {
     func partial(after sent: [KVBlock], index: Int, positions: Int) -> KVBlock {
         let tokens = Array((0..<positions).map { 100 + $0 })
         return KVBlock(index: index, name: KVBlock.name(parent: index > 0 ? sent[index - 1].name : nil, tokens: tokens[...]), tokens: tokens,
-                       values: (0..<layout.values(positions: positions)).map { Float16(Float($0)) })
+                       contents: (0..<layout.bytes(positions: positions)).map { UInt8(truncatingIfNeeded: $0) })
     }
 
     func testAPartialBlockEndsThePrompt() throws {
@@ -129,6 +129,11 @@ final class KVBlockWireTests: XCTestCase {
                        "the blocks come from another model (identity 2a; this worker's is 123456789abcdef0)")
         let other = KVLayout(layers: 3, rowWidth: 5, blockSize: 8)
         XCTAssertEqual(message { try self.decode(KVBlockWire.header(other, model: self.model), piece: 64) },
-                       "the blocks have 3 layers of 5 values per position, 8 positions per block; this worker's cache has 3 layers of 5 values per position, 4 positions per block")
+                       "the blocks have 3 layers of 5 f16 values per position, 8 positions per block; this worker's cache has 3 layers of 5 f16 values per position, 4 positions per block")
+        // Q8_0 keys and values (ggml's element type 8) cannot go into an f16 cache.
+        let quantized = KVLayout(layers: 3, rowWidth: 64, blockSize: 4, format: .q8_0)
+        XCTAssertEqual(Array(KVBlockWire.header(quantized, model: model)[6..<8]), [8, 0])
+        XCTAssertEqual(message { try self.decode(KVBlockWire.header(quantized, model: self.model), piece: 64) },
+                       "the blocks have 3 layers of 64 q8_0 values per position, 4 positions per block; this worker's cache has 3 layers of 5 f16 values per position, 4 positions per block")
     }
 }

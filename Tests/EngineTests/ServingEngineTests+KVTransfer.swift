@@ -46,7 +46,7 @@ extension ServingEngineTests {
             if rest > 0 {
                 let start = (prompt.count - 1) / 16 * 16
                 XCTAssertEqual(blocks.last?.tokens, Array(prompt[start..<(prompt.count - 1)]))
-                XCTAssertEqual(blocks.last?.values.count, 2 * prefill.cache.layers * rest * prefill.cache.rowWidth)
+                XCTAssertEqual(blocks.last?.contents.count, 2 * prefill.cache.layers * rest * 2 * prefill.cache.rowWidth)
             }
 
             let decode = try makeCore()

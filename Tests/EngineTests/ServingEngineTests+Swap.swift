@@ -74,16 +74,14 @@ extension ServingEngineTests {
         XCTAssertFalse(swap.swapOut(s, cache: cache, prefillTokensPerSecond: 1e15))
         XCTAssertEqual(swap.recomputed, 1)
         // Keys and values come back exactly, into other blocks.
-        let halves = cache.halves(positions: 40)
-        let pattern = UnsafeMutablePointer<Float16>.allocate(capacity: halves)
-        defer { pattern.deallocate() }
-        for i in 0..<halves { pattern[i] = Float16(Float(i % 977) / 7) }
-        cache.write(table: [3, 5, 1], positions: 40, from: pattern)
+        let bytes = cache.bytes(positions: 40)
+        XCTAssertEqual(bytes, 2 * cache.layers * 40 * cache.rowWidth * 2, "f16 keys and values")
+        let pattern = (0..<bytes).map { UInt8(truncatingIfNeeded: $0 % 977) }
+        pattern.withUnsafeBytes { cache.write(table: [3, 5, 1], positions: 40, from: $0.baseAddress!) }
         XCTAssertTrue(swap.swapOut(s, cache: cache, prefillTokensPerSecond: nil))
         XCTAssertEqual(swap.swapIn(s, cache: cache, table: [0, 7, 2]), 40)
-        let back = UnsafeMutablePointer<Float16>.allocate(capacity: halves)
-        defer { back.deallocate() }
-        cache.read(table: [0, 7, 2], positions: 40, into: back)
-        XCTAssertTrue((0..<halves).allSatisfy { back[$0] == pattern[$0] })
+        var back = [UInt8](repeating: 0, count: bytes)
+        back.withUnsafeMutableBytes { cache.read(table: [0, 7, 2], positions: 40, into: $0.baseAddress!) }
+        XCTAssertEqual(back, pattern)
     }
 }

@@ -1,27 +1,31 @@
 import Foundation
+import Kernels
 
 /// The shape of an engine's KV-cache blocks: what two workers must share for one to use
 /// the other's blocks.
 public struct KVLayout: Sendable, Equatable, CustomStringConvertible {
     public var layers: Int
-    /// f16 values per position per layer, for keys and again for values.
+    /// Values per position per layer, for keys and again for values.
     public var rowWidth: Int
     /// Positions per block.
     public var blockSize: Int
+    /// How the values are stored.
+    public var format: KVCacheFormat
 
-    public init(layers: Int, rowWidth: Int, blockSize: Int) {
+    public init(layers: Int, rowWidth: Int, blockSize: Int, format: KVCacheFormat = .f16) {
         self.layers = layers
         self.rowWidth = rowWidth
         self.blockSize = blockSize
+        self.format = format
     }
 
-    /// f16 values in one block: per layer its keys, then its values.
-    public var valuesPerBlock: Int { values(positions: blockSize) }
+    /// Bytes of one block: per layer its keys, then its values.
+    public var bytesPerBlock: Int { bytes(positions: blockSize) }
 
-    /// f16 values of a block's first `positions` positions.
-    public func values(positions: Int) -> Int { 2 * layers * positions * rowWidth }
+    /// Bytes of a block's first `positions` positions.
+    public func bytes(positions: Int) -> Int { 2 * layers * positions * format.rowBytes(rowWidth) }
 
-    public var description: String { "\(layers) layers of \(rowWidth) values per position, \(blockSize) positions per block" }
+    public var description: String { "\(layers) layers of \(rowWidth) \(format) values per position, \(blockSize) positions per block" }
 }
 
 /// One block of a prompt's keys and values, as it travels from the worker that computed it
@@ -34,14 +38,14 @@ public struct KVBlock: Sendable, Equatable {
     /// The prefix-cache name (`BlockManager.hash` of the parent block's name and `tokens`).
     public var name: UInt64
     public var tokens: [Int]
-    /// `KVLayout.values(positions: tokens.count)` values: per layer, the block's keys, then its values.
-    public var values: [Float16]
+    /// `KVLayout.bytes(positions: tokens.count)` bytes: per layer, the block's keys, then its values.
+    public var contents: [UInt8]
 
-    public init(index: Int, name: UInt64, tokens: [Int], values: [Float16]) {
+    public init(index: Int, name: UInt64, tokens: [Int], contents: [UInt8]) {
         self.index = index
         self.name = name
         self.tokens = tokens
-        self.values = values
+        self.contents = contents
     }
 
     /// The name a block holding `tokens` after the block named `parent` has in every worker.

@@ -2,7 +2,7 @@ import Models
 
 extension EngineCore {
     /// The layout of this engine's blocks.
-    var kvLayout: KVLayout { KVLayout(layers: cache.layers, rowWidth: cache.rowWidth, blockSize: cache.blockSize) }
+    var kvLayout: KVLayout { KVLayout(layers: cache.layers, rowWidth: cache.rowWidth, blockSize: cache.blockSize, format: cache.format) }
 
     /// The prompt blocks that `chunks` completed for requests that export them, read out of
     /// the cache right after the step that wrote them (while their sequences hold them).
@@ -18,11 +18,11 @@ extension EngineCore {
             var blocks: [KVBlock] = []
             func read(_ index: Int, positions: Int, parent: UInt64?) -> KVBlock {
                 let tokens = s.tokens[(index * bs)..<(index * bs + positions)]
-                let values = [Float16](unsafeUninitializedCapacity: 2 * cache.layers * positions * cache.rowWidth) { buffer, count in
+                let contents = [UInt8](unsafeUninitializedCapacity: cache.bytes(positions: positions)) { buffer, count in
                     cache.read(table: [s.blockTable[index]], positions: positions, into: buffer.baseAddress!)
                     count = buffer.count
                 }
-                return KVBlock(index: index, name: KVBlock.name(parent: parent, tokens: tokens), tokens: Array(tokens), values: values)
+                return KVBlock(index: index, name: KVBlock.name(parent: parent, tokens: tokens), tokens: Array(tokens), contents: contents)
             }
             let full = min(s.computed, s.promptCount) / bs
             while state.exportedNames.count < full {
@@ -64,8 +64,8 @@ extension EngineCore {
         defer { for b in written.reversed() { scheduler.blocks.release(b) } }
         for (i, block) in blocks.enumerated() {
             let positions = block.tokens.count
-            guard (1...layout.blockSize).contains(positions), block.values.count == layout.values(positions: positions) else {
-                throw EngineError.invalidConfiguration("a KV block of \(positions) tokens and \(block.values.count) values does not fit blocks of \(layout)")
+            guard (1...layout.blockSize).contains(positions), block.contents.count == layout.bytes(positions: positions) else {
+                throw EngineError.invalidConfiguration("a KV block of \(positions) tokens and \(block.contents.count) bytes does not fit blocks of \(layout)")
             }
             if scheduler.blocks.isCached(block.name) {
                 result.alreadyCached += 1
@@ -77,7 +77,7 @@ extension EngineCore {
             }
             room -= 1
             written.append(b)
-            block.values.withUnsafeBufferPointer { cache.write(table: [b], positions: positions, from: $0.baseAddress!) }
+            block.contents.withUnsafeBytes { cache.write(table: [b], positions: positions, from: $0.baseAddress!) }
             if positions == layout.blockSize {
                 scheduler.blocks.register(b, hash: block.name)
             } else {

@@ -1,15 +1,16 @@
 import Digest
 import Foundation
+import Kernels
 
 /// The wire format of KV blocks shipped from a prefill worker to a decode worker, version 1.
 /// A stream is a header, then one record per block in prompt order, then an end record, so
 /// a receiver imports each block as it arrives (transfer overlaps the sender's compute) and
 /// knows a stream cut short from a finished one. Little-endian throughout:
 ///
-///     header  "APKV" · version u16 · element type u16 (1: f16) · layers u32 · row width u32
+///     header  "APKV" · version u16 · element type u16 (ggml's numbering: 1 f16, 8 Q8_0, 2 Q4_0) · layers u32 · row width u32
 ///             · block size u32 · model identity u64 · CRC-32C u32 of the 28 bytes before it
 ///     block   tag u32 (1) · index u32 · positions u32 · name u64 · tokens u32 × positions
-///             · values f16 × (2 × layers × positions × row width) · CRC-32C u32 of the record before it
+///             · contents (2 × layers × positions rows of row width values in the element type) · CRC-32C u32 of the record before it
 ///     end     tag u32 (2) · record count u32 · CRC-32C u32 of the 8 bytes before it
 ///     idle    tag u32 (3) · CRC-32C u32 of the tag: nothing yet, the sender is alive (a
 ///             prompt waiting for its turn), so the receiver's read timeout does not end it
@@ -30,7 +31,7 @@ public enum KVBlockWire {
     public static func header(_ layout: KVLayout, model: UInt64) -> [UInt8] {
         var out = magic
         out.put(version)
-        out.put(UInt16(1))
+        out.put(UInt16(layout.format.tensorFormat.ggmlType))
         out.put(UInt32(layout.layers))
         out.put(UInt32(layout.rowWidth))
         out.put(UInt32(layout.blockSize))
@@ -42,18 +43,18 @@ public enum KVBlockWire {
     /// Bytes of one block record of `layout` holding `positions` positions (default: full).
     public static func recordBytes(_ layout: KVLayout, positions: Int? = nil) -> Int {
         let p = positions ?? layout.blockSize
-        return 20 + 4 * p + 2 * layout.values(positions: p) + 4
+        return 20 + 4 * p + layout.bytes(positions: p) + 4
     }
 
     public static func record(_ block: KVBlock) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(24 + 4 * block.tokens.count + 2 * block.values.count)
+        out.reserveCapacity(24 + 4 * block.tokens.count + block.contents.count)
         out.put(blockTag)
         out.put(UInt32(block.index))
         out.put(UInt32(block.tokens.count))
         out.put(block.name)
         for t in block.tokens { out.put(UInt32(truncatingIfNeeded: t)) }
-        block.values.withUnsafeBytes { out.append(contentsOf: $0) }
+        out.append(contentsOf: block.contents)
         out.put(CRC32C.checksum(out))
         return out
     }
@@ -162,17 +163,12 @@ public enum KVBlockWire {
                     guard name == KVBlock.name(parent: index > 0 ? names[index - 1] : nil, tokens: tokens[...]) else {
                         throw KVTransferError.malformed("block \(index)'s name is not the name of its tokens after block \(index - 1)")
                     }
-                    let count = layout.values(positions: positions), valuesStart = start + 20 + 4 * positions
-                    let values = [Float16](unsafeUninitializedCapacity: count) { buffer, initialized in
-                        pending.withUnsafeBytes { raw in
-                            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[valuesStart..<(valuesStart + 2 * count)]))
-                        }
-                        initialized = count
-                    }
+                    let count = layout.bytes(positions: positions), contentsStart = start + 20 + 4 * positions
+                    let contents = Array(pending[contentsStart..<(contentsStart + count)])
                     start += size
                     blocks += 1
                     if isFull { names.append(name) } else { partialRead = true }
-                    return KVBlock(index: index, name: name, tokens: tokens, values: values)
+                    return KVBlock(index: index, name: name, tokens: tokens, contents: contents)
                 default:
                     throw KVTransferError.malformed("record tag \(tag) is not a block (1), the end (2) or idle (3)")
                 }
@@ -185,8 +181,11 @@ public enum KVBlockWire {
             try checkCRC(count: KVBlockWire.headerBytes - 4)
             let version: UInt16 = read(at: start + 4), element: UInt16 = read(at: start + 6)
             guard version == KVBlockWire.version else { throw KVTransferError.mismatch("the blocks are in wire format version \(version); this worker reads version \(KVBlockWire.version)") }
-            guard element == 1 else { throw KVTransferError.mismatch("the blocks hold element type \(element); this worker's cache holds f16 (1)") }
-            let theirs = KVLayout(layers: Int(read(at: start + 8) as UInt32), rowWidth: Int(read(at: start + 12) as UInt32), blockSize: Int(read(at: start + 16) as UInt32))
+            guard let format = KVCacheFormat.allCases.first(where: { UInt16($0.tensorFormat.ggmlType) == element }) else {
+                throw KVTransferError.mismatch("the blocks hold element type \(element), which no KV cache type stores; this worker's cache holds \(layout.format)")
+            }
+            let theirs = KVLayout(layers: Int(read(at: start + 8) as UInt32), rowWidth: Int(read(at: start + 12) as UInt32),
+                                  blockSize: Int(read(at: start + 16) as UInt32), format: format)
             guard theirs == layout else { throw KVTransferError.mismatch("the blocks have \(theirs); this worker's cache has \(layout)") }
             let identity: UInt64 = read(at: start + 20)
             guard identity == model else {

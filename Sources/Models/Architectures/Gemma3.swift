@@ -31,7 +31,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
     public var vocabularySize: Int { shape.vocabularySize }
     public var trainedContextLength: Int { shape.contextLength }
     public var hiddenWidth: Int { shape.width }
-    public var kvShape: (layers: Int, rowWidth: Int) { runtime.kvShape }
+    public var kvShape: KVShape { runtime.kvShape }
 
     init(file: GGUFFile, options: ModelOptions) throws {
         let prefix = "gemma3", m = file.metadata
@@ -63,7 +63,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         logitSoftCap = cap > 0 ? Float(cap) : nil
         self.window = window
         self.shape = shape
-        runtime = ModelRuntime(file: file, shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, layout: .neox),
+        runtime = try ModelRuntime(file: file, shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, layout: .neox),
                                                      RoPEConfiguration(base: Float(localBase), layout: .neox)], options: options)
     }
 

@@ -37,7 +37,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
     public var vocabularySize: Int { shape.vocabularySize }
     public var trainedContextLength: Int { shape.contextLength }
     public var hiddenWidth: Int { shape.width }
-    public var kvShape: (layers: Int, rowWidth: Int) { runtime.kvShape }
+    public var kvShape: KVShape { runtime.kvShape }
 
     init(file: GGUFFile, options: ModelOptions, variant: Variant) throws {
         let prefix = variant.name
@@ -58,7 +58,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             ? try bind.vector("rope_freqs.weight", count: shape.headDim / 2, key: "\(prefix).rope.dimension_count") : nil
         architecture = variant.name
         self.shape = shape
-        runtime = ModelRuntime(file: file, shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, factors: factors, layout: variant.ropeLayout)],
+        runtime = try ModelRuntime(file: file, shape: shape, ropes: [RoPEConfiguration(base: shape.ropeBase, factors: factors, layout: variant.ropeLayout)],
                                options: options)
     }
 

@@ -19,7 +19,7 @@ final class BatchLayout {
     /// Checks `batch` against the model and the cache, then lays it out.
     init(_ batch: ForwardBatch, shape: TransformerShape, ropes: [RoPEConfiguration], cache: PagedKVCache, kvWidth: Int) throws {
         guard cache.layers == shape.layers, cache.rowWidth == kvWidth else {
-            throw ModelError.invalidBatch("the cache has \(cache.layers) layers of \(cache.rowWidth) halves, the model \(shape.layers) of \(kvWidth)")
+            throw ModelError.invalidBatch("the cache has \(cache.layers) layers of \(cache.rowWidth) values, the model \(shape.layers) of \(kvWidth)")
         }
         for t in batch.tokens where t < 0 || t >= shape.vocabularySize {
             throw ModelError.tokenOutOfRange(token: t, vocabularySize: shape.vocabularySize)

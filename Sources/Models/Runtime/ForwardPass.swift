@@ -16,7 +16,10 @@ final class ModelRuntime: @unchecked Sendable {
     private let workspace = Workspace()
     private let lock = NSLock()
 
-    init(file: GGUFFile, shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) {
+    init(file: GGUFFile, shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) throws {
+        guard options.kvFormat.canStore(headDim: shape.headDim) else {
+            throw ModelError.unsupportedKVFormat(format: options.kvFormat.rawValue, headDim: shape.headDim)
+        }
         self.file = file
         self.shape = shape
         self.ropes = ropes
@@ -24,7 +27,7 @@ final class ModelRuntime: @unchecked Sendable {
         pool = options.pool ?? ThreadPool(threads: options.threads)
     }
 
-    var kvShape: (layers: Int, rowWidth: Int) { (shape.layers, shape.kvWidth) }
+    var kvShape: KVShape { KVShape(layers: shape.layers, rowWidth: shape.kvWidth, format: options.kvFormat) }
 
     /// Checks and lays out `batch`, runs `body` on a pass over it, and returns its logits.
     func run(_ batch: ForwardBatch, cache: PagedKVCache, _ body: (ForwardPass) -> [Float]) throws -> [Float] {
@@ -135,26 +138,35 @@ final class ForwardPass {
                 if let norm = a.keyNorm { rowNorm(k.pointer, norm, rows: n * hp.kvHeads, width: hp.headDim, into: k.pointer) }
             }
         }
-        let keys = cache.keys[layer], values = cache.values[layer]
+        let kvLayer = cache.attentionLayer(layer)
+        let keys = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.keys)), values = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.values))
         let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
+        let format = cache.format, rowBytes = cache.rowBytes
         profile.time(.ropeAndCacheWrite) { layout.cacheRows.withUnsafeBufferPointer { cacheRows in
             let rows = UncheckedBox(cacheRows.baseAddress!)
             pool.parallelFor(n, minimumChunk: 16) { range in
                 for t in range {
                     let angle = angles.pointer + t * hp.headDim
-                    let row = rows.value[t] * hp.kvWidth
+                    let row = rows.value[t]
+                    let key = k.pointer + t * hp.kvWidth, value = v.pointer + t * hp.kvWidth
                     RoPE.apply(q.pointer + t * hp.queryWidth, heads: hp.heads, headDim: hp.headDim, angles: angle, layout: ropeLayout)
-                    RoPE.applyStoringF16(k.pointer + t * hp.kvWidth, heads: hp.kvHeads, headDim: hp.headDim, angles: angle,
-                                         layout: ropeLayout, into: keys + row)
-                    for i in 0..<hp.kvWidth { values[row + i] = Float16(v.pointer[t * hp.kvWidth + i]) }
+                    if format == .f16 {
+                        let keyRow = keys.value.assumingMemoryBound(to: Float16.self) + row * hp.kvWidth
+                        let valueRow = values.value.assumingMemoryBound(to: Float16.self) + row * hp.kvWidth
+                        RoPE.applyStoringF16(key, heads: hp.kvHeads, headDim: hp.headDim, angles: angle, layout: ropeLayout, into: keyRow)
+                        for i in 0..<hp.kvWidth { valueRow[i] = Float16(value[i]) }
+                    } else {
+                        RoPE.apply(key, heads: hp.kvHeads, headDim: hp.headDim, angles: angle, layout: ropeLayout)
+                        Quantization.quantize(key, count: hp.kvWidth, format: format.tensorFormat, into: keys.value + row * rowBytes)
+                        Quantization.quantize(value, count: hp.kvWidth, format: format.tensorFormat, into: values.value + row * rowBytes)
+                    }
                 }
             }
         } }
         let attentionShape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim, window: window, scale: scale)
         profile.time(.attention) {
             layout.queries.withUnsafeBufferPointer { queries in
-                Attention.causal(queries: q.pointer, batch: queries, cache: .init(keys: keys, values: values, blockSize: cache.blockSize),
-                                 shape: attentionShape, into: attended.pointer, pool: pool)
+                Attention.causal(queries: q.pointer, batch: queries, cache: kvLayer, shape: attentionShape, into: attended.pointer, pool: pool)
             }
         }
         profile.time(.outputProjection) { project(a.output, attended, into: out, accumulate: accumulate) }

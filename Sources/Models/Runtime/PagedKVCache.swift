@@ -1,3 +1,5 @@
+import Kernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -7,22 +9,25 @@ import Darwin
 /// The keys and values of every sequence in one pool of fixed-size blocks (PagedAttention,
 /// Kwon et al. 2023). A sequence owns a block table; position `p` lives in block
 /// `table[p / blockSize]` at offset `p % blockSize`. Entries are f16, as in llama.cpp's
-/// default cache. Which block belongs to whom is the engine's business: this type only
-/// stores, and copies a block for copy-on-write.
+/// default cache, or Q8_0 / Q4_0 blocks (`KVCacheFormat`). Which block belongs to whom is the
+/// engine's business: this type only stores, and copies a block for copy-on-write.
 public final class PagedKVCache: @unchecked Sendable {
     public let layers: Int
     public let blockSize: Int
     public let blockCount: Int
-    /// Halves per position per layer (KV heads × head dimension).
+    /// Values per position per layer (KV heads × head dimension), for keys and again for values.
     public let rowWidth: Int
-    let keys: [UnsafeMutablePointer<Float16>]
-    let values: [UnsafeMutablePointer<Float16>]
+    public let format: KVCacheFormat
+    /// Bytes of one position's keys (or values) in one layer.
+    public let rowBytes: Int
+    let keys: [UnsafeMutableRawPointer]
+    let values: [UnsafeMutableRawPointer]
     private let mapping: UnsafeMutableRawPointer
     private let mappedBytes: Int
 
     /// Bytes one block takes over all layers, keys and values.
-    public static func bytesPerBlock(layers: Int, blockSize: Int, rowWidth: Int) -> Int {
-        2 * layers * blockSize * rowWidth * MemoryLayout<Float16>.stride
+    public static func bytesPerBlock(layers: Int, blockSize: Int, rowWidth: Int, format: KVCacheFormat) -> Int {
+        2 * layers * blockSize * format.rowBytes(rowWidth)
     }
 
     /// The whole pool is committed here, as llama.cpp and vLLM allocate theirs up front:
@@ -30,15 +35,18 @@ public final class PagedKVCache: @unchecked Sendable {
     /// (measured under 16 concurrent requests, in a VM). On Linux the pool asks for
     /// transparent huge pages first, so a batch reading blocks scattered over the pool
     /// misses the TLB far less often.
-    public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int) {
+    public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int, format: KVCacheFormat = .f16) {
         precondition(layers > 0 && blockSize > 0 && blockCount > 0 && rowWidth > 0, "empty KV cache")
+        precondition(format.tensorFormat.canStore(rowLength: rowWidth), "rows of \(rowWidth) values are not whole \(format) blocks")
         self.layers = layers
         self.blockSize = blockSize
         self.blockCount = blockCount
         self.rowWidth = rowWidth
+        self.format = format
+        rowBytes = format.rowBytes(rowWidth)
         let hugePage = 2 << 20
-        let halves = blockCount * blockSize * rowWidth
-        let bytes = 2 * layers * halves * MemoryLayout<Float16>.stride
+        let half = blockCount * blockSize * rowBytes
+        let bytes = 2 * layers * half
         mappedBytes = (bytes + 2 * hugePage - 1) / hugePage * hugePage
         guard let region = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), region != MAP_FAILED else {
             fatalError("could not map \(bytes) bytes for the KV cache")
@@ -54,39 +62,38 @@ public final class PagedKVCache: @unchecked Sendable {
             aligned.storeBytes(of: 0, toByteOffset: page, as: UInt8.self)
             page += 4096
         }
-        let pool = aligned.bindMemory(to: Float16.self, capacity: 2 * layers * halves)
-        keys = (0..<layers).map { pool + 2 * $0 * halves }
-        values = (0..<layers).map { pool + (2 * $0 + 1) * halves }
+        keys = (0..<layers).map { aligned + 2 * $0 * half }
+        values = (0..<layers).map { aligned + (2 * $0 + 1) * half }
     }
 
     deinit {
         munmap(mapping, mappedBytes)
     }
 
-    /// Halves a sequence's first `positions` positions take over all layers, keys and values.
-    public func halves(positions: Int) -> Int { 2 * layers * positions * rowWidth }
+    /// Bytes a sequence's first `positions` positions take over all layers, keys and values.
+    public func bytes(positions: Int) -> Int { 2 * layers * positions * rowBytes }
 
     /// Copies a sequence's first `positions` positions, read through `table`, out into
-    /// `buffer` (`halves(positions:)` long: per layer its keys, then its values): a swap-out.
-    public func read(table: [Int32], positions: Int, into buffer: UnsafeMutablePointer<Float16>) {
-        transfer(table: table, positions: positions) { cache, i, count in (buffer + i).update(from: cache, count: count) }
+    /// `buffer` (`bytes(positions:)` long: per layer its keys, then its values): a swap-out.
+    public func read(table: [Int32], positions: Int, into buffer: UnsafeMutableRawPointer) {
+        transfer(table: table, positions: positions) { cache, i, count in (buffer + i).copyMemory(from: cache, byteCount: count) }
     }
 
     /// Writes what `read` copied back through `table` (which may name other blocks): a swap-in.
-    public func write(table: [Int32], positions: Int, from buffer: UnsafePointer<Float16>) {
-        transfer(table: table, positions: positions) { cache, i, count in cache.update(from: buffer + i, count: count) }
+    public func write(table: [Int32], positions: Int, from buffer: UnsafeRawPointer) {
+        transfer(table: table, positions: positions) { cache, i, count in cache.copyMemory(from: buffer + i, byteCount: count) }
     }
 
-    private func transfer(table: [Int32], positions: Int, _ copy: (UnsafeMutablePointer<Float16>, Int, Int) -> Void) {
+    private func transfer(table: [Int32], positions: Int, _ copy: (UnsafeMutableRawPointer, Int, Int) -> Void) {
         precondition(positions <= table.count * blockSize, "the block table does not cover \(positions) positions")
         var offset = 0
         for l in 0..<layers {
             for half in [keys[l], values[l]] {
                 var p = 0
                 while p < positions {
-                    let block = Int(table[p / blockSize]), count = min(blockSize, positions - p) * rowWidth
+                    let block = Int(table[p / blockSize]), count = min(blockSize, positions - p) * rowBytes
                     precondition((0..<blockCount).contains(block), "block \(block) is outside the pool")
-                    copy(half + block * blockSize * rowWidth, offset, count)
+                    copy(half + block * blockSize * rowBytes, offset, count)
                     offset += count
                     p += blockSize
                 }
@@ -98,11 +105,16 @@ public final class PagedKVCache: @unchecked Sendable {
     /// every layer: the copy of copy-on-write.
     public func copyBlock(_ source: Int, to destination: Int, positions: Int) {
         precondition((0..<blockCount).contains(source) && (0..<blockCount).contains(destination) && positions <= blockSize)
-        let count = positions * rowWidth
+        let count = positions * rowBytes, stride = blockSize * rowBytes
         for l in 0..<layers {
-            (keys[l] + destination * blockSize * rowWidth).update(from: keys[l] + source * blockSize * rowWidth, count: count)
-            (values[l] + destination * blockSize * rowWidth).update(from: values[l] + source * blockSize * rowWidth, count: count)
+            (keys[l] + destination * stride).copyMemory(from: keys[l] + source * stride, byteCount: count)
+            (values[l] + destination * stride).copyMemory(from: values[l] + source * stride, byteCount: count)
         }
+    }
+
+    /// Layer `layer` as attention reads it.
+    func attentionLayer(_ layer: Int) -> Attention.PagedLayer {
+        Attention.PagedLayer(keys: keys[layer], values: values[layer], blockSize: blockSize, format: format, rowBytes: rowBytes)
     }
 }
 
@@ -154,9 +166,9 @@ public final class KVCache: @unchecked Sendable {
     /// Positions filled so far.
     public internal(set) var length = 0
 
-    public init(layers: Int, capacity: Int, rowWidth: Int, blockSize: Int = 16) {
+    public init(layers: Int, capacity: Int, rowWidth: Int, format: KVCacheFormat = .f16, blockSize: Int = 16) {
         let blocks = max(1, (capacity + blockSize - 1) / blockSize)
-        storage = PagedKVCache(layers: layers, blockSize: blockSize, blockCount: blocks, rowWidth: rowWidth)
+        storage = PagedKVCache(layers: layers, blockSize: blockSize, blockCount: blocks, rowWidth: rowWidth, format: format)
         self.capacity = capacity
         blockTable = (0..<Int32(blocks)).map { $0 }
     }

@@ -54,6 +54,9 @@ struct BenchThroughput: AsyncParsableCommand {
         let max_tokens: Int
         let threads: Int
         let prefix_cache: Bool
+        /// How the KV cache stores keys and values, and how many positions its pool holds.
+        let kv_type: String
+        let kv_capacity_tokens: Int
         let duration_s: Double
         let output_tokens: Int
         let output_tokens_per_s: Double
@@ -134,7 +137,8 @@ struct BenchThroughput: AsyncParsableCommand {
             let statistics = engine.statistics
             let report = Report(
                 requests: requests, concurrency: concurrency, prompt_tokens: promptTokens, shared_prefix_tokens: sharedPrefixTokens,
-                max_tokens: maxTokens, threads: modelArguments.threads ?? ModelOptions.defaultThreads, prefix_cache: !engineArguments.noPrefixCache, duration_s: duration,
+                max_tokens: maxTokens, threads: modelArguments.threads ?? ModelOptions.defaultThreads, prefix_cache: !engineArguments.noPrefixCache,
+                kv_type: modelArguments.kvType.rawValue, kv_capacity_tokens: engine.kvBlockCount * engineArguments.configuration.blockSize, duration_s: duration,
                 output_tokens: outputTokens, output_tokens_per_s: Double(outputTokens) / duration, requests_per_s: Double(requests) / duration,
                 ttft_ms: Percentiles(results.map(\.timeToFirstTokenSeconds)), itl_ms: Percentiles(results.flatMap(\.interTokenSeconds)),
                 cached_prompt_tokens: results.reduce(0) { $0 + $1.cachedPromptTokens }, preemptions: statistics.preemptions,
@@ -145,9 +149,10 @@ struct BenchThroughput: AsyncParsableCommand {
                 writeOut(try jsonLine(report))
             } else {
                 writeOut("""
-                    | requests | concurrency | prompt | shared prefix | output | threads | prefix cache | output tok/s | req/s | TTFT p50/p90/p99 ms | ITL p50/p90/p99 ms | cached prompt tokens |
-                    | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |
+                    | requests | concurrency | prompt | shared prefix | output | threads | prefix cache | KV type | KV capacity | output tok/s | req/s | TTFT p50/p90/p99 ms | ITL p50/p90/p99 ms | cached prompt tokens |
+                    | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
                     | \(requests) | \(concurrency) | \(promptTokens) | \(sharedPrefixTokens) | \(maxTokens) | \(report.threads) | \(report.prefix_cache ? "on" : "off") \
+                    | \(report.kv_type) | \(report.kv_capacity_tokens) \
                     | \(f(report.output_tokens_per_s)) | \(f(report.requests_per_s, 3)) \
                     | \(f(report.ttft_ms.p50)) / \(f(report.ttft_ms.p90)) / \(f(report.ttft_ms.p99)) \
                     | \(f(report.itl_ms.p50)) / \(f(report.itl_ms.p90)) / \(f(report.itl_ms.p99)) | \(report.cached_prompt_tokens) |

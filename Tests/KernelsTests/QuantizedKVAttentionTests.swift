@@ -1,0 +1,127 @@
+import Foundation
+import KernelsC
+import XCTest
+
+@testable import Kernels
+
+/// Attention over Q8_0 and Q4_0 keys and values: against a double-precision reference that
+/// decodes the same blocks and quantizes the f16-rounded queries as the kernel does (the
+/// int8 products are exact, so only the f32 sums differ), on every instruction-set level,
+/// and the same result for a query alone and in a ragged batch.
+final class QuantizedKVAttentionTests: XCTestCase {
+    struct Fixture {
+        let format: KVCacheFormat
+        let shape: Attention.Shape
+        let blockSize: Int
+        let rowBytes: Int
+        var keys: [UInt8]
+        var values: [UInt8]
+        /// The decoded keys and values of each sequence, position by position.
+        var decodedKeys: [[Float]] = []
+        var decodedValues: [[Float]] = []
+        var tables: [[Int32]] = []
+
+        init(format: KVCacheFormat, shape: Attention.Shape, lengths: [Int], blockSize: Int, seed: UInt64) {
+            self.format = format
+            self.shape = shape
+            self.blockSize = blockSize
+            let width = shape.kvStride
+            rowBytes = format.rowBytes(width)
+            let counts = lengths.map { ($0 + blockSize - 1) / blockSize }
+            var g = SplitMix(seed)
+            var order = Array(0..<counts.reduce(0, +)).map(Int32.init)
+            order.shuffle(using: &g)
+            keys = [UInt8](repeating: 0xFF, count: order.count * blockSize * rowBytes)
+            values = keys
+            var next = 0
+            for (s, n) in counts.enumerated() {
+                let table = Array(order[next..<(next + n)])
+                next += n
+                tables.append(table)
+                var dk: [Float] = [], dv: [Float] = []
+                for p in 0..<lengths[s] {
+                    let k = (0..<width).map { _ in Float.random(in: -2...2, using: &g) }
+                    let v = (0..<width).map { _ in Float.random(in: -1...1, using: &g) }
+                    let kq = Quantization.quantize(k, format: format.tensorFormat), vq = Quantization.quantize(v, format: format.tensorFormat)
+                    let row = Int(table[p / blockSize]) * blockSize + p % blockSize
+                    keys.replaceSubrange((row * rowBytes)..<((row + 1) * rowBytes), with: kq)
+                    values.replaceSubrange((row * rowBytes)..<((row + 1) * rowBytes), with: vq)
+                    dk += Quantization.dequantize(kq, count: width, format: format.tensorFormat)
+                    dv += Quantization.dequantize(vq, count: width, format: format.tensorFormat)
+                }
+                decodedKeys.append(dk)
+                decodedValues.append(dv)
+            }
+        }
+
+        func attend(_ q: [Float], _ queries: [(row: Int, sequence: Int, position: Int)], threads: Int) -> [Float] {
+            var out = [Float](repeating: 0, count: q.count)
+            let tables = self.tables.map { table in
+                let p = UnsafeMutablePointer<Int32>.allocate(capacity: table.count)
+                p.initialize(from: table, count: table.count)
+                return p
+            }
+            defer { tables.forEach { $0.deallocate() } }
+            keys.withUnsafeBytes { k in
+                values.withUnsafeBytes { v in
+                    let batch = queries.map { Attention.Query(row: $0.row, position: $0.position, blockTable: tables[$0.sequence]) }
+                    let layer = Attention.PagedLayer(keys: k.baseAddress!, values: v.baseAddress!, blockSize: blockSize, format: format, rowBytes: rowBytes)
+                    batch.withUnsafeBufferPointer { b in
+                        Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: ThreadPool(threads: threads))
+                    }
+                }
+            }
+            return out
+        }
+
+        /// One query head over `0...position` of sequence `s`, in doubles, its query rounded
+        /// to f16 and quantized to 8 bits per 32 values.
+        func reference(_ q: ArraySlice<Float>, sequence s: Int, position: Int, head h: Int) -> [Double] {
+            let d = shape.headDim, kv = h / (shape.heads / shape.kvHeads), width = shape.kvStride
+            let rounded = q.map { Float(Float16($0)) }
+            var blocks = [apus_q8_block](repeating: apus_q8_block(), count: d / 32)
+            apus_quantize_q8(rounded, 1, Int32(d), 0, &blocks)
+            let query = (0..<d).map { i in Double(withUnsafeBytes(of: blocks[i / 32].qs) { $0.load(fromByteOffset: i % 32, as: Int8.self) }) * Double(blocks[i / 32].d) }
+            let first = shape.window.map { max(0, position + 1 - $0) } ?? 0
+            let scores = (first...position).map { p in
+                (0..<d).reduce(0.0) { $0 + query[$1] * Double(decodedKeys[s][p * width + kv * d + $1]) } * Double(shape.scale)
+            }
+            let m = scores.max()!
+            let weights = scores.map { exp($0 - m) }, total = weights.reduce(0, +)
+            return (0..<d).map { i in
+                zip(first...position, weights).reduce(0.0) { $0 + $1.1 * Double(decodedValues[s][$1.0 * width + kv * d + i]) } / total
+            }
+        }
+    }
+
+    func testQuantizedCachesAgainstTheReferenceOnEveryLevel() {
+        defer { IntegerKernels.limit(to: .avx512vnni) }
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+            IntegerKernels.limit(to: level)
+            for format in [KVCacheFormat.q8_0, .q4_0] {
+                for (d, heads, kvHeads, window) in [(64, 6, 2, nil), (32, 4, 4, nil), (256, 4, 1, 100 as Int?)] {
+                    let shape = Attention.Shape(heads: heads, kvHeads: kvHeads, headDim: d, window: window)
+                    // 700 positions: past one 512-position chunk, so a lone query splits over the threads.
+                    let fixture = Fixture(format: format, shape: shape, lengths: [37, 700], blockSize: 7, seed: UInt64(d + heads))
+                    var g = SplitMix(99)
+                    let queries: [(row: Int, sequence: Int, position: Int)] = [(0, 0, 36), (1, 1, 699), (2, 1, 5), (3, 0, 0)]
+                    let q = (0..<(queries.count * heads * d)).map { _ in Float.random(in: -1...1, using: &g) }
+                    let out = fixture.attend(q, queries, threads: 2)
+                    for query in queries {
+                        for h in 0..<heads {
+                            let base = query.row * heads * d + h * d
+                            let expected = fixture.reference(q[base..<(base + d)], sequence: query.sequence, position: query.position, head: h)
+                            for i in 0..<d {
+                                XCTAssertEqual(Double(out[base + i]), expected[i], accuracy: 2e-5,
+                                               "\(level) \(format) d \(d) query \(query) head \(h) dimension \(i)")
+                            }
+                        }
+                        // Alone, the query gets bitwise what it got in the batch.
+                        let alone = fixture.attend(Array(q[(query.row * heads * d)..<((query.row + 1) * heads * d)]), [(0, query.sequence, query.position)], threads: 2)
+                        XCTAssertEqual(alone, Array(out[(query.row * heads * d)..<((query.row + 1) * heads * d)]), "\(level) \(format) d \(d) \(query) alone")
+                    }
+                }
+            }
+        }
+    }
+}
