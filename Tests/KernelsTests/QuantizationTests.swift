@@ -229,6 +229,16 @@ final class QuantizationTests: XCTestCase {
         XCTAssertEqual(HalfPrecision.f16ToFloat(0x3C00), 1)
     }
 
+    /// A block of +0 and -0 (Qwen2.5-Coder-0.5B has one): ggml keeps the first zero as both
+    /// minimum and maximum, so every byte is 0 (a -0 scale was the one difference from
+    /// llama-quantize's files).
+    func testSignedZerosEncodeAsGgmlDoes() {
+        let x: [Float] = (0..<32).map { $0 % 3 == 0 ? 0 : -0.0 }
+        for format in [TensorFormat.q4_1, .q5_1] {
+            XCTAssertEqual(Quantization.quantize(x, format: format), [UInt8](repeating: 0, count: format.blockBytes), "\(format)")
+        }
+    }
+
     /// The encoders `apus quantize` uses write, byte for byte, what ggml's `ggml_quantize_chunk`
     /// (llama-quantize without an importance matrix) writes for the same input: 7 rows of 512
     /// heavy-tailed values with an all-zero group and a constant group. The expected FNV-1a

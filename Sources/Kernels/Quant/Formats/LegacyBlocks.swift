@@ -25,7 +25,11 @@ enum LegacyBlocks {
     /// Q4_1/Q5_1: `d = (max - min) / steps`, `m = min`, `q = (x - min)/d`.
     static func encodeWithMinimum(_ x: UnsafePointer<Float>, steps: Float, into y: UnsafeMutableRawPointer, nibblesAt qs: Int, fifthBitsAt qhOffset: Int?) {
         var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-        for j in 0..<32 { lo = min(lo, x[j]); hi = max(hi, x[j]) }
+        // ggml's comparisons, not min/max: of +0 and -0 the first seen stays, so an all-zero block's scale is +0 as in ggml.
+        for j in 0..<32 {
+            if x[j] < lo { lo = x[j] }
+            if x[j] > hi { hi = x[j] }
+        }
         let d = (hi - lo) / steps
         let id: Float = d != 0 ? 1 / d : 0
         storeF16(d, y, 0)
