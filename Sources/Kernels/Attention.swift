@@ -238,27 +238,23 @@ public enum Attention {
     }
 
     /// `chunk` over quantized keys and values, a cache block's run of positions at a time:
-    /// each KV head's query heads quantized to 8 bits (as the matrix kernels quantize
-    /// activations) and scored against the keys by the int8 row kernels, the keys being the
-    /// rows of a weight matrix `rowBytes` apart; then the online softmax position by position,
-    /// each value decoded to f32 once for its query heads.
+    /// the scores of each KV head's query heads against the keys read block by block from the
+    /// cache (`keyScores`), then the online softmax position by position, each value decoded
+    /// to f32 once for its query heads.
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
                                shape: Shape, firstKVHead: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize, format = cache.format.tensorFormat
-        let blocks = d / 32, headBytes = format.rowBytes(d)
-        withUnsafeTemporaryAllocation(of: apus_q8_block.self, capacity: group * blocks) { qBlocks in
-          withUnsafeTemporaryAllocation(of: Float.self, capacity: group * bs + d) { scratch in
+        let headBytes = format.rowBytes(d)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: group * bs + d) { scratch in
             let scores = scratch.baseAddress!, value = scratch.baseAddress! + group * bs
             for kh in 0..<kvHeads {
                 let head = firstKVHead + kh
-                apus_quantize_q8(q + kh * group * d, Int32(group), Int32(d), 0, qBlocks.baseAddress!)
                 var p = positions.lowerBound
                 while p < positions.upperBound {
                     let offset = p % bs, n = min(bs - offset, positions.upperBound - p)
                     let row = Int(blockTable[p / bs]) * bs + offset
-                    let keys = cache.keys + row * cache.rowBytes + head * headBytes
-                    keyScores(keys, format: format, rowBytes: cache.rowBytes, rows: n, queries: qBlocks.baseAddress!, group: group,
-                              blocks: blocks, into: scores)
+                    keyScores(cache.keys + row * cache.rowBytes + head * headBytes, format: format, rowBytes: cache.rowBytes, rows: n,
+                              queries: q + kh * group * d, group: group, headDim: d, into: scores)
                     for i in 0..<n {
                         format.layout.dequantizeRow(cache.values + (row + i) * cache.rowBytes + head * headBytes, count: d, into: value)
                         for j in 0..<group {
@@ -279,29 +275,33 @@ public enum Attention {
                     p += n
                 }
             }
-          }
         }
     }
 
-    /// Scores of `group` quantized query heads against `rows` keys (`rowBytes` apart) into
-    /// `scores[j · rows + i]`: the int8 row kernels where this CPU has them, else the same sums
-    /// of exact integer products per block, scaled by both blocks' scales.
-    static func keyScores(_ keys: UnsafeRawPointer, format: TensorFormat, rowBytes: Int, rows: Int, queries: UnsafePointer<apus_q8_block>,
-                          group: Int, blocks: Int, into scores: UnsafeMutablePointer<Float>) {
-        if apus_matmul_q8(format.cKernel!, keys, rowBytes, 0, Int32(rows), queries, Int32(group), Int32(blocks), scores, Int32(rows), 0) != 0 { return }
-        for j in 0..<group {
-            for i in 0..<rows {
-                var score: Float = 0
-                for b in 0..<blocks {
-                    let k = format.layout.unpack(keys + i * rowBytes, group: b)
-                    let a = queries[j * blocks + b]
-                    let (lo, hi) = withUnsafeBytes(of: a.qs) { raw in
-                        (SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(as: SIMD16<Int8>.self))),
-                         SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: 16, as: SIMD16<Int8>.self))))
-                    }
-                    score += k.d * a.d * (k.low * lo + k.high * hi).sum()
+    /// Scores of `group` query heads (`headDim` floats apart) against `rows` quantized keys
+    /// (`rowBytes` apart) into `scores[j · rows + i]`: per 32-value block the key's integers
+    /// times the query in f32, times the block's scale, blocks summed in order. The query stays
+    /// in f32: quantizing it to 8 bits as well (llama.cpp's one-token path) doubled the
+    /// perplexity cost of a quantized cache (`bench/2026-12-04-kv-quantization.md`). One
+    /// portable loop for every CPU, so every path gives the same bits.
+    static func keyScores(_ keys: UnsafeRawPointer, format: TensorFormat, rowBytes: Int, rows: Int, queries: UnsafePointer<Float>,
+                          group: Int, headDim d: Int, into scores: UnsafeMutablePointer<Float>) {
+        keyScores(format.layout, keys, rowBytes: rowBytes, rows: rows, queries: queries, group: group, headDim: d, into: scores)
+    }
+
+    /// `keyScores` specialised for one block layout.
+    static func keyScores<L: WeightBlockLayout>(_ layout: L.Type, _ keys: UnsafeRawPointer, rowBytes: Int, rows: Int, queries: UnsafePointer<Float>,
+                                                group: Int, headDim d: Int, into scores: UnsafeMutablePointer<Float>) {
+        for i in 0..<rows {
+            let key = keys + i * rowBytes
+            for j in 0..<group { scores[j * rows + i] = 0 }
+            for b in 0..<(d / 32) {
+                let k = layout.unpack(key, group: b)
+                for j in 0..<group {
+                    let qb = UnsafeRawPointer(queries + j * d + 32 * b)
+                    let lo = qb.loadUnaligned(as: SIMD16<Float>.self), hi = qb.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+                    scores[j * rows + i] += k.d * (k.low * lo + k.high * hi).sum()
                 }
-                scores[j * rows + i] = score
             }
         }
     }

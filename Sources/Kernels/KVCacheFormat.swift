@@ -1,9 +1,8 @@
 /// How a KV cache stores keys and values: f16, llama.cpp's default, or 32-value blocks of
 /// Q8_0 or Q4_0 (llama.cpp's `-ctk`/`-ctv`; Atom and KIVI quantize KV to 8 and 4 bits), which
-/// hold about twice and nearly four times as many positions in the same memory. Attention
-/// scores quantized keys in integers against the query quantized to 8 bits (the matrix
-/// kernels' arithmetic) and decodes quantized values to f32, as llama.cpp's CPU flash
-/// attention does.
+/// hold about twice and nearly four times as many positions in the same memory. Quantized
+/// keys and values are stored rotated (`Hadamard`), and attention scores the keys' blocks
+/// against the f32 query and decodes values to f32.
 public enum KVCacheFormat: String, CaseIterable, Sendable {
     case f16, q8_0, q4_0
 
@@ -20,6 +19,11 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
         case .q4_0: .q4_0
         }
     }
+
+    /// Whether keys and values are stored rotated by `Hadamard`, and queries and attention
+    /// outputs rotated to match: every quantized format, whose blocks an outlier channel
+    /// would otherwise spoil; f16 stores them as they are.
+    public var isRotated: Bool { self != .f16 }
 
     /// Bytes of `width` values (keys or values of one position in one layer).
     public func rowBytes(_ width: Int) -> Int { tensorFormat.rowBytes(width) }

@@ -32,6 +32,30 @@ final class OperatorTests: XCTestCase {
         }
     }
 
+    /// Against the Hadamard matrix written out (`H[i][j] = (-1)^popcount(i & j) / √n`) in
+    /// doubles, on head sizes whose transform is the whole head (64, 256) or a piece of it
+    /// (96 = 3 × 32, 160 = 5 × 32); twice is the identity.
+    func testHadamardRotationIsTheOrthonormalMatrixAndItsOwnInverse() {
+        var seed: UInt64 = 9
+        for (d, n) in [(64, 64), (96, 32), (160, 32), (256, 256)] {
+            XCTAssertEqual(Hadamard.size(headDim: d), n)
+            let heads = 3
+            let x = Reference.randomValues(heads * d, seed: &seed, scale: 4)
+            var y = x
+            y.withUnsafeMutableBufferPointer { Hadamard.rotate($0.baseAddress!, heads: heads, headDim: d) }
+            for piece in stride(from: 0, to: heads * d, by: n) {
+                for i in 0..<n {
+                    let expected = (0..<n).reduce(0.0) { sum, j in
+                        sum + ((i & j).nonzeroBitCount % 2 == 0 ? 1 : -1) * Double(x[piece + j])
+                    } / Double(n).squareRoot()
+                    XCTAssertEqual(Double(y[piece + i]), expected, accuracy: 1e-4, "d \(d) at \(piece + i)")
+                }
+            }
+            y.withUnsafeMutableBufferPointer { Hadamard.rotate($0.baseAddress!, heads: heads, headDim: d) }
+            for i in 0..<(heads * d) { XCTAssertEqual(y[i], x[i], accuracy: 1e-5, "d \(d) back at \(i)") }
+        }
+    }
+
     func testSoftmaxAndSiLU() {
         var x: [Float] = [1, 2, 3, -1000, 0.5]
         Activation.softmax(&x, count: 5)

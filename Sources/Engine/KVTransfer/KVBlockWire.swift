@@ -2,7 +2,8 @@ import Digest
 import Foundation
 import Kernels
 
-/// The wire format of KV blocks shipped from a prefill worker to a decode worker, version 1.
+/// The wire format of KV blocks shipped from a prefill worker to a decode worker, version 2
+/// (version 1 carried Q8_0 and Q4_0 rows unrotated; they are rotated now, `Hadamard`).
 /// A stream is a header, then one record per block in prompt order, then an end record, so
 /// a receiver imports each block as it arrives (transfer overlaps the sender's compute) and
 /// knows a stream cut short from a finished one. Little-endian throughout:
@@ -22,7 +23,7 @@ import Kernels
 /// tokens after its parent's, so a block can only ever be found by the prompt it was
 /// computed for.
 public enum KVBlockWire {
-    public static let version: UInt16 = 1
+    public static let version: UInt16 = 2
     public static let contentType = "application/x-apus-kv-blocks"
     static let magic: [UInt8] = Array("APKV".utf8)
     static let headerBytes = 32

@@ -157,6 +157,11 @@ final class ForwardPass {
                         for i in 0..<hp.kvWidth { valueRow[i] = Float16(value[i]) }
                     } else {
                         RoPE.apply(key, heads: hp.kvHeads, headDim: hp.headDim, angles: angle, layout: ropeLayout)
+                        if format.isRotated {
+                            Hadamard.rotate(q.pointer + t * hp.queryWidth, heads: hp.heads, headDim: hp.headDim)
+                            Hadamard.rotate(key, heads: hp.kvHeads, headDim: hp.headDim)
+                            Hadamard.rotate(value, heads: hp.kvHeads, headDim: hp.headDim)
+                        }
                         Quantization.quantize(key, count: hp.kvWidth, format: format.tensorFormat, into: keys.value + row * rowBytes)
                         Quantization.quantize(value, count: hp.kvWidth, format: format.tensorFormat, into: values.value + row * rowBytes)
                     }
@@ -167,6 +172,11 @@ final class ForwardPass {
         profile.time(.attention) {
             layout.queries.withUnsafeBufferPointer { queries in
                 Attention.causal(queries: q.pointer, batch: queries, cache: kvLayer, shape: attentionShape, into: attended.pointer, pool: pool)
+            }
+            if format.isRotated {
+                pool.parallelFor(n, minimumChunk: 16) { range in
+                    Hadamard.rotate(attended.pointer + range.lowerBound * hp.queryWidth, heads: range.count * hp.heads, headDim: hp.headDim)
+                }
             }
         }
         profile.time(.outputProjection) { project(a.output, attended, into: out, accumulate: accumulate) }
