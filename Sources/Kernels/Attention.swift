@@ -238,28 +238,30 @@ public enum Attention {
     }
 
     /// `chunk` over quantized keys and values, a cache block's run of positions at a time:
-    /// the scores of each KV head's query heads against the keys read block by block from the
-    /// cache (`keyScores`), then the online softmax position by position, each value decoded
-    /// to f32 once for its query heads.
+    /// the run's keys decoded to f32 and scored against each of the KV head's query heads,
+    /// then the online softmax position by position, each value decoded to f32 once for its
+    /// query heads. The query stays in f32: quantizing it to 8 bits as well (llama.cpp's
+    /// one-token path, and this kernel's first version) doubled the perplexity cost of a
+    /// quantized cache (`bench/2026-12-04-kv-quantization.md`). One portable loop for every
+    /// CPU, so every path gives the same bits.
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
                                shape: Shape, firstKVHead: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
-        let d = shape.headDim, bs = cache.blockSize, format = cache.format.tensorFormat
-        let headBytes = format.rowBytes(d)
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: group * bs + d) { scratch in
-            let scores = scratch.baseAddress!, value = scratch.baseAddress! + group * bs
+        let d = shape.headDim, bs = cache.blockSize, layout = cache.format.tensorFormat.layout
+        let headBytes = cache.format.rowBytes(d)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: bs * d + d) { scratch in
+            let keys = scratch.baseAddress!, value = scratch.baseAddress! + bs * d
             for kh in 0..<kvHeads {
                 let head = firstKVHead + kh
                 var p = positions.lowerBound
                 while p < positions.upperBound {
                     let offset = p % bs, n = min(bs - offset, positions.upperBound - p)
                     let row = Int(blockTable[p / bs]) * bs + offset
-                    keyScores(cache.keys + row * cache.rowBytes + head * headBytes, format: format, rowBytes: cache.rowBytes, rows: n,
-                              queries: q + kh * group * d, group: group, headDim: d, into: scores)
+                    for i in 0..<n { layout.dequantizeRow(cache.keys + (row + i) * cache.rowBytes + head * headBytes, count: d, into: keys + i * d) }
                     for i in 0..<n {
-                        format.layout.dequantizeRow(cache.values + (row + i) * cache.rowBytes + head * headBytes, count: d, into: value)
+                        layout.dequantizeRow(cache.values + (row + i) * cache.rowBytes + head * headBytes, count: d, into: value)
                         for j in 0..<group {
                             let state = partials.head(kh * group + j), o = state.sums + c * d
-                            let score = scores[j * n + i] * shape.scale
+                            let score = dotF32(q + (kh * group + j) * d, keys + i * d, d) * shape.scale
                             var m = state.maxima[c], ms: Float = 1, vs: Float = 1
                             if score > m {
                                 ms = m == -.infinity ? 0 : expf(m - score)
@@ -273,34 +275,6 @@ public enum Attention {
                         }
                     }
                     p += n
-                }
-            }
-        }
-    }
-
-    /// Scores of `group` query heads (`headDim` floats apart) against `rows` quantized keys
-    /// (`rowBytes` apart) into `scores[j · rows + i]`: per 32-value block the key's integers
-    /// times the query in f32, times the block's scale, blocks summed in order. The query stays
-    /// in f32: quantizing it to 8 bits as well (llama.cpp's one-token path) doubled the
-    /// perplexity cost of a quantized cache (`bench/2026-12-04-kv-quantization.md`). One
-    /// portable loop for every CPU, so every path gives the same bits.
-    static func keyScores(_ keys: UnsafeRawPointer, format: TensorFormat, rowBytes: Int, rows: Int, queries: UnsafePointer<Float>,
-                          group: Int, headDim d: Int, into scores: UnsafeMutablePointer<Float>) {
-        keyScores(format.layout, keys, rowBytes: rowBytes, rows: rows, queries: queries, group: group, headDim: d, into: scores)
-    }
-
-    /// `keyScores` specialised for one block layout.
-    static func keyScores<L: WeightBlockLayout>(_ layout: L.Type, _ keys: UnsafeRawPointer, rowBytes: Int, rows: Int, queries: UnsafePointer<Float>,
-                                                group: Int, headDim d: Int, into scores: UnsafeMutablePointer<Float>) {
-        for i in 0..<rows {
-            let key = keys + i * rowBytes
-            for j in 0..<group { scores[j * rows + i] = 0 }
-            for b in 0..<(d / 32) {
-                let k = layout.unpack(key, group: b)
-                for j in 0..<group {
-                    let qb = UnsafeRawPointer(queries + j * d + 32 * b)
-                    let lo = qb.loadUnaligned(as: SIMD16<Float>.self), hi = qb.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-                    scores[j * rows + i] += k.d * (k.low * lo + k.high * hi).sum()
                 }
             }
         }
@@ -358,13 +332,31 @@ public enum Attention {
         return Float(dot)
     }
 
-    /// `accumulate` of values already decoded to f32.
+    /// `Σ q[i] · k[i]` over keys decoded to f32 (`d` a multiple of 32): two 16-lane
+    /// accumulators, one horizontal sum.
+    @inline(__always)
+    static func dotF32(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ d: Int) -> Float {
+        typealias V = SIMD16<Float>
+        var a0 = V(), a1 = V()
+        var i = 0
+        while i + 32 <= d {
+            a0.addProduct(UnsafeRawPointer(q + i).loadUnaligned(as: V.self), UnsafeRawPointer(k + i).loadUnaligned(as: V.self))
+            a1.addProduct(UnsafeRawPointer(q + i + 16).loadUnaligned(as: V.self), UnsafeRawPointer(k + i + 16).loadUnaligned(as: V.self))
+            i += 32
+        }
+        return (a0 + a1).sum()
+    }
+
+    /// `accumulate` of values already decoded to f32 (`d` a multiple of 16).
     @inline(__always)
     static func accumulate(_ o: UnsafeMutablePointer<Float>, scale ms: Float, plus v: UnsafePointer<Float>, times vs: Float, _ d: Int) {
-        for i in 0..<d {
-            var acc = o[i]
+        typealias V = SIMD16<Float>
+        var i = 0
+        while i + 16 <= d {
+            var acc = UnsafeRawPointer(o + i).loadUnaligned(as: V.self)
             if ms != 1 { acc *= ms }
-            o[i] = acc.addingProduct(v[i], vs)
+            UnsafeMutableRawPointer(o + i).storeBytes(of: acc.addingProduct(UnsafeRawPointer(v + i).loadUnaligned(as: V.self), vs), as: V.self)
+            i += 16
         }
     }
 
