@@ -78,6 +78,120 @@ static AVX2 void attention_avx2(const float *q, int kv_heads, int group, int q_s
 
 #define INLINE static inline __attribute__((always_inline))
 
+// The scores of one query head (`nv` vectors of 8 floats) against 8 keys (f32 rows `d`
+// apart): eight chains of fused multiply-adds side by side, then the eight horizontal sums
+// together by a transposing tree of pairwise adds.
+INLINE AVX2 __m256 scores8(const int nv, const float *q, const float *k, int d) {
+    __m256 v[8];
+    const __m256 q0 = _mm256_loadu_ps(q);
+    for (int j = 0; j < 8; j++) v[j] = _mm256_mul_ps(q0, _mm256_loadu_ps(k + (size_t)j * d));
+    for (int c = 1; c < nv; c++) {
+        const __m256 qc = _mm256_loadu_ps(q + 8 * c);
+        for (int j = 0; j < 8; j++) v[j] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(k + (size_t)j * d + 8 * c), v[j]);
+    }
+    const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+// `x` moved up by one, two or four lanes, -inf in the lanes vacated.
+INLINE AVX2 __m256 shift_up8(__m256 x, int k) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    switch (k) {
+    case 1: return _mm256_blend_ps(_mm256_permutevar8x32_ps(x, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6)), ninf, 0x01);
+    case 2: return _mm256_blend_ps(_mm256_permutevar8x32_ps(x, _mm256_setr_epi32(0, 0, 0, 1, 2, 3, 4, 5)), ninf, 0x03);
+    default: return _mm256_blend_ps(_mm256_permutevar8x32_ps(x, _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 2, 3)), ninf, 0x0F);
+    }
+}
+
+// The softmax and value sums of `group` query heads (one KV head) over eight positions whose
+// keys and values are in `kf` and `vf` (f32 rows of `d`), `n` of them valid: attend16's
+// steps in eight lanes. Each position's weight and rescaling are attention_avx2's (the
+// running maximum before a position is a prefix maximum, so every exponent is known up
+// front and one vector exp computes them); the value sums stay in registers, 64 floats of
+// a head at a time.
+INLINE AVX2 void attend8(const int nv, const float *q, int group, int q_stride, const float *kf, const float *vf, int n, float scale,
+                         float *out, float *max_io, float *sum_io, int state_stride) {
+    const int d = 8 * nv;
+    const __m256 valid = _mm256_cmp_ps(_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_ps((float)n), _CMP_LT_OQ);
+    const __m256 one = _mm256_set1_ps(1.0f), ninf = _mm256_set1_ps(-INFINITY);
+    for (int h = 0; h < group; h++) {
+        float *m = max_io + (size_t)h * state_stride, *sum = sum_io + (size_t)h * state_stride;
+        const __m256 s = _mm256_blendv_ps(ninf, _mm256_mul_ps(scores8(nv, q + (size_t)h * q_stride, kf, d), _mm256_set1_ps(scale)), valid);
+        __m256 upto = s;  // inclusive prefix maximum of the scores
+        upto = _mm256_max_ps(upto, shift_up8(upto, 1));
+        upto = _mm256_max_ps(upto, shift_up8(upto, 2));
+        upto = _mm256_max_ps(upto, shift_up8(upto, 4));
+        const __m256 before = _mm256_max_ps(_mm256_set1_ps(*m), shift_up8(upto, 1));  // the running maximum before each
+        const __m256 raises = _mm256_and_ps(_mm256_cmp_ps(s, before, _CMP_GT_OQ), valid);
+        const __m256 e = exp8(_mm256_blendv_ps(_mm256_sub_ps(s, before), _mm256_sub_ps(before, s), raises));
+        float ms[8], vs[8], prefix[8];
+        _mm256_storeu_ps(ms, _mm256_blendv_ps(one, e, raises));
+        _mm256_storeu_ps(vs, _mm256_blendv_ps(e, one, raises));
+        _mm256_storeu_ps(prefix, upto);
+        const unsigned rescale = (unsigned)_mm256_movemask_ps(raises);
+        float total = *sum;
+        for (int i = 0; i < n; i++) total = fmaf(total, ms[i], vs[i]);
+        *sum = total;
+        if (prefix[n - 1] > *m) *m = prefix[n - 1];
+        float *o = out + (size_t)h * state_stride;
+        for (int c0 = 0; c0 < nv; c0 += 8) {
+            const int cn = nv - c0 < 8 ? nv - c0 : 8;
+            __m256 acc[8];
+            for (int c = 0; c < cn; c++) acc[c] = _mm256_loadu_ps(o + 8 * (c0 + c));
+            for (int i = 0; i < n; i++) {
+                const float *v = vf + (size_t)i * d + 8 * c0;
+                if (rescale >> i & 1) {
+                    const __m256 r = _mm256_set1_ps(ms[i]);
+                    for (int c = 0; c < cn; c++) acc[c] = _mm256_mul_ps(acc[c], r);
+                }
+                const __m256 w = _mm256_set1_ps(vs[i]);
+                for (int c = 0; c < cn; c++) acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8 * c), w, acc[c]);
+            }
+            for (int c = 0; c < cn; c++) _mm256_storeu_ps(o + 8 * (c0 + c), acc[c]);
+        }
+    }
+}
+
+// attention_avx512's structure in AVX2, eight positions at a time: each KV head's keys and
+// values converted to f32 once for its query heads, eight scores per head at once, their
+// weights from one vector exp, the value sums in registers; the next eight rows prefetched.
+static AVX2 void attention_avx2_tiled(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
+                                      int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
+    const int nv = d / 8;
+    float kf[8 * 256], vf[8 * 256];
+    const int row_bytes = 2 * d * kv_heads;
+    size_t rows[16];  // these eight positions, then the next eight, whose rows are prefetched
+    for (int i = 0; i < 8 && begin + i < end; i++) rows[8 + i] = row_offset(kv, begin + i);
+    for (int p0 = begin; p0 < end; p0 += 8) {
+        const int n = end - p0 < 8 ? end - p0 : 8;
+        for (int i = 0; i < n; i++) rows[i] = rows[8 + i];
+        for (int i = 0; i < 8 && p0 + 8 + i < end; i++) {
+            const size_t row = rows[8 + i] = row_offset(kv, p0 + 8 + i);
+            for (int line = 0; line < row_bytes; line += 64) {
+                _mm_prefetch((const char *)(kv->keys + row) + line, _MM_HINT_T0);
+                _mm_prefetch((const char *)(kv->values + row) + line, _MM_HINT_T0);
+            }
+        }
+        for (int g = 0; g < kv_heads; g++) {
+            for (int i = 0; i < 8; i++) {
+                for (int c = 0; c < nv; c++) {
+                    if (i < n) {
+                        const size_t at = rows[i] + (size_t)g * d + 8 * c;
+                        _mm256_storeu_ps(kf + i * d + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv->keys + at))));
+                        _mm256_storeu_ps(vf + i * d + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv->values + at))));
+                    } else {
+                        _mm256_storeu_ps(kf + i * d + 8 * c, _mm256_setzero_ps());
+                    }
+                }
+            }
+            const size_t h = (size_t)g * group;
+            attend8(nv, q + h * q_stride, group, q_stride, kf, vf, n, scale, out + h * state_stride, max_io + h * state_stride,
+                    sum_io + h * state_stride, state_stride);
+        }
+    }
+}
+
 INLINE VNNI __m512 add_pairs(__m512 a, __m512 b, const int *lo, const int *hi) {
     __m512i l = _mm512_loadu_si512(lo), h = _mm512_loadu_si512(hi);
     return _mm512_add_ps(_mm512_permutex2var_ps(a, l, b), _mm512_permutex2var_ps(a, h, b));
@@ -255,6 +369,10 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
 #if APUS_X86
     if (apus_int8_isa() >= 2 && d % 16 == 0 && (d <= 128 || d == 256)) {
         attention_vnni(q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        return 1;
+    }
+    if (apus_int8_isa() >= 1 && d % 8 == 0 && d <= 256) {
+        attention_avx2_tiled(q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }
     if (apus_int8_isa() >= 1) {
