@@ -242,12 +242,19 @@ public enum Attention {
     /// then the online softmax position by position, each value decoded to f32 once for its
     /// query heads. The query stays in f32: quantizing it to 8 bits as well (llama.cpp's
     /// one-token path, and this kernel's first version) doubled the perplexity cost of a
-    /// quantized cache (`bench/2026-12-04-kv-quantization.md`). One portable loop for every
-    /// CPU, so every path gives the same bits.
+    /// quantized cache (`bench/2026-12-04-kv-quantization.md`). With AVX2, the C kernel does
+    /// the same eight positions at a time (`apus_attention_quantized`).
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
                                shape: Shape, firstKVHead: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize, layout = cache.format.tensorFormat.layout
         let headBytes = cache.format.rowBytes(d)
+        // The C kernel where this CPU has one: rows are whole two-byte units.
+        var rows = apus_kv_rows(keys: (cache.keys + firstKVHead * headBytes).assumingMemoryBound(to: UInt16.self),
+                                values: (cache.values + firstKVHead * headBytes).assumingMemoryBound(to: UInt16.self),
+                                table: blockTable, block_size: Int32(bs), stride: Int32(cache.rowBytes / 2))
+        if apus_attention_quantized(Int32(cache.format.tensorFormat.ggmlType), q, Int32(kvHeads), Int32(group), Int32(d), &rows,
+                                    Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
+                                    partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: bs * d + d) { scratch in
             let keys = scratch.baseAddress!, value = scratch.baseAddress! + bs * d
             for kh in 0..<kvHeads {

@@ -24,10 +24,19 @@ public enum Hadamard {
             var half = 1
             while half < n {
                 for start in stride(from: 0, to: n, by: 2 * half) {
-                    for i in start..<(start + half) {
-                        let a = v[i], b = v[i + half]
-                        v[i] = a + b
-                        v[i + half] = a - b
+                    if half >= 16 {
+                        for i in stride(from: start, to: start + half, by: 16) {
+                            let a = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD16<Float>.self)
+                            let b = UnsafeRawPointer(v + i + half).loadUnaligned(as: SIMD16<Float>.self)
+                            UnsafeMutableRawPointer(v + i).storeBytes(of: a + b, as: SIMD16<Float>.self)
+                            UnsafeMutableRawPointer(v + i + half).storeBytes(of: a - b, as: SIMD16<Float>.self)
+                        }
+                    } else {
+                        for i in start..<(start + half) {
+                            let a = v[i], b = v[i + half]
+                            v[i] = a + b
+                            v[i + half] = a - b
+                        }
                     }
                 }
                 half *= 2

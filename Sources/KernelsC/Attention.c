@@ -153,14 +153,43 @@ INLINE AVX2 void attend8(const int nv, const float *q, int group, int q_stride, 
     }
 }
 
+// Two-byte units that one head's `d` values take in a cache row of `format` (1: f16; Q8_0
+// and Q4_0 blocks are 34 and 18 bytes per 32 values, so every row is whole units).
+static inline int head_units(int format, int d) { return format == APUS_Q8_0 ? d / 32 * 17 : format == APUS_Q4_0 ? d / 32 * 9 : d; }
+
+// One head's `d` values of a cache row to f32: f16 converted, Q8_0 and Q4_0 blocks decoded
+// as the Swift layouts decode them (the integer times the block's scale).
+INLINE AVX2 void decode_head(const int format, const uint16_t *src, int d, float *x) {
+    if (format == APUS_Q8_0 || format == APUS_Q4_0) {
+        const uint8_t *p = (const uint8_t *)src;
+        const int block_bytes = format == APUS_Q8_0 ? 34 : 18;
+        for (int b = 0; b < d / 32; b++, p += block_bytes, x += 32) {
+            const __m256 scale = _mm256_set1_ps(_cvtsh_ss((unsigned short)(p[0] | p[1] << 8)));
+            __m128i q[4];
+            if (format == APUS_Q8_0) {
+                for (int j = 0; j < 4; j++) q[j] = _mm_loadl_epi64((const __m128i *)(p + 2 + 8 * j));
+            } else {
+                const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 2)), mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+                const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
+                const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
+                q[0] = lo, q[1] = _mm_srli_si128(lo, 8), q[2] = hi, q[3] = _mm_srli_si128(hi, 8);
+            }
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(x + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q[j])), scale));
+        }
+        return;
+    }
+    for (int c = 0; c < d / 8; c++) _mm256_storeu_ps(x + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 8 * c))));
+}
+
 // attention_avx512's structure in AVX2, eight positions at a time: each KV head's keys and
-// values converted to f32 once for its query heads, eight scores per head at once, their
-// weights from one vector exp, the value sums in registers; the next eight rows prefetched.
-static AVX2 void attention_avx2_tiled(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
-                                      int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
-    const int nv = d / 8;
+// values decoded to f32 once for its query heads (f16, or Q8_0/Q4_0 blocks: `format`),
+// eight scores per head at once, their weights from one vector exp, the value sums in
+// registers; the next eight rows prefetched.
+static AVX2 void attention_avx2_tiled(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin,
+                                      int end, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
+    const int nv = d / 8, units = head_units(format, d);
     float kf[8 * 256], vf[8 * 256];
-    const int row_bytes = 2 * d * kv_heads;
+    const int row_bytes = 2 * units * kv_heads;
     size_t rows[16];  // these eight positions, then the next eight, whose rows are prefetched
     for (int i = 0; i < 8 && begin + i < end; i++) rows[8 + i] = row_offset(kv, begin + i);
     for (int p0 = begin; p0 < end; p0 += 8) {
@@ -175,14 +204,12 @@ static AVX2 void attention_avx2_tiled(const float *q, int kv_heads, int group, i
         }
         for (int g = 0; g < kv_heads; g++) {
             for (int i = 0; i < 8; i++) {
-                for (int c = 0; c < nv; c++) {
-                    if (i < n) {
-                        const size_t at = rows[i] + (size_t)g * d + 8 * c;
-                        _mm256_storeu_ps(kf + i * d + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv->keys + at))));
-                        _mm256_storeu_ps(vf + i * d + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv->values + at))));
-                    } else {
-                        _mm256_storeu_ps(kf + i * d + 8 * c, _mm256_setzero_ps());
-                    }
+                if (i < n) {
+                    const size_t at = rows[i] + (size_t)g * units;
+                    decode_head(format, kv->keys + at, d, kf + i * d);
+                    decode_head(format, kv->values + at, d, vf + i * d);
+                } else {
+                    for (int c = 0; c < nv; c++) _mm256_storeu_ps(kf + i * d + 8 * c, _mm256_setzero_ps());
                 }
             }
             const size_t h = (size_t)g * group;
@@ -372,7 +399,7 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
         return 1;
     }
     if (apus_int8_isa() >= 1 && d % 8 == 0 && d <= 256) {
-        attention_avx2_tiled(q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        attention_avx2_tiled(1, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }
     if (apus_int8_isa() >= 1) {
@@ -381,6 +408,21 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
     }
 #endif
     (void)q; (void)q_stride; (void)kv; (void)begin; (void)end; (void)d; (void)scale; (void)out;
+    (void)max_io; (void)sum_io; (void)state_stride;
+    return 0;
+}
+
+int apus_attention_quantized(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
+                             int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
+    if (group > APUS_MAX_GROUP || kv_heads * group > APUS_MAX_HEADS || d % 32 != 0 || d > 256) return 0;
+    if (format != APUS_Q8_0 && format != APUS_Q4_0) return 0;
+#if APUS_X86
+    if (apus_int8_isa() >= 1) {
+        attention_avx2_tiled(format, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        return 1;
+    }
+#endif
+    (void)q; (void)kv_heads; (void)q_stride; (void)kv; (void)begin; (void)end; (void)scale; (void)out;
     (void)max_io; (void)sum_io; (void)state_stride;
     return 0;
 }

@@ -140,8 +140,8 @@ typedef struct {
 /// `kv`: an online softmax in llama.cpp's flash-attention order (`q` holds f16-rounded
 /// values, f16 keys and values), except that the weighted sum of values is kept in f32
 /// (llama.cpp rounds it to f16 after every position). With AVX-512 (head sizes a multiple of
-/// 16, up to 128, or 256) the softmax weights come from a vector exponential instead of
-/// libm's `expf`. Continues the state it is given for each head h (the unnormalised `d` sums
+/// 16, up to 128, or 256) and with AVX2 (a multiple of 8 up to 256) the softmax weights come
+/// from a vector exponential instead of libm's `expf`. Continues the state it is given for each head h (the unnormalised `d` sums
 /// at `out + h * state_stride`, the maximum score and the softmax denominator at
 /// `h * state_stride` of `max_io` and `sum_io`; start from zeros and -inf), so consecutive
 /// ranges of positions give bitwise the result of one call over all of them, and each head
@@ -150,6 +150,14 @@ typedef struct {
 /// portable path).
 int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
                        float scale, float *out, float *max_io, float *sum_io, int state_stride);
+/// `apus_attention_f16` over a cache of Q8_0 or Q4_0 rows (`format` APUS_Q8_0 or APUS_Q4_0):
+/// `kv->keys` and `kv->values` point at the first KV head's first block and `kv->stride`
+/// counts two-byte units (every such row is a whole number of them); each head's blocks
+/// follow the previous head's. Keys and values are decoded to f32 (the integer times the
+/// block's scale) and scored against the f32 query. Returns 0 without AVX2, for head sizes
+/// that are not a multiple of 32 up to 256, or heads past the limits above.
+int apus_attention_quantized(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
+                             int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);
 
 /// `x[i] = e^x[i]` in place with the vector exponential of the AVX-512 attention kernel
 /// (within 2 ulp; +inf above 88.7, 0 below -86). Returns 0 when this CPU lacks AVX-512 (the

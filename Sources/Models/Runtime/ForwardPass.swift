@@ -142,9 +142,11 @@ final class ForwardPass {
         let keys = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.keys)), values = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.values))
         let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
         let format = cache.format, rowBytes = cache.rowBytes
+        // A quantized cache's rows (rotated, then encoded) cost several times an f16 row's.
+        let tokensPerChunk = format.isRotated ? 2 : 16
         profile.time(.ropeAndCacheWrite) { layout.cacheRows.withUnsafeBufferPointer { cacheRows in
             let rows = UncheckedBox(cacheRows.baseAddress!)
-            pool.parallelFor(n, minimumChunk: 16) { range in
+            pool.parallelFor(n, minimumChunk: tokensPerChunk) { range in
                 for t in range {
                     let angle = angles.pointer + t * hp.headDim
                     let row = rows.value[t]
