@@ -141,15 +141,17 @@ typedef struct {
 /// values, f16 keys and values), except that the weighted sum of values is kept in f32
 /// (llama.cpp rounds it to f16 after every position). With AVX-512 (head sizes a multiple of
 /// 16, up to 128, or 256) and with AVX2 (a multiple of 8 up to 256) the softmax weights come
-/// from a vector exponential instead of libm's `expf`. Continues the state it is given for each head h (the unnormalised `d` sums
-/// at `out + h * state_stride`, the maximum score and the softmax denominator at
-/// `h * state_stride` of `max_io` and `sum_io`; start from zeros and -inf), so consecutive
+/// from a vector exponential instead of libm's `expf`. Continues the state it is given for
+/// each head h (the unnormalised `d` sums at `out + h * state_stride`, the maximum score and
+/// the softmax denominator at `h * state_stride` of `max_io` and `sum_io`; start from zeros
+/// and -inf), so consecutive
 /// ranges of positions give bitwise the result of one call over all of them, and each head
 /// gets bitwise what it gets alone or with any other heads. Returns 0 when this CPU lacks
 /// AVX2/F16C or the heads exceed APUS_MAX_GROUP or APUS_MAX_HEADS (the caller then uses its
 /// portable path).
 int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
                        float scale, float *out, float *max_io, float *sum_io, int state_stride);
+
 /// `apus_attention_f16` over a cache of Q8_0 or Q4_0 rows (`format` APUS_Q8_0 or APUS_Q4_0):
 /// `kv->keys` and `kv->values` point at the first KV head's first block and `kv->stride`
 /// counts two-byte units (every such row is a whole number of them); each head's blocks
