@@ -43,7 +43,8 @@ public enum Attention {
     /// softmax, and the chunks combined in order (FlashDecoding, Dao et al. 2023). Decoding
     /// one token spreads the chunks over the threads; a batch computes the same chunks in
     /// turn, so a query gets bitwise the same result either way. Contexts up to one chunk
-    /// are a single pass, exactly llama.cpp's arithmetic.
+    /// are a single pass, llama.cpp's operations per position (the dot products' and exponentials'
+    /// own order and rounding differ by kernel).
     public static let chunkPositions = 512
 
     /// One layer of a paged KV cache (PagedAttention, Kwon et al. 2023): rows of
@@ -240,8 +241,9 @@ public enum Attention {
     /// `chunk` over quantized keys and values, a cache block's run of positions at a time:
     /// the run's keys decoded to f32 and scored against each of the KV head's query heads,
     /// then the online softmax position by position, each value decoded to f32 once for its
-    /// query heads. The query stays in f32: quantizing it to 8 bits as well (llama.cpp's
-    /// one-token path, and this kernel's first version) doubled the perplexity cost of a
+    /// query heads. The query is not quantized (it is rounded to f16, as for an f16 cache):
+    /// quantizing it to 8 bits as well (llama.cpp's one-token path, and this kernel's first
+    /// version) doubled the perplexity cost of a
     /// quantized cache (`bench/2026-12-04-kv-quantization.md`). With AVX2, the C kernel does
     /// the same eight positions at a time (`apus_attention_quantized`).
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,

@@ -2,7 +2,8 @@
 /// Q8_0 or Q4_0 (llama.cpp's `-ctk`/`-ctv`; Atom and KIVI quantize KV to 8 and 4 bits), which
 /// hold about twice and nearly four times as many positions in the same memory. Quantized
 /// keys and values are stored rotated (`Hadamard`), and attention scores the keys' blocks
-/// against the f32 query and decodes values to f32.
+/// against the query (rounded to f16, as for an f16 cache, but not quantized) and decodes
+/// values to f32.
 public enum KVCacheFormat: String, CaseIterable, Sendable {
     case f16, q8_0, q4_0
 

@@ -1,4 +1,4 @@
-// Attention over a paged cache of f16 keys and values.
+// Attention over a paged cache of f16 keys and values, or of Q8_0/Q4_0 blocks.
 #include "KernelsC.h"
 #include "x86.h"
 
@@ -153,7 +153,7 @@ INLINE AVX2 void attend8(const int nv, const float *q, int group, int q_stride, 
     }
 }
 
-// Two-byte units that one head's `d` values take in a cache row of `format` (1: f16; Q8_0
+// Two-byte units that one head's `d` values take in a cache row of `format` (f16, or Q8_0
 // and Q4_0 blocks are 34 and 18 bytes per 32 values, so every row is whole units).
 static inline int head_units(int format, int d) { return format == APUS_Q8_0 ? d / 32 * 17 : format == APUS_Q4_0 ? d / 32 * 9 : d; }
 
@@ -169,9 +169,8 @@ INLINE AVX2 void decode_head(const int format, const uint16_t *src, int d, float
             if (format == APUS_Q8_0) {
                 for (int j = 0; j < 4; j++) q[j] = _mm_loadl_epi64((const __m128i *)(p + 2 + 8 * j));
             } else {
-                const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 2)), mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-                const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
-                const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
+                const __m256i values = _mm256_sub_epi8(unpack_nibbles(p + 2), _mm256_set1_epi8(8));
+                const __m128i lo = _mm256_castsi256_si128(values), hi = _mm256_extracti128_si256(values, 1);
                 q[0] = lo, q[1] = _mm_srli_si128(lo, 8), q[2] = hi, q[3] = _mm_srli_si128(hi, 8);
             }
             for (int j = 0; j < 4; j++) _mm256_storeu_ps(x + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q[j])), scale));
@@ -399,7 +398,7 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
         return 1;
     }
     if (apus_int8_isa() >= 1 && d % 8 == 0 && d <= 256) {
-        attention_avx2_tiled(1, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        attention_avx2_tiled(APUS_F16, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }
     if (apus_int8_isa() >= 1) {

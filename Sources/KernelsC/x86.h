@@ -54,11 +54,12 @@ static inline VNNI __m512 exp16(__m512 x) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-86.0f), _CMP_GE_OQ), y);
 }
 
-// exp16 in eight lanes for AVX2, bit for bit: the same polynomial and steps, the power of two
-// built in the exponent bits instead of vscalefps (exact wherever the result is not flushed:
-// from -86 up, 2^n is a normal number). Meant for arguments at most 88.
+// exp16 in eight lanes for AVX2: the same clamp, polynomial and steps, the power of two built
+// in the exponent bits instead of vscalefps. From -86 up 2^n is a normal number, so the
+// product is exact and the bits are exp16's; at the clamp (n = 128) the exponent bits are
+// +inf's, which is exp16's overflow too.
 static inline AVX2 __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.75f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);

@@ -15,6 +15,9 @@ public enum SyntheticModel {
         public var headDim = 16
         public var feedForward = 256
         public var context = 512
+        /// Added to the first channel of every KV head's key bias (`qwen2`): a channel far
+        /// above the rest, as Qwen2.5's key biases make.
+        public var keyBiasOutlier: Float = 0
         public init() {}
     }
 
@@ -67,9 +70,10 @@ public enum SyntheticModel {
         writer.metadata["tokenizer.ggml.eos_token_id"] = .uint32(2)
         writer.metadata["tokenizer.ggml.add_bos_token"] = .bool(true)
 
-        func tensor(_ name: String, _ stored: GGMLType, rows: Int, cols: Int, scale: Float, offset: Float = 0) {
+        func tensor(_ name: String, _ stored: GGMLType, rows: Int, cols: Int, scale: Float, offset: Float = 0, every: Int = 0, plus: Float = 0) {
             let type = rows > 1 ? matrices ?? stored : stored
-            let values = random(rows * cols, scale: scale).map { $0 + offset }
+            var values = random(rows * cols, scale: scale).map { $0 + offset }
+            if every > 0 { for i in stride(from: 0, to: values.count, by: every) { values[i] += plus } }
             let format = TensorFormat(ggmlType: type.rawValue)!
             writer.add(.init(name: name, type: type, dimensions: rows == 1 ? [cols] : [cols, rows],
                              data: Quantization.quantize(values, format: format)))
@@ -86,7 +90,7 @@ public enum SyntheticModel {
             tensor(p + "attn_output.weight", .q4_1, rows: s.width, cols: q, scale: 0.2)
             if a == "qwen2" {
                 tensor(p + "attn_q.bias", .f32, rows: 1, cols: q, scale: 0.5)
-                tensor(p + "attn_k.bias", .f32, rows: 1, cols: kv, scale: 0.5)
+                tensor(p + "attn_k.bias", .f32, rows: 1, cols: kv, scale: 0.5, every: s.headDim, plus: s.keyBiasOutlier)
                 tensor(p + "attn_v.bias", .f32, rows: 1, cols: kv, scale: 0.5)
             }
             if a == "qwen3" || a == "gemma3" {

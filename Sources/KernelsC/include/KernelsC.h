@@ -14,8 +14,9 @@ typedef struct {
     int32_t pad[2];
 } apus_q8_block;
 
-/// Weight formats, numbered as ggml numbers them.
+/// Weight and KV cache formats, numbered as ggml numbers them.
 enum {
+    APUS_F16 = 1,
     APUS_Q4_0 = 2,
     APUS_Q4_1 = 3,
     APUS_Q5_0 = 6,
@@ -137,7 +138,7 @@ typedef struct {
 
 /// `kv_heads · group` query heads (`q_stride` floats apart; head h reads KV head h / group,
 /// `d` halves after the previous one in each row of `kv`) against positions [begin, end) of
-/// `kv`: an online softmax in llama.cpp's flash-attention order (`q` holds f16-rounded
+/// `kv`: an online softmax with llama.cpp's flash-attention operations per position (`q` holds f16-rounded
 /// values, f16 keys and values), except that the weighted sum of values is kept in f32
 /// (llama.cpp rounds it to f16 after every position). With AVX-512 (head sizes a multiple of
 /// 16, up to 128, or 256) and with AVX2 (a multiple of 8 up to 256) the softmax weights come
@@ -156,7 +157,7 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
 /// `kv->keys` and `kv->values` point at the first KV head's first block and `kv->stride`
 /// counts two-byte units (every such row is a whole number of them); each head's blocks
 /// follow the previous head's. Keys and values are decoded to f32 (the integer times the
-/// block's scale) and scored against the f32 query. Returns 0 without AVX2, for head sizes
+/// block's scale) and scored against `q` as given (f16-rounded floats, not quantized). Returns 0 without AVX2, for head sizes
 /// that are not a multiple of 32 up to 256, or heads past the limits above.
 int apus_attention_quantized(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
                              int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);

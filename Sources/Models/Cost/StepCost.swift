@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 
 /// One decode step: `sequences` sequences each add one token, attending to `context`
@@ -50,11 +51,15 @@ public struct OperationCost: Sendable, Equatable {
 struct StepCostBuilder {
     let shape: TransformerShape
     let step: StepShape
+    /// How the KV cache stores keys and values: bytes read per cached value, and for a
+    /// quantized cache the rotations and encoding of the cache write.
+    let kvFormat: KVCacheFormat
     private(set) var costs: [OperationCost] = []
 
-    init(shape: TransformerShape, step: StepShape) {
+    init(shape: TransformerShape, step: StepShape, kvFormat: KVCacheFormat) {
         self.shape = shape
         self.step = step
+        self.kvFormat = kvFormat
     }
 
     var tokens: Int { step.sequences }
@@ -96,9 +101,9 @@ struct StepCostBuilder {
     }
 
     /// Self-attention of one layer: projections, biases and Q/K norms, RoPE and the cache
-    /// write, attention over `min(context, window)` positions per sequence (fp16 keys and
-    /// values, each read once per sequence: the kernel walks a KV head's rows once for all
-    /// the query heads that share it), and the output projection.
+    /// write, attention over `min(context, window)` positions per sequence (keys and values
+    /// in the cache's format, each read once per sequence: the kernel walks a KV head's rows
+    /// once for all the query heads that share it), and the output projection.
     mutating func attention(_ a: AttentionWeights, window: Int?, accumulate: Bool) {
         let t = Double(tokens), q = Double(shape.queryWidth), kv = Double(shape.kvWidth)
         matrix(.qkvProjection, a.query)
@@ -113,12 +118,19 @@ struct StepCostBuilder {
         if a.queryNorm != nil { vector(.qkAdjust, flops: t * q * 4, bytes: t * q * 8, items: tokens * shape.heads, chunk: 16) }
         if a.keyNorm != nil { vector(.qkAdjust, flops: t * kv * 4, bytes: t * kv * 8, items: tokens * shape.kvHeads, chunk: 16) }
         // A rotation is 4 flops per pair plus the angle's sine and cosine; keys and values
-        // are then stored as fp16.
-        vector(.ropeAndCacheWrite, flops: t * (q + kv) * 3, bytes: t * (q * 8 + kv * 4 + kv * 2 + kv * 4 + kv * 2), items: tokens, chunk: 16)
+        // are then stored in the cache's format. A quantized cache first rotates Q, K and V
+        // (log₂ n butterflies and a scale per value) and encodes K and V (about 3 flops a
+        // value), and rotates the attention output back.
+        let stored = Double(kvFormat.rowBytes(shape.kvWidth)) / kv
+        let hadamard = kvFormat.isRotated ? log2(Double(Hadamard.size(headDim: shape.headDim))) + 1 : 0
+        let encode = kvFormat.isRotated ? t * 2 * kv * 3 : 0
+        vector(.ropeAndCacheWrite, flops: t * (q + kv) * 3 + t * (q + 2 * kv) * hadamard + encode,
+               bytes: t * (q * 8 + kv * 4 + kv * stored + kv * 4 + kv * stored), items: tokens, chunk: ForwardPass.cacheWriteChunk(kvFormat))
         let positions = Double(min(step.context, window ?? step.context))
         let heads = Double(shape.heads), dim = Double(shape.headDim)
         // Split by query heads (and by chunks of positions for long contexts).
-        vector(.attention, flops: t * heads * positions * (4 * dim + 5), bytes: t * positions * kv * 2 * 2 + t * q * 8, items: tokens * shape.heads, chunk: 1)
+        vector(.attention, flops: t * heads * positions * (4 * dim + 5) + t * q * hadamard, bytes: t * positions * kv * stored * 2 + t * q * 8,
+               items: tokens * shape.heads, chunk: 1)
         matrix(.outputProjection, a.output, accumulate: accumulate)
     }
 

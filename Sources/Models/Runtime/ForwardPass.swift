@@ -142,11 +142,9 @@ final class ForwardPass {
         let keys = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.keys)), values = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.values))
         let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
         let format = cache.format, rowBytes = cache.rowBytes
-        // A quantized cache's rows (rotated, then encoded) cost several times an f16 row's.
-        let tokensPerChunk = format.isRotated ? 2 : 16
         profile.time(.ropeAndCacheWrite) { layout.cacheRows.withUnsafeBufferPointer { cacheRows in
             let rows = UncheckedBox(cacheRows.baseAddress!)
-            pool.parallelFor(n, minimumChunk: tokensPerChunk) { range in
+            pool.parallelFor(n, minimumChunk: Self.cacheWriteChunk(format)) { range in
                 for t in range {
                     let angle = angles.pointer + t * hp.headDim
                     let row = rows.value[t]
@@ -183,6 +181,10 @@ final class ForwardPass {
         }
         profile.time(.outputProjection) { project(a.output, attended, into: out, accumulate: accumulate) }
     }
+
+    /// Tokens per chunk of the RoPE and cache-write pass: a quantized cache's rows (rotated,
+    /// then encoded) cost several times an f16 row's, so they are spread thinner.
+    static func cacheWriteChunk(_ format: KVCacheFormat) -> Int { format.isRotated ? 2 : 16 }
 
     private func addBias(_ bias: [Float]?, to rows: UnsafeMutablePointer<Float>, width: Int) {
         guard let bias else { return }
