@@ -145,9 +145,8 @@ typedef struct {
 /// from a vector exponential instead of libm's `expf`. Continues the state it is given for
 /// each head h (the unnormalised `d` sums at `out + h * state_stride`, the maximum score and
 /// the softmax denominator at `h * state_stride` of `max_io` and `sum_io`; start from zeros
-/// and -inf), so consecutive
-/// ranges of positions give bitwise the result of one call over all of them, and each head
-/// gets bitwise what it gets alone or with any other heads. Returns 0 when this CPU lacks
+/// and -inf), so consecutive ranges of positions give bitwise the result of one call over
+/// all of them, and each head gets bitwise what it gets alone or with any other heads. Returns 0 when this CPU lacks
 /// AVX2/F16C or the heads exceed APUS_MAX_GROUP or APUS_MAX_HEADS (the caller then uses its
 /// portable path).
 int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
@@ -157,8 +156,9 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
 /// `kv->keys` and `kv->values` point at the first KV head's first block and `kv->stride`
 /// counts two-byte units (every such row is a whole number of them); each head's blocks
 /// follow the previous head's. Keys and values are decoded to f32 (the integer times the
-/// block's scale) and scored against `q` as given (f16-rounded floats, not quantized). Returns 0 without AVX2, for head sizes
-/// that are not a multiple of 32 up to 256, or heads past the limits above.
+/// block's scale) and scored against `q` as given (f16-rounded floats, not quantized).
+/// Returns 0 without AVX2, for head sizes that are not a multiple of 32 up to 256, or heads
+/// past the limits above.
 int apus_attention_quantized(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
                              int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);
 
