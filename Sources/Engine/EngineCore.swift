@@ -239,7 +239,7 @@ final class EngineCore {
         let positions = min(r.prompt.count + r.parameters.maxTokens, contextLength)
         let capacity = cache.blockCount * cache.blockSize
         guard positions <= capacity else { throw EngineError.exceedsKVCache(positions: positions, capacity: capacity) }
-        if let c = r.parameters.constraint { _ = try grammars.automaton(for: c) }
+        if let c = r.parameters.constraint { _ = try grammars.automaton(for: c, showing: r.parameters.shownControlTokens) }
     }
 
     func add(id: UInt64, _ request: GenerationRequest) throws {
@@ -247,7 +247,8 @@ final class EngineCore {
         arrivals += 1
         let state = RequestState(id: id, request: request, arrival: arrivals)
         let first = Sequence(request: state, index: 0, sampler: try sampler(for: request, sample: 0),
-                             text: TextStream(tokenizer: tokenizer, stopStrings: request.parameters.stopStrings), pendingForks: request.samples - 1)
+                             text: TextStream(tokenizer: tokenizer, stopStrings: request.parameters.stopStrings,
+                                               shownControlTokens: request.parameters.shownControlTokens), pendingForks: request.samples - 1)
         // Tokens generated elsewhere: the sampler and the text are where they were after them.
         for t in request.resumedTokens {
             first.sampler.accept(t)
@@ -424,7 +425,8 @@ final class EngineCore {
         let request = parent.request.request
         let children = try (1...parent.pendingForks).map { i in
             Sequence(forking: parent, index: i, sampler: try sampler(for: request, sample: i),
-                     text: TextStream(tokenizer: tokenizer, stopStrings: request.parameters.stopStrings))
+                     text: TextStream(tokenizer: tokenizer, stopStrings: request.parameters.stopStrings,
+                                      shownControlTokens: request.parameters.shownControlTokens))
         }
         parent.pendingForks = 0
         for child in children { scheduler.addRunning(child) }
@@ -436,7 +438,7 @@ final class EngineCore {
         var p = request.parameters.sampling
         if let seed = p.seed { p.seed = seed &+ UInt64(sample) }
         let constraint = try request.parameters.constraint.map {
-            GrammarConstraint(automaton: try grammars.automaton(for: $0), maxTokens: request.parameters.maxTokens, triggers: $0.triggers)
+            GrammarConstraint(automaton: try grammars.automaton(for: $0, showing: request.parameters.shownControlTokens), maxTokens: request.parameters.maxTokens, triggers: $0.triggers)
         }
         return try Sampler(p, constraint: constraint)
     }

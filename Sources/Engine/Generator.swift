@@ -20,6 +20,10 @@ public struct GenerationParameters: Sendable {
     public var ignoreEndOfGeneration = false
     /// What the output must match (a grammar, a JSON schema); the engine enforces it.
     public var constraint: OutputConstraint? = nil
+    /// Control tokens the output shows as their text, in its text and in the vocabulary its
+    /// constraint masks over: a tool-call format's markers (Mistral's `[TOOL_CALLS]`, Llama
+    /// 3's `<|python_tag|>`), which the parser of calls must see and the grammar must allow.
+    public var shownControlTokens: Set<Int> = []
     public init() {}
 }
 
@@ -92,7 +96,7 @@ public final class Generator {
         var history = prompt
         var generated: [Int] = []
         var text = ""
-        var stream = TextStream(tokenizer: tokenizer, stopStrings: parameters.stopStrings)
+        var stream = TextStream(tokenizer: tokenizer, stopStrings: parameters.stopStrings, shownControlTokens: parameters.shownControlTokens)
         var finish = FinishReason.length
         let genStart = Date()
         var consumerStopped = false

@@ -7,8 +7,8 @@ struct TextStream {
     private var stops: StopStringMatcher
     private(set) var stopped = false
 
-    init(tokenizer: Tokenizer, stopStrings: [String]) {
-        decoder = StreamingDecoder(tokenizer: tokenizer)
+    init(tokenizer: Tokenizer, stopStrings: [String], shownControlTokens: Set<Int> = []) {
+        decoder = StreamingDecoder(tokenizer: tokenizer, shown: shownControlTokens)
         stops = StopStringMatcher(stopStrings)
     }
 

@@ -263,9 +263,10 @@ public struct OpenAIRequest {
             request.parameters.maxTokens = completion
             if usesTools {
                 guard let format = ToolCallFormat(template: try chatTemplate()) else {
-                    throw RequestFieldError(param: "tools", "this model's chat template writes tool calls in no format Apus reads (it reads Hermes-style <tool_call> blocks)")
+                    throw RequestFieldError(param: "tools", "this model's chat template writes tool calls in no format Apus reads (it reads \(ToolCallFormat.known))")
                 }
                 request.parameters.constraint = try format.constraint(tools: tools, choice: toolChoice, parallel: parallelToolCalls)
+                request.parameters.shownControlTokens = format.markerTokens(tokenizer)
             }
             request.samples = samples
             request.logprobs = logprobs

@@ -26,23 +26,73 @@ public struct ParsedToolCall: Sendable, Equatable {
 }
 
 /// How a model family writes tool calls, chosen from its chat template, with the grammar
-/// that makes it write them validly and the parser that reads them back. Hermes-style
-/// `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (Qwen2.5, Hermes, many
-/// fine-tunes) is the one known so far; a template that calls tools some other way is
-/// refused by name rather than parsed wrongly.
-public enum ToolCallFormat: Sendable {
+/// that makes it write them validly and the parser that reads them back. A template that
+/// calls tools some other way is refused by name rather than parsed wrongly.
+public enum ToolCallFormat: Sendable, CaseIterable {
+    /// `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`: Qwen2.5, Hermes and many
+    /// fine-tunes.
     case hermes
+    /// `{"name": ..., "parameters": {...}}` as the whole reply, perhaps after
+    /// `<|python_tag|>`: Llama 3.1–3.3's JSON tool calling. One call per reply, as Meta's
+    /// templates refuse more than one in the history.
+    case llama3
+    /// `[TOOL_CALLS][{"name": ..., "arguments": {...}, "id": "a1b2c3d4e"}, ...]`: Mistral 7B
+    /// v0.3 and Nemo, whose templates require ids of nine letters and digits.
+    case mistral
 
-    /// Each way a call is written: Hermes tags, and a fenced JSON block, which small Qwen
-    /// models write when they do not use the tags (llama.cpp's Hermes parser takes both).
-    static let delimiters: [(open: String, close: String)] = [("<tool_call>", "</tool_call>"), ("```json", "```")]
-    /// How a bare call (no tags, no fence: the whole output is the call's JSON) begins.
-    static let bareOpener = #"{"name""#
-    static let open = "<tool_call>"
+    /// Where a call is written: after `open`, up to `close` (nil: to the end of the output).
+    struct Block {
+        let open: String
+        let close: String?
+        /// Only as the whole output (a fenced JSON example inside an answer is not a call).
+        let onlyAtStart: Bool
+    }
 
+    /// The template's marks of this format. Hermes first: Hermes fine-tunes of Llama 3 keep
+    /// Llama's headers.
     public init?(template: ChatTemplate) {
-        guard template.source.contains(Self.open) else { return nil }
-        self = .hermes
+        let s = template.source
+        if s.contains("<tool_call>") {
+            self = .hermes
+        } else if s.contains("[TOOL_CALLS]") {
+            // Mistral's later format (`[TOOL_CALLS]name[ARGS]{...}`) is another parser.
+            guard !s.contains("[ARGS]") else { return nil }
+            self = .mistral
+        } else if s.contains("<|start_header_id|>ipython<|end_header_id|>") {
+            self = .llama3
+        } else {
+            return nil
+        }
+    }
+
+    /// What the 400 for a template of no known format says Apus reads.
+    public static let known = "Hermes <tool_call> blocks, Llama 3 JSON calls and Mistral [TOOL_CALLS] lists"
+
+    var blocks: [Block] {
+        switch self {
+        // A fenced JSON block: small Qwen models write one when they do not use the tags
+        // (llama.cpp's Hermes parser takes both).
+        case .hermes: [Block(open: "<tool_call>", close: "</tool_call>", onlyAtStart: false), Block(open: "```json", close: "```", onlyAtStart: true)]
+        case .llama3: [Block(open: "<|python_tag|>", close: nil, onlyAtStart: false)]
+        case .mistral: [Block(open: "[TOOL_CALLS]", close: nil, onlyAtStart: false)]
+        }
+    }
+
+    /// Whether a whole output that is bare JSON (no tags) may be calls.
+    var readsBareJSON: Bool { self != .mistral }
+    /// How a bare call begins.
+    static let bareOpener = #"{"name""#
+
+    /// The texts of the format's marks, which the output must show even where the
+    /// vocabulary has them as control tokens (Llama 3's `<|python_tag|>`, Mistral's
+    /// `[TOOL_CALLS]`), so that the parser sees them and the grammar may write them.
+    public var markers: [String] {
+        blocks.flatMap { [$0.open] + ($0.close.map { [$0] } ?? []) }.filter { !$0.hasPrefix("```") }
+    }
+
+    /// The marks that are tokens of `tokenizer`'s vocabulary.
+    public func markerTokens(_ tokenizer: Tokenizer) -> Set<Int> {
+        Set(markers.compactMap { tokenizer.vocabulary.id(of: $0) })
     }
 
     /// The constraint for a request with tools: `required` or a named function from the
@@ -55,24 +105,42 @@ public enum ToolCallFormat: Sendable {
         case .function(let name): allowed = tools.filter { $0.name == name }
         }
         let schemas = allowed.enumerated().map { (rule: "tool-\($0.offset)-arguments", schema: $0.element.parameters) }
+        let argumentsKey = self == .llama3 ? "parameters" : "arguments"
+        // Mistral's models write the call's id after its arguments.
+        let id = self == .mistral ? #" ("," space "\"id\"" space ":" space "\"" [a-zA-Z0-9]{9} "\"")?"# : ""
         let bodies = allowed.enumerated().map { i, tool in
-            GBNFText.literal("\"" + tool.name + "\"") + #" space "," space "\"arguments\"" space ":" space tool-\#(i)-arguments"#
+            GBNFText.literal("\"" + tool.name + "\"") + #" space "," space "\"\#(argumentsKey)\"" space ":" space tool-\#(i)-arguments"# + id
         }
-        let more = parallel ? " (space call)*" : ""
         var rules: [(name: String, body: String)] = [
             ("call-json", #""{" space "\"name\"" space ":" space ("# + bodies.joined(separator: " | ") + #") "}" space"#),
-            ("call", #""<tool_call>" space call-json "</tool_call>""#),
         ]
-        if choice == .auto {
-            // From the opener the model chose on: this call, then perhaps more.
-            let bare = parallel ? " (space call-json)*" : ""
-            rules.append(("root", "call" + more + #" | "```json" space call-json "```" space | call-json"# + bare))
-            // The tags may open a call anywhere; a fence or bare JSON only as the whole output
-            // (a JSON example in an answer is not a call).
-            return .triggered(triggers: [Self.open], atStart: [Self.delimiters[1].open, Self.bareOpener],
-                              grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
+        let root: String
+        switch self {
+        case .hermes:
+            let more = parallel ? " (space call)*" : ""
+            rules.append(("call", #""<tool_call>" space call-json "</tool_call>""#))
+            if choice == .auto {
+                // From the opener the model chose on: this call, then perhaps more.
+                let bare = parallel ? " (space call-json)*" : ""
+                rules.append(("root", "call" + more + #" | "```json" space call-json "```" space | call-json"# + bare))
+                return .triggered(triggers: ["<tool_call>"], atStart: ["```json", Self.bareOpener],
+                                  grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
+            }
+            root = "call" + more
+        case .llama3:
+            root = #""<|python_tag|>"? call-json"#
+            if choice == .auto {
+                rules.append(("root", root))
+                return .triggered(triggers: ["<|python_tag|>"], atStart: [Self.bareOpener], grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
+            }
+        case .mistral:
+            root = #""[TOOL_CALLS]" "[" space call-json"# + (parallel ? #" ("," space call-json)*"# : "") + #" "]""#
+            if choice == .auto {
+                rules.append(("root", root))
+                return .triggered(triggers: ["[TOOL_CALLS]"], atStart: [], grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
+            }
         }
-        rules.append(("root", "call" + more))
+        rules.append(("root", root))
         return .grammar(try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
     }
 
@@ -98,23 +166,52 @@ public enum ToolCallFormat: Sendable {
         return (trimmed.isEmpty ? nil : trimmed, calls)
     }
 
-    /// One call's JSON, `{"name": ..., "arguments": {...}}` naming one of `tools`; nil when
-    /// it is not one.
-    func call(_ json: String, tools: Set<String>) -> ParsedToolCall? {
-        guard case .dict(let pairs)? = try? TemplateValue(parsingJSON: json.trimmingCharacters(in: .whitespacesAndNewlines)),
-              case .string(let name)? = pairs.first(where: { $0.0 == "name" })?.1, tools.contains(name) else { return nil }
+    /// The calls written in `text` (inside a block, or a bare output), each naming one of
+    /// `tools`; nil unless all of it is calls. Mistral writes a JSON list; the others one
+    /// call's JSON, or one per line (Llama 3 may separate them with `;`).
+    func calls(in text: String, tools: Set<String>) -> [ParsedToolCall]? {
+        let text = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if self == .mistral {
+            switch try? TemplateValue(parsingJSON: text) {
+            case .array(let items)?:
+                let calls = items.compactMap { call($0, tools: tools) }
+                return !calls.isEmpty && calls.count == items.count ? calls : nil
+            case let v?: return call(v, tools: tools).map { [$0] }
+            case nil: return nil
+            }
+        }
+        if let c = (try? TemplateValue(parsingJSON: text)).flatMap({ call($0, tools: tools) }) { return [c] }
+        let separators: Set<Character> = self == .llama3 ? ["\n", ";"] : ["\n"]
+        let parts = text.split(whereSeparator: { separators.contains($0) }).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let calls = parts.compactMap { (try? TemplateValue(parsingJSON: $0)).flatMap { call($0, tools: tools) } }
+        return !calls.isEmpty && calls.count == parts.count ? calls : nil
+    }
+
+    /// One call, `{"name": ..., "arguments" or "parameters": {...}}` naming one of `tools`.
+    private func call(_ value: TemplateValue, tools: Set<String>) -> ParsedToolCall? {
+        guard case .dict(let pairs) = value, case .string(let name)? = pairs.first(where: { $0.0 == "name" })?.1, tools.contains(name) else { return nil }
         let arguments: String
         switch pairs.first(where: { $0.0 == "arguments" || $0.0 == "parameters" })?.1 {
         case .string(let s)?: arguments = s
         case let v?: arguments = v.json(indent: nil)
         case nil: arguments = "{}"
         }
-        return ParsedToolCall(id: Self.newID(), name: name, arguments: arguments)
+        var id = newID()
+        if self == .mistral, case .string(let own)? = pairs.first(where: { $0.0 == "id" })?.1, Self.isMistralID(own) { id = own }
+        return ParsedToolCall(id: id, name: name, arguments: arguments)
     }
 
-    static func newID() -> String {
+    /// A new call id as the family's templates accept it back in the history: Mistral's
+    /// nine letters and digits, else OpenAI's `call_` and 24.
+    func newID() -> String {
         let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-        return "call_" + String((0..<24).map { _ in alphabet.randomElement()! })
+        let n = self == .mistral ? 9 : 24
+        let random = String((0..<n).map { _ in alphabet.randomElement()! })
+        return self == .mistral ? random : "call_" + random
+    }
+
+    static func isMistralID(_ s: String) -> Bool {
+        s.utf8.count == 9 && s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }
     }
 }
 
@@ -132,8 +229,8 @@ struct ToolCallSplitter {
     /// Output that began with `{`: held whole, read at the end as bare calls or content.
     private var holding = false
     private var sentContent = false
-    /// The delimiters of the block being read.
-    private var inCall: (open: String, close: String)?
+    /// The block being read.
+    private var inCall: ToolCallFormat.Block?
     private(set) var calls = 0
 
     init(format: ToolCallFormat, tools: Set<String>) {
@@ -144,7 +241,7 @@ struct ToolCallSplitter {
     mutating func feed(_ text: String) -> [Piece] {
         buffer += text
         if holding { return [] }
-        if !sentContent, calls == 0, inCall == nil {
+        if format.readsBareJSON, !sentContent, calls == 0, inCall == nil {
             let start = buffer.drop { $0.isWhitespace }
             if start.isEmpty { return [] }
             if start.first == "{" { holding = true; return [] }
@@ -153,15 +250,15 @@ struct ToolCallSplitter {
         defer { if out.contains(where: { if case .content = $0 { true } else { false } }) { sentContent = true } }
         while true {
             if let block = inCall {
-                guard let end = buffer.range(of: block.close) else { break }
-                out.append(piece(String(buffer[..<end.lowerBound]), block))
+                // A block open to the end of the output is read when it ends.
+                guard let close = block.close, let end = buffer.range(of: close) else { break }
+                out += pieces(String(buffer[..<end.lowerBound]), block)
                 buffer = String(buffer[end.upperBound...])
                 inCall = nil
-            } else if let (start, block) = ToolCallFormat.delimiters.enumerated().compactMap({ k, d -> (Range<String.Index>, (open: String, close: String))? in
-                            guard let r = buffer.range(of: d.open) else { return nil }
-                            // A fence is a call only as the whole output, as the grammar has it.
-                            if k > 0, sentContent || calls > 0 || !buffer[..<r.lowerBound].allSatisfy(\.isWhitespace) { return nil }
-                            return (r, d)
+            } else if let (start, block) = format.blocks.compactMap({ b -> (Range<String.Index>, ToolCallFormat.Block)? in
+                            guard let r = buffer.range(of: b.open) else { return nil }
+                            if b.onlyAtStart, sentContent || calls > 0 || !buffer[..<r.lowerBound].allSatisfy(\.isWhitespace) { return nil }
+                            return (r, b)
                         }).min(by: { $0.0.lowerBound < $1.0.lowerBound }) {
                 let before = String(buffer[..<start.lowerBound])
                 if !before.isEmpty { out.append(.content(before)) }
@@ -170,8 +267,8 @@ struct ToolCallSplitter {
             } else {
                 // Hold back the longest end of the buffer that could begin an opener.
                 var keep = 0
-                for d in ToolCallFormat.delimiters {
-                    for n in stride(from: min(buffer.count, d.open.count - 1), through: 1, by: -1) where d.open.hasPrefix(buffer.suffix(n)) {
+                for b in format.blocks {
+                    for n in stride(from: min(buffer.count, b.open.count - 1), through: 1, by: -1) where b.open.hasPrefix(buffer.suffix(n)) {
                         keep = max(keep, n)
                         break
                     }
@@ -189,27 +286,25 @@ struct ToolCallSplitter {
         defer { buffer = "" }
         if holding {
             holding = false
-            // One call's JSON, or one per line; anything else is what the model said.
-            let text = buffer.trimmingCharacters(in: .whitespacesAndNewlines)
-            if let c = format.call(text, tools: tools) { calls += 1; return [.call(c)] }
-            let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            let each = lines.compactMap { format.call($0, tools: tools) }
-            if !each.isEmpty, each.count == lines.count { calls += each.count; return each.map { .call($0) } }
+            if let each = format.calls(in: buffer, tools: tools) {
+                calls += each.count
+                return each.map { .call($0) }
+            }
             return [.content(buffer)]
         }
         if let block = inCall {
             inCall = nil
-            return [piece(buffer, block)]
+            return pieces(buffer, block)
         }
         return buffer.isEmpty ? [] : [.content(buffer)]
     }
 
-    /// A block's inside as a call, or, when it is not one, as the text it was.
-    private mutating func piece(_ inside: String, _ block: (open: String, close: String)) -> Piece {
-        if let c = format.call(inside, tools: tools) {
-            calls += 1
-            return .call(c)
+    /// A block's inside as calls, or, when it is not calls, as the text it was.
+    private mutating func pieces(_ inside: String, _ block: ToolCallFormat.Block) -> [Piece] {
+        if let each = format.calls(in: inside, tools: tools) {
+            calls += each.count
+            return each.map { .call($0) }
         }
-        return .content(block.open + inside + block.close)
+        return [.content(block.open + inside + (block.close ?? ""))]
     }
 }

@@ -193,16 +193,19 @@ extension SubwordModel {
 public struct StreamingDecoder {
     private let tokenizer: Tokenizer
     private let renderSpecial: Bool
+    /// Control tokens shown as their text even without `renderSpecial`.
+    private let shown: Set<Int>
     private var pending: [UInt8] = []
 
-    public init(tokenizer: Tokenizer, renderSpecial: Bool = false) {
+    public init(tokenizer: Tokenizer, renderSpecial: Bool = false, shown: Set<Int> = []) {
         self.tokenizer = tokenizer
         self.renderSpecial = renderSpecial
+        self.shown = shown
     }
 
     /// The text that token `id` completes (possibly empty).
     public mutating func append(_ id: Int) -> String {
-        pending += tokenizer.bytes(of: id, renderSpecial: renderSpecial)
+        pending += tokenizer.bytes(of: id, renderSpecial: renderSpecial || shown.contains(id))
         let complete = Self.completePrefixLength(pending)
         let text = String(decoding: pending[..<complete], as: UTF8.self)
         pending.removeFirst(complete)

@@ -63,6 +63,29 @@ final class ConstrainedDecodingTests: XCTestCase {
         return out
     }
 
+    /// A control token a request shows (a tool-call format's marker, such as Mistral's
+    /// `[TOOL_CALLS]`) is text to its grammar and to its output; one it does not show is
+    /// neither.
+    func testAShownControlTokenIsTextToTheGrammarAndToTheOutput() throws {
+        let (_, tokenizer, _) = try load()
+        let marker = try XCTUnwrap(tokenizer.vocabulary.id(of: "<|im_start|>"))
+        XCTAssertEqual(tokenizer.vocabulary.types[marker], .control)
+        let grammar = try Grammar(gbnf: #"root ::= "<|im_start|>" [a-z]+"#)
+        let hidden = try GrammarAutomaton(grammar: grammar, trie: TokenTrie(tokenizer: tokenizer))
+        let shown = try GrammarAutomaton(grammar: grammar, trie: TokenTrie(tokenizer: tokenizer, shownControlTokens: [marker]))
+        func allows(_ a: GrammarAutomaton, _ token: Int) -> Bool {
+            guard case .mask(let words) = a.allowed(a.initial, budget: 100) else { return false }
+            return words[token >> 6] >> (token & 63) & 1 == 1
+        }
+        XCTAssertFalse(allows(hidden, marker))
+        XCTAssertTrue(allows(shown, marker))
+        XCTAssertTrue(shown.isAccepting(shown.next(shown.next(shown.initial, token: marker), bytes: Array("yes".utf8))))
+        var text = TextStream(tokenizer: tokenizer, stopStrings: [], shownControlTokens: [marker])
+        var plain = TextStream(tokenizer: tokenizer, stopStrings: [])
+        XCTAssertEqual(text.append(marker), "<|im_start|>")
+        XCTAssertEqual(plain.append(marker), "")
+    }
+
     /// Every output validates, uncapped and under caps of 28–40 tokens (the shortest valid
     /// order takes 26 of Qwen's tokens, so no output fits a cap of 25); where the cap bit,
     /// the finish reason says so.

@@ -8,8 +8,13 @@ import Tokenizer
 final class GrammarCache: @unchecked Sendable {
     private let tokenizer: Tokenizer
     private let lock = NSLock()
-    private var trie: TokenTrie?
-    private var automata: [String: GrammarAutomaton] = [:]
+    /// Vocabulary tries by the control tokens they show (none, or a tool-call format's markers).
+    private var tries: [Set<Int>: TokenTrie] = [:]
+    private var automata: [Key: GrammarAutomaton] = [:]
+    private struct Key: Hashable {
+        let gbnf: String
+        let shown: Set<Int>
+    }
     /// What retired automata counted, so the statistics keep it.
     private var retired = (tokens: 0, nanoseconds: UInt64(0), walks: 0, walkNanoseconds: UInt64(0))
     static let maxGrammars = 16
@@ -18,23 +23,24 @@ final class GrammarCache: @unchecked Sendable {
 
     init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
-    /// The automaton of a constraint, compiled on first use. One that has grown large over
-    /// many requests is replaced by a fresh one for new requests (those using it keep it).
-    func automaton(for constraint: OutputConstraint) throws -> GrammarAutomaton {
-        let gbnf = try constraint.gbnf()
+    /// The automaton of a constraint over the vocabulary with `showing` as text, compiled on
+    /// first use. One that has grown large over many requests is replaced by a fresh one for
+    /// new requests (those using it keep it).
+    func automaton(for constraint: OutputConstraint, showing: Set<Int> = []) throws -> GrammarAutomaton {
+        let key = Key(gbnf: try constraint.gbnf(), shown: showing)
         lock.lock()
         defer { lock.unlock() }
-        if let a = automata[gbnf], a.stateCount < GrammarAutomaton.maxStates / 2 { return a }
-        let trie = self.trie ?? TokenTrie(tokenizer: tokenizer)
-        self.trie = trie
-        let a = try GrammarAutomaton(grammar: Grammar(gbnf: gbnf), trie: trie, maxDepth: maxNesting)
+        if let a = automata[key], a.stateCount < GrammarAutomaton.maxStates / 2 { return a }
+        let trie = tries[showing] ?? TokenTrie(tokenizer: tokenizer, shownControlTokens: showing)
+        tries[showing] = trie
+        let a = try GrammarAutomaton(grammar: Grammar(gbnf: key.gbnf), trie: trie, maxDepth: maxNesting)
         if automata.count >= Self.maxGrammars { for k in Array(automata.keys) { retire(k) } }
-        retire(gbnf)
-        automata[gbnf] = a
+        retire(key)
+        automata[key] = a
         return a
     }
 
-    private func retire(_ key: String) {
+    private func retire(_ key: Key) {
         guard let a = automata.removeValue(forKey: key) else { return }
         retired.tokens += a.maskedTokens
         retired.nanoseconds += a.maskNanoseconds

@@ -2,8 +2,9 @@ import Tokenizer
 
 /// The vocabulary as a trie of token bytes, laid out in pre-order: node i's subtree is
 /// `i ..< subtreeEnd[i]`, so a walk that finds a prefix impossible skips every token under
-/// it in one jump. Built once per tokenizer; control tokens (no bytes) are not in it, and
-/// end-of-generation tokens are handled apart (allowed exactly where a grammar may end).
+/// it in one jump. Built once per tokenizer; control tokens (no bytes) are not in it unless
+/// shown as their text, and end-of-generation tokens are handled apart (allowed exactly
+/// where a grammar may end).
 public final class TokenTrie: Sendable {
     let byte: [UInt8]
     let depth: [UInt16]
@@ -19,11 +20,13 @@ public final class TokenTrie: Sendable {
     let byteTokens: [Int?]
     let tokenizer: Tokenizer
 
-    public init(tokenizer: Tokenizer) {
+    /// `shownControlTokens`: control tokens the output shows as their text, so the grammar
+    /// may spell its text with them.
+    public init(tokenizer: Tokenizer, shownControlTokens: Set<Int> = []) {
         self.tokenizer = tokenizer
         let n = tokenizer.vocabulary.count
         vocabularySize = n
-        let bytes = (0..<n).map { tokenizer.bytes(of: $0) }
+        let bytes = (0..<n).map { tokenizer.bytes(of: $0, renderSpecial: shownControlTokens.contains($0)) }
         tokenBytes = bytes
         endOfGeneration = tokenizer.vocabulary.endOfGeneration.sorted()
         var single = [Int?](repeating: nil, count: 256)

@@ -72,7 +72,8 @@ public struct ChatTemplate: Sendable {
     public var takesObjectArguments: Bool {
         let probeKey = "apus_probe_argument"
         let call: TemplateValue = .dict([
-            ("id", .string("call_0")), ("type", .string("function")),
+            // Nine letters, as Mistral's templates require of an id.
+            ("id", .string("probecall")), ("type", .string("function")),
             ("function", .dict([("name", .string("probe_tool")), ("arguments", .dict([(probeKey, .string("value"))]))])),
         ])
         let tool: TemplateValue = .dict([
