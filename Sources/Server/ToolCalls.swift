@@ -90,9 +90,10 @@ public enum ToolCallFormat: Sendable, CaseIterable {
         blocks.flatMap { [$0.open] + ($0.close.map { [$0] } ?? []) }.filter { !$0.hasPrefix("```") }
     }
 
-    /// The marks that are tokens of `tokenizer`'s vocabulary.
+    /// The marks that are control tokens of `tokenizer`'s vocabulary (others show anyway).
     public func markerTokens(_ tokenizer: Tokenizer) -> Set<Int> {
-        Set(markers.compactMap { tokenizer.vocabulary.id(of: $0) })
+        let v = tokenizer.vocabulary
+        return Set(markers.compactMap { v.id(of: $0) }.filter { v.types[$0] == .control || v.types[$0] == .unknown })
     }
 
     /// The constraint for a request with tools: `required` or a named function from the
