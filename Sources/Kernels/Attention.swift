@@ -48,27 +48,30 @@ public enum Attention {
     public static let chunkPositions = 512
 
     /// One layer of a paged KV cache (PagedAttention, Kwon et al. 2023): rows of
-    /// `shape.kvStride` values (`rowBytes` bytes in `format`) in blocks of `blockSize` rows.
-    /// Position `p` of a sequence is row `blockTable[p / blockSize] · blockSize + p % blockSize`.
+    /// `shape.kvStride` keys and as many values (`keyRowBytes` and `valueRowBytes` bytes in
+    /// `type`'s formats) in blocks of `blockSize` rows. Position `p` of a sequence is row
+    /// `blockTable[p / blockSize] · blockSize + p % blockSize`.
     public struct PagedLayer {
         public let keys: UnsafeRawPointer
         public let values: UnsafeRawPointer
         public let blockSize: Int
-        public let format: KVCacheFormat
-        public let rowBytes: Int
+        public let type: KVCacheType
+        public let keyRowBytes: Int
+        public let valueRowBytes: Int
 
-        public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, blockSize: Int, format: KVCacheFormat, rowBytes: Int) {
+        public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, blockSize: Int, type: KVCacheType, keyRowBytes: Int, valueRowBytes: Int) {
             precondition(blockSize > 0, "blocks hold at least one position")
             self.keys = keys
             self.values = values
             self.blockSize = blockSize
-            self.format = format
-            self.rowBytes = rowBytes
+            self.type = type
+            self.keyRowBytes = keyRowBytes
+            self.valueRowBytes = valueRowBytes
         }
 
-        /// An f16 layer whose rows are `rowWidth` halves (the default: `rowBytes` unused by the f16 path).
+        /// An f16 layer whose rows are `rowWidth` halves (the default: the row bytes are unused by the f16 path).
         public init(keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, blockSize: Int) {
-            self.init(keys: UnsafeRawPointer(keys), values: UnsafeRawPointer(values), blockSize: blockSize, format: .f16, rowBytes: 0)
+            self.init(keys: UnsafeRawPointer(keys), values: UnsafeRawPointer(values), blockSize: blockSize, type: .f16, keyRowBytes: 0, valueRowBytes: 0)
         }
     }
 
@@ -202,7 +205,7 @@ public enum Attention {
             p.maxima[c] = -.infinity  // running maximum
             p.denominators[c] = 0  // and softmax denominator
         }
-        if cache.format != .f16 {
+        if !cache.type.isF16 {
             quantizedChunk(q, kvHeads: kvHeads, group: group, cache: cache, blockTable: blockTable, shape: shape, firstKVHead: h0 / modelGroup,
                            positions: positions, into: partials, index: c)
             return
@@ -211,7 +214,7 @@ public enum Attention {
         let values = cache.values.assumingMemoryBound(to: Float16.self) + (h0 / modelGroup) * d
         var rows = apus_kv_rows(keys: UnsafeRawPointer(keys).assumingMemoryBound(to: UInt16.self),
                                 values: UnsafeRawPointer(values).assumingMemoryBound(to: UInt16.self),
-                                table: blockTable, block_size: Int32(bs), stride: Int32(shape.kvStride))
+                                table: blockTable, block_size: Int32(bs), stride: Int32(shape.kvStride), value_stride: Int32(shape.kvStride))
         let done = apus_attention_f16(q, Int32(kvHeads), Int32(group), Int32(d), &rows, Int32(positions.lowerBound),
                                       Int32(positions.upperBound), Int32(d), scale, partials.sums + c * d, partials.maxima + c,
                                       partials.denominators + c, Int32(partials.stride))
@@ -238,7 +241,7 @@ public enum Attention {
         }
     }
 
-    /// `chunk` over quantized keys and values, a cache block's run of positions at a time:
+    /// `chunk` over quantized keys or values (either may be f16), a cache block's run of positions at a time:
     /// the run's keys decoded to f32 and scored against each of the KV head's query heads,
     /// then the online softmax position by position, each value decoded to f32 once for its
     /// query heads. The query is not quantized (it is rounded to f16, as for an f16 cache):
@@ -248,13 +251,16 @@ public enum Attention {
     /// the same eight positions at a time (`apus_attention_quantized`).
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
                                shape: Shape, firstKVHead: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
-        let d = shape.headDim, bs = cache.blockSize, layout = cache.format.tensorFormat.layout
-        let headBytes = cache.format.rowBytes(d)
+        let d = shape.headDim, bs = cache.blockSize
+        let keyLayout = cache.type.keys.tensorFormat.layout, valueLayout = cache.type.values.tensorFormat.layout
+        let keyHeadBytes = cache.type.keys.rowBytes(d), valueHeadBytes = cache.type.values.rowBytes(d)
         // The C kernel where this CPU has one: rows are whole two-byte units.
-        var rows = apus_kv_rows(keys: (cache.keys + firstKVHead * headBytes).assumingMemoryBound(to: UInt16.self),
-                                values: (cache.values + firstKVHead * headBytes).assumingMemoryBound(to: UInt16.self),
-                                table: blockTable, block_size: Int32(bs), stride: Int32(cache.rowBytes / 2))
-        if apus_attention_quantized(Int32(cache.format.tensorFormat.ggmlType), q, Int32(kvHeads), Int32(group), Int32(d), &rows,
+        var rows = apus_kv_rows(keys: (cache.keys + firstKVHead * keyHeadBytes).assumingMemoryBound(to: UInt16.self),
+                                values: (cache.values + firstKVHead * valueHeadBytes).assumingMemoryBound(to: UInt16.self),
+                                table: blockTable, block_size: Int32(bs), stride: Int32(cache.keyRowBytes / 2),
+                                value_stride: Int32(cache.valueRowBytes / 2))
+        if apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
+                                    q, Int32(kvHeads), Int32(group), Int32(d), &rows,
                                     Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
                                     partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: bs * d + d) { scratch in
@@ -265,9 +271,11 @@ public enum Attention {
                 while p < positions.upperBound {
                     let offset = p % bs, n = min(bs - offset, positions.upperBound - p)
                     let row = Int(blockTable[p / bs]) * bs + offset
-                    for i in 0..<n { layout.dequantizeRow(cache.keys + (row + i) * cache.rowBytes + head * headBytes, count: d, into: keys + i * d) }
                     for i in 0..<n {
-                        layout.dequantizeRow(cache.values + (row + i) * cache.rowBytes + head * headBytes, count: d, into: value)
+                        keyLayout.dequantizeRow(cache.keys + (row + i) * cache.keyRowBytes + head * keyHeadBytes, count: d, into: keys + i * d)
+                    }
+                    for i in 0..<n {
+                        valueLayout.dequantizeRow(cache.values + (row + i) * cache.valueRowBytes + head * valueHeadBytes, count: d, into: value)
                         for j in 0..<group {
                             let state = partials.head(kh * group + j), o = state.sums + c * d
                             let score = dotF32(q + (kh * group + j) * d, keys + i * d, d) * shape.scale

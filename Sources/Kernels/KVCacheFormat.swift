@@ -32,3 +32,34 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
     /// Whether heads of `headDim` values are whole blocks, so each head's keys start a block.
     public func canStore(headDim: Int) -> Bool { headDim % tensorFormat.blockSize == 0 }
 }
+
+/// How a KV cache stores its keys and its values, each in its own format (llama.cpp's `-ctk`
+/// and `-ctv`). Keys carry nearly all of a quantized cache's error, since a key's error
+/// scales every score it enters while a value's is averaged by the softmax: Qwen2.5-Coder-0.5B
+/// loses 3.7% of perplexity with Q8_0 keys and nothing with Q4_0 values
+/// (`bench/2026-12-06-kv-key-value-types.md`), so keys may stay finer than values.
+public struct KVCacheType: Sendable, Equatable, CustomStringConvertible {
+    public var keys: KVCacheFormat
+    public var values: KVCacheFormat
+
+    public init(keys: KVCacheFormat, values: KVCacheFormat) {
+        self.keys = keys
+        self.values = values
+    }
+
+    /// Keys and values alike.
+    public init(_ both: KVCacheFormat) { self.init(keys: both, values: both) }
+
+    public static let f16 = KVCacheType(.f16)
+
+    /// `q8_0`, or `k q8_0, v q4_0` when they differ.
+    public var description: String { keys == values ? keys.rawValue : "k \(keys.rawValue), v \(values.rawValue)" }
+
+    /// Bytes of `width` keys and `width` values (one position in one layer).
+    public func rowBytes(_ width: Int) -> Int { keys.rowBytes(width) + values.rowBytes(width) }
+
+    /// Whether heads of `headDim` values are whole blocks of both formats.
+    public func canStore(headDim: Int) -> Bool { keys.canStore(headDim: headDim) && values.canStore(headDim: headDim) }
+
+    public var isF16: Bool { keys == .f16 && values == .f16 }
+}

@@ -5,9 +5,12 @@
 #include <math.h>
 
 // Where position `p`'s key and value start, in halves from `kv->keys` and `kv->values`.
-static inline size_t row_offset(const apus_kv_rows *kv, int p) {
-    return ((size_t)kv->table[p / kv->block_size] * (size_t)kv->block_size + (size_t)(p % kv->block_size)) * (size_t)kv->stride;
+static inline size_t row_index(const apus_kv_rows *kv, int p) {
+    return (size_t)kv->table[p / kv->block_size] * (size_t)kv->block_size + (size_t)(p % kv->block_size);
 }
+
+// Where position p's key row starts (an f16 cache's value row starts there too).
+static inline size_t row_offset(const apus_kv_rows *kv, int p) { return row_index(kv, p) * (size_t)kv->stride; }
 
 #if APUS_X86
 // ggml's AVX-512 ggml_vec_dot_f16 order, in 8-lane halves: four 16-lane accumulators over
@@ -181,32 +184,31 @@ INLINE AVX2 void decode_head(const int format, const uint16_t *src, int d, float
 }
 
 // attention_avx512's structure in AVX2, eight positions at a time: each KV head's keys and
-// values decoded to f32 once for its query heads (f16, or Q8_0/Q4_0 blocks: `format`),
-// eight scores per head at once, their weights from one vector exp, the value sums in
-// registers; the next eight rows prefetched.
-static AVX2 void attention_avx2_tiled(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin,
-                                      int end, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
-    const int nv = d / 8, units = head_units(format, d);
+// values decoded to f32 once for its query heads (each f16, or Q8_0/Q4_0 blocks:
+// `key_format`, `value_format`), eight scores per head at once, their weights from one
+// vector exp, the value sums in registers; the next eight rows prefetched.
+static AVX2 void attention_avx2_tiled(int key_format, int value_format, const float *q, int kv_heads, int group, int q_stride,
+                                      const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io,
+                                      float *sum_io, int state_stride) {
+    const int nv = d / 8, key_units = head_units(key_format, d), value_units = head_units(value_format, d);
     float kf[8 * 256], vf[8 * 256];
-    const int row_bytes = 2 * units * kv_heads;
+    const int key_bytes = 2 * key_units * kv_heads, value_bytes = 2 * value_units * kv_heads;
     size_t rows[16];  // these eight positions, then the next eight, whose rows are prefetched
-    for (int i = 0; i < 8 && begin + i < end; i++) rows[8 + i] = row_offset(kv, begin + i);
+    for (int i = 0; i < 8 && begin + i < end; i++) rows[8 + i] = row_index(kv, begin + i);
     for (int p0 = begin; p0 < end; p0 += 8) {
         const int n = end - p0 < 8 ? end - p0 : 8;
         for (int i = 0; i < n; i++) rows[i] = rows[8 + i];
         for (int i = 0; i < 8 && p0 + 8 + i < end; i++) {
-            const size_t row = rows[8 + i] = row_offset(kv, p0 + 8 + i);
-            for (int line = 0; line < row_bytes; line += 64) {
-                _mm_prefetch((const char *)(kv->keys + row) + line, _MM_HINT_T0);
-                _mm_prefetch((const char *)(kv->values + row) + line, _MM_HINT_T0);
-            }
+            const size_t row = rows[8 + i] = row_index(kv, p0 + 8 + i);
+            for (int line = 0; line < key_bytes; line += 64) _mm_prefetch((const char *)(kv->keys + row * kv->stride) + line, _MM_HINT_T0);
+            for (int line = 0; line < value_bytes; line += 64)
+                _mm_prefetch((const char *)(kv->values + row * kv->value_stride) + line, _MM_HINT_T0);
         }
         for (int g = 0; g < kv_heads; g++) {
             for (int i = 0; i < 8; i++) {
                 if (i < n) {
-                    const size_t at = rows[i] + (size_t)g * units;
-                    decode_head(format, kv->keys + at, d, kf + i * d);
-                    decode_head(format, kv->values + at, d, vf + i * d);
+                    decode_head(key_format, kv->keys + rows[i] * kv->stride + (size_t)g * key_units, d, kf + i * d);
+                    decode_head(value_format, kv->values + rows[i] * kv->value_stride + (size_t)g * value_units, d, vf + i * d);
                 } else {
                     for (int c = 0; c < nv; c++) _mm256_storeu_ps(kf + i * d + 8 * c, _mm256_setzero_ps());
                 }
@@ -398,7 +400,7 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
         return 1;
     }
     if (apus_int8_isa() >= 1 && d % 8 == 0 && d <= 256) {
-        attention_avx2_tiled(APUS_F16, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        attention_avx2_tiled(APUS_F16, APUS_F16, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }
     if (apus_int8_isa() >= 1) {
@@ -411,13 +413,17 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
     return 0;
 }
 
-int apus_attention_quantized(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
-                             int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
+int apus_attention_quantized(int key_format, int value_format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv,
+                             int begin, int end, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
     if (group > APUS_MAX_GROUP || kv_heads * group > APUS_MAX_HEADS || d % 32 != 0 || d > 256) return 0;
-    if (format != APUS_Q8_0 && format != APUS_Q4_0) return 0;
+    for (int k = 0; k < 2; k++) {
+        const int format = k ? value_format : key_format;
+        if (format != APUS_F16 && format != APUS_Q8_0 && format != APUS_Q4_0) return 0;
+    }
 #if APUS_X86
     if (apus_int8_isa() >= 1) {
-        attention_avx2_tiled(format, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        attention_avx2_tiled(key_format, value_format, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io,
+                             state_stride);
         return 1;
     }
 #endif

@@ -30,33 +30,33 @@ public protocol LanguageModel: AnyObject, Sendable {
 }
 
 /// What a model's KV cache holds: `layers` layers of `rowWidth` values per position (KV
-/// heads × head size), keys and again values, stored in `format`.
+/// heads × head size), keys and again values, stored as `type` says.
 public struct KVShape: Sendable, Equatable {
     public var layers: Int
     public var rowWidth: Int
-    public var format: KVCacheFormat
+    public var type: KVCacheType
 
-    public init(layers: Int, rowWidth: Int, format: KVCacheFormat) {
+    public init(layers: Int, rowWidth: Int, type: KVCacheType) {
         self.layers = layers
         self.rowWidth = rowWidth
-        self.format = format
+        self.type = type
     }
 }
 
 extension LanguageModel {
     /// A paged cache of `blockCount` blocks of `blockSize` positions.
     public func makePagedCache(blockSize: Int, blockCount: Int) -> PagedKVCache {
-        PagedKVCache(layers: kvShape.layers, blockSize: blockSize, blockCount: blockCount, rowWidth: kvShape.rowWidth, format: kvShape.format)
+        PagedKVCache(layers: kvShape.layers, blockSize: blockSize, blockCount: blockCount, rowWidth: kvShape.rowWidth, type: kvShape.type)
     }
 
     /// Bytes of KV cache one position takes.
     public var kvBytesPerPosition: Int {
-        PagedKVCache.bytesPerBlock(layers: kvShape.layers, blockSize: 1, rowWidth: kvShape.rowWidth, format: kvShape.format)
+        PagedKVCache.bytesPerBlock(layers: kvShape.layers, blockSize: 1, rowWidth: kvShape.rowWidth, type: kvShape.type)
     }
 
     /// A single-sequence KV cache for up to `capacity` positions.
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: kvShape.layers, capacity: capacity, rowWidth: kvShape.rowWidth, format: kvShape.format)
+        KVCache(layers: kvShape.layers, capacity: capacity, rowWidth: kvShape.rowWidth, type: kvShape.type)
     }
 
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends
@@ -83,14 +83,14 @@ public struct ModelOptions: Sendable {
     /// The worker threads to run on, shared with other models; nil: a pool of `threads` of its own.
     public var pool: ThreadPool?
     /// How the caches this model makes store keys and values.
-    public var kvFormat: KVCacheFormat
+    public var kvType: KVCacheType
 
     public init(threads: Int = ModelOptions.defaultThreads, precision: ActivationPrecision = .int8, pool: ThreadPool? = nil,
-                kvFormat: KVCacheFormat = .f16) {
+                kvType: KVCacheType = .f16) {
         self.threads = threads
         self.precision = precision
         self.pool = pool
-        self.kvFormat = kvFormat
+        self.kvType = kvType
     }
 
     public static var defaultThreads: Int { max(1, System.coreCount) }

@@ -52,8 +52,7 @@ struct ModelArguments: ParsableArguments {
     @Option(name: .long, help: "A Jinja chat template file to use instead of the model's own (tokenizer.chat_template).")
     var chatTemplate: String?
 
-    @Option(name: .long, help: "How the KV cache stores keys and values: f16 (default), q8_0 (half the memory) or q4_0 (about 0.28).")
-    var kvType: KVCacheFormat = .f16
+    @OptionGroup var kvCache: KVCacheArguments
 
     func validate() throws {
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
@@ -87,7 +86,7 @@ struct ModelArguments: ParsableArguments {
         let templateOverride = try templateOverride()
         let path = try resolvedPath()
         let file = try GGUFFile(path: path, residency: weights)
-        var options = ModelOptions(precision: activations, pool: pool, kvFormat: kvType)
+        var options = ModelOptions(precision: activations, pool: pool, kvType: kvCache.type)
         if let threads { options.threads = threads }
         return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file),
                            templateOverride: templateOverride, kvIdentity: try Self.kvIdentity(of: path, precision: activations))
@@ -131,10 +130,6 @@ extension ActivationPrecision: ExpressibleByArgument {}
 extension GGUFFile.Residency: ExpressibleByArgument {}
 extension Pooling: ExpressibleByArgument {}
 extension WorkerRole: ExpressibleByArgument {}
-
-extension KVCacheFormat: ExpressibleByArgument {
-    public init?(argument: String) { self.init(name: argument) }
-}
 
 extension IntegerKernels.Level: ExpressibleByArgument {
     public init?(argument: String) {

@@ -1,4 +1,5 @@
 @testable import Engine
+import Kernels
 import XCTest
 
 /// The block stream format: what goes in comes out whatever the stream's pieces, and
@@ -129,11 +130,16 @@ final class KVBlockWireTests: XCTestCase {
                        "the blocks come from another model (identity 2a; this worker's is 123456789abcdef0)")
         let other = KVLayout(layers: 3, rowWidth: 5, blockSize: 8)
         XCTAssertEqual(message { try self.decode(KVBlockWire.header(other, model: self.model), piece: 64) },
-                       "the blocks have 3 layers of 5 f16 values per position, 8 positions per block; this worker's cache has 3 layers of 5 f16 values per position, 4 positions per block")
+                       "the blocks have 3 layers of 5 keys and values per position (f16), 8 positions per block; this worker's cache has 3 layers of 5 keys and values per position (f16), 4 positions per block")
         // Q8_0 keys and values (ggml's element type 8) cannot go into an f16 cache.
-        let quantized = KVLayout(layers: 3, rowWidth: 64, blockSize: 4, format: .q8_0)
-        XCTAssertEqual(Array(KVBlockWire.header(quantized, model: model)[6..<8]), [8, 0])
+        let quantized = KVLayout(layers: 3, rowWidth: 64, blockSize: 4, type: KVCacheType(.q8_0))
+        XCTAssertEqual(Array(KVBlockWire.header(quantized, model: model)[6..<8]), [8, 8])
         XCTAssertEqual(message { try self.decode(KVBlockWire.header(quantized, model: self.model), piece: 64) },
-                       "the blocks have 3 layers of 64 q8_0 values per position, 4 positions per block; this worker's cache has 3 layers of 5 f16 values per position, 4 positions per block")
+                       "the blocks have 3 layers of 64 keys and values per position (q8_0), 4 positions per block; this worker's cache has 3 layers of 5 keys and values per position (f16), 4 positions per block")
+        // Q8_0 keys with Q4_0 values (element type 2) name each.
+        let mixed = KVLayout(layers: 3, rowWidth: 64, blockSize: 4, type: KVCacheType(keys: .q8_0, values: .q4_0))
+        XCTAssertEqual(Array(KVBlockWire.header(mixed, model: model)[6..<8]), [8, 2])
+        XCTAssertEqual(message { try self.decode(KVBlockWire.header(mixed, model: self.model), piece: 64) },
+                       "the blocks have 3 layers of 64 keys and values per position (k q8_0, v q4_0), 4 positions per block; this worker's cache has 3 layers of 5 keys and values per position (f16), 4 positions per block")
     }
 }

@@ -3,15 +3,17 @@ import XCTest
 
 @testable import Kernels
 
-/// Attention over Q8_0 and Q4_0 keys and values: against a double-precision reference that
-/// decodes the same blocks (only the kernel's f32 sums differ), on every instruction-set
-/// level, and the same result for a query alone and in a ragged batch.
+/// Attention over Q8_0 and Q4_0 keys and values, alike or mixed with each other or with f16:
+/// against a double-precision reference that decodes the same blocks (only the kernel's f32
+/// sums differ), on every instruction-set level, and the same result for a query alone and
+/// in a ragged batch.
 final class QuantizedKVAttentionTests: XCTestCase {
     struct Fixture {
-        let format: KVCacheFormat
+        let type: KVCacheType
         let shape: Attention.Shape
         let blockSize: Int
-        let rowBytes: Int
+        let keyRowBytes: Int
+        let valueRowBytes: Int
         var keys: [UInt8]
         var values: [UInt8]
         /// The decoded keys and values of each sequence, position by position.
@@ -19,18 +21,19 @@ final class QuantizedKVAttentionTests: XCTestCase {
         var decodedValues: [[Float]] = []
         var tables: [[Int32]] = []
 
-        init(format: KVCacheFormat, shape: Attention.Shape, lengths: [Int], blockSize: Int, seed: UInt64) {
-            self.format = format
+        init(type: KVCacheType, shape: Attention.Shape, lengths: [Int], blockSize: Int, seed: UInt64) {
+            self.type = type
             self.shape = shape
             self.blockSize = blockSize
             let width = shape.kvStride
-            rowBytes = format.rowBytes(width)
+            keyRowBytes = type.keys.rowBytes(width)
+            valueRowBytes = type.values.rowBytes(width)
             let counts = lengths.map { ($0 + blockSize - 1) / blockSize }
             var g = SplitMix(seed)
             var order = Array(0..<counts.reduce(0, +)).map(Int32.init)
             order.shuffle(using: &g)
-            keys = [UInt8](repeating: 0xFF, count: order.count * blockSize * rowBytes)
-            values = keys
+            keys = [UInt8](repeating: 0xFF, count: order.count * blockSize * keyRowBytes)
+            values = [UInt8](repeating: 0xFF, count: order.count * blockSize * valueRowBytes)
             var next = 0
             for (s, n) in counts.enumerated() {
                 let table = Array(order[next..<(next + n)])
@@ -40,12 +43,12 @@ final class QuantizedKVAttentionTests: XCTestCase {
                 for p in 0..<lengths[s] {
                     let k = (0..<width).map { _ in Float.random(in: -2...2, using: &g) }
                     let v = (0..<width).map { _ in Float.random(in: -1...1, using: &g) }
-                    let kq = Quantization.quantize(k, format: format.tensorFormat), vq = Quantization.quantize(v, format: format.tensorFormat)
+                    let kq = Quantization.quantize(k, format: type.keys.tensorFormat), vq = Quantization.quantize(v, format: type.values.tensorFormat)
                     let row = Int(table[p / blockSize]) * blockSize + p % blockSize
-                    keys.replaceSubrange((row * rowBytes)..<((row + 1) * rowBytes), with: kq)
-                    values.replaceSubrange((row * rowBytes)..<((row + 1) * rowBytes), with: vq)
-                    dk += Quantization.dequantize(kq, count: width, format: format.tensorFormat)
-                    dv += Quantization.dequantize(vq, count: width, format: format.tensorFormat)
+                    keys.replaceSubrange((row * keyRowBytes)..<((row + 1) * keyRowBytes), with: kq)
+                    values.replaceSubrange((row * valueRowBytes)..<((row + 1) * valueRowBytes), with: vq)
+                    dk += Quantization.dequantize(kq, count: width, format: type.keys.tensorFormat)
+                    dv += Quantization.dequantize(vq, count: width, format: type.values.tensorFormat)
                 }
                 decodedKeys.append(dk)
                 decodedValues.append(dv)
@@ -63,7 +66,8 @@ final class QuantizedKVAttentionTests: XCTestCase {
             keys.withUnsafeBytes { k in
                 values.withUnsafeBytes { v in
                     let batch = queries.map { Attention.Query(row: $0.row, position: $0.position, blockTable: tables[$0.sequence]) }
-                    let layer = Attention.PagedLayer(keys: k.baseAddress!, values: v.baseAddress!, blockSize: blockSize, format: format, rowBytes: rowBytes)
+                    let layer = Attention.PagedLayer(keys: k.baseAddress!, values: v.baseAddress!, blockSize: blockSize, type: type, keyRowBytes: keyRowBytes,
+                                                       valueRowBytes: valueRowBytes)
                     batch.withUnsafeBufferPointer { b in
                         Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: ThreadPool(threads: threads))
                     }
@@ -93,11 +97,13 @@ final class QuantizedKVAttentionTests: XCTestCase {
         defer { IntegerKernels.limit(to: .avx512vnni) }
         for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
             IntegerKernels.limit(to: level)
-            for format in [KVCacheFormat.q8_0, .q4_0] {
+            let types = [KVCacheType(.q8_0), KVCacheType(.q4_0), KVCacheType(keys: .q8_0, values: .q4_0),
+                         KVCacheType(keys: .f16, values: .q4_0), KVCacheType(keys: .q4_0, values: .f16)]
+            for format in types {
                 for (d, heads, kvHeads, window) in [(64, 6, 2, nil), (32, 4, 4, nil), (256, 4, 1, 100 as Int?)] {
                     let shape = Attention.Shape(heads: heads, kvHeads: kvHeads, headDim: d, window: window)
                     // 700 positions: past one 512-position chunk, so a lone query splits over the threads.
-                    let fixture = Fixture(format: format, shape: shape, lengths: [37, 700], blockSize: 7, seed: UInt64(d + heads))
+                    let fixture = Fixture(type: format, shape: shape, lengths: [37, 700], blockSize: 7, seed: UInt64(d + heads))
                     var g = SplitMix(99)
                     let queries: [(row: Int, sequence: Int, position: Int)] = [(0, 0, 36), (1, 1, 699), (2, 1, 5), (3, 0, 0)]
                     let q = (0..<(queries.count * heads * d)).map { _ in Float.random(in: -1...1, using: &g) }

@@ -9,23 +9,23 @@ public struct KVLayout: Sendable, Equatable, CustomStringConvertible {
     public var rowWidth: Int
     /// Positions per block.
     public var blockSize: Int
-    /// How the values are stored.
-    public var format: KVCacheFormat
+    /// How keys and values are stored.
+    public var type: KVCacheType
 
-    public init(layers: Int, rowWidth: Int, blockSize: Int, format: KVCacheFormat = .f16) {
+    public init(layers: Int, rowWidth: Int, blockSize: Int, type: KVCacheType = .f16) {
         self.layers = layers
         self.rowWidth = rowWidth
         self.blockSize = blockSize
-        self.format = format
+        self.type = type
     }
 
     /// Bytes of one block: per layer its keys, then its values.
     public var bytesPerBlock: Int { bytes(positions: blockSize) }
 
     /// Bytes of a block's first `positions` positions.
-    public func bytes(positions: Int) -> Int { 2 * layers * positions * format.rowBytes(rowWidth) }
+    public func bytes(positions: Int) -> Int { layers * positions * type.rowBytes(rowWidth) }
 
-    public var description: String { "\(layers) layers of \(rowWidth) \(format) values per position, \(blockSize) positions per block" }
+    public var description: String { "\(layers) layers of \(rowWidth) keys and values per position (\(type)), \(blockSize) positions per block" }
 }
 
 /// One block of a prompt's keys and values, as it travels from the worker that computed it

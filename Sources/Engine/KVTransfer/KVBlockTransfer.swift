@@ -2,7 +2,7 @@ import Models
 
 extension EngineCore {
     /// The layout of this engine's blocks.
-    var kvLayout: KVLayout { KVLayout(layers: cache.layers, rowWidth: cache.rowWidth, blockSize: cache.blockSize, format: cache.format) }
+    var kvLayout: KVLayout { KVLayout(layers: cache.layers, rowWidth: cache.rowWidth, blockSize: cache.blockSize, type: cache.type) }
 
     /// The prompt blocks that `chunks` completed for requests that export them, read out of
     /// the cache right after the step that wrote them (while their sequences hold them).

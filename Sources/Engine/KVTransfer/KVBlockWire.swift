@@ -2,16 +2,18 @@ import Digest
 import Foundation
 import Kernels
 
-/// The wire format of KV blocks shipped from a prefill worker to a decode worker, version 2
-/// (version 1 carried Q8_0 and Q4_0 rows unrotated; they are rotated now, `Hadamard`).
+/// The wire format of KV blocks shipped from a prefill worker to a decode worker, version 3
+/// (version 1 carried Q8_0 and Q4_0 rows unrotated; version 2 one element type for keys and
+/// values).
 /// A stream is a header, then one record per block in prompt order, then an end record, so
 /// a receiver imports each block as it arrives (transfer overlaps the sender's compute) and
 /// knows a stream cut short from a finished one. Little-endian throughout:
 ///
-///     header  "APKV" · version u16 · element type u16 (ggml's numbering: 1 f16, 8 Q8_0, 2 Q4_0) · layers u32 · row width u32
+///     header  "APKV" · version u16 · element types u16 (ggml's numbering, 1 f16, 8 Q8_0, 2 Q4_0: keys' in the low byte, values' in the high) · layers u32 · row width u32
 ///             · block size u32 · model identity u64 · CRC-32C u32 of the 28 bytes before it
 ///     block   tag u32 (1) · index u32 · positions u32 · name u64 · tokens u32 × positions
-///             · contents (2 × layers × positions rows of row width values in the element type) · CRC-32C u32 of the record before it
+///             · contents (per layer, positions rows of row width keys, then as many of values, each in its
+///             element type) · CRC-32C u32 of the record before it
 ///     end     tag u32 (2) · record count u32 · CRC-32C u32 of the 8 bytes before it
 ///     idle    tag u32 (3) · CRC-32C u32 of the tag: nothing yet, the sender is alive (a
 ///             prompt waiting for its turn), so the receiver's read timeout does not end it
@@ -23,7 +25,7 @@ import Kernels
 /// tokens after its parent's, so a block can only ever be found by the prompt it was
 /// computed for.
 public enum KVBlockWire {
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
     public static let contentType = "application/x-apus-kv-blocks"
     static let magic: [UInt8] = Array("APKV".utf8)
     static let headerBytes = 32
@@ -32,7 +34,8 @@ public enum KVBlockWire {
     public static func header(_ layout: KVLayout, model: UInt64) -> [UInt8] {
         var out = magic
         out.put(version)
-        out.put(UInt16(layout.format.tensorFormat.ggmlType))
+        // The keys' element type in the low byte, the values' in the high one.
+        out.put(UInt16(layout.type.keys.tensorFormat.ggmlType) | UInt16(layout.type.values.tensorFormat.ggmlType) << 8)
         out.put(UInt32(layout.layers))
         out.put(UInt32(layout.rowWidth))
         out.put(UInt32(layout.blockSize))
@@ -182,11 +185,14 @@ public enum KVBlockWire {
             try checkCRC(count: KVBlockWire.headerBytes - 4)
             let version: UInt16 = read(at: start + 4), element: UInt16 = read(at: start + 6)
             guard version == KVBlockWire.version else { throw KVTransferError.mismatch("the blocks are in wire format version \(version); this worker reads version \(KVBlockWire.version)") }
-            guard let format = KVCacheFormat.allCases.first(where: { UInt16($0.tensorFormat.ggmlType) == element }) else {
-                throw KVTransferError.mismatch("the blocks hold element type \(element), which no KV cache type stores; this worker's cache holds \(layout.format)")
+            func format(_ type: UInt16) throws -> KVCacheFormat {
+                guard let format = KVCacheFormat.allCases.first(where: { UInt16($0.tensorFormat.ggmlType) == type }) else {
+                    throw KVTransferError.mismatch("the blocks hold element type \(type), which no KV cache type stores; this worker's cache holds \(layout.type)")
+                }
+                return format
             }
             let theirs = KVLayout(layers: Int(read(at: start + 8) as UInt32), rowWidth: Int(read(at: start + 12) as UInt32),
-                                  blockSize: Int(read(at: start + 16) as UInt32), format: format)
+                                  blockSize: Int(read(at: start + 16) as UInt32), type: KVCacheType(keys: try format(element & 0xFF), values: try format(element >> 8)))
             guard theirs == layout else { throw KVTransferError.mismatch("the blocks have \(theirs); this worker's cache has \(layout)") }
             let identity: UInt64 = read(at: start + 20)
             guard identity == model else {

@@ -124,16 +124,17 @@ int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int r
 #define APUS_MAX_GROUP 16
 #define APUS_MAX_HEADS 64
 
-/// Positions of one sequence in one layer of a paged f16 KV cache, for one KV head: position
+/// Positions of one sequence in one layer of a paged KV cache, for one KV head: position
 /// `p` is row `table[p / block_size] · block_size + p % block_size`, its key at
-/// `keys + row · stride` and its value at `values + row · stride` (both pointers already at
-/// the KV head's first dimension).
+/// `keys + row · stride` and its value at `values + row · value_stride` (both pointers
+/// already at the KV head's first dimension; an f16 cache has one stride for both).
 typedef struct {
     const uint16_t *keys;
     const uint16_t *values;
     const int32_t *table;
     int block_size;
     int stride;
+    int value_stride;
 } apus_kv_rows;
 
 /// `kv_heads · group` query heads (`q_stride` floats apart; head h reads KV head h / group,
@@ -152,15 +153,15 @@ typedef struct {
 int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
                        float scale, float *out, float *max_io, float *sum_io, int state_stride);
 
-/// `apus_attention_f16` over a cache of Q8_0 or Q4_0 rows (`format` APUS_Q8_0 or APUS_Q4_0):
-/// `kv->keys` and `kv->values` point at the first KV head's first block and `kv->stride`
-/// counts two-byte units (every such row is a whole number of them); each head's blocks
-/// follow the previous head's. Keys and values are decoded to f32 (the integer times the
-/// block's scale) and scored against `q` as given (f16-rounded floats, not quantized).
-/// Returns 0 without AVX2, for head sizes that are not a multiple of 32 up to 256, or heads
-/// past the limits above.
-int apus_attention_quantized(int format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end,
-                             int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);
+/// `apus_attention_f16` over a cache whose keys are rows of `key_format` and whose values
+/// are rows of `value_format` (each APUS_F16, APUS_Q8_0 or APUS_Q4_0): `kv->keys` and
+/// `kv->values` point at the first KV head's first block and the strides count two-byte
+/// units (every such row is a whole number of them); each head's blocks follow the previous
+/// head's. Keys and values are decoded to f32 (the integer times the block's scale) and
+/// scored against `q` as given (f16-rounded floats, not quantized). Returns 0 without AVX2,
+/// for head sizes that are not a multiple of 32 up to 256, or heads past the limits above.
+int apus_attention_quantized(int key_format, int value_format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv,
+                             int begin, int end, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);
 
 /// `x[i] = e^x[i]` in place with the vector exponential of the AVX-512 attention kernel
 /// (within 2 ulp; +inf above 88.7, 0 below -86). Returns 0 when this CPU lacks AVX-512 (the

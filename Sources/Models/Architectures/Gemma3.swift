@@ -70,7 +70,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
     public var profile: OperationProfile { runtime.profile }
 
     public func stepCosts(_ step: StepShape) -> [OperationCost] {
-        var cost = StepCostBuilder(shape: shape, step: step, kvFormat: kvShape.format)
+        var cost = StepCostBuilder(shape: shape, step: step, kvType: kvShape.type)
         cost.embedding(embedding, scaled: true)
         for block in blocks {
             cost.norm()

@@ -65,7 +65,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
     public var profile: OperationProfile { runtime.profile }
 
     public func stepCosts(_ step: StepShape) -> [OperationCost] {
-        var cost = StepCostBuilder(shape: shape, step: step, kvFormat: kvShape.format)
+        var cost = StepCostBuilder(shape: shape, step: step, kvType: kvShape.type)
         cost.embedding(embedding, scaled: false)
         for block in blocks {
             cost.norm()

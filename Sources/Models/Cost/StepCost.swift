@@ -53,13 +53,13 @@ struct StepCostBuilder {
     let step: StepShape
     /// How the KV cache stores keys and values: bytes read per cached value, and for a
     /// quantized cache the rotations and encoding of the cache write.
-    let kvFormat: KVCacheFormat
+    let kvType: KVCacheType
     private(set) var costs: [OperationCost] = []
 
-    init(shape: TransformerShape, step: StepShape, kvFormat: KVCacheFormat) {
+    init(shape: TransformerShape, step: StepShape, kvType: KVCacheType) {
         self.shape = shape
         self.step = step
-        self.kvFormat = kvFormat
+        self.kvType = kvType
     }
 
     var tokens: Int { step.sequences }
@@ -118,18 +118,20 @@ struct StepCostBuilder {
         if a.queryNorm != nil { vector(.qkAdjust, flops: t * q * 4, bytes: t * q * 8, items: tokens * shape.heads, chunk: 16) }
         if a.keyNorm != nil { vector(.qkAdjust, flops: t * kv * 4, bytes: t * kv * 8, items: tokens * shape.kvHeads, chunk: 16) }
         // A rotation is 4 flops per pair plus the angle's sine and cosine; keys and values
-        // are then stored in the cache's format. A quantized cache first rotates Q, K and V
-        // (log₂ n butterflies and a scale per value) and encodes K and V (about 3 flops a
-        // value), and rotates the attention output back.
-        let stored = Double(kvFormat.rowBytes(shape.kvWidth)) / kv
-        let hadamard = kvFormat.isRotated ? log2(Double(Hadamard.size(headDim: shape.headDim))) + 1 : 0
-        let encode = kvFormat.isRotated ? t * 2 * kv * 3 : 0
-        vector(.ropeAndCacheWrite, flops: t * (q + kv) * 3 + t * (q + 2 * kv) * hadamard + encode,
-               bytes: t * (q * 8 + kv * 4 + kv * stored + kv * 4 + kv * stored), items: tokens, chunk: ForwardPass.cacheWriteChunk(kvFormat))
+        // are then stored in the cache's formats. Quantized keys first rotate Q and K (log₂ n
+        // butterflies and a scale per value), quantized values V and, after attention, the
+        // output; each quantized kind is encoded at about 3 flops a value.
+        let storedKey = Double(kvType.keys.rowBytes(shape.kvWidth)) / kv, storedValue = Double(kvType.values.rowBytes(shape.kvWidth)) / kv
+        let butterflies = log2(Double(Hadamard.size(headDim: shape.headDim))) + 1
+        let keyRotation = kvType.keys.isRotated ? butterflies : 0, valueRotation = kvType.values.isRotated ? butterflies : 0
+        let encode = t * kv * 3 * ((kvType.keys.isRotated ? 1 : 0) + (kvType.values.isRotated ? 1 : 0))
+        vector(.ropeAndCacheWrite, flops: t * (q + kv) * 3 + t * (q + kv) * keyRotation + t * kv * valueRotation + encode,
+               bytes: t * (q * 8 + kv * 4 + kv * storedKey + kv * 4 + kv * storedValue), items: tokens, chunk: ForwardPass.cacheWriteChunk(kvType))
         let positions = Double(min(step.context, window ?? step.context))
         let heads = Double(shape.heads), dim = Double(shape.headDim)
         // Split by query heads (and by chunks of positions for long contexts).
-        vector(.attention, flops: t * heads * positions * (4 * dim + 5) + t * q * hadamard, bytes: t * positions * kv * stored * 2 + t * q * 8,
+        vector(.attention, flops: t * heads * positions * (4 * dim + 5) + t * q * valueRotation,
+               bytes: t * positions * kv * (storedKey + storedValue) + t * q * 8,
                items: tokens * shape.heads, chunk: 1)
         matrix(.outputProjection, a.output, accumulate: accumulate)
     }

@@ -17,8 +17,8 @@ final class ModelRuntime: @unchecked Sendable {
     private let lock = NSLock()
 
     init(file: GGUFFile, shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) throws {
-        guard options.kvFormat.canStore(headDim: shape.headDim) else {
-            throw ModelError.unsupportedKVFormat(format: options.kvFormat.rawValue, headDim: shape.headDim)
+        guard options.kvType.canStore(headDim: shape.headDim) else {
+            throw ModelError.unsupportedKVFormat(format: options.kvType.description, headDim: shape.headDim)
         }
         self.file = file
         self.shape = shape
@@ -27,7 +27,7 @@ final class ModelRuntime: @unchecked Sendable {
         pool = options.pool ?? ThreadPool(threads: options.threads)
     }
 
-    var kvShape: KVShape { KVShape(layers: shape.layers, rowWidth: shape.kvWidth, format: options.kvFormat) }
+    var kvShape: KVShape { KVShape(layers: shape.layers, rowWidth: shape.kvWidth, type: options.kvType) }
 
     /// Checks and lays out `batch`, runs `body` on a pass over it, and returns its logits.
     func run(_ batch: ForwardBatch, cache: PagedKVCache, _ body: (ForwardPass) -> [Float]) throws -> [Float] {
@@ -141,29 +141,29 @@ final class ForwardPass {
         let kvLayer = cache.attentionLayer(layer)
         let keys = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.keys)), values = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.values))
         let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
-        let format = cache.format, rowBytes = cache.rowBytes
+        let type = cache.type, keyRowBytes = cache.keyRowBytes, valueRowBytes = cache.valueRowBytes
         profile.time(.ropeAndCacheWrite) { layout.cacheRows.withUnsafeBufferPointer { cacheRows in
             let rows = UncheckedBox(cacheRows.baseAddress!)
-            pool.parallelFor(n, minimumChunk: Self.cacheWriteChunk(format)) { range in
+            pool.parallelFor(n, minimumChunk: Self.cacheWriteChunk(type)) { range in
                 for t in range {
                     let angle = angles.pointer + t * hp.headDim
                     let row = rows.value[t]
                     let key = k.pointer + t * hp.kvWidth, value = v.pointer + t * hp.kvWidth
                     RoPE.apply(q.pointer + t * hp.queryWidth, heads: hp.heads, headDim: hp.headDim, angles: angle, layout: ropeLayout)
-                    if format == .f16 {
+                    if type.isF16 {
                         let keyRow = keys.value.assumingMemoryBound(to: Float16.self) + row * hp.kvWidth
                         let valueRow = values.value.assumingMemoryBound(to: Float16.self) + row * hp.kvWidth
                         RoPE.applyStoringF16(key, heads: hp.kvHeads, headDim: hp.headDim, angles: angle, layout: ropeLayout, into: keyRow)
                         for i in 0..<hp.kvWidth { valueRow[i] = Float16(value[i]) }
                     } else {
                         RoPE.apply(key, heads: hp.kvHeads, headDim: hp.headDim, angles: angle, layout: ropeLayout)
-                        if format.isRotated {
+                        if type.keys.isRotated {
                             Hadamard.rotate(q.pointer + t * hp.queryWidth, heads: hp.heads, headDim: hp.headDim)
                             Hadamard.rotate(key, heads: hp.kvHeads, headDim: hp.headDim)
-                            Hadamard.rotate(value, heads: hp.kvHeads, headDim: hp.headDim)
                         }
-                        Quantization.quantize(key, count: hp.kvWidth, format: format.tensorFormat, into: keys.value + row * rowBytes)
-                        Quantization.quantize(value, count: hp.kvWidth, format: format.tensorFormat, into: values.value + row * rowBytes)
+                        if type.values.isRotated { Hadamard.rotate(value, heads: hp.kvHeads, headDim: hp.headDim) }
+                        Quantization.quantize(key, count: hp.kvWidth, format: type.keys.tensorFormat, into: keys.value + row * keyRowBytes)
+                        Quantization.quantize(value, count: hp.kvWidth, format: type.values.tensorFormat, into: values.value + row * valueRowBytes)
                     }
                 }
             }
@@ -173,7 +173,7 @@ final class ForwardPass {
             layout.queries.withUnsafeBufferPointer { queries in
                 Attention.causal(queries: q.pointer, batch: queries, cache: kvLayer, shape: attentionShape, into: attended.pointer, pool: pool)
             }
-            if format.isRotated {
+            if type.values.isRotated {
                 pool.parallelFor(n, minimumChunk: 16) { range in
                     Hadamard.rotate(attended.pointer + range.lowerBound * hp.queryWidth, heads: range.count * hp.heads, headDim: hp.headDim)
                 }
@@ -184,7 +184,7 @@ final class ForwardPass {
 
     /// Tokens per chunk of the RoPE and cache-write pass: a quantized cache's rows (rotated,
     /// then encoded) cost several times an f16 row's, so they are spread thinner.
-    static func cacheWriteChunk(_ format: KVCacheFormat) -> Int { format.isRotated ? 2 : 16 }
+    static func cacheWriteChunk(_ type: KVCacheType) -> Int { type.isF16 ? 16 : 2 }
 
     private func addBias(_ bias: [Float]?, to rows: UnsafeMutablePointer<Float>, width: Int) {
         guard let bias else { return }

@@ -8,8 +8,8 @@ import Darwin
 
 /// The keys and values of every sequence in one pool of fixed-size blocks (PagedAttention,
 /// Kwon et al. 2023). A sequence owns a block table; position `p` lives in block
-/// `table[p / blockSize]` at offset `p % blockSize`. Entries are f16, as in llama.cpp's
-/// default cache, or Q8_0 / Q4_0 blocks (`KVCacheFormat`). Which block belongs to whom is the
+/// `table[p / blockSize]` at offset `p % blockSize`. Keys and values are each f16, as in
+/// llama.cpp's default cache, or Q8_0 / Q4_0 blocks (`KVCacheType`). Which block belongs to whom is the
 /// engine's business: this type only stores, and copies a block for copy-on-write.
 public final class PagedKVCache: @unchecked Sendable {
     public let layers: Int
@@ -17,17 +17,18 @@ public final class PagedKVCache: @unchecked Sendable {
     public let blockCount: Int
     /// Values per position per layer (KV heads × head dimension), for keys and again for values.
     public let rowWidth: Int
-    public let format: KVCacheFormat
-    /// Bytes of one position's keys (or values) in one layer.
-    public let rowBytes: Int
+    public let type: KVCacheType
+    /// Bytes of one position's keys, and of its values, in one layer.
+    public let keyRowBytes: Int
+    public let valueRowBytes: Int
     let keys: [UnsafeMutableRawPointer]
     let values: [UnsafeMutableRawPointer]
     private let mapping: UnsafeMutableRawPointer
     private let mappedBytes: Int
 
     /// Bytes one block takes over all layers, keys and values.
-    public static func bytesPerBlock(layers: Int, blockSize: Int, rowWidth: Int, format: KVCacheFormat) -> Int {
-        2 * layers * blockSize * format.rowBytes(rowWidth)
+    public static func bytesPerBlock(layers: Int, blockSize: Int, rowWidth: Int, type: KVCacheType) -> Int {
+        layers * blockSize * type.rowBytes(rowWidth)
     }
 
     /// The whole pool is committed here, as llama.cpp and vLLM allocate theirs up front:
@@ -35,18 +36,21 @@ public final class PagedKVCache: @unchecked Sendable {
     /// (measured under 16 concurrent requests, in a VM). On Linux the pool asks for
     /// transparent huge pages first, so a batch reading blocks scattered over the pool
     /// misses the TLB far less often.
-    public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int, format: KVCacheFormat = .f16) {
+    public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int, type: KVCacheType = .f16) {
         precondition(layers > 0 && blockSize > 0 && blockCount > 0 && rowWidth > 0, "empty KV cache")
-        precondition(format.tensorFormat.canStore(rowLength: rowWidth), "rows of \(rowWidth) values are not whole \(format) blocks")
+        for f in [type.keys, type.values] {
+            precondition(f.tensorFormat.canStore(rowLength: rowWidth), "rows of \(rowWidth) values are not whole \(f) blocks")
+        }
         self.layers = layers
         self.blockSize = blockSize
         self.blockCount = blockCount
         self.rowWidth = rowWidth
-        self.format = format
-        rowBytes = format.rowBytes(rowWidth)
+        self.type = type
+        keyRowBytes = type.keys.rowBytes(rowWidth)
+        valueRowBytes = type.values.rowBytes(rowWidth)
         let hugePage = 2 << 20
-        let half = blockCount * blockSize * rowBytes
-        let bytes = 2 * layers * half
+        let keyBytes = blockCount * blockSize * keyRowBytes, layerBytes = blockCount * blockSize * (keyRowBytes + valueRowBytes)
+        let bytes = layers * layerBytes
         mappedBytes = (bytes + 2 * hugePage - 1) / hugePage * hugePage
         guard let region = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), region != MAP_FAILED else {
             fatalError("could not map \(bytes) bytes for the KV cache")
@@ -62,8 +66,8 @@ public final class PagedKVCache: @unchecked Sendable {
             aligned.storeBytes(of: 0, toByteOffset: page, as: UInt8.self)
             page += 4096
         }
-        keys = (0..<layers).map { aligned + 2 * $0 * half }
-        values = (0..<layers).map { aligned + (2 * $0 + 1) * half }
+        keys = (0..<layers).map { aligned + $0 * layerBytes }
+        values = (0..<layers).map { aligned + $0 * layerBytes + keyBytes }
     }
 
     deinit {
@@ -71,7 +75,7 @@ public final class PagedKVCache: @unchecked Sendable {
     }
 
     /// Bytes a sequence's first `positions` positions take over all layers, keys and values.
-    public func bytes(positions: Int) -> Int { 2 * layers * positions * rowBytes }
+    public func bytes(positions: Int) -> Int { layers * positions * (keyRowBytes + valueRowBytes) }
 
     /// Copies a sequence's first `positions` positions, read through `table`, out into
     /// `buffer` (`bytes(positions:)` long: per layer its keys, then its values): a swap-out.
@@ -88,7 +92,7 @@ public final class PagedKVCache: @unchecked Sendable {
         precondition(positions <= table.count * blockSize, "the block table does not cover \(positions) positions")
         var offset = 0
         for l in 0..<layers {
-            for half in [keys[l], values[l]] {
+            for (half, rowBytes) in [(keys[l], keyRowBytes), (values[l], valueRowBytes)] {
                 var p = 0
                 while p < positions {
                     let block = Int(table[p / blockSize]), count = min(blockSize, positions - p) * rowBytes
@@ -105,16 +109,18 @@ public final class PagedKVCache: @unchecked Sendable {
     /// every layer: the copy of copy-on-write.
     public func copyBlock(_ source: Int, to destination: Int, positions: Int) {
         precondition((0..<blockCount).contains(source) && (0..<blockCount).contains(destination) && positions <= blockSize)
-        let count = positions * rowBytes, stride = blockSize * rowBytes
         for l in 0..<layers {
-            (keys[l] + destination * stride).copyMemory(from: keys[l] + source * stride, byteCount: count)
-            (values[l] + destination * stride).copyMemory(from: values[l] + source * stride, byteCount: count)
+            for (half, rowBytes) in [(keys[l], keyRowBytes), (values[l], valueRowBytes)] {
+                let stride = blockSize * rowBytes
+                (half + destination * stride).copyMemory(from: half + source * stride, byteCount: positions * rowBytes)
+            }
         }
     }
 
     /// Layer `layer` as attention reads it.
     func attentionLayer(_ layer: Int) -> Attention.PagedLayer {
-        Attention.PagedLayer(keys: keys[layer], values: values[layer], blockSize: blockSize, format: format, rowBytes: rowBytes)
+        Attention.PagedLayer(keys: keys[layer], values: values[layer], blockSize: blockSize, type: type, keyRowBytes: keyRowBytes,
+                             valueRowBytes: valueRowBytes)
     }
 }
 
@@ -166,9 +172,9 @@ public final class KVCache: @unchecked Sendable {
     /// Positions filled so far.
     public internal(set) var length = 0
 
-    public init(layers: Int, capacity: Int, rowWidth: Int, format: KVCacheFormat = .f16, blockSize: Int = 16) {
+    public init(layers: Int, capacity: Int, rowWidth: Int, type: KVCacheType = .f16, blockSize: Int = 16) {
         let blocks = max(1, (capacity + blockSize - 1) / blockSize)
-        storage = PagedKVCache(layers: layers, blockSize: blockSize, blockCount: blocks, rowWidth: rowWidth, format: format)
+        storage = PagedKVCache(layers: layers, blockSize: blockSize, blockCount: blocks, rowWidth: rowWidth, type: type)
         self.capacity = capacity
         blockTable = (0..<Int32(blocks)).map { $0 }
     }

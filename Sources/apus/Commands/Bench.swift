@@ -46,8 +46,7 @@ struct BenchSingle: ParsableCommand {
     @Option(name: .long, help: "Where the weights live: mapped (from the file, default) or huge-pages (copied at load into 2 MiB pages).")
     var weights: GGUFFile.Residency = .mapped
 
-    @Option(name: .long, help: "How the KV cache stores keys and values: f16 (default), q8_0 or q4_0.")
-    var kvType: KVCacheFormat = .f16
+    @OptionGroup var kvCache: KVCacheArguments
 
     @Flag(name: .long, help: "Also measure a plain streaming read (1 GiB, each thread count, 4 KiB and 2 MiB pages) and print it beside the decode bandwidth.")
     var bandwidth = false
@@ -119,7 +118,7 @@ struct BenchSingle: ParsableCommand {
                 writeOut("| model | size | params | threads | kernels | test | t/s | weights GB/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n")
             }
             for t in try Self.parseList(threads, name: "--threads") {
-                let lm = try ModelRegistry.load(file, options: ModelOptions(threads: t, precision: activations, kvFormat: kvType))
+                let lm = try ModelRegistry.load(file, options: ModelOptions(threads: t, precision: activations, kvType: kvCache.type))
                 for test in tests {
                     let samples = try (0...repetitions).map { _ in try Self.measure(lm, prompt: test.prompt, gen: test.gen) }.dropFirst()
                     let n = Double(test.prompt + test.gen)

@@ -138,7 +138,7 @@ struct BenchThroughput: AsyncParsableCommand {
             let report = Report(
                 requests: requests, concurrency: concurrency, prompt_tokens: promptTokens, shared_prefix_tokens: sharedPrefixTokens,
                 max_tokens: maxTokens, threads: modelArguments.threads ?? ModelOptions.defaultThreads, prefix_cache: !engineArguments.noPrefixCache,
-                kv_type: modelArguments.kvType.rawValue, kv_capacity_tokens: engine.kvBlockCount * engineArguments.configuration.blockSize, duration_s: duration,
+                kv_type: modelArguments.kvCache.type.description, kv_capacity_tokens: engine.kvBlockCount * engineArguments.configuration.blockSize, duration_s: duration,
                 output_tokens: outputTokens, output_tokens_per_s: Double(outputTokens) / duration, requests_per_s: Double(requests) / duration,
                 ttft_ms: Percentiles(results.map(\.timeToFirstTokenSeconds)), itl_ms: Percentiles(results.flatMap(\.interTokenSeconds)),
                 cached_prompt_tokens: results.reduce(0) { $0 + $1.cachedPromptTokens }, preemptions: statistics.preemptions,
