@@ -3,6 +3,7 @@
 // eight fp32 lanes accumulate the blocks of a row in block order and are summed pairwise
 // at the end, so a row's result does not depend on the batch it is in.
 #include "KernelsC.h"
+#include "FormatTable.h"
 
 #include <math.h>
 #include <string.h>
@@ -230,10 +231,11 @@ static inline __attribute__((always_inline)) AVX2 unpacked_block unpack_block(in
         u.q = iq4nl_values(unpack_nibbles(w + 2));
         u.is_signed = 1;
         break;
-    default:
+    case APUS_Q8_0:
         u.q = _mm256_loadu_si256((const __m256i *)(w + 2));
         u.is_signed = 1;
         break;
+    default: __builtin_unreachable();  // only formats with a row in FormatTable.c get here
     }
     return u;
 }
@@ -245,7 +247,8 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
     case APUS_Q5_0: return 22;
     case APUS_Q5_1: return 24;
     case APUS_IQ4_NL: return 18;
-    default: return 34;
+    case APUS_Q8_0: return 34;
+    default: __builtin_unreachable();
     }
 }
 
@@ -287,23 +290,16 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
             for (int r = r0; r < r1; r++) STORE(yt[r], ROW_DOT(format, w + (size_t)r * row_bytes, a, blocks));      \
         }                                                                                                          \
     }                                                                                                              \
-    /* One copy of the loops per format, so unpacking and signedness are decided at compile time. */              \
-    static ATTR void NAME(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8_block *act, \
-                          int tokens, int blocks, float *y, int y_stride, int accumulate) {                        \
+    /* Specialised per format (FormatTable.h), so unpacking and signedness are decided at compile time. */      \
+    static inline __attribute__((always_inline)) ATTR void NAME(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, \
+                          const apus_q8_block *act, int tokens, int blocks, float *y, int y_stride, int accumulate) { \
         if (tokens < TILE) {                                                                                       \
             for (int r = r0; r < r1; r++)                                                                          \
                 for (int t = 0; t < tokens; t++)                                                                   \
                     STORE(y[(size_t)t * y_stride + r], ROW_DOT(format, w + (size_t)r * row_bytes, act + (size_t)t * blocks, blocks)); \
             return;                                                                                                \
         }                                                                                                          \
-        switch (format) {                                                                                          \
-        case APUS_Q4_0: NAME##_format(APUS_Q4_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
-        case APUS_Q4_1: NAME##_format(APUS_Q4_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
-        case APUS_Q5_0: NAME##_format(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
-        case APUS_Q5_1: NAME##_format(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;   \
-        case APUS_Q8_0: NAME##_format(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;          \
-        case APUS_IQ4_NL: NAME##_format(APUS_IQ4_NL, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;      \
-        }                                                                                                          \
+        NAME##_format(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);                \
     }
 
 DEFINE_MATMUL(matmul_avx2, AVX2, row_dot_avx2, dot_unsigned_avx2, dot_signed_avx2)
@@ -409,27 +405,7 @@ static inline __attribute__((always_inline)) VNNI void rows_vnni(int format, con
     }
 }
 
-static VNNI void matmul_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8_block *act,
-                             int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    switch (format) {
-    case APUS_Q4_0: rows_vnni(APUS_Q4_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q4_1: rows_vnni(APUS_Q4_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_0: rows_vnni(APUS_Q5_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_1: rows_vnni(APUS_Q5_1, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q8_0: rows_vnni(APUS_Q8_0, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_IQ4_NL: rows_vnni(APUS_IQ4_NL, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    }
-}
-
 #endif
-
-// The 32-value formats the kernels here take (against Q8_0 or Q8_1 activations).
-static int is_q8_format(int format) {
-    switch (format) {
-    case APUS_Q4_0: case APUS_Q4_1: case APUS_Q5_0: case APUS_Q5_1: case APUS_Q8_0: case APUS_IQ4_NL: return 1;
-    default: return 0;
-    }
-}
 
 void apus_build_tiles16(const apus_q8_block *act, int blocks, int tokens, int tile_begin, int tile_end, apus_tile16_block *out) {
     for (int tile = tile_begin; tile < tile_end; tile++) {
@@ -463,7 +439,8 @@ static inline __attribute__((always_inline)) AVX2 __m256i unpack_unsigned(int fo
     case APUS_Q5_0: return _mm256_or_si256(unpack_nibbles(w + 6), unpack_fifth_bits(w + 2));
     case APUS_Q5_1: return _mm256_or_si256(unpack_nibbles(w + 8), unpack_fifth_bits(w + 4));
     case APUS_IQ4_NL: return _mm256_xor_si256(iq4nl_values(unpack_nibbles(w + 2)), _mm256_set1_epi8((char)0x80));
-    default: return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_set1_epi8((char)0x80));
+    case APUS_Q8_0: return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_set1_epi8((char)0x80));
+    default: __builtin_unreachable();
     }
 }
 
@@ -540,45 +517,21 @@ static inline __attribute__((always_inline)) VNNI void tile16_rows(int format, c
     for (; r < r1; r++) tile16_row_group(format, w, row_bytes, r, 1, tiles, tokens, blocks, y, y_stride, accumulate);
 }
 
-static VNNI void matmul_tiles16_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_tile16_block *tiles,
-                                     int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    switch (format) {
-    case APUS_Q4_0: tile16_rows(APUS_Q4_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q4_1: tile16_rows(APUS_Q4_1, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_0: tile16_rows(APUS_Q5_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_1: tile16_rows(APUS_Q5_1, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q8_0: tile16_rows(APUS_Q8_0, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_IQ4_NL: tile16_rows(APUS_IQ4_NL, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+// Each 32-value format's kernels, specialised (FormatTable.h).
+#define FORMAT_KERNELS(name, FORMAT)                                                                                  \
+    AVX2 APUS_ROWS_KERNEL(apus_##name##_avx2) {                                                                      \
+        matmul_avx2(FORMAT, w, row_bytes, r0, r1, (const apus_q8_block *)activations, tokens, blocks, y, y_stride, accumulate); \
+    }                                                                                                                \
+    VNNI APUS_ROWS_KERNEL(apus_##name##_vnni) {                                                                      \
+        rows_vnni(FORMAT, w, row_bytes, r0, r1, (const apus_q8_block *)activations, tokens, blocks, y, y_stride, accumulate); \
+    }                                                                                                                \
+    VNNI APUS_ROWS_KERNEL(apus_##name##_tiles16) {                                                                   \
+        tile16_rows(FORMAT, w, row_bytes, r0, r1, (const apus_tile16_block *)activations, tokens, blocks, y, y_stride, accumulate); \
     }
-}
+FORMAT_KERNELS(q4_0, APUS_Q4_0)
+FORMAT_KERNELS(q4_1, APUS_Q4_1)
+FORMAT_KERNELS(q5_0, APUS_Q5_0)
+FORMAT_KERNELS(q5_1, APUS_Q5_1)
+FORMAT_KERNELS(q8_0, APUS_Q8_0)
+FORMAT_KERNELS(iq4_nl, APUS_IQ4_NL)
 #endif
-
-int apus_matmul_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                        const apus_tile16_block *tiles, int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    if (!is_q8_format(format)) return 0;
-#if APUS_X86
-    if (apus_int8_isa() >= 2) {
-        matmul_tiles16_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tokens, blocks, y, y_stride, accumulate);
-        return 1;
-    }
-#endif
-    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)tiles; (void)tokens; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
-    return 0;
-}
-
-int apus_matmul_q8(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                   const apus_q8_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    if (!is_q8_format(format)) return 0;
-#if APUS_X86
-    switch (apus_int8_isa()) {
-    case 2:
-        matmul_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate);
-        return 1;
-    case 1:
-        matmul_avx2(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate);
-        return 1;
-    }
-#endif
-    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)activations; (void)tokens; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
-    return 0;
-}

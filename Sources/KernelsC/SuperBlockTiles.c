@@ -5,6 +5,7 @@
 // SuperBlocks.c, and the float steps are the same, so results are bitwise those of
 // `apus_matmul_q8k`.
 #include "KernelsC.h"
+#include "FormatTable.h"
 
 #include <string.h>
 
@@ -172,25 +173,12 @@ static inline __attribute__((always_inline)) VNNI void tile_rows(int format, con
     for (; r < r1; r++) tile_row_group(format, w, row_bytes, r, 1, tiles, tokens, blocks, y, y_stride, accumulate);
 }
 
-static VNNI void matmul_tiles(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_tile16k_block *tiles,
-                              int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    switch (format) {
-    case APUS_Q4_K: tile_rows(APUS_Q4_K, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_K: tile_rows(APUS_Q5_K, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q6_K: tile_rows(APUS_Q6_K, w, row_bytes, r0, r1, tiles, tokens, blocks, y, y_stride, accumulate); break;
+// Each format's tile kernel, specialised (FormatTable.h).
+#define FORMAT_TILES(name, FORMAT)                                                                                    \
+    VNNI APUS_ROWS_KERNEL(apus_##name##_tiles16) {                                                                   \
+        tile_rows(FORMAT, w, row_bytes, r0, r1, (const apus_tile16k_block *)activations, tokens, blocks, y, y_stride, accumulate); \
     }
-}
+FORMAT_TILES(q4_k, APUS_Q4_K)
+FORMAT_TILES(q5_k, APUS_Q5_K)
+FORMAT_TILES(q6_k, APUS_Q6_K)
 #endif
-
-int apus_matmul_q8k_tiles16(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                            const apus_tile16k_block *tiles, int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    if (format != APUS_Q4_K && format != APUS_Q5_K && format != APUS_Q6_K) return 0;
-#if APUS_X86
-    if (apus_int8_isa() >= 2) {
-        matmul_tiles(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, tiles, tokens, blocks, y, y_stride, accumulate);
-        return 1;
-    }
-#endif
-    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)tiles; (void)tokens; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
-    return 0;
-}

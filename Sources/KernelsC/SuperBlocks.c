@@ -2,6 +2,7 @@
 // Q8_K activations. Each super-block's contribution is two exact integers, so every path here
 // and the portable Swift one give bitwise the same floats (see KernelsC.h).
 #include "KernelsC.h"
+#include "FormatTable.h"
 
 #include <math.h>
 #include <string.h>
@@ -94,7 +95,7 @@ static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
     }
 }
 
-static int block_bytes_k(int format) {
+static inline int block_bytes_k(int format) {
     switch (format) {
     case APUS_Q2_K: return 84;
     case APUS_Q3_K: return 110;
@@ -102,7 +103,7 @@ static int block_bytes_k(int format) {
     case APUS_Q5_K: return 176;
     case APUS_Q6_K: return 210;
     case APUS_IQ4_XS: return 136;
-    default: return 0;
+    default: __builtin_unreachable();  // only formats with a row in FormatTable.c get here
     }
 }
 
@@ -355,18 +356,6 @@ static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const 
     }
 }
 
-static AVX2 void matmul_k_avx2(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
-                               int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    switch (format) {
-    case APUS_Q2_K: rows_k(APUS_Q2_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q3_K: rows_k(APUS_Q3_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_IQ4_XS: rows_k(APUS_IQ4_XS, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q4_K: rows_k(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q5_K: rows_k(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    case APUS_Q6_K: rows_k(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); break;
-    }
-}
-
 // AVX-512 VNNI (decode and small batches): 64 values per instruction. The unsigned levels of
 // 64 values fill one zmm, `vpmaddubsw` pairs them with the activations into 16-bit sums, and
 // `vpdpwssd` multiplies those by each group's scale and accumulates, so a super-block's sums
@@ -548,30 +537,23 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni_any(int forma
     else rows_k_vnni_batch(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
 }
 
-// The formats with a 512-bit row kernel; the others take matmul_k_avx2 at every level.
-static VNNI int matmul_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, const apus_q8k_block *act,
-                              int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    switch (format) {
-    case APUS_Q4_K: rows_k_vnni_any(APUS_Q4_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
-    case APUS_Q5_K: rows_k_vnni_any(APUS_Q5_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
-    case APUS_Q6_K: rows_k_vnni_any(APUS_Q6_K, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate); return 1;
-    default: return 0;
+// Each K-quant format's row kernels, specialised (FormatTable.h); Q2_K, Q3_K and IQ4_XS
+// have no 512-bit kernel, and their AVX2 one runs on VNNI machines too.
+#define FORMAT_KERNELS_AVX2(name, FORMAT)                                                                             \
+    AVX2 APUS_ROWS_KERNEL(apus_##name##_avx2) {                                                                      \
+        rows_k(FORMAT, w, row_bytes, r0, r1, (const apus_q8k_block *)activations, tokens, blocks, y, y_stride, accumulate); \
     }
-}
-#endif
-
-int apus_matmul_q8k(int format, const void *weights, size_t row_bytes, int row_begin, int row_end,
-                    const apus_q8k_block *activations, int tokens, int blocks, float *y, int y_stride, int accumulate) {
-    if (block_bytes_k(format) == 0) return 0;
-#if APUS_X86
-    if (apus_int8_isa() >= 2 &&
-        matmul_k_vnni(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate))
-        return 1;
-    if (apus_int8_isa() >= 1) {
-        matmul_k_avx2(format, (const uint8_t *)weights, row_bytes, row_begin, row_end, activations, tokens, blocks, y, y_stride, accumulate);
-        return 1;
+#define FORMAT_KERNELS_VNNI(name, FORMAT)                                                                             \
+    VNNI APUS_ROWS_KERNEL(apus_##name##_vnni) {                                                                      \
+        rows_k_vnni_any(FORMAT, w, row_bytes, r0, r1, (const apus_q8k_block *)activations, tokens, blocks, y, y_stride, accumulate); \
     }
+FORMAT_KERNELS_AVX2(q2_k, APUS_Q2_K)
+FORMAT_KERNELS_AVX2(q3_k, APUS_Q3_K)
+FORMAT_KERNELS_AVX2(iq4_xs, APUS_IQ4_XS)
+FORMAT_KERNELS_AVX2(q4_k, APUS_Q4_K)
+FORMAT_KERNELS_AVX2(q5_k, APUS_Q5_K)
+FORMAT_KERNELS_AVX2(q6_k, APUS_Q6_K)
+FORMAT_KERNELS_VNNI(q4_k, APUS_Q4_K)
+FORMAT_KERNELS_VNNI(q5_k, APUS_Q5_K)
+FORMAT_KERNELS_VNNI(q6_k, APUS_Q6_K)
 #endif
-    (void)weights; (void)row_bytes; (void)row_begin; (void)row_end; (void)activations; (void)tokens; (void)blocks; (void)y; (void)y_stride; (void)accumulate;
-    return 0;
-}

@@ -1,4 +1,5 @@
 import Foundation
+import KernelsC
 @testable import Kernels
 import XCTest
 
@@ -183,6 +184,30 @@ final class MatMulTests: XCTestCase {
                 }
                 for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level) tokens \(tokens)") }
             }
+        }
+    }
+
+    /// The C kernels find a format only through their table: a format without a row, or
+    /// asked for with the other activation blocks, computes nothing and says so, on every
+    /// level (never a neighbour's kernel).
+    func testTheCKernelsRefuseFormatsWithoutAKernel() {
+        defer { IntegerKernels.limit(to: .avx512vnni) }
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+            IntegerKernels.limit(to: level)
+            let weights = [UInt8](repeating: 0, count: 4096)
+            var y = [Float](repeating: 7, count: 16)
+            let q8 = [apus_q8_block](repeating: apus_q8_block(), count: 8)
+            let q8k = [apus_q8k_block](repeating: apus_q8k_block(), count: 1)
+            for format: Int32 in [-1, 0, 1, 9, 15, 21, 99, 100_000] {
+                XCTAssertEqual(apus_matmul_q8(format, weights, 34, 0, 1, q8, 1, 1, &y, 1, 0), 0, "format \(format) at \(level)")
+                XCTAssertEqual(apus_matmul_q8k(format, weights, 144, 0, 1, q8k, 1, 1, &y, 1, 0), 0, "format \(format) at \(level)")
+            }
+            XCTAssertEqual(apus_matmul_q8(Int32(APUS_Q4_K), weights, 144, 0, 1, q8, 1, 1, &y, 1, 0), 0, "Q4_K pairs with Q8_K, not Q8_0")
+            XCTAssertEqual(apus_matmul_q8k(Int32(APUS_Q8_0), weights, 34, 0, 1, q8k, 1, 1, &y, 1, 0), 0, "Q8_0 pairs with Q8_0, not Q8_K")
+            XCTAssertEqual(y, [Float](repeating: 7, count: 16), "nothing was written")
+            let expected: Int32 = level == .portable ? 0 : 1
+            XCTAssertEqual(apus_matmul_q8(Int32(APUS_Q8_0), weights, 34, 0, 1, q8, 1, 1, &y, 1, 0), expected, "Q8_0 runs at \(level)")
+            XCTAssertEqual(apus_matmul_q8k(Int32(APUS_Q3_K), weights, 110, 0, 1, q8k, 1, 1, &y, 1, 0), expected, "Q3_K runs at \(level)")
         }
     }
 
