@@ -39,6 +39,9 @@ public enum ToolCallFormat: Sendable, CaseIterable {
     /// `[TOOL_CALLS][{"name": ..., "arguments": {...}, "id": "a1b2c3d4e"}, ...]`: Mistral 7B
     /// v0.3 and Nemo, whose templates require ids of nine letters and digits.
     case mistral
+    /// `[TOOL_CALLS]name[ARGS]{...}` per call, perhaps with `[CALL_ID]a1b2c3d4e` before
+    /// `[ARGS]`: Mistral's later models (Mistral Small 3.2, Devstral, Ministral 3).
+    case mistralArgs
 
     /// Where a call is written: after `open`, up to `close` (nil: to the end of the output).
     struct Block {
@@ -55,9 +58,7 @@ public enum ToolCallFormat: Sendable, CaseIterable {
         if s.contains("<tool_call>") {
             self = .hermes
         } else if s.contains("[TOOL_CALLS]") {
-            // Mistral's later format (`[TOOL_CALLS]name[ARGS]{...}`) is another parser.
-            guard !s.contains("[ARGS]") else { return nil }
-            self = .mistral
+            self = s.contains("[ARGS]") ? .mistralArgs : .mistral
         } else if s.contains("<|start_header_id|>ipython<|end_header_id|>") {
             self = .llama3
         } else {
@@ -66,7 +67,7 @@ public enum ToolCallFormat: Sendable, CaseIterable {
     }
 
     /// What the 400 for a template of no known format says Apus reads.
-    public static let known = "Hermes <tool_call> blocks, Llama 3 JSON calls and Mistral [TOOL_CALLS] lists"
+    public static let known = "Hermes <tool_call> blocks, Llama 3 JSON calls and Mistral [TOOL_CALLS] calls"
 
     var blocks: [Block] {
         switch self {
@@ -74,12 +75,15 @@ public enum ToolCallFormat: Sendable, CaseIterable {
         // (llama.cpp's Hermes parser takes both).
         case .hermes: [Block(open: "<tool_call>", close: "</tool_call>", onlyAtStart: false), Block(open: "```json", close: "```", onlyAtStart: true)]
         case .llama3: [Block(open: "<|python_tag|>", close: nil, onlyAtStart: false)]
-        case .mistral: [Block(open: "[TOOL_CALLS]", close: nil, onlyAtStart: false)]
+        case .mistral, .mistralArgs: [Block(open: "[TOOL_CALLS]", close: nil, onlyAtStart: false)]
         }
     }
 
+    /// Whether ids must be Mistral's nine letters and digits.
+    var mistralIDs: Bool { self == .mistral || self == .mistralArgs }
+
     /// Whether a whole output that is bare JSON (no tags) may be calls.
-    var readsBareJSON: Bool { self != .mistral }
+    var readsBareJSON: Bool { !mistralIDs }
     /// How a bare call begins.
     static let bareOpener = #"{"name""#
 
@@ -87,7 +91,8 @@ public enum ToolCallFormat: Sendable, CaseIterable {
     /// vocabulary has them as control tokens (Llama 3's `<|python_tag|>`, Mistral's
     /// `[TOOL_CALLS]`), so that the parser sees them and the grammar may write them.
     public var markers: [String] {
-        blocks.flatMap { [$0.open] + ($0.close.map { [$0] } ?? []) }.filter { !$0.hasPrefix("```") }
+        let marks = blocks.flatMap { [$0.open] + ($0.close.map { [$0] } ?? []) }.filter { !$0.hasPrefix("```") }
+        return marks + (self == .mistralArgs ? ["[ARGS]", "[CALL_ID]"] : [])
     }
 
     /// The marks that are control tokens of `tokenizer`'s vocabulary (others show anyway).
@@ -140,6 +145,17 @@ public enum ToolCallFormat: Sendable, CaseIterable {
                 rules.append(("root", root))
                 return .triggered(triggers: ["[TOOL_CALLS]"], atStart: [], grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
             }
+        case .mistralArgs:
+            // Not JSON around the arguments: the name, perhaps the model's own id, then them.
+            let calls = allowed.enumerated().map { i, tool in
+                GBNFText.literal(tool.name) + #" ("[CALL_ID]" [a-zA-Z0-9]{9})? "[ARGS]" tool-\#(i)-arguments"#
+            }
+            rules = [("call", #""[TOOL_CALLS]" ("# + calls.joined(separator: " | ") + ")")]
+            root = "call" + (parallel ? " (space call)*" : "")
+            if choice == .auto {
+                rules.append(("root", root))
+                return .triggered(triggers: ["[TOOL_CALLS]"], atStart: [], grammar: try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
+            }
         }
         rules.append(("root", root))
         return .grammar(try JSONSchemaGrammar.gbnf(schemas: schemas, rules: rules))
@@ -172,6 +188,22 @@ public enum ToolCallFormat: Sendable, CaseIterable {
     /// call's JSON, or one per line (Llama 3 may separate them with `;`).
     func calls(in text: String, tools: Set<String>) -> [ParsedToolCall]? {
         let text = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if self == .mistralArgs {
+            // `name[ARGS]{...}`, or `name[CALL_ID]id[ARGS]{...}`, separated by further markers.
+            let parts = text.components(separatedBy: "[TOOL_CALLS]").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+            let calls = parts.compactMap { part -> ParsedToolCall? in
+                guard let args = part.range(of: "[ARGS]") else { return nil }
+                var name = String(part[..<args.lowerBound]), id: String? = nil
+                if let marker = name.range(of: "[CALL_ID]") {
+                    id = String(name[marker.upperBound...])
+                    name = String(name[..<marker.lowerBound])
+                }
+                let arguments = String(part[args.upperBound...]).trimmingCharacters(in: .whitespacesAndNewlines)
+                guard tools.contains(name), case .dict? = try? TemplateValue(parsingJSON: arguments) else { return nil }
+                return ParsedToolCall(id: id.flatMap { Self.isMistralID($0) ? $0 : nil } ?? newID(), name: name, arguments: arguments)
+            }
+            return !calls.isEmpty && calls.count == parts.count ? calls : nil
+        }
         if self == .mistral {
             switch try? TemplateValue(parsingJSON: text) {
             case .array(let items)?:
@@ -206,9 +238,9 @@ public enum ToolCallFormat: Sendable, CaseIterable {
     /// nine letters and digits, else OpenAI's `call_` and 24.
     func newID() -> String {
         let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-        let n = self == .mistral ? 9 : 24
+        let n = mistralIDs ? 9 : 24
         let random = String((0..<n).map { _ in alphabet.randomElement()! })
-        return self == .mistral ? random : "call_" + random
+        return mistralIDs ? random : "call_" + random
     }
 
     static func isMistralID(_ s: String) -> Bool {

@@ -61,8 +61,8 @@ final class ToolCallTests: XCTestCase {
         XCTAssertEqual(ToolCallFormat(template: try template("llama-3.2-instruct")), .llama3)
         XCTAssertEqual(ToolCallFormat(template: try template("mistral-nemo-instruct-2407")), .mistral)
         XCTAssertEqual(ToolCallFormat(template: try ChatTemplate("{% for m in messages %}<tool_call>{% endfor %}")), .hermes)
-        XCTAssertNil(ToolCallFormat(template: try ChatTemplate("[TOOL_CALLS]{{ name }}[ARGS]{{ arguments }}")),
-                     "Mistral's name-then-[ARGS] format is another parser, refused rather than misread")
+        XCTAssertEqual(ToolCallFormat(template: try template("mistral-small-3.2-instruct-2506")), .mistralArgs)
+        XCTAssertEqual(ToolCallFormat(template: try ChatTemplate("[TOOL_CALLS]{{ name }}[ARGS]{{ arguments }}")), .mistralArgs)
         XCTAssertNil(ToolCallFormat(template: try ChatTemplate("{{ messages[0].content }}")))
     }
 
@@ -176,6 +176,57 @@ final class ToolCallTests: XCTestCase {
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}][/AVAILABLE_TOOLS]\
             [INST]Weather in Paris?[/INST][TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "\(id)"}]</s>\
             [TOOL_RESULTS]{"content": 18 degrees, sunny, "call_id": "\(id)"}[/TOOL_RESULTS]
+            """)
+    }
+
+    /// Mistral's later format: a marker per call, the name, perhaps the model's own id, and
+    /// the arguments after `[ARGS]`; back through Mistral Small 3.2's own template.
+    func testMistralNamedCallsAreReadWrittenAndRenderedBack() throws {
+        let f = ToolCallFormat.mistralArgs
+        var r = f.parse(#"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_time[CALL_ID]a1B2c3D4e[ARGS]{}"#, tools: tools)
+        XCTAssertNil(r.content)
+        XCTAssertEqual(r.calls.map(\.name), ["get_weather", "get_time"])
+        XCTAssertEqual(r.calls.map(\.arguments), [#"{"city": "Paris"}"#, "{}"])
+        XCTAssertTrue(ToolCallFormat.isMistralID(r.calls[0].id))
+        XCTAssertEqual(r.calls[1].id, "a1B2c3D4e", "the model's own id is kept")
+        r = f.parse(#"Let me look. [TOOL_CALLS]get_time[ARGS]{"timezone": "UTC"}"#, tools: tools)
+        XCTAssertEqual(r.content, "Let me look.")
+        XCTAssertEqual(r.calls.map(\.arguments), [#"{"timezone": "UTC"}"#])
+        r = f.parse(#"[TOOL_CALLS]get_time[ARGS]{"timezone": "#, tools: tools)
+        XCTAssertEqual(r.calls, [], "a call cut short is content")
+        r = f.parse(#"[TOOL_CALLS]delete_everything[ARGS]{}"#, tools: tools)
+        XCTAssertEqual(r.calls, [], "only the client's tools")
+        XCTAssertEqual(Set(f.markers), ["[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"])
+
+        let definitions = [
+            ToolDefinition(name: "get_weather", parameters: #"{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"#, templateValue: .none),
+            ToolDefinition(name: "get_time", parameters: #"{"type": "object", "properties": {}}"#, templateValue: .none),
+        ]
+        let trie = TokenTrie(tokenizer: try Tokenizer(file: TestSupport.model(.smolLM2)))
+        func accepts(_ constraint: OutputConstraint?, _ text: String) throws -> Bool {
+            let a = try GrammarAutomaton(grammar: Grammar(gbnf: try XCTUnwrap(constraint).gbnf()), trie: trie)
+            return a.isAccepting(a.next(a.initial, bytes: Array(text.utf8)))
+        }
+        let parallel = try f.constraint(tools: definitions, choice: .required, parallel: true)
+        XCTAssertTrue(try accepts(parallel, #"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_time[CALL_ID]a1B2c3D4e[ARGS]{}"#))
+        XCTAssertFalse(try accepts(parallel, #"[TOOL_CALLS]get_weather[ARGS]{}"#), "a required argument missing")
+        XCTAssertFalse(try accepts(parallel, #"[TOOL_CALLS]get_time[CALL_ID]call_1[ARGS]{}"#), "ids are nine letters and digits")
+        let single = try f.constraint(tools: definitions, choice: .function("get_time"), parallel: false)
+        XCTAssertTrue(try accepts(single, #"[TOOL_CALLS]get_time[ARGS]{}"#))
+        XCTAssertFalse(try accepts(single, #"[TOOL_CALLS]get_time[ARGS]{}[TOOL_CALLS]get_time[ARGS]{}"#))
+        XCTAssertFalse(try accepts(single, #"[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}"#))
+
+        let t = try template("mistral-small-3.2-instruct-2506")
+        XCTAssertTrue(t.takesObjectArguments)
+        let calls = f.parse(#"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}"#, tools: tools).calls
+        let messages = [ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Weather in Paris?"),
+                        ChatMessage(role: "assistant", content: nil, toolCalls: calls.map { ChatMessage.ToolCall(id: $0.id, name: $0.name, arguments: $0.arguments) }),
+                        ChatMessage(role: "tool", content: "18 degrees, sunny", toolCallID: calls[0].id)]
+        let out = try t.render(messages: messages.map { $0.templateValue(objectArguments: true) }, tools: nil,
+                               extra: ["bos_token": .string("<s>"), "eos_token": .string("</s>")])
+        XCTAssertEqual(out, """
+            <s>[SYSTEM_PROMPT]Be brief.[/SYSTEM_PROMPT][INST]Weather in Paris?[/INST][TOOL_CALLS]get_weather[CALL_ID]\(calls[0].id)\
+            [ARGS]{"city": "Paris"}</s>[TOOL_RESULTS]\(calls[0].id)[TOOL_CONTENT]18 degrees, sunny[/TOOL_RESULTS]
             """)
     }
 }
