@@ -25,9 +25,14 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// The sampler's time per vocabulary entry of a logits row (softmax, top-k, top-p and
     /// the draw at the engine's defaults; scalar code, so its own roof); 0 takes the vector roof.
     public var samplingNanosecondsPerLogit: Double
+    /// Attention's time per (query head, position) with every thread working, by
+    /// `AttentionRoof.key`: from the kernel itself, as a step splits it, on a cache that
+    /// stays in cache as far as it fits (its softmax recurrence, not the FMA units, sets its
+    /// pace on a CPU); where absent, the vector roof stands in.
+    public var attentionNanoseconds: [String: Double]
 
     public init(name: String, threads: Int, measured: Bool, bandwidthGBs: Double, vectorGFLOPs: Double, matrixGOPs: [String: Double],
-                dispatchMicroseconds: Double = 0, samplingNanosecondsPerLogit: Double = 0) {
+                dispatchMicroseconds: Double = 0, samplingNanosecondsPerLogit: Double = 0, attentionNanoseconds: [String: Double] = [:]) {
         self.name = name
         self.threads = threads
         self.measured = measured
@@ -36,7 +41,9 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
         self.matrixGOPs = matrixGOPs
         self.dispatchMicroseconds = dispatchMicroseconds
         self.samplingNanosecondsPerLogit = samplingNanosecondsPerLogit
+        self.attentionNanoseconds = attentionNanoseconds
     }
+
 
     /// Kernel speed depends on how many tokens share a pass over the weights (1 takes the
     /// single-token kernel, more the tiled one, whose tile is 16 wide): measured at 1, 2, 4,
@@ -121,6 +128,44 @@ public enum HardwareProbe {
         return samples.sorted()[samples.count / 2]
     }
 
+    /// Nanoseconds per (query head, position) of the attention kernel for `roof`'s heads,
+    /// `tokens` queries (each its own sequence) against 512 positions, split over the
+    /// threads as a decode step of that width splits them; best of several passes.
+    public static func attentionNanoseconds(_ roof: AttentionRoof, tokens: Int, threads: Int) -> Double {
+        let positions = 512, blockSize = 16, width = roof.kvHeads * roof.headDim, blocks = positions / blockSize
+        var generator = SystemRandomNumberGenerator()
+        func rows(_ format: KVCacheFormat, scale: Float) -> [UInt8] {
+            (0..<(tokens * positions)).flatMap { _ in
+                Quantization.quantize((0..<width).map { _ in Float.random(in: -scale...scale, using: &generator) }, format: format.tensorFormat)
+            }
+        }
+        let keys = rows(roof.kv.keys, scale: 2), values = rows(roof.kv.values, scale: 1)
+        let table = (0..<Int32(tokens * blocks)).map { $0 }
+        let q = (0..<(tokens * roof.heads * roof.headDim)).map { _ in Float.random(in: -1...1, using: &generator) }
+        var out = [Float](repeating: 0, count: q.count)
+        let pool = ThreadPool(threads: threads)
+        let shape = Attention.Shape(heads: roof.heads, kvHeads: roof.kvHeads, headDim: roof.headDim)
+        return keys.withUnsafeBytes { k in
+            values.withUnsafeBytes { v in
+                table.withUnsafeBufferPointer { t in
+                    let layer = Attention.PagedLayer(keys: k.baseAddress!, values: v.baseAddress!, blockSize: blockSize, type: roof.kv,
+                                                     keyRowBytes: roof.kv.keys.rowBytes(width), valueRowBytes: roof.kv.values.rowBytes(width))
+                    let batch = (0..<tokens).map { Attention.Query(row: $0, position: positions - 1, blockTable: t.baseAddress! + $0 * blocks) }
+                    var best = Double.infinity
+                    batch.withUnsafeBufferPointer { b in
+                        let passes = max(2, 32 / tokens)
+                        for _ in 0..<7 {
+                            let start = DispatchTime.now().uptimeNanoseconds
+                            for _ in 0..<passes { Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: pool) }
+                            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / Double(passes))
+                        }
+                    }
+                    return best / Double(tokens * roof.heads * positions)
+                }
+            }
+        }
+    }
+
     /// GOP/s of the matrix kernel for `format` with `tokens` tokens, on a 512 × 2048 matrix
     /// (at most 2 MiB, cache-resident after the first pass), best of several passes.
     public static func matrixThroughput(format: TensorFormat, tokens: Int, threads: Int, precision: ActivationPrecision = .int8) -> Double {
@@ -158,4 +203,23 @@ public enum HardwareProbe {
             }
         }
     }
+}
+
+/// The attention a model's layers run, as far as its speed goes: head size, query and KV
+/// heads, and how the cache stores keys and values.
+public struct AttentionRoof: Sendable, Hashable {
+    public var headDim: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var kv: KVCacheType
+
+    public init(headDim: Int, heads: Int, kvHeads: Int, kv: KVCacheType) {
+        self.headDim = headDim
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.kv = kv
+    }
+
+    /// Measured at 1, 2, 4, 8 and 16 queries per step, as the matrix roofs are.
+    public func key(tokens: Int) -> String { "d\(headDim) \(heads)/\(kvHeads) heads \(kv)@\(HardwareProfile.probedWidth(tokens))" }
 }

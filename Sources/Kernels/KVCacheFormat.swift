@@ -38,7 +38,7 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
 /// scales every score it enters while a value's is averaged by the softmax: Qwen2.5-Coder-0.5B
 /// loses 3.7% of perplexity with Q8_0 keys and nothing with Q4_0 values
 /// (`bench/2026-12-06-kv-key-value-types.md`), so keys may stay finer than values.
-public struct KVCacheType: Sendable, Equatable, CustomStringConvertible {
+public struct KVCacheType: Sendable, Hashable, CustomStringConvertible {
     public var keys: KVCacheFormat
     public var values: KVCacheFormat
 

@@ -84,6 +84,28 @@ final class CostModelTests: XCTestCase {
         XCTAssertEqual(Roofline.memoryBoundTokens(model, context: 10, on: slow, upTo: 32), 1)
     }
 
+    /// Attention's arithmetic has a roof of its own, per head shape, cache type and batch
+    /// width: time per (query head, position) with the threads working as a step splits
+    /// them; a profile without one (a datasheet's) takes the vector roof, and a measured one
+    /// names what it lacks.
+    func testAttentionTakesItsOwnRoof() throws {
+        let c = try costs("qwen2", StepShape(sequences: 2, context: 10))
+        let roof = AttentionRoof(headDim: 16, heads: 4, kvHeads: 2, kv: .f16)
+        XCTAssertEqual(roof.key(tokens: 2), "d16 4/2 heads f16@2")
+        let machine = HardwareProfile(name: "test", threads: 2, measured: true, bandwidthGBs: 10, vectorGFLOPs: 100, matrixGOPs: ["*": 50],
+                                      attentionNanoseconds: [roof.key(tokens: 2): 1000])
+        let attention = try XCTUnwrap(Roofline.rows(c, on: machine).first { $0.operation == .attention })
+        // 3 layers × 2 tokens × 4 heads × 10 positions at 1 µs each.
+        XCTAssertEqual(attention.computeSeconds, 3 * 2 * 4 * 10 * 1e-6, accuracy: 1e-12)
+        XCTAssertEqual(attention.bound, .compute)
+        let withoutRoof = HardwareProfile(name: "test", threads: 2, measured: true, bandwidthGBs: 10, vectorGFLOPs: 100, matrixGOPs: ["*": 50])
+        let vector = try XCTUnwrap(Roofline.rows(c, on: withoutRoof).first { $0.operation == .attention })
+        XCTAssertEqual(vector.computeSeconds, 3 * 2 * 4 * 10 * 69 / 100e9, accuracy: 1e-15)
+        XCTAssertEqual(Roofline.missingAttentionRoofs(c, on: withoutRoof).map { $0.roof.key(tokens: $0.tokens) }, [roof.key(tokens: 2)])
+        XCTAssertEqual(Roofline.missingAttentionRoofs(c, on: machine).count, 0)
+        XCTAssertEqual(Roofline.missingAttentionRoofs(c, on: HardwareProfile.datasheets["h100"]!).count, 0, "a datasheet is not probed")
+    }
+
     func testTheProfileTimesEachOperationOfAStep() throws {
         let model = try ModelRegistry.load(SyntheticModel.file("qwen2"), options: ModelOptions(threads: 1))
         let cache = model.makeCache(capacity: 16)

@@ -61,7 +61,27 @@ public enum Roofline {
                 preconditionFailure("no matrix roof for \(format) at \(cost.tokens) tokens: probe it first (missingRoofs)")
             }
             return (memory, cost.flops / (roof * 1e9), dispatch)
+        case .attention(let roof, let headPositions):
+            // The kernel's own probe, all threads at the step's batch width; a datasheet
+            // profile has the vector roof only.
+            guard let nanoseconds = hardware.attentionNanoseconds[roof.key(tokens: cost.tokens)] else {
+                return (memory, cost.flops / (hardware.vectorGFLOPs * share * 1e9), dispatch)
+            }
+            return (memory, Double(headPositions) * nanoseconds / 1e9, dispatch)
         }
+    }
+
+    /// The attention roofs `costs` need that a measured `hardware` lacks (heads, cache type,
+    /// batch width).
+    public static func missingAttentionRoofs(_ costs: [OperationCost], on hardware: HardwareProfile) -> [(roof: AttentionRoof, tokens: Int)] {
+        guard hardware.measured else { return [] }
+        var seen = Set<String>(), missing: [(roof: AttentionRoof, tokens: Int)] = []
+        for c in costs {
+            guard case .attention(let roof, _) = c.unit else { continue }
+            let key = roof.key(tokens: c.tokens)
+            if hardware.attentionNanoseconds[key] == nil, seen.insert(key).inserted { missing.append((roof, c.tokens)) }
+        }
+        return missing
     }
 
     /// The step's rows, in the order operations first appear.

@@ -21,6 +21,10 @@ public struct OperationCost: Sendable, Equatable {
         case vector
         /// The sampler over this many logits (scalar code with a measured roof of its own).
         case sampler(logits: Int)
+        /// Attention of `shape`'s heads over this many (query head, position) pairs: an online
+        /// softmax whose per-position recurrence, not the FMA units, sets its pace on a CPU, so
+        /// its arithmetic has a measured roof of its own.
+        case attention(AttentionRoof, headPositions: Int)
     }
 
     public let operation: StepOperation
@@ -130,9 +134,10 @@ struct StepCostBuilder {
         let positions = Double(min(step.context, window ?? step.context))
         let heads = Double(shape.heads), dim = Double(shape.headDim)
         // Split by query heads (and by chunks of positions for long contexts).
-        vector(.attention, flops: t * heads * positions * (4 * dim + 5) + t * q * valueRotation,
-               bytes: t * positions * kv * (storedKey + storedValue) + t * q * 8,
-               items: tokens * shape.heads, chunk: 1)
+        let roof = AttentionRoof(headDim: shape.headDim, heads: shape.heads, kvHeads: shape.kvHeads, kv: kvType)
+        costs.append(OperationCost(.attention, unit: .attention(roof, headPositions: tokens * shape.heads * Int(positions)),
+                                   flops: t * heads * positions * (4 * dim + 5) + t * q * valueRotation,
+                                   bytes: t * positions * kv * (storedKey + storedValue) + t * q * 8, tokens: tokens, dispatches: 1))
         matrix(.outputProjection, a.output, accumulate: accumulate)
     }
 

@@ -127,6 +127,10 @@ struct RooflineCommand: ParsableCommand {
         for (key, value) in profile.matrixGOPs.sorted(by: { $0.key < $1.key }) where used.contains(key) || key == "*" {
             out += String(format: "  matrix kernel %@: %.1f GOP/s\n", key as NSString, value)
         }
+        let attention = Set(costs.compactMap { c in if case .attention(let roof, _) = c.unit { roof.key(tokens: c.tokens) } else { nil } })
+        for (key, value) in profile.attentionNanoseconds.sorted(by: { $0.key < $1.key }) where attention.contains(key) {
+            out += String(format: "  attention kernel %@: %.2f ns per head and position\n", key as NSString, value)
+        }
         out += "step: \(r.batch) sequence\(r.batch == 1 ? "" : "s") × 1 token at \(r.context) positions\n\n"
         let measured = r.measured_ms != nil
         out += "| operation | GFLOP | MB | FLOP/B | bound | predicted ms |" + (measured ? " measured ms | measured/predicted |" : "") + "\n"
@@ -198,7 +202,13 @@ enum MachineProfiles {
             profile.matrixGOPs[HardwareProfile.matrixKey(format: format, tokens: tokens)] =
                 HardwareProbe.matrixThroughput(format: format, tokens: width, threads: threads, precision: precision)
         }
-        if !missing.isEmpty || !FileManager.default.fileExists(atPath: file.path) {
+        let missingAttention = Roofline.missingAttentionRoofs(costs, on: profile)
+        for (roof, tokens) in missingAttention {
+            let key = roof.key(tokens: tokens)
+            FileHandle.standardError.write(Data("measuring attention (\(key))...\n".utf8))
+            profile.attentionNanoseconds[key] = HardwareProbe.attentionNanoseconds(roof, tokens: HardwareProfile.probedWidth(tokens), threads: threads)
+        }
+        if !missing.isEmpty || !missingAttention.isEmpty || !FileManager.default.fileExists(atPath: file.path) {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
