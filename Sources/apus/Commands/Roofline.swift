@@ -290,8 +290,16 @@ struct RooflinePlot {
             return (op.name, op.intensity, op.flops / seconds / 1e9)
         }
         let used = Roofline.matrixKeys(costs)
+        // Attention's roof as GFLOP/s: a head and position's 4·d + 5 operations in its measured time.
+        var attention: [String: Double] = [:]
+        for c in costs {
+            if case .attention(let roof, _) = c.unit, let ns = profile.attentionNanoseconds[roof.key(tokens: c.tokens)] {
+                attention["attention \(roof.key(tokens: c.tokens))"] = Double(4 * roof.headDim + 5) / ns
+            }
+        }
         let roofs = [("fp32 vector", profile.vectorGFLOPs)]
             + profile.matrixGOPs.filter { used.contains($0.key) || $0.key == "*" }.sorted { $0.key < $1.key }.map { ("matrix \($0.key)", $0.value) }
+            + attention.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let xs = points.map(\.x) + roofs.map { $0.1 / profile.bandwidthGBs }
         let ys = points.map(\.y) + roofs.map(\.1)
         let (x0, x1) = (log10(max(1e-3, xs.min()! / 3)), log10(xs.max()! * 3))
