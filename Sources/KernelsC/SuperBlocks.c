@@ -537,11 +537,156 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni_any(int forma
     else rows_k_vnni_batch(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
 }
 
+// A super-block of Q2_K, Q3_K, Q4_K, Q5_K or Q6_K unpacked for many tokens: group j's 32
+// levels as unsigned bytes (paired with activations 32j..32j+31), its scales in sixteen-bit
+// lanes, and the 16-bit factors its correction term weighs the token's sixteen-value sums
+// with (the minima, or the scales for Q3_K's and Q6_K's level offsets).
+typedef struct {
+    __m256i q[8];
+    __m256i scale[8];
+    __m256i correction;
+} unpacked_k;
+
+// superblock_lanes' unpacking, the same integers in the same places.
+static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, const uint8_t *w, unpacked_k *u) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    if (format == APUS_Q2_K) {
+        const __m128i packed = _mm_loadu_si128((const __m128i *)w);
+        const __m256i scales16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
+        for (int n = 0; n < 2; n++) {
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * n));
+            for (int k = 0; k < 4; k++) {
+                u->q[4 * n + k] = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
+                u->scale[4 * n + k] = pair_scales(n == 0 ? lo8 : hi8, 8 * n + 2 * k);
+            }
+        }
+        u->correction = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
+    } else if (format == APUS_Q3_K) {
+        int8_t sc[16];
+        q3k_scales(w + 96, sc);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
+        const __m256i hmask = _mm256_loadu_si256((const __m256i *)w);
+        for (int n = 0; n < 2; n++) {
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * n));
+            for (int k = 0; k < 4; k++) {
+                const __m256i low = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
+                const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hmask, 4 * n + k), _mm256_set1_epi8(1));
+                u->q[4 * n + k] = _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
+                u->scale[4 * n + k] = pair_scales(n == 0 ? lo8 : hi8, 8 * n + 2 * k);
+            }
+        }
+        u->correction = scales16;
+    } else if (format == APUS_Q4_K || format == APUS_Q5_K) {
+        const __m128i x = _mm_loadu_si128((const __m128i *)(w + 4));
+        const __m128i low6 = _mm_and_si128(x, _mm_set1_epi8(0x3F));
+        const __m128i nibbles = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 4, 0, 0)), _mm_set1_epi8(0x0F));
+        const __m128i high6 = _mm_or_si128(nibbles, _mm_and_si128(_mm_srli_epi32(x, 2), _mm_set1_epi8(0x30)));
+        const __m128i packed = _mm_unpacklo_epi32(low6, high6);
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
+        const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
+        const __m256i qh = format == APUS_Q5_K ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
+        for (int n = 0; n < 4; n++) {
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+            __m256i lo = _mm256_and_si256(bytes, low4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+            if (format == APUS_Q5_K) {
+                const __m256i one = _mm256_set1_epi8(1);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n + 1), one), 4));
+            }
+            u->q[2 * n] = lo;
+            u->q[2 * n + 1] = hi;
+            u->scale[2 * n] = _mm256_shuffle_epi8(scales, word_pick(2 * n));
+            u->scale[2 * n + 1] = _mm256_shuffle_epi8(scales, word_pick(2 * n + 1));
+        }
+        u->correction = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(packed, packed));
+    } else {  // Q6_K
+        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
+        for (int n = 0; n < 2; n++) {
+            const uint8_t *ql = w + 64 * n, *qhp = w + 128 + 32 * n;
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            for (int k = 0; k < 4; k++) {
+                const __m256i src = k % 2 == 0 ? l0 : l1;
+                const __m256i nib = k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
+                const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), _mm256_set1_epi8(3)), 4);
+                u->q[4 * n + k] = _mm256_or_si256(nib, high);
+                u->scale[4 * n + k] = pair_scales(n == 0 ? lo8 : hi8, 8 * n + 2 * k);
+            }
+        }
+        u->correction = scales16;
+    }
+}
+
+// superblock_pair from an unpacked super-block: the same exact integers (the group sums are
+// added in another order, which integers do not notice).
+static inline __attribute__((always_inline)) AVX2 __m256i unpacked_pair(int format, const unpacked_k *u, const apus_q8k_block *a) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int j = 0; j < 8; j++) acc = _mm256_add_epi32(acc, scaled_dot32(u->q[j], a->qs + 32 * j, u->scale[j]));
+    const __m256i weighed = _mm256_madd_epi16(u->correction, _mm256_loadu_si256((const __m256i *)a->bsums));
+    __m256i sums = acc, mins = _mm256_setzero_si256();
+    if (format == APUS_Q3_K) sums = _mm256_sub_epi32(acc, _mm256_slli_epi32(weighed, 2));
+    else if (format == APUS_Q6_K) sums = _mm256_sub_epi32(acc, _mm256_slli_epi32(weighed, 5));
+    else mins = weighed;
+    return _mm256_hadd_epi32(sums, mins);
+}
+
+// The AVX2 kernel for several tokens: a row's super-blocks unpacked once per tile of
+// sixteen tokens (the activations of a tile stay in L1 across rows), then each token
+// finished exactly as rows_k finishes it, so every token's result is bitwise rows_k's.
+// IQ4_XS (signed levels), one token and rows past 64 super-blocks take rows_k.
+static inline __attribute__((always_inline)) AVX2 void rows_k_tiled(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                                     const apus_q8k_block *act, int tokens, int blocks, float *y,
+                                                                     int y_stride, int accumulate) {
+    if (format == APUS_IQ4_XS || tokens < 2 || blocks > 64) {
+        rows_k(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
+        return;
+    }
+    const int stride = block_bytes_k(format);
+    unpacked_k u[64];
+    for (int t0 = 0; t0 < tokens; t0 += 16) {
+        const int t1 = tokens - t0 < 16 ? tokens : t0 + 16;
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = w + (size_t)r * row_bytes;
+            for (int b = 0; b < blocks; b++) unpack_k(format, row + (size_t)b * stride, &u[b]);
+            for (int t = t0; t < t1; t++) {
+                const apus_q8k_block *a = act + (size_t)t * blocks;
+                __m128 acc = _mm_setzero_ps();
+                int b = 0;
+                for (; b + 2 <= blocks; b += 2) {
+                    const uint8_t *blk = row + (size_t)b * stride;
+                    const __m256i h = _mm256_hadd_epi32(unpacked_pair(format, &u[b], a + b), unpacked_pair(format, &u[b + 1], a + b + 1));
+                    const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    const __m128 scales = _mm_cvtph_ps(_mm_setr_epi32((int)scale_words(format, blk), (int)scale_words(format, blk + stride), 0, 0));
+                    const __m128 da = _mm_unpacklo_ps(_mm_set_ss(a[b].d), _mm_set_ss(a[b + 1].d));
+                    const __m128 p = _mm_mul_ps(scales, _mm_unpacklo_ps(da, da)), f = _mm_cvtepi32_ps(sums);
+                    acc = _mm_fmadd_ps(p, f, acc);
+                    acc = _mm_fmadd_ps(_mm_movehl_ps(p, p), _mm_movehl_ps(f, f), acc);
+                }
+                if (b < blocks) {
+                    const uint8_t *blk = row + (size_t)b * stride;
+                    const __m256i h = unpacked_pair(format, &u[b], a + b);
+                    __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    sums = _mm_hadd_epi32(sums, sums);
+                    const __m128 scales = _mm_cvtph_ps(_mm_cvtsi32_si128((int)scale_words(format, blk)));
+                    acc = _mm_fmadd_ps(_mm_mul_ps(scales, _mm_set1_ps(a[b].d)), _mm_cvtepi32_ps(sums), acc);
+                }
+                float lanes[4];
+                _mm_storeu_ps(lanes, acc);
+                STORE(y[(size_t)t * y_stride + r], lanes[0] - lanes[1]);
+            }
+        }
+    }
+}
+
 // Each K-quant format's row kernels, specialised (FormatTable.h); Q2_K, Q3_K and IQ4_XS
 // have no 512-bit kernel, and their AVX2 one runs on VNNI machines too.
 #define FORMAT_KERNELS_AVX2(name, FORMAT)                                                                             \
     AVX2 APUS_ROWS_KERNEL(apus_##name##_avx2) {                                                                      \
-        rows_k(FORMAT, w, row_bytes, r0, r1, (const apus_q8k_block *)activations, tokens, blocks, y, y_stride, accumulate); \
+        rows_k_tiled(FORMAT, w, row_bytes, r0, r1, (const apus_q8k_block *)activations, tokens, blocks, y, y_stride, accumulate); \
     }
 #define FORMAT_KERNELS_VNNI(name, FORMAT)                                                                             \
     VNNI APUS_ROWS_KERNEL(apus_##name##_vnni) {                                                                      \
