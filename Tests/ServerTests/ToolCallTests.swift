@@ -50,6 +50,21 @@ final class ToolCallTests: XCTestCase {
 
     // MARK: Llama 3 and Mistral
 
+    /// The two tools the grammars are built for (`tools` names them).
+    let definitions = [
+        ToolDefinition(name: "get_weather", parameters: #"{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"#, templateValue: .none),
+        ToolDefinition(name: "get_time", parameters: #"{"type": "object", "properties": {}}"#, templateValue: .none),
+    ]
+
+    /// SmolLM2's vocabulary (any will do: acceptance is over bytes).
+    private static let trie = TokenTrie(tokenizer: try! Tokenizer(file: TestSupport.model(.smolLM2)))
+
+    /// Whether `constraint`'s grammar accepts `text` whole.
+    private func accepts(_ constraint: OutputConstraint?, _ text: String) throws -> Bool {
+        let a = try GrammarAutomaton(grammar: Grammar(gbnf: try XCTUnwrap(constraint).gbnf()), trie: Self.trie)
+        return a.isAccepting(a.next(a.initial, bytes: Array(text.utf8)))
+    }
+
     /// Chat templates as the models' GGUF files carry them (Meta's Llama 3.2 Instruct,
     /// Mistral's Nemo Instruct 2407).
     private func template(_ name: String) throws -> ChatTemplate {
@@ -111,15 +126,6 @@ final class ToolCallTests: XCTestCase {
     /// What the grammar of each format makes the model write is what its parser reads, and
     /// what the parser returns goes back through the model's own template as it was trained.
     func testEachFormatsGrammarWritesWhatItsParserReadsAndItsTemplateRendersBack() throws {
-        let definitions = [
-            ToolDefinition(name: "get_weather", parameters: #"{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"#, templateValue: .none),
-            ToolDefinition(name: "get_time", parameters: #"{"type": "object", "properties": {}}"#, templateValue: .none),
-        ]
-        let trie = TokenTrie(tokenizer: try Tokenizer(file: TestSupport.model(.smolLM2)))
-        func accepts(_ constraint: OutputConstraint?, _ text: String) throws -> Bool {
-            let a = try GrammarAutomaton(grammar: Grammar(gbnf: try XCTUnwrap(constraint).gbnf()), trie: trie)
-            return a.isAccepting(a.next(a.initial, bytes: Array(text.utf8)))
-        }
         let llama = try ToolCallFormat.llama3.constraint(tools: definitions, choice: .required, parallel: true)
         XCTAssertTrue(try accepts(llama, #"{"name": "get_weather", "parameters": {"city": "Paris"}}"#))
         XCTAssertTrue(try accepts(llama, #"<|python_tag|>{"name": "get_time", "parameters": {}}"#))
@@ -198,15 +204,6 @@ final class ToolCallTests: XCTestCase {
         XCTAssertEqual(r.calls, [], "only the client's tools")
         XCTAssertEqual(Set(f.markers), ["[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"])
 
-        let definitions = [
-            ToolDefinition(name: "get_weather", parameters: #"{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"#, templateValue: .none),
-            ToolDefinition(name: "get_time", parameters: #"{"type": "object", "properties": {}}"#, templateValue: .none),
-        ]
-        let trie = TokenTrie(tokenizer: try Tokenizer(file: TestSupport.model(.smolLM2)))
-        func accepts(_ constraint: OutputConstraint?, _ text: String) throws -> Bool {
-            let a = try GrammarAutomaton(grammar: Grammar(gbnf: try XCTUnwrap(constraint).gbnf()), trie: trie)
-            return a.isAccepting(a.next(a.initial, bytes: Array(text.utf8)))
-        }
         let parallel = try f.constraint(tools: definitions, choice: .required, parallel: true)
         XCTAssertTrue(try accepts(parallel, #"[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_time[CALL_ID]a1B2c3D4e[ARGS]{}"#))
         XCTAssertFalse(try accepts(parallel, #"[TOOL_CALLS]get_weather[ARGS]{}"#), "a required argument missing")
