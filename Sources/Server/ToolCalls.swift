@@ -28,7 +28,7 @@ public struct ParsedToolCall: Sendable, Equatable {
 /// How a model family writes tool calls, chosen from its chat template, with the grammar
 /// that makes it write them validly and the parser that reads them back. A template that
 /// calls tools some other way is refused by name rather than parsed wrongly.
-public enum ToolCallFormat: Sendable, CaseIterable {
+public enum ToolCallFormat: Sendable {
     /// `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`: Qwen2.5, Hermes and many
     /// fine-tunes.
     case hermes
