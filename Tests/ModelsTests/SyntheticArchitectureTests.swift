@@ -95,10 +95,11 @@ final class SyntheticArchitectureTests: XCTestCase {
         }
     }
 
-    /// A key channel far above the rest (Qwen2.5's biases make them) sets the scale of its
-    /// whole block; the cache stores heads rotated so that it spreads over the head instead.
-    /// Measured on this model (relative logit error against the f16 cache): Q8_0 7.8% rotated,
-    /// 15.1% with the rotation switched off; Q4_0 47% and 92%. The bounds lie between.
+    /// A key channel far above the rest (Qwen2.5's biases make them) would set the scale of
+    /// its whole block. The cache stores heads rotated, so that it spreads over the head, and
+    /// quantized keys less their bias, which softmax does not see. Measured on this model
+    /// (relative logit error against the f16 cache): Q8_0 4.3%, 4.9% with the bias kept in the
+    /// keys; Q4_0 25% and 53%. The bounds lie between.
     func testAnOutlierKeyChannelCostsLittleInAQuantizedCache() throws {
         var shape = SyntheticModel.Shape()
         shape.headDim = 32
@@ -107,7 +108,7 @@ final class SyntheticArchitectureTests: XCTestCase {
         func rms(_ x: [Float]) -> Float { (x.map { $0 * $0 }.reduce(0, +) / Float(x.count)).squareRoot() }
         let file = try SyntheticModel.file("qwen2", shape: shape)
         let f16 = try logits(ModelRegistry.load(file, options: ModelOptions(threads: 2)), sequence, pieces: [30], others: [])
-        for (format, bound) in [(KVCacheType(.q8_0), Float(0.11)), (KVCacheType(.q4_0), 0.7), (KVCacheType(keys: .f16, values: .q4_0), 0.7)] {
+        for (format, bound) in [(KVCacheType(.q8_0), Float(0.047)), (KVCacheType(.q4_0), 0.35), (KVCacheType(keys: .f16, values: .q4_0), 0.2)] {
             let quantized = try logits(ModelRegistry.load(file, options: ModelOptions(threads: 2, kvType: format)), sequence, pieces: [30], others: [])
             let error = rms(zip(quantized, f16).map { $0 - $1 }) / rms(f16)
             print("outlier key channel, \(format): relative logit error \(error)")

@@ -15,8 +15,8 @@ public enum SyntheticModel {
         public var headDim = 16
         public var feedForward = 256
         public var context = 512
-        /// Added to the first channel of every KV head's key bias (`qwen2`): a channel far
-        /// above the rest, as Qwen2.5's key biases make.
+        /// Added to the last channel of every KV head's key bias (`qwen2`): a channel far
+        /// above the rest, in the slowest-turning RoPE pair, as Qwen2.5's key biases make.
         public var keyBiasOutlier: Float = 0
         public init() {}
     }
@@ -73,7 +73,7 @@ public enum SyntheticModel {
         func tensor(_ name: String, _ stored: GGMLType, rows: Int, cols: Int, scale: Float, offset: Float = 0, every: Int = 0, plus: Float = 0) {
             let type = rows > 1 ? matrices ?? stored : stored
             var values = random(rows * cols, scale: scale).map { $0 + offset }
-            if every > 0 { for i in stride(from: 0, to: values.count, by: every) { values[i] += plus } }
+            if every > 0 { for i in stride(from: every - 1, to: values.count, by: every) { values[i] += plus } }
             let format = TensorFormat(ggmlType: type.rawValue)!
             writer.add(.init(name: name, type: type, dimensions: rows == 1 ? [cols] : [cols, rows],
                              data: Quantization.quantize(values, format: format)))

@@ -2,9 +2,9 @@ import Digest
 import Foundation
 import Kernels
 
-/// The wire format of KV blocks shipped from a prefill worker to a decode worker, version 3
+/// The wire format of KV blocks shipped from a prefill worker to a decode worker, version 4
 /// (version 1 carried Q8_0 and Q4_0 rows unrotated; version 2 one element type for keys and
-/// values).
+/// values; version 3 quantized keys with their biases).
 /// A stream is a header, then one record per block in prompt order, then an end record, so
 /// a receiver imports each block as it arrives (transfer overlaps the sender's compute) and
 /// knows a stream cut short from a finished one. Little-endian throughout:
@@ -25,7 +25,7 @@ import Kernels
 /// tokens after its parent's, so a block can only ever be found by the prompt it was
 /// computed for.
 public enum KVBlockWire {
-    public static let version: UInt16 = 3
+    public static let version: UInt16 = 4
     public static let contentType = "application/x-apus-kv-blocks"
     static let magic: [UInt8] = Array("APKV".utf8)
     static let headerBytes = 32
