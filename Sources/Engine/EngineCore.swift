@@ -87,6 +87,8 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Tokens proposers drafted, and how many of them verification kept.
     public var draftTokens = 0
     public var acceptedDraftTokens = 0
+    /// Accepted drafted tokens of walks that left the chain for a branch of a token tree.
+    public var acceptedBranchTokens = 0
     /// Tokens sampled under a grammar, and the time spent masking them.
     public var constrainedTokens = 0
     public var maskSeconds = 0.0
@@ -163,7 +165,7 @@ final class EngineCore {
         let proposer: (any Proposer)?
         switch speculation.mode {
         case .off: proposer = nil
-        case .ngram: proposer = PromptLookup()
+        case .ngram: proposer = PromptLookup(width: speculation.treeWidth)
         case .draft:
             guard let draftModel else { throw EngineError.invalidConfiguration("speculative decoding with a draft model needs a draft model") }
             try draftModel.checkVocabulary(against: model, tokenizer: tokenizer)
@@ -309,19 +311,30 @@ final class EngineCore {
         for chunk in chunks {
             let s = chunk.sequence
             let completes = s.computed + chunk.count == s.tokens.count
-            var rows = completes ? 1 + chunk.drafted : 0
+            let chain = chunk.drafted == 0 ? 0 : s.draft.tokens.count
+            var rows = completes ? 1 + chain : 0
             if s.index == 0, s.request.scoresPrompt, s.computed < s.promptCount {
                 scored.append((s, batch.logitRows.count, s.computed, chunk.count))
-                rows = chunk.count + chunk.drafted
+                rows = chunk.count + chain
             }
             if s.request.poolsPrompt, s.computed < s.promptCount {
                 pooled.append((s, batch.hiddenRows.count, s.computed, chunk.count))
                 batch.hiddenRows += (batch.tokens.count..<(batch.tokens.count + chunk.count))
             }
-            if completes { logitIndex[ObjectIdentifier(s)] = batch.logitRows.count + rows - 1 - chunk.drafted }
+            if completes { logitIndex[ObjectIdentifier(s)] = batch.logitRows.count + rows - 1 - chain }
             let own = s.tokens[s.computed..<(s.computed + chunk.count)]
-            let tokens = chunk.drafted == 0 ? Array(own) : Array(own) + s.draft.tokens.prefix(chunk.drafted)
+            let tokens = chunk.drafted == 0 ? Array(own) : Array(own) + s.draft.tokens
             batch.append(tokens, firstPosition: s.computed, blockTable: s.blockTable, logitsOfLast: rows)
+            if chunk.drafted > 0 {
+                // Each branch through its own blocks, which also take the tokens it shares
+                // with the chain; its logits follow the chain's.
+                let last = batch.tokens.count - 1 - chain
+                for (branch, table) in zip(s.draft.branches, s.branchTables) {
+                    batch.append(branch.tokens, firstPosition: s.computed + chunk.count + branch.after, blockTable: table,
+                                 logitsOfLast: branch.tokens.count)
+                    batch.mirrors += (last...(last + branch.after)).map { ($0, table) }
+                }
+            }
             if s.computed < s.promptCount { statistics.promptTokensComputed += min(chunk.count, s.promptCount - s.computed) }
         }
         let started = DispatchTime.now().uptimeNanoseconds
@@ -363,7 +376,7 @@ final class EngineCore {
                 continue
             }
             if chunk.drafted > 0 {
-                events += verify(s, draft: s.draft.prefix(chunk.drafted), logits: (0...chunk.drafted).map { row(first + $0) })
+                events += verify(s, draft: s.draft, logits: (0...chunk.drafted).map { row(first + $0) })
                 continue
             }
             let rowLogits = row(first)
@@ -381,27 +394,55 @@ final class EngineCore {
         return events
     }
 
-    /// Verifies a draft position by position (`logits[i]` follows the sequence's tokens and
-    /// the first i drafted ones): each drafted token is kept or replaced as speculative
-    /// sampling decides, up to the first replacement; when all are kept, the last logits
-    /// give one more token. Every token is emitted as plain decoding would emit it, so stop
-    /// strings, end-of-generation and max_tokens cut a draft exactly where they would cut
-    /// plain output.
+    /// Verifies a draft position by position (`logits[0]` follows the sequence's tokens,
+    /// `logits[i]` the chain's first i drafted tokens, and each branch's rows follow the
+    /// chain's in order): each drafted token is kept or replaced as speculative sampling
+    /// decides, up to the first replacement; when all are kept, the last logits give one
+    /// more token. Where branches leave the chain, the token is drawn from the target's own
+    /// distribution and kept if the chain or a branch drafted it, which is speculative
+    /// sampling for several deterministic drafts at once. Every token is emitted as plain
+    /// decoding would emit it, so stop strings, end-of-generation and max_tokens cut a draft
+    /// exactly where they would cut plain output.
     private func verify(_ s: Sequence, draft: Draft, logits: [[Float]]) -> [EngineEvent] {
         var events: [EngineEvent] = []
         var accepted = 0, verified = 0
         var finished = false
-        for (i, rowLogits) in logits.enumerated() {
+        // The walk: which branch it follows (nil: the chain), the row of logits that follow
+        // the tokens kept so far, and the drafted tokens ahead of it.
+        var branch: Int? = nil, row = 0, ahead = draft.tokens[...]
+        var branchRows: [Int] = [], nextRow = 1 + draft.tokens.count
+        for b in draft.branches {
+            branchRows.append(nextRow)
+            nextRow += b.tokens.count
+        }
+        while true {
+            let rowLogits = logits[row]
+            let leaving = branch == nil ? draft.branches.indices.filter { draft.branches[$0].after == accepted } : []
             let token: Int
             var kept = false
-            if i < draft.tokens.count {
+            if leaving.isEmpty, let next = ahead.first {
                 let target = s.sampler.distribution(rowLogits, history: s.tokens)
-                let outcome = SpeculativeSampling.verify(draft: draft.tokens[i], draftProbabilities: draft.probabilities?[i], target: target, sampler: &s.sampler)
+                let outcome = SpeculativeSampling.verify(draft: next, draftProbabilities: branch == nil ? draft.probabilities?[accepted] : nil,
+                                                         target: target, sampler: &s.sampler)
                 token = outcome.token
                 kept = outcome.accepted
                 verified += 1
+                if kept { row += 1; ahead = ahead.dropFirst() }
             } else {
                 token = s.sampler.sample(rowLogits, history: s.tokens).token
+                if !leaving.isEmpty {
+                    verified += 1
+                    if ahead.first == token {
+                        kept = true
+                        row += 1
+                        ahead = ahead.dropFirst()
+                    } else if let b = leaving.first(where: { draft.branches[$0].tokens[0] == token }) {
+                        kept = true
+                        branch = b
+                        row = branchRows[b]
+                        ahead = draft.branches[b].tokens.dropFirst()
+                    }
+                }
             }
             let emitted = emit(s, token: token, logits: rowLogits)
             events += emitted.events
@@ -412,11 +453,12 @@ final class EngineCore {
         // Drafted tokens past an end (end-of-generation, a stop string) were never in question.
         statistics.draftTokens += verified
         statistics.acceptedDraftTokens += accepted
+        if branch != nil { statistics.acceptedBranchTokens += accepted }
         s.request.draftTokens += verified
         s.request.acceptedDraftTokens += accepted
         s.acceptance.observe(drafted: verified, accepted: accepted)
         s.draft = Draft()
-        if !finished { scheduler.accept(s, drafted: draft.tokens.count, accepted: accepted) }
+        if finished { scheduler.releaseBranches(of: s) } else { scheduler.accept(s, accepted: accepted, branch: branch) }
         return events
     }
 

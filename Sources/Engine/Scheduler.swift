@@ -148,8 +148,10 @@ final class Scheduler {
         for i in scheduled.indices where budget > 0 {
             let s = scheduled[i].sequence
             guard !s.draft.isEmpty, scheduled[i].count == s.uncomputed else { continue }
-            scheduled[i].drafted = reserveDraft(s, tokens: min(s.draft.tokens.count, budget))
-            budget -= scheduled[i].drafted
+            s.draft = s.draft.prefix(reserveDraft(s, tokens: min(s.draft.tokens.count, budget)))
+            budget -= s.draft.tokens.count
+            budget -= reserveBranches(s, budget: budget)
+            scheduled[i].drafted = s.draft.count
         }
         return scheduled
     }
@@ -163,11 +165,18 @@ final class Scheduler {
         }
     }
 
-    /// After a verify pass: the first `accepted` drafted tokens (now part of the sequence's
-    /// tokens) keep their keys and values; the rejected ones' are dropped by releasing the
-    /// blocks that held only them (what is left of them in a kept block is overwritten).
-    func accept(_ s: Sequence, drafted: Int, accepted: Int) {
-        precondition(accepted <= drafted && s.computed + accepted < s.tokens.count, "accepted tokens must be the sequence's")
+    /// After a verify pass: the first `accepted` drafted tokens, along the draft's chain or
+    /// along `branch` (now part of the sequence's tokens), keep their keys and values; the
+    /// rejected ones' are dropped by releasing the blocks that held only them (what is left
+    /// of them in a kept block is overwritten), and the other branches' blocks.
+    func accept(_ s: Sequence, accepted: Int, branch: Int?) {
+        precondition(s.computed + accepted < s.tokens.count, "accepted tokens must be the sequence's")
+        if let branch {
+            for b in s.blockTable[s.branchesFrom...] { blocks.release(b) }
+            s.blockTable = s.branchTables[branch]
+            s.branchTables.remove(at: branch)
+        }
+        releaseBranches(of: s)
         s.computed += accepted
         registerFullBlocks(of: s)
         let needed = (s.tokens.count + blocks.blockSize - 1) / blocks.blockSize
@@ -185,6 +194,42 @@ final class Scheduler {
         let bs = blocks.blockSize, end = s.tokens.count
         while s.blockTable.count * bs < end + want, blocks.freeCount > watermark, let b = blocks.allocate(evictingCached: false) { s.blockTable.append(b) }
         return max(0, min(want, s.blockTable.count * bs - end))
+    }
+
+    /// Blocks for the draft's branches while `budget` lasts, taken as the chain's are. A
+    /// branch's tokens share positions with the chain's, so each branch has blocks of its own
+    /// from the one that holds the sequence's last token on (the computed positions of that
+    /// block copied in); the forward pass writes the tokens it shares with the chain into
+    /// them too. Keeps the branches that got blocks, cut to the budget; returns their tokens.
+    private func reserveBranches(_ s: Sequence, budget: Int) -> Int {
+        let bs = blocks.blockSize, last = s.tokens.count - 1
+        let from = last / bs
+        var used = 0
+        var kept: [Draft.Branch] = []
+        for var branch in s.draft.branches {
+            branch.tokens = Array(branch.tokens.prefix(budget - used))
+            guard !branch.tokens.isEmpty else { break }
+            let needed = (last + 1 + branch.after + branch.tokens.count + bs - 1) / bs - from
+            var own: [Int32] = []
+            while own.count < needed, blocks.freeCount > watermark, let b = blocks.allocate(evictingCached: false) { own.append(b) }
+            guard own.count == needed else {
+                for b in own { blocks.release(b) }
+                break
+            }
+            cache.copyBlock(Int(s.blockTable[from]), to: Int(own[0]), positions: last % bs)
+            s.branchTables.append(Array(s.blockTable[..<from]) + own)
+            kept.append(branch)
+            used += branch.tokens.count
+        }
+        s.draft.branches = kept
+        s.branchesFrom = from
+        return used
+    }
+
+    /// Releases the blocks of the branches `s` holds.
+    func releaseBranches(of s: Sequence) {
+        for table in s.branchTables { for b in table[s.branchesFrom...] { blocks.release(b) } }
+        s.branchTables = []
     }
 
     /// Blocks for up to `tokens` more of `sequence`'s tokens, copying a shared block it is
@@ -269,6 +314,7 @@ final class Scheduler {
     }
 
     private func releaseBlocks(of s: Sequence) {
+        releaseBranches(of: s)
         for b in s.blockTable { blocks.release(b) }
         s.blockTable = []
         s.blockHashes = []

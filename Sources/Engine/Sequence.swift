@@ -68,6 +68,10 @@ final class Sequence {
     var pendingForks: Int
     /// Tokens drafted to follow `tokens`, verified in this step (speculative decoding).
     var draft = Draft()
+    /// Block tables of the draft's branches in this step: the sequence's own blocks before
+    /// `branchesFrom`, the branch's own from there on.
+    var branchTables: [[Int32]] = []
+    var branchesFrom = 0
     var acceptance = AcceptanceEstimate()
 
     init(request: RequestState, index: Int, sampler: Sampler, text: TextStream, pendingForks: Int) {

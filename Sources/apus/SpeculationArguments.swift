@@ -12,6 +12,9 @@ struct SpeculationArguments: ParsableArguments {
     @Option(name: .long, help: "Most tokens drafted per sequence and step, 1 to 64.")
     var draftMax: Int = 16
 
+    @Option(name: .long, help: "Continuations prompt lookup drafts at once, 1 to 8: 1 drafts a chain, more a token tree (the chain and branches off it, verified in one pass).")
+    var draftTreeWidth: Int = 1
+
     @Flag(name: .long, help: "Draft --draft-max tokens whenever there are that many, instead of choosing each draft's length from measured acceptance and the cost of verifying.")
     var draftFixed = false
 
@@ -21,6 +24,7 @@ struct SpeculationArguments: ParsableArguments {
         var c = SpeculationConfiguration(mode: mode)
         c.maxDraft = draftMax
         c.adaptive = !draftFixed
+        c.treeWidth = draftTreeWidth
         return c
     }
 
@@ -28,6 +32,7 @@ struct SpeculationArguments: ParsableArguments {
         if mode == .draft && draftModel == nil { throw ValidationError("--speculative draft needs --draft-model") }
         if mode != .draft && draftModel != nil { throw ValidationError("--draft-model drafts only with --speculative draft") }
         if !(1...64).contains(draftMax) { throw ValidationError("--draft-max must be between 1 and 64") }
+        if !(1...8).contains(draftTreeWidth) { throw ValidationError("--draft-tree-width must be between 1 and 8") }
     }
 
     /// The draft model, loaded with the target's threads and kernels; nil unless drafting with one.

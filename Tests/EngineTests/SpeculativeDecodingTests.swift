@@ -76,6 +76,50 @@ final class SpeculativeDecodingTests: XCTestCase {
         }
     }
 
+    /// Token trees: prompt lookup drafting the chain and up to three branches off it, eight
+    /// tokens each. Greedy output is plain decoding's on every golden prompt, also when a
+    /// small cache preempts sequences with branches in flight, and walks do leave the chain
+    /// (a branch's keys and values, shared tokens included, are then the sequence's).
+    func testGreedyOutputIsIdenticalWithTokenTrees() throws {
+        var branchTokens = 0
+        for m in [TestModel.smolLM2, .qwen05, .gemma3] {
+            let (model, tokenizer) = try load(m)
+            let golden = try goldenRequests(m)
+            let plain = try run(golden, on: try core(model, tokenizer, .off))
+            let tree = try core(model, tokenizer, .ngram) { $0.speculation.treeWidth = 4 }
+            XCTAssertEqual(try run(golden, on: tree), plain, "\(m.catalogName): token trees")
+            branchTokens += tree.currentStatistics().acceptedBranchTokens
+            if m == .smolLM2 {
+                let small = try core(model, tokenizer, .ngram) {
+                    $0.speculation.treeWidth = 4
+                    $0.kvCacheBytes = 8 * 16 * model.kvBytesPerPosition
+                }
+                XCTAssertEqual(try run(golden, on: small), plain, "\(m.catalogName): token trees, preempted")
+                XCTAssertGreaterThan(small.currentStatistics().preemptions, 0)
+            }
+        }
+        XCTAssertGreaterThan(branchTokens, 0, "some accepted tokens came from branches")
+    }
+
+    /// The chain follows the most recent earlier occurrence of the longest matching suffix;
+    /// branches follow the next occurrences where they leave it at a new place or with a new token.
+    func testPromptLookupDraftsATree() {
+        //             0  1  2  3  4  5  6  7  8  9 10 11 12
+        let tokens = [1, 2, 3, 1, 2, 4, 5, 1, 2, 3, 6, 1, 2]
+        let tree = PromptLookup.lookup(tokens, maxMatch: 8, minMatch: 2, limit: 4, width: 3)
+        XCTAssertEqual(tree.tokens, [3, 6, 1, 2])
+        XCTAssertEqual(tree.branches, [Draft.Branch(after: 0, tokens: [4, 5, 1, 2]), Draft.Branch(after: 1, tokens: [1, 2, 4])])
+        XCTAssertEqual(tree.count, 11)
+        XCTAssertEqual(PromptLookup.lookup(tokens, maxMatch: 8, minMatch: 2, limit: 4, width: 2).branches, [Draft.Branch(after: 0, tokens: [4, 5, 1, 2])])
+        let chain = PromptLookup.lookup(tokens, maxMatch: 8, minMatch: 2, limit: 4)
+        XCTAssertEqual(chain.tokens, [3, 6, 1, 2])
+        XCTAssertEqual(chain.branches, [])
+        XCTAssertEqual(tree.prefix(0).branches, [Draft.Branch(after: 0, tokens: [4, 5, 1, 2])], "a branch that leaves before the cut stays")
+        // The same place and token as an earlier branch: not a new branch.
+        XCTAssertEqual(PromptLookup.lookup([7, 1, 2, 4, 7, 1, 2, 4, 7, 1, 2, 3, 7, 1, 2], maxMatch: 2, minMatch: 2, limit: 2, width: 4).branches,
+                       [Draft.Branch(after: 0, tokens: [4, 7])])
+    }
+
     /// A draft model drafting for itself: greedy drafts are exactly the target's choices, so
     /// every drafted token is kept, and the output is plain decoding's. A small cache makes
     /// sequences wait and be preempted with drafts in flight.

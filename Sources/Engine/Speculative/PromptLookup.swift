@@ -7,40 +7,60 @@ final class PromptLookup: Proposer {
     /// Longest and shortest suffix looked up; the longest that occurs wins.
     let maxMatch: Int
     let minMatch: Int
+    /// Continuations drafted at most: the chain, and `width - 1` branches off it.
+    let width: Int
 
-    init(maxMatch: Int = 8, minMatch: Int = 2) {
-        precondition(minMatch >= 1 && maxMatch >= minMatch)
+    init(maxMatch: Int = 8, minMatch: Int = 2, width: Int = 1) {
+        precondition(minMatch >= 1 && maxMatch >= minMatch && width >= 1)
         self.maxMatch = maxMatch
         self.minMatch = minMatch
+        self.width = width
     }
 
     func propose(_ requests: [(sequence: Sequence, limit: Int)]) -> [Draft] {
-        requests.map { Draft(tokens: Self.lookup($0.sequence.tokens, maxMatch: maxMatch, minMatch: minMatch, limit: $0.limit)) }
+        requests.map { Self.lookup($0.sequence.tokens, maxMatch: maxMatch, minMatch: minMatch, limit: $0.limit, width: width) }
     }
 
     func prepare(_ sequences: [Sequence]) {}
 
     func release(_ sequence: Sequence) {}
 
-    /// What followed the most recent earlier occurrence of the longest suffix of `tokens`
-    /// (between `minMatch` and `maxMatch` tokens) that occurs earlier, up to `limit` tokens.
-    static func lookup(_ tokens: [Int], maxMatch: Int, minMatch: Int, limit: Int) -> [Int] {
+    /// The chain is what followed the most recent earlier occurrence of the longest suffix of
+    /// `tokens` (between `minMatch` and `maxMatch` tokens) that occurs earlier, up to `limit`
+    /// tokens. Branches come from the next occurrences in the same order (longest suffix,
+    /// then most recent): each that leaves the chain, at a place and with a token no branch
+    /// has yet, up to `width - 1` of them, each up to `limit` tokens.
+    static func lookup(_ tokens: [Int], maxMatch: Int, minMatch: Int, limit: Int, width: Int = 1) -> Draft {
         let count = tokens.count
-        guard limit > 0, count > minMatch else { return [] }
-        return tokens.withUnsafeBufferPointer { t -> [Int] in
+        guard limit > 0, count > minMatch else { return Draft() }
+        return tokens.withUnsafeBufferPointer { t -> Draft in
+            var draft = Draft(), found = false
             for n in stride(from: min(maxMatch, count - 1), through: minMatch, by: -1) {
                 // Occurrences ending at `end` (exclusive), latest first; the suffix itself ends at `count`.
                 var end = count - 1
                 while end >= n {
-                    if t[end - 1] == t[count - 1] {
-                        var i = 1
-                        while i < n && t[end - 1 - i] == t[count - 1 - i] { i += 1 }
-                        if i == n { return Array(t[end..<min(end + limit, count)]) }
+                    defer { end -= 1 }
+                    guard t[end - 1] == t[count - 1] else { continue }
+                    var i = 1
+                    while i < n && t[end - 1 - i] == t[count - 1 - i] { i += 1 }
+                    guard i == n else { continue }
+                    let continuation = t[end..<min(end + limit, count)]
+                    if !found {
+                        draft.tokens = Array(continuation)
+                        found = true
+                    } else {
+                        var after = 0
+                        while after < draft.tokens.count, after < continuation.count,
+                              draft.tokens[after] == continuation[continuation.startIndex + after] { after += 1 }
+                        guard after < continuation.count else { continue }
+                        let first = continuation[continuation.startIndex + after]
+                        guard !draft.branches.contains(where: { $0.after == after && $0.tokens[0] == first }) else { continue }
+                        draft.branches.append(Draft.Branch(after: after, tokens: Array(continuation.dropFirst(after))))
                     }
-                    end -= 1
+                    if draft.branches.count == width - 1 { return draft }
                 }
             }
-            return []
+            return draft
         }
     }
 }

@@ -12,6 +12,9 @@ public struct SpeculationConfiguration: Sendable, Equatable {
     public var mode: Mode = .off
     /// Most tokens drafted for one sequence in one step.
     public var maxDraft = 16
+    /// Continuations prompt lookup drafts at most: 1 is a chain, more a token tree of the
+    /// chain and branches off it, verified in the same pass.
+    public var treeWidth = 1
     /// Choose each draft's length from measured acceptance and the cost of the verify pass
     /// (off: always draft `maxDraft` where the proposer has that many, for measurement).
     public var adaptive = true
@@ -23,5 +26,6 @@ public struct SpeculationConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         guard (1...64).contains(maxDraft) else { throw EngineError.invalidConfiguration("the draft length must be between 1 and 64 tokens, got \(maxDraft)") }
+        guard (1...8).contains(treeWidth) else { throw EngineError.invalidConfiguration("the draft tree width must be between 1 and 8, got \(treeWidth)") }
     }
 }

@@ -8,6 +8,10 @@ final class BatchLayout {
     let tokens: Int
     /// Token `t`'s row in every layer of the KV cache.
     let cacheRows: [Int]
+    /// Further rows token `t`'s keys and values are copied to:
+    /// `mirrorRows[mirrorStarts[t]..<mirrorStarts[t + 1]]` (no starts when there are none).
+    let mirrorStarts: [Int]
+    let mirrorRows: [Int]
     /// Per RoPE configuration, `headDim` floats of cosines and sines per token.
     let angles: [FloatBuffer]
     /// The queries in attention's work order: each sequence's visited short-long-short-long
@@ -37,6 +41,14 @@ final class BatchLayout {
             }
         }
         guard total == batch.tokens.count else { throw ModelError.invalidBatch("the sequences hold \(total) tokens, the batch \(batch.tokens.count)") }
+        var positions: [Int] = []
+        if !batch.mirrors.isEmpty { for s in batch.sequences { positions += s.firstPosition..<(s.firstPosition + s.count) } }
+        for (t, table) in batch.mirrors {
+            guard t >= 0 && t < total else { throw ModelError.invalidBatch("mirrored token \(t) is outside the batch of \(total)") }
+            guard positions[t] / cache.blockSize < table.count, (0..<Int32(cache.blockCount)).contains(table[positions[t] / cache.blockSize]) else {
+                throw ModelError.invalidBatch("token \(t) is mirrored through a block table that does not cover position \(positions[t])")
+            }
+        }
         for r in batch.logitRows where r < 0 || r >= total { throw ModelError.invalidBatch("logit row \(r) is outside the batch of \(total)") }
         for r in batch.hiddenRows where r < 0 || r >= total { throw ModelError.invalidBatch("hidden row \(r) is outside the batch of \(total)") }
 
@@ -63,8 +75,21 @@ final class BatchLayout {
             first += s.count
         }
         cacheRows = rows
+        if batch.mirrors.isEmpty {
+            (mirrorStarts, mirrorRows) = ([], [])
+        } else {
+            let sorted = batch.mirrors.map { (token: $0.token, row: Int($0.blockTable[positions[$0.token] / bs]) * bs + positions[$0.token] % bs) }
+                .sorted { $0.token < $1.token }
+            var starts = [Int](repeating: 0, count: n + 1)
+            for m in sorted { starts[m.token + 1] += 1 }
+            for t in 0..<n { starts[t + 1] += starts[t] }
+            (mirrorStarts, mirrorRows) = (starts, sorted.map(\.row))
+        }
         self.angles = angles
     }
+
+    /// The further rows token `t`'s keys and values go to.
+    func mirrors(of t: Int) -> ArraySlice<Int> { mirrorStarts.isEmpty ? [] : mirrorRows[mirrorStarts[t]..<mirrorStarts[t + 1]] }
 
     deinit { tables.deallocate() }
 }

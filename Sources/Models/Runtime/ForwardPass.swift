@@ -172,6 +172,10 @@ final class ForwardPass {
                         Quantization.quantize(key, count: hp.kvWidth, format: type.keys.tensorFormat, into: keys.value + row * keyRowBytes)
                         Quantization.quantize(value, count: hp.kvWidth, format: type.values.tensorFormat, into: values.value + row * valueRowBytes)
                     }
+                    for mirror in layout.mirrors(of: t) {
+                        (keys.value + mirror * keyRowBytes).copyMemory(from: keys.value + row * keyRowBytes, byteCount: keyRowBytes)
+                        (values.value + mirror * valueRowBytes).copyMemory(from: values.value + row * valueRowBytes, byteCount: valueRowBytes)
+                    }
                 }
             }
         } }

@@ -149,6 +149,9 @@ public struct ForwardBatch: Sendable {
     /// Indices into `tokens` whose final hidden state (after the output norm, before the
     /// head: what embeddings pool) is wanted, returned after the logits.
     public var hiddenRows: [Int] = []
+    /// Tokens whose keys and values are also written through another block table, at the
+    /// same position (a token tree's shared tokens, into each branch's own blocks).
+    public var mirrors: [(token: Int, blockTable: [Int32])] = []
 
     public init() {}
 

@@ -27,6 +27,9 @@ struct BenchSpeculative: AsyncParsableCommand {
     @Flag(name: .long, help: "Draft --draft-max tokens whenever there are that many (no adaptation).")
     var draftFixed = false
 
+    @Option(name: .long, help: "Above 1, also prompt lookup drafting token trees of this many continuations (mode ngram-tree).")
+    var draftTreeWidth = 1
+
     @Option(name: .long, help: "A prompt file (repeatable).")
     var prompt: [String] = []
 
@@ -60,6 +63,7 @@ struct BenchSpeculative: AsyncParsableCommand {
     func validate() throws {
         if maxTokens < 1 || repetitions < 1 || !(1...256).contains(parallel) { throw ValidationError("--max-tokens and --repetitions must be at least 1, --parallel 1 to 256") }
         if !(1...64).contains(draftMax) { throw ValidationError("--draft-max must be between 1 and 64") }
+        if !(1...8).contains(draftTreeWidth) { throw ValidationError("--draft-tree-width must be between 1 and 8") }
     }
 
     func run() async throws {
@@ -83,19 +87,23 @@ struct BenchSpeculative: AsyncParsableCommand {
                 let d = try arguments.load()
                 draft = DraftModel(model: d.model, tokenizer: d.tokenizer)
             }
-            let modes: [SpeculationConfiguration.Mode] = draft == nil ? [.off, .ngram] : [.off, .ngram, .draft]
+            var modes: [(name: String, mode: SpeculationConfiguration.Mode, width: Int)] = [("off", .off, 1), ("ngram", .ngram, 1)]
+            if draftTreeWidth > 1 { modes.append(("ngram-tree", .ngram, draftTreeWidth)) }
+            if draft != nil { modes.append(("draft", .draft, 1)) }
             // One engine per mode, all loaded at once, and the modes taking turns within each
             // repetition: this machine's speed drifts, and turns spread the drift over all.
             let longest = prompts.map(\.tokens.count).max()! + maxTokens + draftMax + 16
-            let engines = try modes.map { mode in
+            let engines = try modes.map { variant in
                 var configuration = EngineConfiguration()
                 configuration.contextLength = min(longest, loaded.model.trainedContextLength)
                 configuration.kvCacheBytes = (parallel + 1) * longest * loaded.model.kvBytesPerPosition
                 configuration.maxRunningSequences = max(parallel, 1)
-                configuration.speculation.mode = mode
+                configuration.speculation.mode = variant.mode
                 configuration.speculation.maxDraft = draftMax
                 configuration.speculation.adaptive = !draftFixed
-                return try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration, draftModel: mode == .draft ? draft : nil)
+                configuration.speculation.treeWidth = variant.width
+                return try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration,
+                                  draftModel: variant.mode == .draft ? draft : nil)
             }
             defer { for e in engines { e.shutdown() } }
             var rows: [Row] = []
@@ -123,8 +131,8 @@ struct BenchSpeculative: AsyncParsableCommand {
                     }
                 }
                 let medians = speeds.map { $0.sorted()[$0.count / 2] }
-                for (m, mode) in modes.enumerated() {
-                    let row = Row(prompt: p.name, mode: mode.rawValue, parallel: parallel, tokens: maxTokens, tokens_per_second: medians[m],
+                for (m, variant) in modes.enumerated() {
+                    let row = Row(prompt: p.name, mode: variant.name, parallel: parallel, tokens: maxTokens, tokens_per_second: medians[m],
                                   speedup: medians[m] / medians[0], draft_n: drafted[m] / repetitions, draft_n_accepted: accepted[m] / repetitions,
                                   same_as_plain: outputs[m] == outputs[0])
                     rows.append(row)
