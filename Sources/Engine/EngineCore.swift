@@ -432,6 +432,9 @@ final class EngineCore {
                 token = s.sampler.sample(rowLogits, history: s.tokens).token
                 if !leaving.isEmpty {
                     verified += 1
+                    if ahead.first != token {
+                        s.branchAcceptance.observe(drafted: 1, accepted: leaving.contains { draft.branches[$0].tokens[0] == token } ? 1 : 0)
+                    }
                     if ahead.first == token {
                         kept = true
                         row += 1

@@ -73,6 +73,9 @@ final class Sequence {
     var branchTables: [[Int32]] = []
     var branchesFrom = 0
     var acceptance = AcceptanceEstimate()
+    /// How often, where the chain's token was wrong and branches left it, a branch had the
+    /// right one (an even prior: branches cost tokens in every step they are drafted).
+    var branchAcceptance = AcceptanceEstimate(priorAccepted: 1, priorRejected: 1)
 
     init(request: RequestState, index: Int, sampler: Sampler, text: TextStream, pendingForks: Int) {
         self.request = request

@@ -68,6 +68,27 @@ final class SpeculationPolicy {
         }
         return best
     }
+
+    /// How many tokens of a branch to verify (0: none), for a sequence whose chain drafts
+    /// `chain` tokens with acceptance α, the branch leaving it after `after` of them with
+    /// acceptance β (of a branch's first token, where the chain's was wrong). The walk
+    /// reaches the branch's place with probability α^after, finds the chain wrong there
+    /// with 1 − α (certainly, past the chain's end), and then keeps the branch's first
+    /// token with β and each further one with α. The step holds `stepTokens` and yields
+    /// `stepOutput`; the length is the one that most raises its output per second, if that
+    /// clearly beats no branch.
+    func branchLength(after: Int, chain: Int, available: Int, acceptance α: Double, branchAcceptance β: Double,
+                      stepTokens: Int, stepOutput: Double) -> Int {
+        let reached = pow(α, Double(after)) * (after < chain ? 1 - α : 1) * β
+        let without = stepOutput / cost(tokens: stepTokens)
+        var best = 0, bestRate = without
+        for length in stride(from: 1, through: available, by: 1) {
+            let gain = reached * Self.expectedTokens(draft: length - 1, acceptance: α)
+            let rate = (stepOutput + gain) / cost(tokens: stepTokens + length)
+            if rate > bestRate { best = length; bestRate = rate }
+        }
+        return bestRate > without * 1.02 ? best : 0
+    }
 }
 
 /// What one sequence's drafts have been worth: each verified drafted token is a trial,
@@ -77,14 +98,19 @@ final class SpeculationPolicy {
 struct AcceptanceEstimate {
     private var accepted = 0.0
     private var rejected = 0.0
-    /// The prior: four tokens kept for one rejected (α = 0.8), optimistic so that drafting
-    /// is tried, and weak, so that one bad draft already shortens the next.
-    private static let priorAccepted = 4.0, priorRejected = 1.0
+    /// The prior: by default four tokens kept for one rejected (α = 0.8), optimistic so
+    /// that drafting is tried, and weak, so that one bad draft already shortens the next.
+    private let priorAccepted: Double, priorRejected: Double
+
+    init(priorAccepted: Double = 4, priorRejected: Double = 1) {
+        self.priorAccepted = priorAccepted
+        self.priorRejected = priorRejected
+    }
     /// Evidence fades by this per trial: about the last twenty tokens count.
     private static let decay = 0.95
 
     /// The probability that a drafted token is kept, given the ones before it were.
-    var rate: Double { (accepted + Self.priorAccepted) / (accepted + rejected + Self.priorAccepted + Self.priorRejected) }
+    var rate: Double { (accepted + priorAccepted) / (accepted + rejected + priorAccepted + priorRejected) }
 
     mutating func observe(drafted: Int, accepted kept: Int) {
         guard drafted > 0 else { return }

@@ -48,7 +48,18 @@ final class Speculator {
         }
         guard !requests.isEmpty else { return }
         for (request, draft) in zip(requests, try proposer.propose(requests)) {
-            request.sequence.draft = draft.prefix(request.limit)
+            let s = request.sequence
+            s.draft = draft.prefix(request.limit)
+            guard configuration.adaptive, !s.draft.branches.isEmpty else { continue }
+            // Branches cost tokens in this step; each keeps the length that pays, if any.
+            let α = s.acceptance.rate, β = s.branchAcceptance.rate
+            s.draft.branches = s.draft.branches.compactMap { branch in
+                let length = policy.branchLength(after: branch.after, chain: s.draft.tokens.count, available: branch.tokens.count,
+                                                 acceptance: α, branchAcceptance: β, stepTokens: stepTokens, stepOutput: stepOutput)
+                guard length > 0 else { return nil }
+                stepTokens += length
+                return Draft.Branch(after: branch.after, tokens: Array(branch.tokens.prefix(length)))
+            }
         }
     }
 
