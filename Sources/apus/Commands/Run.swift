@@ -107,8 +107,11 @@ struct Run: AsyncParsableCommand {
             var configuration = EngineConfiguration()
             let context = min(sampling.context, loaded.model.trainedContextLength)
             configuration.contextLength = context
-            // One sequence: room for the whole context and a draft past its end.
-            configuration.kvCacheBytes = (context + speculation.draftMax + configuration.blockSize) * loaded.model.kvBytesPerPosition
+            // One sequence: room for the whole context and a draft past its end, and for each
+            // branch of a token tree its own blocks from the last token's on.
+            let branches = speculation.draftTreeWidth - 1
+            configuration.kvCacheBytes = (context + speculation.draftMax + configuration.blockSize
+                                          + branches * (speculation.draftMax + 2 * configuration.blockSize)) * loaded.model.kvBytesPerPosition
             configuration.speculation = speculation.configuration
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration,
                                     draftModel: try speculation.loadDraft(like: modelArguments))
