@@ -5,6 +5,7 @@
 #include "FormatTable.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "x86.h"
@@ -537,13 +538,14 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni_any(int forma
     else rows_k_vnni_batch(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
 }
 
-// A super-block of Q2_K, Q3_K, Q4_K, Q5_K or Q6_K unpacked for many tokens: group j's 32
-// levels as unsigned bytes (paired with activations 32j..32j+31), its scales in sixteen-bit
-// lanes, and the 16-bit factors its correction term weighs the token's sixteen-value sums
-// with (the minima, or the scales for Q3_K's and Q6_K's level offsets).
+// A super-block of Q2_K, Q3_K, Q4_K, Q5_K or Q6_K unpacked: group j's 32 levels as unsigned
+// bytes in value order (paired with activations 32j..32j+31), its scales as sixteen int16
+// (Q4_K, Q5_K: the eight scales, then the eight minima), and the 16-bit factors its
+// correction term weighs the token's sixteen-value sums with (the minima, or the scales for
+// Q3_K's and Q6_K's level offsets).
 typedef struct {
     __m256i q[8];
-    __m256i scale[8];
+    __m256i scales;
     __m256i correction;
 } unpacked_k;
 
@@ -552,21 +554,15 @@ static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, cons
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     if (format == APUS_Q2_K) {
         const __m128i packed = _mm_loadu_si128((const __m128i *)w);
-        const __m256i scales16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
-        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
         for (int n = 0; n < 2; n++) {
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * n));
-            for (int k = 0; k < 4; k++) {
-                u->q[4 * n + k] = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
-                u->scale[4 * n + k] = pair_scales(n == 0 ? lo8 : hi8, 8 * n + 2 * k);
-            }
+            for (int k = 0; k < 4; k++) u->q[4 * n + k] = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
         }
+        u->scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
         u->correction = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
     } else if (format == APUS_Q3_K) {
         int8_t sc[16];
         q3k_scales(w + 96, sc);
-        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
-        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
         const __m256i hmask = _mm256_loadu_si256((const __m256i *)w);
         for (int n = 0; n < 2; n++) {
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * n));
@@ -574,17 +570,15 @@ static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, cons
                 const __m256i low = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
                 const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hmask, 4 * n + k), _mm256_set1_epi8(1));
                 u->q[4 * n + k] = _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
-                u->scale[4 * n + k] = pair_scales(n == 0 ? lo8 : hi8, 8 * n + 2 * k);
             }
         }
-        u->correction = scales16;
+        u->scales = u->correction = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
     } else if (format == APUS_Q4_K || format == APUS_Q5_K) {
         const __m128i x = _mm_loadu_si128((const __m128i *)(w + 4));
         const __m128i low6 = _mm_and_si128(x, _mm_set1_epi8(0x3F));
         const __m128i nibbles = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 4, 0, 0)), _mm_set1_epi8(0x0F));
         const __m128i high6 = _mm_or_si128(nibbles, _mm_and_si128(_mm_srli_epi32(x, 2), _mm_set1_epi8(0x30)));
         const __m128i packed = _mm_unpacklo_epi32(low6, high6);
-        const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
         const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
         const __m256i qh = format == APUS_Q5_K ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
         for (int n = 0; n < 4; n++) {
@@ -598,13 +592,10 @@ static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, cons
             }
             u->q[2 * n] = lo;
             u->q[2 * n + 1] = hi;
-            u->scale[2 * n] = _mm256_shuffle_epi8(scales, word_pick(2 * n));
-            u->scale[2 * n + 1] = _mm256_shuffle_epi8(scales, word_pick(2 * n + 1));
         }
+        u->scales = _mm256_cvtepu8_epi16(packed);
         u->correction = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(packed, packed));
     } else {  // Q6_K
-        const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
-        const __m256i lo8 = _mm256_permute2x128_si256(scales16, scales16, 0x00), hi8 = _mm256_permute2x128_si256(scales16, scales16, 0x11);
         for (int n = 0; n < 2; n++) {
             const uint8_t *ql = w + 64 * n, *qhp = w + 128 + 32 * n;
             const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
@@ -614,79 +605,186 @@ static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, cons
                 const __m256i nib = k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
                 const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), _mm256_set1_epi8(3)), 4);
                 u->q[4 * n + k] = _mm256_or_si256(nib, high);
-                u->scale[4 * n + k] = pair_scales(n == 0 ? lo8 : hi8, 8 * n + 2 * k);
             }
         }
-        u->correction = scales16;
+        u->scales = u->correction = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
     }
 }
 
-// superblock_pair from an unpacked super-block: the same exact integers (the group sums are
-// added in another order, which integers do not notice).
-static inline __attribute__((always_inline)) AVX2 __m256i unpacked_pair(int format, const unpacked_k *u, const apus_q8k_block *a) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int j = 0; j < 8; j++) acc = _mm256_add_epi32(acc, scaled_dot32(u->q[j], a->qs + 32 * j, u->scale[j]));
-    const __m256i weighed = _mm256_madd_epi16(u->correction, _mm256_loadu_si256((const __m256i *)a->bsums));
-    __m256i sums = acc, mins = _mm256_setzero_si256();
-    if (format == APUS_Q3_K) sums = _mm256_sub_epi32(acc, _mm256_slli_epi32(weighed, 2));
-    else if (format == APUS_Q6_K) sums = _mm256_sub_epi32(acc, _mm256_slli_epi32(weighed, 5));
-    else mins = weighed;
-    return _mm256_hadd_epi32(sums, mins);
+// One super-block of four rows, interleaved so that one `vpmaddubsw` multiplies eight values
+// of each of the four rows by the same eight activations of one token (broadcast): the
+// activations are loaded once for four rows (eight in a pass of two quads), and the 16-bit
+// products of a group's 32 values add up before one `vpmaddwd` applies the four rows' scales.
+// The 16-bit sums stay exact: a lane adds at most eight products of a level and an activation
+// (|a| <= 128), 8 · 15 · 128 for Q4_K, 8 · 31 · 128 for Q5_K, and two groups of sixteen values
+// are scaled separately where scales cover sixteen values (Q6_K: 4 · 63 · 128).
+typedef struct {
+    __m256i q[8][4];        // group j, values 32j + 8c .. 32j + 8c + 7 of rows 0-3 (c = 0..3)
+    __m256i scale[16];      // the scale of each row's values in those lanes: per 32 values (Q4_K, Q5_K: [j]) or 16 ([2j], [2j + 1])
+    __m256i correction[4];  // per row
+    __m128 d, dmin;         // per row (dmin 0 where the format has none)
+} quad_k;
+
+static inline __attribute__((always_inline)) AVX2 void unpack_quad(int format, const uint8_t *w, size_t row_bytes, quad_k *quad) {
+    const int d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
+    unpacked_k u[4];
+    float d[4], dmin[4];
+    for (int r = 0; r < 4; r++) {
+        const uint8_t *blk = w + (size_t)r * row_bytes;
+        unpack_k(format, blk, &u[r]);
+        d[r] = f16_at(blk + d_at);
+        dmin[r] = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
+        quad->correction[r] = u[r].correction;
+    }
+    quad->d = _mm_loadu_ps(d);
+    quad->dmin = _mm_loadu_ps(dmin);
+    // Each group's four rows as a 4 x 4 transpose of 64-bit chunks.
+    for (int j = 0; j < 8; j++) {
+        const __m256i a = _mm256_unpacklo_epi64(u[0].q[j], u[1].q[j]), b = _mm256_unpackhi_epi64(u[0].q[j], u[1].q[j]);
+        const __m256i c = _mm256_unpacklo_epi64(u[2].q[j], u[3].q[j]), e = _mm256_unpackhi_epi64(u[2].q[j], u[3].q[j]);
+        quad->q[j][0] = _mm256_permute2x128_si256(a, c, 0x20);
+        quad->q[j][1] = _mm256_permute2x128_si256(b, e, 0x20);
+        quad->q[j][2] = _mm256_permute2x128_si256(a, c, 0x31);
+        quad->q[j][3] = _mm256_permute2x128_si256(b, e, 0x31);
+    }
+    // Scale g of rows 0-3 as one 64-bit element ([g0, g1 | g8, g9] and so on), then copied to
+    // four 16-bit lanes per row: rows 0 and 1 in the low half, 2 and 3 in the high one.
+    const __m256i s01lo = _mm256_unpacklo_epi16(u[0].scales, u[1].scales), s01hi = _mm256_unpackhi_epi16(u[0].scales, u[1].scales);
+    const __m256i s23lo = _mm256_unpacklo_epi16(u[2].scales, u[3].scales), s23hi = _mm256_unpackhi_epi16(u[2].scales, u[3].scales);
+    const __m256i by_group[4] = {_mm256_unpacklo_epi32(s01lo, s23lo), _mm256_unpackhi_epi32(s01lo, s23lo),
+                                 _mm256_unpacklo_epi32(s01hi, s23hi), _mm256_unpackhi_epi32(s01hi, s23hi)};
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7);
+    const int groups = format == APUS_Q4_K || format == APUS_Q5_K ? 8 : 16;
+    for (int g = 0; g < groups; g++) {
+        // by_group[k] holds groups 2k, 2k + 1 (low half) and 8 + 2k, 9 + 2k (high half).
+        const __m256i v = by_group[g % 8 / 2];
+        const int element = (g >= 8 ? 2 : 0) + g % 2;
+        __m256i all;
+        switch (element) {
+        case 0: all = _mm256_permute4x64_epi64(v, 0x00); break;
+        case 1: all = _mm256_permute4x64_epi64(v, 0x55); break;
+        case 2: all = _mm256_permute4x64_epi64(v, 0xAA); break;
+        default: all = _mm256_permute4x64_epi64(v, 0xFF); break;
+        }
+        quad->scale[g] = _mm256_shuffle_epi8(all, spread);
+    }
 }
 
-// The AVX2 kernel for several tokens: a row's super-blocks unpacked once per tile of
-// sixteen tokens (the activations of a tile stay in L1 across rows), then each token
-// finished exactly as rows_k finishes it, so every token's result is bitwise rows_k's.
-// IQ4_XS (signed levels), one token and rows past 64 super-blocks take rows_k.
-static inline __attribute__((always_inline)) AVX2 void rows_k_tiled(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+// One token against `quads` (1 or 2) unpacked quads: per row the super-block's two exact
+// integers, [isum rows 0-3] and [imin rows 0-3] (imin 0 where the format has no minima).
+static inline __attribute__((always_inline)) AVX2 void quads_token(int format, int quads, const quad_k *const *quad, const apus_q8k_block *a,
+                                                                    __m128i *isum, __m128i *imin) {
+    const int wide = format == APUS_Q4_K || format == APUS_Q5_K;  // one scale per 32 values
+    __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int j = 0; j < 8; j++) {
+        __m256i x[4];
+        for (int c = 0; c < 4; c++) {
+            int64_t chunk;
+            memcpy(&chunk, a->qs + 32 * j + 8 * c, 8);
+            x[c] = _mm256_set1_epi64x(chunk);
+        }
+        for (int k = 0; k < quads; k++) {
+            const __m256i m0 = _mm256_maddubs_epi16(quad[k]->q[j][0], x[0]), m1 = _mm256_maddubs_epi16(quad[k]->q[j][1], x[1]);
+            const __m256i m2 = _mm256_maddubs_epi16(quad[k]->q[j][2], x[2]), m3 = _mm256_maddubs_epi16(quad[k]->q[j][3], x[3]);
+            if (wide) {
+                const __m256i s = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
+                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(s, quad[k]->scale[j]));
+            } else {
+                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_add_epi16(m0, m1), quad[k]->scale[2 * j]));
+                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_add_epi16(m2, m3), quad[k]->scale[2 * j + 1]));
+            }
+        }
+    }
+    const __m256i bsums = _mm256_loadu_si256((const __m256i *)a->bsums);
+    for (int k = 0; k < quads; k++) {
+        const __m256i c01 = _mm256_hadd_epi32(_mm256_madd_epi16(quad[k]->correction[0], bsums), _mm256_madd_epi16(quad[k]->correction[1], bsums));
+        const __m256i c23 = _mm256_hadd_epi32(_mm256_madd_epi16(quad[k]->correction[2], bsums), _mm256_madd_epi16(quad[k]->correction[3], bsums));
+        const __m256i c = _mm256_hadd_epi32(c01, c23);
+        const __m128i correction = _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        // acc: [row 0, row 0, row 1, row 1 | row 2, row 2, row 3, row 3].
+        const __m128i sums = _mm_hadd_epi32(_mm256_castsi256_si128(acc[k]), _mm256_extracti128_si256(acc[k], 1));
+        if (format == APUS_Q3_K) {
+            isum[k] = _mm_sub_epi32(sums, _mm_slli_epi32(correction, 2));
+            imin[k] = _mm_setzero_si128();
+        } else if (format == APUS_Q6_K) {
+            isum[k] = _mm_sub_epi32(sums, _mm_slli_epi32(correction, 5));
+            imin[k] = _mm_setzero_si128();
+        } else {
+            isum[k] = sums;
+            imin[k] = correction;
+        }
+    }
+}
+
+// `quads` (1 or 2) quads of rows from row r on against every token, super-block after
+// super-block: each super-block of the rows is unpacked once for all tokens, and each token's
+// two chains (`acc` and `low` of FINISH, for four rows at once) advance in block order by the
+// scalar FINISH's IEEE operations, so every result is bitwise rows_k's.
+static inline __attribute__((always_inline)) AVX2 void quads_pass(int format, int quads, const uint8_t *w, size_t row_bytes, int r,
+                                                                   const apus_q8k_block *act, int tokens, int blocks, float *y,
+                                                                   int y_stride, int accumulate, __m128 *chains) {
+    const int stride = block_bytes_k(format);
+    memset(chains, 0, sizeof(__m128) * 4 * (size_t)tokens);
+    quad_k quad[2];
+    const quad_k *const pointers[2] = {&quad[0], &quad[1]};
+    // The pass reads its rows a block apart, several streams the hardware prefetcher follows
+    // poorly; the rows of the next pass lie right after these, so each block fetches its share
+    // of them.
+    const uint8_t *next = w + (size_t)(r + 4 * quads) * row_bytes;
+    const int share = 4 * quads * stride;
+    for (int b = 0; b < blocks; b++) {
+        for (int line = 0; line < share; line += 64) _mm_prefetch((const char *)next + (size_t)b * share + line, _MM_HINT_T0);
+        for (int k = 0; k < quads; k++) unpack_quad(format, w + (size_t)(r + 4 * k) * row_bytes + (size_t)b * stride, row_bytes, &quad[k]);
+        for (int t = 0; t < tokens; t++) {
+            const apus_q8k_block *a = act + (size_t)t * blocks + b;
+            __m128i isum[2], imin[2];
+            quads_token(format, quads, pointers, a, isum, imin);
+            const __m128 da = _mm_set1_ps(a->d);
+            __m128 *chain = chains + 4 * (size_t)t;
+            for (int k = 0; k < quads; k++) {
+                chain[2 * k] = _mm_fmadd_ps(_mm_mul_ps(quad[k].d, da), _mm_cvtepi32_ps(isum[k]), chain[2 * k]);
+                chain[2 * k + 1] = _mm_fmadd_ps(_mm_mul_ps(quad[k].dmin, da), _mm_cvtepi32_ps(imin[k]), chain[2 * k + 1]);
+            }
+        }
+    }
+    for (int t = 0; t < tokens; t++) {
+        for (int k = 0; k < quads; k++) {
+            float *out = y + (size_t)t * y_stride + r + 4 * k;
+            const __m128 v = _mm_sub_ps(chains[4 * (size_t)t + 2 * k], chains[4 * (size_t)t + 2 * k + 1]);
+            _mm_storeu_ps(out, accumulate ? _mm_add_ps(_mm_loadu_ps(out), v) : v);
+        }
+    }
+}
+
+// The AVX2 kernel for several tokens: rows eight (then four) at a time through quads_pass,
+// the last rows of the range, and IQ4_XS (signed levels) and single tokens, through rows_k.
+static inline __attribute__((always_inline)) AVX2 void rows_k_quads(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
                                                                      const apus_q8k_block *act, int tokens, int blocks, float *y,
                                                                      int y_stride, int accumulate) {
-    if (format == APUS_IQ4_XS || tokens < 2 || blocks > 64) {
-        rows_k(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
-        return;
-    }
-    const int stride = block_bytes_k(format);
-    unpacked_k u[64];
-    for (int t0 = 0; t0 < tokens; t0 += 16) {
-        const int t1 = tokens - t0 < 16 ? tokens : t0 + 16;
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *row = w + (size_t)r * row_bytes;
-            for (int b = 0; b < blocks; b++) unpack_k(format, row + (size_t)b * stride, &u[b]);
-            for (int t = t0; t < t1; t++) {
-                const apus_q8k_block *a = act + (size_t)t * blocks;
-                __m128 acc = _mm_setzero_ps();
-                int b = 0;
-                for (; b + 2 <= blocks; b += 2) {
-                    const uint8_t *blk = row + (size_t)b * stride;
-                    const __m256i h = _mm256_hadd_epi32(unpacked_pair(format, &u[b], a + b), unpacked_pair(format, &u[b + 1], a + b + 1));
-                    const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-                    const __m128 scales = _mm_cvtph_ps(_mm_setr_epi32((int)scale_words(format, blk), (int)scale_words(format, blk + stride), 0, 0));
-                    const __m128 da = _mm_unpacklo_ps(_mm_set_ss(a[b].d), _mm_set_ss(a[b + 1].d));
-                    const __m128 p = _mm_mul_ps(scales, _mm_unpacklo_ps(da, da)), f = _mm_cvtepi32_ps(sums);
-                    acc = _mm_fmadd_ps(p, f, acc);
-                    acc = _mm_fmadd_ps(_mm_movehl_ps(p, p), _mm_movehl_ps(f, f), acc);
-                }
-                if (b < blocks) {
-                    const uint8_t *blk = row + (size_t)b * stride;
-                    const __m256i h = unpacked_pair(format, &u[b], a + b);
-                    __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-                    sums = _mm_hadd_epi32(sums, sums);
-                    const __m128 scales = _mm_cvtph_ps(_mm_cvtsi32_si128((int)scale_words(format, blk)));
-                    acc = _mm_fmadd_ps(_mm_mul_ps(scales, _mm_set1_ps(a[b].d)), _mm_cvtepi32_ps(sums), acc);
-                }
-                float lanes[4];
-                _mm_storeu_ps(lanes, acc);
-                STORE(y[(size_t)t * y_stride + r], lanes[0] - lanes[1]);
-            }
+    __m128 *chains = format == APUS_IQ4_XS || tokens < 2 || r1 - r0 < 4 ? 0 : aligned_alloc(16, sizeof(__m128) * 4 * (size_t)tokens);
+    const int whole = r0 + (r1 - r0) / 4 * 4;
+    if (chains) {
+        // Tokens in tiles whose activations stay in L2 (256 KiB) while every row passes over them.
+        const int fits = (int)(262144 / ((size_t)blocks * sizeof(apus_q8k_block))), tile = fits > 16 ? fits : 16;
+        for (int t0 = 0; t0 < tokens; t0 += tile) {
+            const int count = tokens - t0 < tile ? tokens - t0 : tile;
+            const apus_q8k_block *a = act + (size_t)t0 * blocks;
+            float *out = y + (size_t)t0 * y_stride;
+            int r = r0;
+            for (; r + 8 <= r1; r += 8) quads_pass(format, 2, w, row_bytes, r, a, count, blocks, out, y_stride, accumulate, chains);
+            for (; r + 4 <= r1; r += 4) quads_pass(format, 1, w, row_bytes, r, a, count, blocks, out, y_stride, accumulate, chains);
         }
+        free(chains);
     }
+    const int first = chains ? whole : r0;
+    if (first < r1) rows_k(format, w, row_bytes, first, r1, act, tokens, blocks, y, y_stride, accumulate);
 }
 
 // Each K-quant format's row kernels, specialised (FormatTable.h); Q2_K, Q3_K and IQ4_XS
 // have no 512-bit kernel, and their AVX2 one runs on VNNI machines too.
 #define FORMAT_KERNELS_AVX2(name, FORMAT)                                                                             \
     AVX2 APUS_ROWS_KERNEL(apus_##name##_avx2) {                                                                      \
-        rows_k_tiled(FORMAT, w, row_bytes, r0, r1, (const apus_q8k_block *)activations, tokens, blocks, y, y_stride, accumulate); \
+        rows_k_quads(FORMAT, w, row_bytes, r0, r1, (const apus_q8k_block *)activations, tokens, blocks, y, y_stride, accumulate); \
     }
 #define FORMAT_KERNELS_VNNI(name, FORMAT)                                                                             \
     VNNI APUS_ROWS_KERNEL(apus_##name##_vnni) {                                                                      \

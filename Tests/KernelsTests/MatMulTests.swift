@@ -187,6 +187,39 @@ final class MatMulTests: XCTestCase {
         }
     }
 
+    /// Every level's sums stay exact where they are largest: all levels and scales at their
+    /// maximum against activations of -128 (the AVX2 kernel adds up to eight products of
+    /// Q5_K's and four of Q6_K's levels in sixteen bits). Thirteen rows and three tokens take
+    /// the eight-row and four-row passes and the single-row kernel.
+    func testSuperBlockSumsStayExactAtTheExtremes() {
+        // Where each format keeps its f16 d and dmin (nil: none); every other byte is 0xFF.
+        let scaleOffsets: [(TensorFormat, Int, Int?)] = [(.q2_K, 80, 82), (.q3_K, 108, nil), (.q4_K, 0, 2), (.q5_K, 0, 2), (.q6_K, 208, nil), (.iq4_XS, 0, nil)]
+        let rows = 13, blocks = 3, tokens = 3
+        for (format, dAt, dminAt) in scaleOffsets {
+            var block = [UInt8](repeating: 0xFF, count: format.blockBytes)
+            let d = Float16(0.5).bitPattern, dmin = Float16(0.25).bitPattern
+            block[dAt] = UInt8(d & 0xFF); block[dAt + 1] = UInt8(d >> 8)
+            if let dminAt { block[dminAt] = UInt8(dmin & 0xFF); block[dminAt + 1] = UInt8(dmin >> 8) }
+            let stored = [UInt8]((0..<(rows * blocks)).map { _ in block }.joined())
+            for value: Float in [-1, 1] {  // the value of largest magnitude quantizes to -128 either way
+                let x = [Float](repeating: value, count: 256 * blocks * tokens)
+                var results: [[UInt32]] = []
+                for level in levels {
+                    IntegerKernels.limit(to: level)
+                    var scratch = PreparedActivations()
+                    defer { scratch.release() }
+                    var y = [Float](repeating: 0, count: rows * tokens)
+                    stored.withUnsafeBytes { raw in
+                        MatMul.multiply(WeightMatrix(format: format, rows: rows, cols: 256 * blocks, data: raw.baseAddress!), x, tokens: tokens, into: &y,
+                                        precision: .int8, pool: ThreadPool(threads: 1), scratch: &scratch)
+                    }
+                    results.append(y.map(\.bitPattern))
+                }
+                for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level) value \(value)") }
+            }
+        }
+    }
+
     /// The C kernels find a format only through their table: a format without a row, or
     /// asked for with the other activation blocks, computes nothing and says so, on every
     /// level (never a neighbour's kernel).
