@@ -12,7 +12,7 @@ while getopts "m:p:n:t:r:" opt; do
     esac
 done
 bin=$(bash scripts/build-llama-cpp.sh)
-swift build -c release --product apus >&2
+swift build -c release --product apus -Xswiftc -enable-testing >&2  # the flags of the test build, so that neither rebuilds the other
 apus=.build/release/apus
 [ -n "$model" ] || model=$("$apus" pull)
 out=$(mktemp -d)

@@ -6,6 +6,7 @@
 #include "FormatTable.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "x86.h"
@@ -252,57 +253,131 @@ static inline __attribute__((always_inline)) int block_bytes(int format) {
     }
 }
 
-// Up to TILE tokens against one row: each token's accumulator sees exactly the operations
-// of the single-token row dot, in the same order, so results are bitwise the same. (Several
-// rows read side by side defeat the hardware prefetcher: see the prefetches of rows8_vnni.)
-#define TILE 4
 #define HAS_MIN(format) ((format) == APUS_Q4_1 || (format) == APUS_Q5_1)
-#define DEFINE_MATMUL(NAME, ATTR, ROW_DOT, DOT_U, DOT_S)                                                          \
-    static inline __attribute__((always_inline)) ATTR void NAME##_tokens(int format, const uint8_t *row, int stride, const apus_q8_block *act,     \
-                                          int blocks, float *y, int y_stride, int accumulate) {                                   \
-        __m256 acc[TILE];                                                                                          \
-        float minimum[TILE];                                                                                       \
-        for (int k = 0; k < TILE; k++) { acc[k] = _mm256_setzero_ps(); minimum[k] = 0; }                           \
-        for (int b = 0; b < blocks; b++) {                                                                         \
-            unpacked_block u = unpack_block(format, row + (size_t)b * stride);                                     \
-            for (int k = 0; k < TILE; k++) {                                                                       \
-                const apus_q8_block *a = act + (size_t)k * blocks + b;                                             \
-                __m256i av = _mm256_loadu_si256((const __m256i *)a->qs);                                           \
-                __m256i s = u.is_signed ? DOT_S(u.q, av) : DOT_U(u.q, av);                                         \
-                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(u.d * a->d), _mm256_cvtepi32_ps(s), acc[k]);               \
-                if (HAS_MIN(format)) minimum[k] = fmaf(u.m, a->s, minimum[k]);                                     \
-            }                                                                                                      \
-        }                                                                                                          \
-        for (int k = 0; k < TILE; k++) STORE(y[(size_t)k * y_stride], hsum8(acc[k]) + minimum[k]);                  \
-    }                                                                                                              \
-    static inline __attribute__((always_inline)) ATTR void NAME##_format(int format, const uint8_t *w, size_t row_bytes, \
-                          int r0, int r1, const apus_q8_block *act, int tokens, int blocks, float *y, int y_stride, int accumulate) { \
-        int stride = block_bytes(format);                                                                          \
-        int tiled = tokens / TILE * TILE;                                                                          \
-        for (int r = r0; r < r1; r++) {                                                                            \
-            const uint8_t *row = w + (size_t)r * row_bytes;                                                        \
-            for (int t = 0; t < tiled; t += TILE)                                                                  \
-                NAME##_tokens(format, row, stride, act + (size_t)t * blocks, blocks, y + (size_t)t * y_stride + r, y_stride, accumulate); \
-        }                                                                                                          \
-        for (int t = tiled; t < tokens; t++) {                                                                     \
-            const apus_q8_block *a = act + (size_t)t * blocks;                                                     \
-            float *yt = y + (size_t)t * y_stride;                                                                  \
-            for (int r = r0; r < r1; r++) STORE(yt[r], ROW_DOT(format, w + (size_t)r * row_bytes, a, blocks));      \
-        }                                                                                                          \
-    }                                                                                                              \
-    /* Specialised per format (FormatTable.h), so unpacking and signedness are decided at compile time. */      \
-    static inline __attribute__((always_inline)) ATTR void NAME(int format, const uint8_t *w, size_t row_bytes, int r0, int r1, \
-                          const apus_q8_block *act, int tokens, int blocks, float *y, int y_stride, int accumulate) { \
-        if (tokens < TILE) {                                                                                       \
-            for (int r = r0; r < r1; r++)                                                                          \
-                for (int t = 0; t < tokens; t++)                                                                   \
-                    STORE(y[(size_t)t * y_stride + r], ROW_DOT(format, w + (size_t)r * row_bytes, act + (size_t)t * blocks, blocks)); \
-            return;                                                                                                \
-        }                                                                                                          \
-        NAME##_format(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);                \
-    }
 
-DEFINE_MATMUL(matmul_avx2, AVX2, row_dot_avx2, dot_unsigned_avx2, dot_signed_avx2)
+// Up to TILE tokens against one row: each token's accumulator sees exactly the operations
+// of the single-token row dot, in the same order, so results are bitwise the same.
+#define TILE 4
+static inline __attribute__((always_inline)) AVX2 void row_tokens_avx2(int format, const uint8_t *row, int stride, const apus_q8_block *act,
+                                                                        int blocks, float *y, int y_stride, int accumulate) {
+    __m256 acc[TILE];
+    float minimum[TILE];
+    for (int k = 0; k < TILE; k++) { acc[k] = _mm256_setzero_ps(); minimum[k] = 0; }
+    for (int b = 0; b < blocks; b++) {
+        unpacked_block u = unpack_block(format, row + (size_t)b * stride);
+        for (int k = 0; k < TILE; k++) {
+            const apus_q8_block *a = act + (size_t)k * blocks + b;
+            __m256i av = _mm256_loadu_si256((const __m256i *)a->qs);
+            __m256i s = u.is_signed ? dot_signed_avx2(u.q, av) : dot_unsigned_avx2(u.q, av);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(u.d * a->d), _mm256_cvtepi32_ps(s), acc[k]);
+            if (HAS_MIN(format)) minimum[k] = fmaf(u.m, a->s, minimum[k]);
+        }
+    }
+    for (int k = 0; k < TILE; k++) STORE(y[(size_t)k * y_stride], hsum8(acc[k]) + minimum[k]);
+}
+
+// One block of eight rows for many tokens: the rows' values transposed so that register c
+// holds bytes 4c..4c+3 of every row (lane r: row r), and their magnitudes for the signed
+// formats. One broadcast of a token's bytes 4c..4c+3 against register c gives, through
+// `vpmaddubsw` and `vpmaddwd`, lane c of row_dot_avx2's eight int32 partial sums for all
+// eight rows at once: the same exact integers, from one activation load per eight rows.
+typedef struct {
+    __m256i q[8];
+    __m256i magnitude[8];
+    __m256 d, m;
+} block8;
+
+static inline __attribute__((always_inline)) AVX2 void unpack_block8(int format, const uint8_t *w, size_t row_bytes, block8 *out) {
+    __m256i q[8];
+    float d[8], m[8];
+    for (int r = 0; r < 8; r++) {
+        const unpacked_block u = unpack_block(format, w + (size_t)r * row_bytes);
+        q[r] = u.q;
+        d[r] = u.d;
+        m[r] = u.m;
+    }
+    out->d = _mm256_loadu_ps(d);
+    out->m = _mm256_loadu_ps(m);
+    // An 8 x 8 transpose of 32-bit elements.
+    __m256i t[8], s[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_epi32(q[2 * k], q[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_epi32(q[2 * k], q[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) {
+        s[4 * k] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        s[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        s[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        s[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        out->q[c] = _mm256_permute2x128_si256(s[c], s[4 + c], 0x20);
+        out->q[c + 4] = _mm256_permute2x128_si256(s[c], s[4 + c], 0x31);
+    }
+    for (int c = 0; c < 8; c++) out->magnitude[c] = _mm256_sign_epi8(out->q[c], out->q[c]);
+}
+
+// Eight rows from row r on against every token: their blocks unpacked once into `unpacked`,
+// then per token one accumulator per partial-sum lane (lane r: row r), taking the row dot's
+// float steps in block order, and the row dot's final sum (hsum8's order, then the minimum).
+static inline __attribute__((always_inline)) AVX2 void rows8_avx2(int format, const uint8_t *w, size_t row_bytes, int r, const apus_q8_block *act,
+                                                                   int tokens, int blocks, float *y, int y_stride, int accumulate, block8 *unpacked) {
+    const int stride = block_bytes(format);
+    const uint8_t *rows = w + (size_t)r * row_bytes;
+    for (int b = 0; b < blocks; b++) unpack_block8(format, rows + (size_t)b * stride, row_bytes, &unpacked[b]);
+    const int is_signed = !HAS_MIN(format);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int t = 0; t < tokens; t++) {
+        const apus_q8_block *a = act + (size_t)t * blocks;
+        __m256 acc[8], minimum = _mm256_setzero_ps();
+        for (int c = 0; c < 8; c++) acc[c] = _mm256_setzero_ps();
+        for (int b = 0; b < blocks; b++) {
+            const block8 *k = &unpacked[b];
+            const __m256 scale = _mm256_mul_ps(k->d, _mm256_set1_ps(a[b].d));
+            for (int c = 0; c < 8; c++) {
+                int32_t chunk;
+                memcpy(&chunk, a[b].qs + 4 * c, 4);
+                const __m256i x = _mm256_set1_epi32(chunk);
+                const __m256i pairs = is_signed ? _mm256_maddubs_epi16(k->magnitude[c], _mm256_sign_epi8(x, k->q[c])) : _mm256_maddubs_epi16(k->q[c], x);
+                acc[c] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones)), acc[c]);
+            }
+            if (HAS_MIN(format)) minimum = _mm256_fmadd_ps(k->m, _mm256_set1_ps(a[b].s), minimum);
+        }
+        const __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+                                         _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])));
+        const __m256 v = _mm256_add_ps(sum, minimum);
+        float *out = y + (size_t)t * y_stride + r;
+        _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(_mm256_loadu_ps(out), v) : v);
+    }
+}
+
+// The AVX2 kernel: single tokens and up to three through the row dot; more, eight rows at a
+// time through rows8_avx2 and the rows left over TILE tokens at a time.
+static inline __attribute__((always_inline)) AVX2 void matmul_avx2(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
+                                                                    const apus_q8_block *act, int tokens, int blocks, float *y, int y_stride, int accumulate) {
+    if (tokens < TILE) {
+        for (int r = r0; r < r1; r++)
+            for (int t = 0; t < tokens; t++)
+                STORE(y[(size_t)t * y_stride + r], row_dot_avx2(format, w + (size_t)r * row_bytes, act + (size_t)t * blocks, blocks));
+        return;
+    }
+    const int stride = block_bytes(format);
+    int r = r0;
+    block8 *unpacked = r1 - r0 >= 8 ? aligned_alloc(32, sizeof(block8) * (size_t)blocks) : 0;
+    if (unpacked) {
+        for (; r + 8 <= r1; r += 8) rows8_avx2(format, w, row_bytes, r, act, tokens, blocks, y, y_stride, accumulate, unpacked);
+        free(unpacked);
+    }
+    const int tiled = tokens / TILE * TILE;
+    for (int row = r; row < r1; row++)
+        for (int t = 0; t < tiled; t += TILE)
+            row_tokens_avx2(format, w + (size_t)row * row_bytes, stride, act + (size_t)t * blocks, blocks, y + (size_t)t * y_stride + row, y_stride, accumulate);
+    for (int t = tiled; t < tokens; t++) {
+        const apus_q8_block *a = act + (size_t)t * blocks;
+        float *yt = y + (size_t)t * y_stride;
+        for (int row = r; row < r1; row++) STORE(yt[row], row_dot_avx2(format, w + (size_t)row * row_bytes, a, blocks));
+    }
+}
 
 static inline VNNI int32_t hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
