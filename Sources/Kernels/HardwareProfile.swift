@@ -30,6 +30,10 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// stays in cache as far as it fits (its softmax recurrence, not the FMA units, sets its
     /// pace on a CPU); where absent, the vector roof stands in.
     public var attentionNanoseconds: [String: Double]
+    /// The build whose kernels measured `matrixGOPs` and `attentionNanoseconds` (nil for a
+    /// datasheet): another build's kernels may run at other speeds, so their roofs are
+    /// measured again.
+    public var kernelsBuild: String?
 
     public init(name: String, threads: Int, measured: Bool, bandwidthGBs: Double, vectorGFLOPs: Double, matrixGOPs: [String: Double],
                 dispatchMicroseconds: Double = 0, samplingNanosecondsPerLogit: Double = 0, attentionNanoseconds: [String: Double] = [:]) {

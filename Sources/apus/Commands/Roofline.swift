@@ -13,7 +13,8 @@ struct RooflineCommand: ParsableCommand {
             predicted as the larger of its bytes over the memory bandwidth and its arithmetic over the roof that \
             bounds it. --hardware this measures the roofs here with small probes (a streaming read on 4 KiB pages, \
             an fp32 multiply-add loop, each quantized matrix kernel on a matrix that stays in cache), cached per \
-            machine and thread count in ~/.cache/apus/hardware/; h100, h200 and m3-max are datasheet figures, and \
+            machine and thread count in ~/.cache/apus/hardware/ (the kernels' roofs measured again after a rebuild \
+            or upgrade); h100, h200 and m3-max are datasheet figures, and \
             their times are predictions. --measure runs real steps (after --warmup, the median of --steps) with \
             per-operation timers and prints the measured time and the ratio beside the prediction. --svg writes \
             the roofline plot, one point per operation.
@@ -153,7 +154,8 @@ struct RooflineCommand: ParsableCommand {
 
 /// `HardwareProfile`s of this machine, measured once per thread count and activation
 /// precision and kept in `~/.cache/apus/hardware/` (keyed by the CPU's model name), with
-/// matrix roofs added as models need them.
+/// matrix roofs added as models need them, and the kernels' roofs measured again when the
+/// binary changes.
 enum MachineProfiles {
     static var directory: URL {
         let home = ProcessInfo.processInfo.environment["APUS_HOME"] ?? (NSHomeDirectory() + "/.cache/apus")
@@ -164,6 +166,16 @@ enum MachineProfiles {
         let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let line = info.split(separator: "\n").first { $0.hasPrefix("model name") }
         return line.map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    }
+
+    /// This executable's size and modification time: a rebuilt or upgraded binary counts as
+    /// other kernels (cheaper than hashing ~100 MB at every start).
+    static var kernelsBuild: String {
+        let path = Bundle.main.executablePath ?? CommandLine.arguments[0]
+        let attributes = (try? FileManager.default.attributesOfItem(atPath: path)) ?? [:]
+        let size = (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        return "\(size)-\(Int64(modified))"
     }
 
     /// Nanoseconds per logit of the engine's sampler at its default settings, on random
@@ -188,6 +200,11 @@ enum MachineProfiles {
         var profile: HardwareProfile
         if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode(HardwareProfile.self, from: data) {
             profile = cached
+            if profile.kernelsBuild != kernelsBuild && !(profile.matrixGOPs.isEmpty && profile.attentionNanoseconds.isEmpty) {
+                FileHandle.standardError.write(Data("this build's kernels are not the ones this machine's roofs were measured with; measuring them again\n".utf8))
+                profile.matrixGOPs = [:]
+                profile.attentionNanoseconds = [:]
+            }
         } else {
             FileHandle.standardError.write(Data("measuring this machine (\(name), \(threads) threads): bandwidth, fp32 throughput, dispatch latency, the sampler...\n".utf8))
             profile = HardwareProfile(name: name, threads: threads, measured: true, bandwidthGBs: HardwareProbe.bandwidth(threads: threads),
@@ -195,6 +212,8 @@ enum MachineProfiles {
                                       dispatchMicroseconds: HardwareProbe.dispatchLatency(threads: threads),
                                       samplingNanosecondsPerLogit: try samplerSpeed(vocabulary: vocabulary))
         }
+        let stale = profile.kernelsBuild != kernelsBuild
+        profile.kernelsBuild = kernelsBuild
         let missing = Roofline.missingRoofs(costs, on: profile)
         for (format, tokens) in missing {
             let width = HardwareProfile.probedWidth(tokens)
@@ -208,7 +227,7 @@ enum MachineProfiles {
             FileHandle.standardError.write(Data("measuring attention (\(key))...\n".utf8))
             profile.attentionNanoseconds[key] = HardwareProbe.attentionNanoseconds(roof, tokens: HardwareProfile.probedWidth(tokens), threads: threads)
         }
-        if !missing.isEmpty || !missingAttention.isEmpty || !FileManager.default.fileExists(atPath: file.path) {
+        if stale || !missing.isEmpty || !missingAttention.isEmpty || !FileManager.default.fileExists(atPath: file.path) {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
