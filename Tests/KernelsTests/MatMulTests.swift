@@ -161,6 +161,21 @@ final class MatMulTests: XCTestCase {
         }
     }
 
+    /// The int8 product's bits on each level this CPU can run, in `levels` order.
+    func bitsOnEveryLevel(_ format: TensorFormat, _ stored: [UInt8], rows: Int, cols: Int, _ x: [Float], tokens: Int, threads: Int) -> [[UInt32]] {
+        levels.map { level in
+            IntegerKernels.limit(to: level)
+            var scratch = PreparedActivations()
+            defer { scratch.release() }
+            var y = [Float](repeating: 0, count: rows * tokens)
+            stored.withUnsafeBytes { raw in
+                MatMul.multiply(WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!), x, tokens: tokens, into: &y,
+                                precision: .int8, pool: ThreadPool(threads: threads), scratch: &scratch)
+            }
+            return y.map(\.bitPattern)
+        }
+    }
+
     /// K-quant products give bitwise the same floats on every level, since each super-block
     /// is two exact integers and the float steps are the same everywhere.
     func testSuperBlockProductsAreBitwiseEqualOnEveryLevel() {
@@ -170,18 +185,7 @@ final class MatMulTests: XCTestCase {
             let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
             for tokens in [1, 5, 17] {
                 let x = Reference.randomValues(cols * tokens, seed: &seed, scale: 3)
-                var results: [[UInt32]] = []
-                for level in levels {
-                    IntegerKernels.limit(to: level)
-                    var scratch = PreparedActivations()
-                    defer { scratch.release() }
-                    var y = [Float](repeating: 0, count: rows * tokens)
-                    stored.withUnsafeBytes { raw in
-                        MatMul.multiply(WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!), x, tokens: tokens, into: &y,
-                                        precision: .int8, pool: ThreadPool(threads: 2), scratch: &scratch)
-                    }
-                    results.append(y.map(\.bitPattern))
-                }
+                let results = bitsOnEveryLevel(format, stored, rows: rows, cols: cols, x, tokens: tokens, threads: 2)
                 for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level) tokens \(tokens)") }
             }
         }
@@ -203,18 +207,7 @@ final class MatMulTests: XCTestCase {
             let stored = [UInt8]((0..<(rows * blocks)).map { _ in block }.joined())
             for value: Float in [-1, 1] {  // the value of largest magnitude quantizes to -128 either way
                 let x = [Float](repeating: value, count: 256 * blocks * tokens)
-                var results: [[UInt32]] = []
-                for level in levels {
-                    IntegerKernels.limit(to: level)
-                    var scratch = PreparedActivations()
-                    defer { scratch.release() }
-                    var y = [Float](repeating: 0, count: rows * tokens)
-                    stored.withUnsafeBytes { raw in
-                        MatMul.multiply(WeightMatrix(format: format, rows: rows, cols: 256 * blocks, data: raw.baseAddress!), x, tokens: tokens, into: &y,
-                                        precision: .int8, pool: ThreadPool(threads: 1), scratch: &scratch)
-                    }
-                    results.append(y.map(\.bitPattern))
-                }
+                let results = bitsOnEveryLevel(format, stored, rows: rows, cols: 256 * blocks, x, tokens: tokens, threads: 1)
                 for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level) value \(value)") }
             }
         }
