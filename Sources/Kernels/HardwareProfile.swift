@@ -30,9 +30,8 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// stays in cache as far as it fits (its softmax recurrence, not the FMA units, sets its
     /// pace on a CPU); where absent, the vector roof stands in.
     public var attentionNanoseconds: [String: Double]
-    /// The build whose kernels measured `matrixGOPs` and `attentionNanoseconds` (nil for a
-    /// datasheet): another build's kernels may run at other speeds, so their roofs are
-    /// measured again.
+    /// The build that measured this profile (nil for a datasheet): another build's kernels
+    /// and sampler may run at other speeds, so a cached profile is measured again.
     public var kernelsBuild: String?
 
     public init(name: String, threads: Int, measured: Bool, bandwidthGBs: Double, vectorGFLOPs: Double, matrixGOPs: [String: Double],

@@ -761,7 +761,7 @@ static inline __attribute__((always_inline)) AVX2 void quads_pass(int format, in
 static inline __attribute__((always_inline)) AVX2 void rows_k_quads(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
                                                                      const apus_q8k_block *act, int tokens, int blocks, float *y,
                                                                      int y_stride, int accumulate) {
-    __m128 *chains = format == APUS_IQ4_XS || tokens < 2 || r1 - r0 < 4 ? 0 : aligned_alloc(16, sizeof(__m128) * 4 * (size_t)tokens);
+    __m128 *chains = format == APUS_IQ4_XS || tokens < 2 || r1 - r0 < 4 || blocks < 1 ? 0 : aligned_alloc(16, sizeof(__m128) * 4 * (size_t)tokens);
     const int whole = r0 + (r1 - r0) / 4 * 4;
     if (chains) {
         // Tokens in tiles whose activations stay in L2 (256 KiB) while every row passes over them.

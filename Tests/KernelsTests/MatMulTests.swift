@@ -192,24 +192,31 @@ final class MatMulTests: XCTestCase {
     }
 
     /// Every level's sums stay exact where they are largest: all levels and scales at their
-    /// maximum against activations of -128 (the AVX2 kernel adds up to eight products of
-    /// Q5_K's and four of Q6_K's levels in sixteen bits). Thirteen rows and three tokens take
-    /// the eight-row and four-row passes and the single-row kernel.
+    /// maximum against activations of -127 and of +127, the largest Q8_K makes (the AVX2
+    /// kernel adds up to eight products of Q5_K's and four of Q6_K's levels in sixteen bits).
+    /// Each row has its own scale, so rows mixed up would show; thirteen rows and three tokens
+    /// take the eight-row and four-row passes and the single-row kernel.
     func testSuperBlockSumsStayExactAtTheExtremes() {
         // Where each format keeps its f16 d and dmin (nil: none); every other byte is 0xFF.
         let scaleOffsets: [(TensorFormat, Int, Int?)] = [(.q2_K, 80, 82), (.q3_K, 108, nil), (.q4_K, 0, 2), (.q5_K, 0, 2), (.q6_K, 208, nil), (.iq4_XS, 0, nil)]
-        let rows = 13, blocks = 3, tokens = 3
+        let rows = 13, blocks = 3, cols = 256 * blocks
+        // The value of largest magnitude (the first) quantizes to -127; equal magnitudes after
+        // it to +127 or -127 by their sign.
+        let tokens: [[Float]] = [[Float](repeating: -1, count: cols),
+                                 [-1] + [Float](repeating: 1, count: cols - 1),
+                                 (0..<cols).map { $0 % 3 == 0 ? -1 : 1 }]
+        let x = tokens.flatMap { $0 }
         for (format, dAt, dminAt) in scaleOffsets {
-            var block = [UInt8](repeating: 0xFF, count: format.blockBytes)
-            let d = Float16(0.5).bitPattern, dmin = Float16(0.25).bitPattern
-            block[dAt] = UInt8(d & 0xFF); block[dAt + 1] = UInt8(d >> 8)
-            if let dminAt { block[dminAt] = UInt8(dmin & 0xFF); block[dminAt + 1] = UInt8(dmin >> 8) }
-            let stored = [UInt8]((0..<(rows * blocks)).map { _ in block }.joined())
-            for value: Float in [-1, 1] {  // the value of largest magnitude quantizes to -128 either way
-                let x = [Float](repeating: value, count: 256 * blocks * tokens)
-                let results = bitsOnEveryLevel(format, stored, rows: rows, cols: 256 * blocks, x, tokens: tokens, threads: 1)
-                for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level) value \(value)") }
+            var stored: [UInt8] = []
+            for r in 0..<rows {
+                var block = [UInt8](repeating: 0xFF, count: format.blockBytes)
+                let d = Float16(0.25 * Float(r + 1)).bitPattern, dmin = Float16(0.125).bitPattern
+                block[dAt] = UInt8(d & 0xFF); block[dAt + 1] = UInt8(d >> 8)
+                if let dminAt { block[dminAt] = UInt8(dmin & 0xFF); block[dminAt + 1] = UInt8(dmin >> 8) }
+                for _ in 0..<blocks { stored += block }
             }
+            let results = bitsOnEveryLevel(format, stored, rows: rows, cols: cols, x, tokens: tokens.count, threads: 1)
+            for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level)") }
         }
     }
 

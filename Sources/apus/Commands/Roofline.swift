@@ -13,9 +13,8 @@ struct RooflineCommand: ParsableCommand {
             predicted as the larger of its bytes over the memory bandwidth and its arithmetic over the roof that \
             bounds it. --hardware this measures the roofs here with small probes (a streaming read on 4 KiB pages, \
             an fp32 multiply-add loop, each quantized matrix kernel on a matrix that stays in cache), cached per \
-            machine and thread count in ~/.cache/apus/hardware/ (the kernels' roofs measured again after a rebuild \
-            or upgrade); h100, h200 and m3-max are datasheet figures, and \
-            their times are predictions. --measure runs real steps (after --warmup, the median of --steps) with \
+            machine and thread count in ~/.cache/apus/hardware/ (measured again after a rebuild or upgrade); \
+            h100, h200 and m3-max are datasheet figures, and their times are predictions. --measure runs real steps (after --warmup, the median of --steps) with \
             per-operation timers and prints the measured time and the ratio beside the prediction. --svg writes \
             the roofline plot, one point per operation.
             """)
@@ -154,8 +153,8 @@ struct RooflineCommand: ParsableCommand {
 
 /// `HardwareProfile`s of this machine, measured once per thread count and activation
 /// precision and kept in `~/.cache/apus/hardware/` (keyed by the CPU's model name), with
-/// matrix roofs added as models need them, and the kernels' roofs measured again when the
-/// binary changes.
+/// matrix roofs added as models need them, and measured again when the binary changes
+/// (its kernels and sampler may run at other speeds).
 enum MachineProfiles {
     static var directory: URL {
         let home = ProcessInfo.processInfo.environment["APUS_HOME"] ?? (NSHomeDirectory() + "/.cache/apus")
@@ -169,7 +168,7 @@ enum MachineProfiles {
     }
 
     /// This executable's size and modification time: a rebuilt or upgraded binary counts as
-    /// other kernels (cheaper than hashing ~100 MB at every start).
+    /// another build (cheaper than hashing ~100 MB at every start).
     static var kernelsBuild: String {
         let path = Bundle.main.executablePath ?? CommandLine.arguments[0]
         let attributes = (try? FileManager.default.attributesOfItem(atPath: path)) ?? [:]
@@ -198,22 +197,19 @@ enum MachineProfiles {
         let slug = String(name.lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }).split(separator: "-").joined(separator: "-")
         let file = directory.appendingPathComponent("\(slug)-\(threads)t-\(precision.rawValue).json")
         var profile: HardwareProfile
-        if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode(HardwareProfile.self, from: data) {
+        var measuredNow = false
+        let build = kernelsBuild
+        if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode(HardwareProfile.self, from: data), cached.kernelsBuild == build {
             profile = cached
-            if profile.kernelsBuild != kernelsBuild && !(profile.matrixGOPs.isEmpty && profile.attentionNanoseconds.isEmpty) {
-                FileHandle.standardError.write(Data("this build's kernels are not the ones this machine's roofs were measured with; measuring them again\n".utf8))
-                profile.matrixGOPs = [:]
-                profile.attentionNanoseconds = [:]
-            }
         } else {
+            measuredNow = true
             FileHandle.standardError.write(Data("measuring this machine (\(name), \(threads) threads): bandwidth, fp32 throughput, dispatch latency, the sampler...\n".utf8))
             profile = HardwareProfile(name: name, threads: threads, measured: true, bandwidthGBs: HardwareProbe.bandwidth(threads: threads),
                                       vectorGFLOPs: HardwareProbe.vectorThroughput(threads: threads), matrixGOPs: [:],
                                       dispatchMicroseconds: HardwareProbe.dispatchLatency(threads: threads),
                                       samplingNanosecondsPerLogit: try samplerSpeed(vocabulary: vocabulary))
         }
-        let stale = profile.kernelsBuild != kernelsBuild
-        profile.kernelsBuild = kernelsBuild
+        profile.kernelsBuild = build
         let missing = Roofline.missingRoofs(costs, on: profile)
         for (format, tokens) in missing {
             let width = HardwareProfile.probedWidth(tokens)
@@ -227,7 +223,7 @@ enum MachineProfiles {
             FileHandle.standardError.write(Data("measuring attention (\(key))...\n".utf8))
             profile.attentionNanoseconds[key] = HardwareProbe.attentionNanoseconds(roof, tokens: HardwareProfile.probedWidth(tokens), threads: threads)
         }
-        if stale || !missing.isEmpty || !missingAttention.isEmpty || !FileManager.default.fileExists(atPath: file.path) {
+        if measuredNow || !missing.isEmpty || !missingAttention.isEmpty {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
