@@ -432,18 +432,19 @@ final class EngineCore {
                 token = s.sampler.sample(rowLogits, history: s.tokens).token
                 if !leaving.isEmpty {
                     verified += 1
-                    if ahead.first != token {
-                        s.branchAcceptance.observe(drafted: 1, accepted: leaving.contains { draft.branches[$0].tokens[0] == token } ? 1 : 0)
-                    }
                     if ahead.first == token {
                         kept = true
                         row += 1
                         ahead = ahead.dropFirst()
-                    } else if let b = leaving.first(where: { draft.branches[$0].tokens[0] == token }) {
-                        kept = true
-                        branch = b
-                        row = branchRows[b]
-                        ahead = draft.branches[b].tokens.dropFirst()
+                    } else {
+                        let taken = leaving.first { draft.branches[$0].tokens[0] == token }
+                        s.branchAcceptance.observe(drafted: 1, accepted: taken == nil ? 0 : 1)
+                        if let b = taken {
+                            kept = true
+                            branch = b
+                            row = branchRows[b]
+                            ahead = draft.branches[b].tokens.dropFirst()
+                        }
                     }
                 }
             }
