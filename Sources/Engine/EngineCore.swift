@@ -92,9 +92,14 @@ public struct EngineStatistics: Sendable, Equatable {
     /// Tokens sampled under a grammar, and the time spent masking them.
     public var constrainedTokens = 0
     public var maskSeconds = 0.0
-    /// Walks of the vocabulary for masks not yet cached, and their share of `maskSeconds`.
+    /// The share of `maskSeconds` spent on what was not cached yet (new states' masks,
+    /// finishes near a cap); of it, walks of the vocabulary, and new states' masks built
+    /// from the split of top frames seen before (no walk).
+    public var maskBuildSeconds = 0.0
     public var maskWalks = 0
     public var maskWalkSeconds = 0.0
+    public var splitMasks = 0
+    public var splitMaskSeconds = 0.0
     /// Prompt blocks shipped to another worker, and blocks taken in from one.
     public var exportedKVBlocks = 0
     public var importedKVBlocks = 0

@@ -169,19 +169,45 @@ final class GrammarTests: XCTestCase {
         XCTAssertEqual(String(decoding: a.shortestCompletion(open), as: UTF8.self), #""}]}"#)
     }
 
+    /// Every state's mask equals checking every token, whether its top frames' split was
+    /// walked for it or shared with a state seen before (XGrammar's split).
     func testTokenMaskEqualsCheckingEveryToken() throws {
-        let a = try automaton(Self.grammars[4].gbnf)
         let trie = Self.byteTrie
-        for prefix in ["", "{", #"{"k"#, #"{"k":"#, #"{"k":["#, #"{"k":"abc"#, #"{"k":"abc\"#] {
-            let s = a.next(a.initial, bytes: Array(prefix.utf8))
-            XCTAssertGreaterThanOrEqual(s, 0, prefix)
+        func assertExact(_ a: GrammarAutomaton, _ s: Int32, _ what: String) {
+            XCTAssertGreaterThanOrEqual(s, 0, what)
             guard case .mask(let words) = a.allowed(s, budget: 1 << 20) else { return XCTFail("no budget, no plan") }
-            var mismatches = 0
-            for t in 0..<trie.vocabularySize {
-                let allowed = words[t >> 6] & (1 << UInt64(t & 63)) != 0
-                if allowed != (a.next(s, token: t) >= 0) { mismatches += 1 }
+            var wrong: [String] = []
+            for t in 0..<trie.vocabularySize where (words[t >> 6] & (1 << UInt64(t & 63)) != 0) != (a.next(s, token: t) >= 0) {
+                wrong.append(String(decoding: trie.tokenBytes[t], as: UTF8.self))
             }
-            XCTAssertEqual(mismatches, 0, prefix)
+            XCTAssertEqual(Array(wrong.prefix(8)), [], "\(wrong.count) tokens wrong after \(what)")
+        }
+        var rng = SplitMix64(seed: 7)
+        for (gbnf, _) in Self.grammars {
+            let syntax = try GBNFParser.parse(gbnf)
+            let a = try automaton(gbnf)
+            for _ in 0..<3 {
+                let text = Array(Self.derive(.reference("root"), syntax, &rng, depth: 0).utf8)
+                var s = a.initial
+                for (i, b) in text.enumerated() {
+                    if i % 2 == 0 { assertExact(a, s, String(decoding: text[..<i], as: UTF8.self)) }
+                    s = a.next(s, b)
+                }
+            }
+        }
+        // Nested ever deeper, a string's state is new each time, and its top frames are not.
+        let a = try automaton(Self.grammars[4].gbnf)
+        var prefix = ""
+        for depth in 1...6 {
+            prefix += #"{"k":["#
+            for inside in [#""ab"#, #""ab\"#, #""ab","#, #""ab",{"#] {
+                let walks = a.walks, shared = a.splitMasks
+                assertExact(a, a.next(a.initial, bytes: Array((prefix + inside).utf8)), prefix + inside)
+                if depth >= 3 {
+                    XCTAssertEqual(a.walks, walks, "nested \(depth) deep, \(inside) shares the split of a shallower state")
+                    XCTAssertEqual(a.splitMasks, shared + 1)
+                }
+            }
         }
     }
 
@@ -210,23 +236,29 @@ final class GrammarTests: XCTestCase {
         let s = a.next(a.initial, bytes: Array(#"{"k":["#.utf8))
         XCTAssertEqual(a.completion(s), 2, "the shortest finish closes the array and the object")
         XCTAssertEqual(String(decoding: a.shortestCompletion(s), as: UTF8.self), "]}")
-        let trie = Self.byteTrie
-        let plan = a.finishingTokens(s)
-        XCTAssertEqual(plan.flatMap { trie.tokenBytes[$0] }, Array("]}".utf8))
-        for budget in 0...3 {
-            switch a.allowed(s, budget: budget) {
-            case .mask(let words):
-                var count = 0
-                for t in 0..<trie.vocabularySize where words[t >> 6] & (1 << UInt64(t & 63)) != 0 {
-                    XCTAssertLessThanOrEqual(a.finishingTokens(a.next(s, token: t)).count, budget, String(decoding: trie.tokenBytes[t], as: UTF8.self))
-                    count += 1
+        XCTAssertEqual(a.finishingTokens(s).flatMap { Self.byteTrie.tokenBytes[$0] }, Array("]}".utf8))
+        // Shallow, and nested deep enough that the mask comes from a split shared with a
+        // shallower state (its ends are cut-state ends put back on the frames cut off).
+        for prefix in [#"{"k":["#, #"{"k":[{"k":["a"#, #"{"k":[{"k":[{"k":[{"k":["ab"#, #"{"k":[{"k":[{"k":[{"k":["ab","#] {
+            let s = a.next(a.initial, bytes: Array(prefix.utf8))
+            let plan = a.finishingTokens(s)
+            for budget in 0...(plan.count + 2) {
+                switch a.allowed(s, budget: budget) {
+                case .mask(let words):
+                    var count = 0
+                    for t in 0..<Self.byteTrie.vocabularySize where words[t >> 6] & (1 << UInt64(t & 63)) != 0 {
+                        XCTAssertLessThanOrEqual(a.finishingTokens(a.next(s, token: t)).count, budget,
+                                                 "\(prefix) + \(String(decoding: Self.byteTrie.tokenBytes[t], as: UTF8.self))")
+                        count += 1
+                    }
+                    XCTAssertGreaterThan(count, 0)
+                case .plan(let p):
+                    XCTAssertEqual(p, plan, "with no room for anything else, the shortest finish")
+                    XCTAssertLessThan(budget, plan.count)
                 }
-                XCTAssertGreaterThan(count, 0)
-            case .plan(let p):
-                XCTAssertEqual(p, plan, "with no room for anything else, the shortest finish")
-                XCTAssertLessThan(budget, plan.count)
             }
         }
+        XCTAssertGreaterThan(a.splitMasks, 0, "a deep state's mask came from a shared split")
     }
 
     /// Grammars built to explode compile and run in bounded time: empty alternatives that

@@ -10,18 +10,25 @@ import Foundation
 /// too, so a byte's transition from a state is computed once and then read from a table:
 /// the automaton becomes a DFA lazily, only where output goes.
 ///
-/// The tokens allowed in a state come from one walk of the vocabulary trie along those
-/// transitions, cached per state: a repeated state (inside any string, between fields)
-/// costs a lookup. Shared by every request with the same grammar; used from one thread,
-/// the engine's.
+/// The tokens allowed in a state are cached per state, and built from XGrammar's split
+/// (Dong et al. 2024): what a state allows is decided almost entirely by the top frames of
+/// its stacks. Each stack is cut below one node (`cutNode`), and what lies below becomes
+/// node `context`. The cut state is walked once along the vocabulary trie, which sorts every
+/// token into allowed, refused, or *dependent*: some parse leaves the kept frames before
+/// the token's last byte, so the frames cut off decide. Every state with the same kept
+/// frames shares that walk (a string at any depth of nesting, the fields of each item of an
+/// array), and its own mask costs a check of its few dependent tokens. Shared by every
+/// request with the same grammar; used from one thread, the engine's.
 public final class GrammarAutomaton: @unchecked Sendable {
     public let grammar: Grammar
     let trie: TokenTrie
 
-    private var nodeParent: [Int32] = [-1]
-    private var nodePosition: [Int32] = [-1]
-    private var nodeDepth: [Int32] = [0]
-    private var nodeCompletion: [Int32] = [0]
+    /// Node 0 is the empty stack, node 1 (`context`) the frames below a cut stack's top.
+    private var nodeParent: [Int32] = [-1, -1]
+    private var nodePosition: [Int32] = [-1, -1]
+    private var nodeDepth: [Int32] = [0, 0]
+    /// A cut stack's finish counts the context as nothing (its own is added where known).
+    private var nodeCompletion: [Int32] = [0, 0]
     private var nodeIndex: [UInt64: Int32] = [:]
 
     private var stacks: [[Int32]] = []
@@ -31,20 +38,33 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// of a class costs on every access.
     private var transitions = UnsafeMutablePointer<Int32>.allocate(capacity: 256 * 64)
     private var transitionCapacity = 64
+    /// Per state, whether a stack of it popped into the context (same layout reasons).
+    private var poppedIntoContext = UnsafeMutablePointer<Bool>.allocate(capacity: 64)
     private var completions: [Int32] = []
     private var masks: [Int32: Mask] = [:]
+    /// The splits of the vocabulary by cut state, and for some, where each token goes.
+    private var splits: [Int32: Split] = [:]
+    private var splitTokenEnds: [Int32: [UInt16]] = [:]
+    private static let noEnd = UInt16.max
     private var budgetGroups: [Int32: [(finish: Int, words: [UInt64])]] = [:]
     private var finishPlans: [Int32: [Int]] = [:]
+    private var spellings: [[UInt8]: [Int]] = [:]
     public private(set) var initial: Int32 = 0
 
     /// Time spent computing and applying masks, and how many times (for the statistics).
     public internal(set) var maskNanoseconds: UInt64 = 0
     public internal(set) var maskedTokens: Int = 0
-    /// Masks computed (a state's first mask, a capped state's groups: a walk of the
-    /// vocabulary and the finishes of where it ends) and their time, part of the above:
-    /// what a cache miss costs.
+    /// Time spent on what was not cached yet (a state's first mask, its finishes once a cap
+    /// is near, a capped state's groups), part of the above.
+    public private(set) var buildNanoseconds: UInt64 = 0
+    /// Walks of the vocabulary (a cut state's split, a capped state's groups) and their
+    /// time, part of the build time.
     public private(set) var walks = 0
     public private(set) var walkNanoseconds: UInt64 = 0
+    /// States' first masks built from a split walked before, and their time, part of the
+    /// build time: what a new state costs when its top frames were seen.
+    public private(set) var splitMasks = 0
+    public private(set) var splitMaskNanoseconds: UInt64 = 0
 
     static let dead: Int32 = -1
     private static let unknown: Int32 = -2
@@ -59,16 +79,45 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// transition (the grammar does allow the byte; the automaton could not follow it).
     private static let limit: Int32 = -3
     static let maxCachedMasks = 2_048
+    /// The fewest frames a cut keeps on its deepest stack: a JSON string's character, the
+    /// repetition of characters and the string itself, so that inside a string only tokens
+    /// that close it depend on what is below.
+    static let localFrames = 3
+    static let context: Int32 = 1
 
     struct Mask {
         var words: [UInt64]
-        /// The most tokens a shortest finish takes after any allowed token.
-        var maxTokensToFinishAfter: Int
+        /// The most bytes a shortest finish takes after any allowed token: a bound on its
+        /// tokens that costs nothing, so a cap far off needs no tokenizing.
+        var finishBytesAfter: Int32
+        /// The cut state whose split the mask came from, the node it was cut below (0: not
+        /// cut), and where its allowed tokens end (`uncut` gives the real states).
+        var cut: Int32
+        var cutBelow: Int32
+        var cutEnds: [Int32]
+        /// The dependent tokens allowed, and the real state each ends in.
+        var dependentAllowed: [(token: Int32, end: Int32)]
+        /// How many tokens a shortest finish takes after each cut end, and at most after any
+        /// allowed token, once a cap near enough asked.
+        var cutFinishes: [Int]?
+        var maxTokensToFinishAfter: Int?
         /// A limit the walk hit: tokens past it are left out of the mask.
         var limit: GrammarError?
     }
 
-    deinit { transitions.deallocate() }
+    /// The tokens of a cut state: those allowed whatever the context, those that depend
+    /// on it, and where the allowed ones end.
+    struct Split {
+        var allowed: [UInt64]
+        var dependent: [Int32]
+        var ends: [Int32]
+        var limit: GrammarError?
+    }
+
+    deinit {
+        transitions.deallocate()
+        poppedIntoContext.deallocate()
+    }
 
     public init(grammar: Grammar, trie: TokenTrie, maxDepth: Int = GrammarAutomaton.defaultMaxDepth) throws {
         self.grammar = grammar
@@ -131,7 +180,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         var out: [UInt8] = []
         var s = s
         while s >= 0, completion(s) > 0 {
-            guard let n = stacks[Int(s)].filter({ $0 != 0 }).min(by: { completion(node: $0) < completion(node: $1) }),
+            guard let n = stacks[Int(s)].filter({ $0 > Self.context }).min(by: { completion(node: $0) < completion(node: $1) }),
                   case .bytes(let set) = grammar.elements[Int(nodePosition[Int(n)])],
                   let b = grammar.byteSets[Int(set)].representative else { break }
             out.append(b)
@@ -144,7 +193,15 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// plan a capped output follows once nothing else would fit.
     func finishingTokens(_ s: Int32) -> [Int] {
         if let p = finishPlans[s] { return p }
-        let p = trie.spelling(shortestCompletion(s)) ?? []
+        // Many states finish with the same text (inside a string at every length, a number
+        // at every digit): the tokenizer spells each text once.
+        let text = shortestCompletion(s)
+        let p: [Int]
+        if let known = spellings[text] { p = known } else {
+            p = trie.spelling(text) ?? []
+            if spellings.count >= 1 << 14 { spellings.removeAll() }
+            spellings[text] = p
+        }
         if finishPlans.count >= 1 << 16 { finishPlans.removeAll() }
         finishPlans[s] = p
         return p
@@ -166,7 +223,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// shortest finish from here, token by token (it fits, or no output would).
     func allowed(_ s: Int32, budget: Int) -> Allowed {
         let mask = self.mask(s)
-        guard budget < mask.maxTokensToFinishAfter else { return .mask(mask.words) }
+        guard budget < mask.finishBytesAfter, budget < maxTokensToFinishAfter(s) else { return .mask(mask.words) }
         // The widest group that fits the budget.
         var best: [UInt64]? = nil
         for g in finishGroups(s) where g.finish <= budget { best = g.words }
@@ -179,72 +236,189 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// is one lookup. Computed once per state that a capped output reaches near its end.
     private func finishGroups(_ s: Int32) -> [(finish: Int, words: [UInt64])] {
         if let g = budgetGroups[s] { return g }
+        _ = maxTokensToFinishAfter(s)
+        let m = mask(s)
         let started = DispatchTime.now().uptimeNanoseconds
-        defer { countWalk(since: started) }
+        defer { buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
         let wordCount = (trie.vocabularySize + 63) / 64
-        // Tokens and where they end first, finishes after: the walk's body must not build
-        // states (that may move the transition table the walk reads).
-        var tokens: [Int32] = [], ends: [Int32] = []
-        walk(from: s) { token, end in
-            tokens.append(token)
-            ends.append(end)
-        }
-        var finishOf: [Int32: Int] = [:]
-        var finishes: [Int] = []
         var groups: [[UInt64]] = []
-        for (token, end) in zip(tokens, ends) {
-            let f: Int
-            if let known = finishOf[end] { f = known } else { f = finishingTokens(end).count; finishOf[end] = f }
-            let k: Int
-            if let existing = finishes.firstIndex(of: f) { k = existing } else {
-                k = finishes.count
-                finishes.append(f)
-                groups.append([UInt64](repeating: 0, count: wordCount))
-            }
-            groups[k][Int(token) >> 6] |= 1 << UInt64(token & 63)
+        var groupOfFinish: [Int: Int] = [:]
+        func group(_ finish: Int) -> Int {
+            if let g = groupOfFinish[finish] { return g }
+            groups.append([UInt64](repeating: 0, count: wordCount))
+            groupOfFinish[finish] = groups.count - 1
+            return groups.count - 1
+        }
+        // The split's tokens by the cut end each reaches, that end's finish for all of them.
+        let groupOfEnd = (m.cutFinishes ?? []).map(group)
+        let ends = tokenEnds(m.cut)
+        for (token, end) in ends.enumerated() where end != Self.noEnd && Int(end) < groupOfEnd.count {
+            groups[groupOfEnd[Int(end)]][token >> 6] |= 1 << UInt64(token & 63)
+        }
+        for (token, end) in m.dependentAllowed {
+            groups[group(finishingTokens(end).count)][Int(token) >> 6] |= 1 << UInt64(token & 63)
         }
         var cumulative: [(finish: Int, words: [UInt64])] = []
         var running = [UInt64](repeating: 0, count: wordCount)
         if isAccepting(s) { for t in trie.endOfGeneration { running[t >> 6] |= 1 << UInt64(t & 63) } }
-        for k in finishes.indices.sorted(by: { finishes[$0] < finishes[$1] }) {
-            for w in 0..<wordCount { running[w] |= groups[k][w] }
-            cumulative.append((finishes[k], running))
+        for (f, g) in groupOfFinish.sorted(by: { $0.key < $1.key }) {
+            for w in 0..<wordCount { running[w] |= groups[g][w] }
+            cumulative.append((f, running))
         }
         if budgetGroups.count >= Self.maxCachedMasks / 64 { budgetGroups.removeAll() }
         budgetGroups[s] = cumulative
         return cumulative
     }
 
+    /// Per token, the index in its split's `ends` of where cut state `s` goes after it
+    /// (`noEnd`: nowhere the split allows). Kept for the few cut states a capped output
+    /// reaches near its end, walked again if dropped.
+    private func tokenEnds(_ s: Int32) -> [UInt16] {
+        if let known = splitTokenEnds[s] { return known }
+        let split = self.split(s)
+        var index: [Int32: UInt16] = [:]
+        for (i, end) in split.ends.enumerated() where i < Int(Self.noEnd) { index[end] = UInt16(i) }
+        let started = DispatchTime.now().uptimeNanoseconds
+        var ends = [UInt16](repeating: Self.noEnd, count: trie.vocabularySize)
+        walk(from: s, { token, end in ends[Int(token)] = index[end] ?? Self.noEnd })
+        countWalk(since: started)
+        if splitTokenEnds.count >= 64 { splitTokenEnds.removeAll() }
+        splitTokenEnds[s] = ends
+        return ends
+    }
+
     private func mask(_ s: Int32) -> Mask {
         if let m = masks[s] { return m }
         let started = DispatchTime.now().uptimeNanoseconds
-        defer { countWalk(since: started) }
+        defer { buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
         limitHit = nil
-        var words = [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64)
-        var worst = 0
+        var m = Mask(words: [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64), finishBytesAfter: 0,
+                     cut: s, cutBelow: 0, cutEnds: [], dependentAllowed: [])
         if s >= 0 {
-            // End states repeat for almost every token (inside a string, all but a few end
-            // in the same one): look each up once, marked in an array by state id.
-            // The walk's body must not build states (that may move the transition table the
-            // walk reads): finishes are worked out after it.
-            var seen = [Bool](repeating: false, count: stacks.count + 64)
-            var ends: [Int32] = []
-            walk(from: s) { token, end in
-                words[Int(token) >> 6] |= 1 << UInt64(token & 63)
-                let e = Int(end)
-                if e >= seen.count { seen += repeatElement(false, count: e + 64 - seen.count) }
-                if !seen[e] {
-                    seen[e] = true
-                    ends.append(end)
+            do {
+                let below = cutNode(s)
+                let cut = below == 0 ? s : try state(Set(stacks[Int(s)].map { try reroot($0, above: below, onto: Self.context) }))
+                let walked = splits[cut] == nil
+                let split = self.split(cut)
+                m.words = split.allowed
+                m.limit = split.limit
+                m.cut = cut
+                m.cutBelow = below
+                m.cutEnds = split.ends
+                // A finish from a cut end is its own and then, at most, the cut frames'.
+                let belowFinish = below == 0 ? 0 : completion(node: below)
+                for end in split.ends { m.finishBytesAfter = max(m.finishBytesAfter, completion(end) + belowFinish) }
+                for token in split.dependent {
+                    let end = next(s, bytes: trie.tokenBytes[Int(token)])
+                    guard end >= 0 else { continue }
+                    m.words[Int(token) >> 6] |= 1 << UInt64(token & 63)
+                    m.dependentAllowed.append((token, end))
+                    m.finishBytesAfter = max(m.finishBytesAfter, completion(end))
                 }
+                if !walked {
+                    splitMasks += 1
+                    splitMaskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
+                }
+            } catch {
+                m.limit = error as? GrammarError ?? .tooLarge("the grammar's automaton")
             }
-            for end in ends { worst = max(worst, finishingTokens(end).count) }
-            if isAccepting(s) { for t in trie.endOfGeneration { words[t >> 6] |= 1 << UInt64(t & 63) } }
+            m.limit = m.limit ?? limitHit
+            if isAccepting(s) { for t in trie.endOfGeneration { m.words[t >> 6] |= 1 << UInt64(t & 63) } }
         }
         if masks.count >= Self.maxCachedMasks { masks.removeAll() }
-        let m = Mask(words: words, maxTokensToFinishAfter: worst, limit: limitHit)
         masks[s] = m
         return m
+    }
+
+    /// The most tokens a shortest finish takes after any token allowed in state `s`, worked
+    /// out (tokenizing each end's finish) the first time a cap comes near.
+    private func maxTokensToFinishAfter(_ s: Int32) -> Int {
+        var m = mask(s)
+        if let known = m.maxTokensToFinishAfter { return known }
+        let started = DispatchTime.now().uptimeNanoseconds
+        defer { buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
+        let finishes = m.cutEnds.map { end in
+            // A limit hit putting the cut frames back: the bound in bytes stands in.
+            guard let real = m.cutBelow == 0 ? end : try? uncut(end, onto: m.cutBelow) else { return Int(m.finishBytesAfter) }
+            return finishingTokens(real).count
+        }
+        m.cutFinishes = finishes
+        m.maxTokensToFinishAfter = max(finishes.max() ?? 0, m.dependentAllowed.map { finishingTokens($0.end).count }.max() ?? 0)
+        masks[s] = m
+        return m.maxTokensToFinishAfter!
+    }
+
+    /// The node every stack of `s` is cut below (0: none is): the deepest that lies under
+    /// all of them, but no deeper than `localFrames` under the deepest, so that a state in
+    /// a string keeps the string (its characters and their repetition on one stack, the
+    /// closing quote on another) and loses the rest.
+    private func cutNode(_ s: Int32) -> Int32 {
+        var below: Int32 = -1
+        var deepest: Int32 = 0
+        for n in stacks[Int(s)] {
+            if nodeDepth[Int(n)] > nodeDepth[Int(deepest)] { deepest = n }
+            var p = n == 0 ? 0 : nodeParent[Int(n)]
+            if below < 0 { below = p; continue }
+            var q = below
+            while nodeDepth[Int(p)] > nodeDepth[Int(q)] { p = nodeParent[Int(p)] }
+            while nodeDepth[Int(q)] > nodeDepth[Int(p)] { q = nodeParent[Int(q)] }
+            while p != q { p = nodeParent[Int(p)]; q = nodeParent[Int(q)] }
+            below = p
+        }
+        while nodeDepth[Int(deepest)] - nodeDepth[Int(below)] < Self.localFrames, below != 0 { below = nodeParent[Int(below)] }
+        return max(below, 0)
+    }
+
+    /// Stack `n` with its frames above node `below` put on node `onto` instead.
+    private func reroot(_ n: Int32, above below: Int32, onto: Int32) throws -> Int32 {
+        var positions: [Int32] = []
+        var m = n
+        while m != below {
+            positions.append(nodePosition[Int(m)])
+            m = nodeParent[Int(m)]
+        }
+        var top = onto
+        for p in positions.reversed() { top = try node(parent: top, position: p) }
+        return top
+    }
+
+    /// Cut state `s` on the frames under `below` again: the state of the real stacks.
+    private func uncut(_ s: Int32, onto below: Int32) throws -> Int32 {
+        var out = Set<Int32>(), visited = Set<Int32>()
+        for n in stacks[Int(s)] {
+            var root = n
+            while root > Self.context { root = nodeParent[Int(root)] }
+            if n == Self.context {
+                try expand(below, into: &out, visited: &visited, depth: 0)
+            } else {
+                out.insert(root == Self.context ? try reroot(n, above: Self.context, onto: below) : n)
+            }
+        }
+        return try state(out)
+    }
+
+    /// The split of cut state `s`, walked on first use.
+    private func split(_ s: Int32) -> Split {
+        if let split = splits[s] { return split }
+        let started = DispatchTime.now().uptimeNanoseconds
+        defer { countWalk(since: started) }
+        var split = Split(allowed: [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64), dependent: [], ends: [])
+        // End states repeat for almost every token (inside a string, all but a few end
+        // in the same one): each is kept once, marked in an array by state id.
+        var seen = [Bool](repeating: false, count: stacks.count + 64)
+        walk(from: s, { token, end in
+            split.allowed[Int(token) >> 6] |= 1 << UInt64(token & 63)
+            let e = Int(end)
+            if e >= seen.count { seen += repeatElement(false, count: e + 64 - seen.count) }
+            if !seen[e] {
+                seen[e] = true
+                split.ends.append(end)
+            }
+        }, dependent: { split.dependent.append($0) })
+        split.limit = limitHit
+        if splits.count >= Self.maxCachedMasks { splits.removeAll() }
+        splits[s] = split
+        return split
     }
 
     private func countWalk(since started: UInt64) {
@@ -252,12 +426,17 @@ public final class GrammarAutomaton: @unchecked Sendable {
         walkNanoseconds += DispatchTime.now().uptimeNanoseconds - started
     }
 
-    /// Calls `body` with every token that can follow state `s` and the state after it.
+    /// Calls `body` with every token that can follow state `s` and the state after it, and
+    /// `dependent` with every token on whose way a stack popped into the context before its
+    /// last byte (the frames cut off decide whether it is allowed, and where it ends).
     /// Transitions are read straight from the table; a byte not seen before in a state is
-    /// computed (which may move the table) and the walk goes on.
-    private func walk(from s: Int32, _ body: (Int32, Int32) -> Void) {
+    /// computed (which may move the table) and the walk goes on. The callbacks must not
+    /// build states.
+    private func walk(from s: Int32, _ body: (Int32, Int32) -> Void, dependent: (Int32) -> Void = { _ in }) {
         var at = [Int32](repeating: 0, count: trie.maxDepth + 1)
+        var popped = [Bool](repeating: false, count: trie.maxDepth + 1)
         at[0] = s
+        popped[0] = poppedIntoContext[Int(s)]
         let count = trie.nodeCount
         trie.byte.withUnsafeBufferPointer { byte in
         trie.depth.withUnsafeBufferPointer { depth in
@@ -265,7 +444,9 @@ public final class GrammarAutomaton: @unchecked Sendable {
         trie.tokenStart.withUnsafeBufferPointer { start in
         trie.tokens.withUnsafeBufferPointer { tokens in
         at.withUnsafeMutableBufferPointer { at in
+        popped.withUnsafeMutableBufferPointer { popped in
             var table = transitions
+            var flags = poppedIntoContext
             var i = 0
             while i < count {
                 let d = Int(depth[i])
@@ -274,14 +455,28 @@ public final class GrammarAutomaton: @unchecked Sendable {
                 if t == Self.unknown {
                     t = next(from, byte[i])
                     table = transitions
+                    flags = poppedIntoContext
                 }
-                if t < 0 { i = Int(end[i]); continue }
+                if t < 0 {
+                    if popped[d &- 1] {
+                        for k in Int(start[i])..<Int(start[Int(end[i])]) { dependent(tokens[k]) }
+                    }
+                    i = Int(end[i])
+                    continue
+                }
                 at[d] = t
+                popped[d] = popped[d &- 1] || flags[Int(t)]
                 let first = Int(start[i]), last = Int(start[i &+ 1])
-                if first < last { for k in first..<last { body(tokens[k], t) } }
+                if first < last {
+                    if popped[d &- 1] {
+                        for k in first..<last { dependent(tokens[k]) }
+                    } else {
+                        for k in first..<last { body(tokens[k], t) }
+                    }
+                }
                 i &+= 1
             }
-        }}}}}}
+        }}}}}}}
     }
 
     // MARK: building states
@@ -308,7 +503,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         // A node expands to the same stacks however it is reached: once per computation,
         // or `n ::= "" | ""` repeated would expand exponentially.
         guard visited.insert(n).inserted else { return }
-        if n == 0 { out.insert(0); return }
+        if n == 0 || n == Self.context { out.insert(n); return }
         let position = nodePosition[Int(n)]
         switch grammar.elements[Int(position)] {
         case .bytes:
@@ -337,9 +532,14 @@ public final class GrammarAutomaton: @unchecked Sendable {
             bigger.update(from: transitions, count: 256 * (stacks.count - 1))
             transitions.deallocate()
             transitions = bigger
+            let flags = UnsafeMutablePointer<Bool>.allocate(capacity: transitionCapacity * 2)
+            flags.update(from: poppedIntoContext, count: stacks.count - 1)
+            poppedIntoContext.deallocate()
+            poppedIntoContext = flags
             transitionCapacity *= 2
         }
         (transitions + 256 * (stacks.count - 1)).initialize(repeating: Self.unknown, count: 256)
+        (poppedIntoContext + stacks.count - 1).initialize(to: set.contains(Self.context))
         completions.append(-1)
         return s
     }
@@ -347,7 +547,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private func computeNext(_ s: Int32, _ byte: UInt8) -> Int32 {
         do {
             var out = Set<Int32>(), visited = Set<Int32>()
-            for n in stacks[Int(s)] where n != 0 {
+            for n in stacks[Int(s)] where n > Self.context {
                 let position = nodePosition[Int(n)]
                 guard case .bytes(let set) = grammar.elements[Int(position)], grammar.byteSets[Int(set)].contains(byte) else { continue }
                 try expand(try node(parent: nodeParent[Int(n)], position: position + 1), into: &out, visited: &visited, depth: 0)

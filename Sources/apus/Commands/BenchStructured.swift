@@ -59,6 +59,9 @@ struct BenchStructured: AsyncParsableCommand {
         let mask_us_per_token: Double
         let mask_walks: Int
         let mask_walk_ms: Double
+        let mask_build_us_per_token: Double
+        let split_masks: Int
+        let split_mask_us: Double
         let mask_cached_us_per_token: Double
         let plain_tokens_per_request: Double
         let constrained_tokens_per_request: Double
@@ -119,6 +122,9 @@ struct BenchStructured: AsyncParsableCommand {
             let after = engine.statistics
             let masked = after.constrainedTokens - maskBefore.constrainedTokens
             let maskSeconds = after.maskSeconds - maskBefore.maskSeconds
+            let buildSeconds = after.maskBuildSeconds - maskBefore.maskBuildSeconds
+            let splitMasks = after.splitMasks - maskBefore.splitMasks
+            let splitSeconds = after.splitMaskSeconds - maskBefore.splitMaskSeconds
             func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
             let report = Report(requests: requests, concurrency: concurrency, max_tokens: maxTokens,
                                 threads: modelArguments.threads ?? ModelOptions.defaultThreads,
@@ -127,18 +133,22 @@ struct BenchStructured: AsyncParsableCommand {
                                 mask_us_per_token: masked > 0 ? maskSeconds / Double(masked) * 1e6 : 0,
                                 mask_walks: after.maskWalks - maskBefore.maskWalks,
                                 mask_walk_ms: (after.maskWalkSeconds - maskBefore.maskWalkSeconds) / Double(max(1, after.maskWalks - maskBefore.maskWalks)) * 1e3,
-                                mask_cached_us_per_token: masked > 0 ? (maskSeconds - (after.maskWalkSeconds - maskBefore.maskWalkSeconds)) / Double(masked) * 1e6 : 0,
+                                mask_build_us_per_token: masked > 0 ? buildSeconds / Double(masked) * 1e6 : 0,
+                                split_masks: splitMasks,
+                                split_mask_us: splitSeconds / Double(max(1, splitMasks)) * 1e6,
+                                mask_cached_us_per_token: masked > 0 ? (maskSeconds - buildSeconds) / Double(masked) * 1e6 : 0,
                                 plain_tokens_per_request: Double(plainTokens) / Double(total),
                                 constrained_tokens_per_request: Double(constrainedTokens) / Double(total))
             if json {
                 writeOut(try jsonLine(report))
             } else {
                 writeOut("""
-                    | requests | concurrency | max tokens | threads | plain tok/s | JSON schema tok/s | ratio | valid JSON | mask µs/token | of which cached, µs/token | walks (ms each) | tokens/request plain, schema |
-                    | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+                    | requests | concurrency | max tokens | threads | plain tok/s | JSON schema tok/s | ratio | valid JSON | mask µs/token | cached masks, µs/token | building masks, µs/token | walks (ms each) | new states from a split (µs each) | tokens/request plain, schema |
+                    | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
                     | \(requests) | \(concurrency) | \(maxTokens) | \(report.threads) | \(f(report.plain_tokens_per_s)) | \(f(report.constrained_tokens_per_s)) \
-                    | \(f(report.ratio, 3)) | \(f(report.valid_json * 100))% | \(f(report.mask_us_per_token)) | \(f(report.mask_cached_us_per_token)) \
-                    | \(report.mask_walks) (\(f(report.mask_walk_ms, 2))) | \(f(report.plain_tokens_per_request)), \(f(report.constrained_tokens_per_request)) |
+                    | \(f(report.ratio, 3)) | \(f(report.valid_json * 100))% | \(f(report.mask_us_per_token)) | \(f(report.mask_cached_us_per_token)) | \(f(report.mask_build_us_per_token)) \
+                    | \(report.mask_walks) (\(f(report.mask_walk_ms, 2))) | \(report.split_masks) (\(f(report.split_mask_us))) \
+                    | \(f(report.plain_tokens_per_request)), \(f(report.constrained_tokens_per_request)) |
                     runs (tok/s): plain \(plain.map { f($0) }.joined(separator: ", ")); schema \(constrained.map { f($0) }.joined(separator: ", "))
 
                     """)
