@@ -245,11 +245,14 @@ final class GrammarTests: XCTestCase {
             for budget in 0...(plan.count + 2) {
                 switch a.allowed(s, budget: budget) {
                 case .mask(let words):
+                    // Exactly the tokens whose finish fits.
                     var count = 0
-                    for t in 0..<Self.byteTrie.vocabularySize where words[t >> 6] & (1 << UInt64(t & 63)) != 0 {
-                        XCTAssertLessThanOrEqual(a.finishingTokens(a.next(s, token: t)).count, budget,
-                                                 "\(prefix) + \(String(decoding: Self.byteTrie.tokenBytes[t], as: UTF8.self))")
-                        count += 1
+                    for t in 0..<Self.byteTrie.vocabularySize {
+                        let end = a.next(s, token: t)
+                        let fits = end >= 0 && a.finishingTokens(end).count <= budget
+                        XCTAssertEqual(words[t >> 6] & (1 << UInt64(t & 63)) != 0, fits,
+                                       "\(prefix) + \(String(decoding: Self.byteTrie.tokenBytes[t], as: UTF8.self)) under \(budget)")
+                        if fits { count += 1 }
                     }
                     XCTAssertGreaterThan(count, 0)
                 case .plan(let p):

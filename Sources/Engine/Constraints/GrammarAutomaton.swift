@@ -17,8 +17,10 @@ import Foundation
 /// token into allowed, refused, or *dependent*: some parse leaves the kept frames before
 /// the token's last byte, so the frames cut off decide. Every state with the same kept
 /// frames shares that walk (a string at any depth of nesting, the fields of each item of an
-/// array), and its own mask costs a check of its few dependent tokens. Shared by every
-/// request with the same grammar; used from one thread, the engine's.
+/// array), and its own mask costs a walk of the few subtrees of dependent tokens. A limit
+/// of the automaton that only the full stacks reach shows when such a token is kept (the
+/// request fails naming it), not in the mask. Shared by every request with the same
+/// grammar; used from one thread, the engine's.
 public final class GrammarAutomaton: @unchecked Sendable {
     public let grammar: Grammar
     let trie: TokenTrie
@@ -83,6 +85,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// repetition of characters and the string itself, so that inside a string only tokens
     /// that close it depend on what is below.
     static let localFrames = 3
+    /// The most frames a cut keeps on its deepest stack.
+    static let maxKeptFrames = 64
     static let context: Int32 = 1
 
     struct Mask {
@@ -109,7 +113,9 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// on it, and where the allowed ones end.
     struct Split {
         var allowed: [UInt64]
-        var dependent: [Int32]
+        /// Trie nodes whose tokens depend on the context: the subtrees under each node
+        /// where a stack popped into it.
+        var dependent: [Range<Int>]
         var ends: [Int32]
         var limit: GrammarError?
     }
@@ -223,7 +229,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// shortest finish from here, token by token (it fits, or no output would).
     func allowed(_ s: Int32, budget: Int) -> Allowed {
         let mask = self.mask(s)
-        guard budget < mask.finishBytesAfter, budget < maxTokensToFinishAfter(s) else { return .mask(mask.words) }
+        guard s >= 0, budget < mask.finishBytesAfter, budget < maxTokensToFinishAfter(s) else { return .mask(mask.words) }
         // The widest group that fits the budget.
         var best: [UInt64]? = nil
         for g in finishGroups(s) where g.finish <= budget { best = g.words }
@@ -251,7 +257,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         }
         // The split's tokens by the cut end each reaches, that end's finish for all of them.
         let groupOfEnd = (m.cutFinishes ?? []).map(group)
-        let ends = tokenEnds(m.cut)
+        let ends = tokenEnds(m.cut, ends: m.cutEnds)
         for (token, end) in ends.enumerated() where end != Self.noEnd && Int(end) < groupOfEnd.count {
             groups[groupOfEnd[Int(end)]][token >> 6] |= 1 << UInt64(token & 63)
         }
@@ -270,14 +276,13 @@ public final class GrammarAutomaton: @unchecked Sendable {
         return cumulative
     }
 
-    /// Per token, the index in its split's `ends` of where cut state `s` goes after it
-    /// (`noEnd`: nowhere the split allows). Kept for the few cut states a capped output
-    /// reaches near its end, walked again if dropped.
-    private func tokenEnds(_ s: Int32) -> [UInt16] {
+    /// Per token, the index in `cutEnds` (the ends of cut state `s`'s split) of where `s`
+    /// goes after it (`noEnd`: nowhere the split allows). Kept for up to 64 cut states that
+    /// capped outputs reach near their end, walked again once dropped.
+    private func tokenEnds(_ s: Int32, ends cutEnds: [Int32]) -> [UInt16] {
         if let known = splitTokenEnds[s] { return known }
-        let split = self.split(s)
         var index: [Int32: UInt16] = [:]
-        for (i, end) in split.ends.enumerated() where i < Int(Self.noEnd) { index[end] = UInt16(i) }
+        for (i, end) in cutEnds.enumerated() where i < Int(Self.noEnd) { index[end] = UInt16(i) }
         let started = DispatchTime.now().uptimeNanoseconds
         var ends = [UInt16](repeating: Self.noEnd, count: trie.vocabularySize)
         walk(from: s, { token, end in ends[Int(token)] = index[end] ?? Self.noEnd })
@@ -308,13 +313,20 @@ public final class GrammarAutomaton: @unchecked Sendable {
                 // A finish from a cut end is its own and then, at most, the cut frames'.
                 let belowFinish = below == 0 ? 0 : completion(node: below)
                 for end in split.ends { m.finishBytesAfter = max(m.finishBytesAfter, completion(end) + belowFinish) }
-                for token in split.dependent {
-                    let end = next(s, bytes: trie.tokenBytes[Int(token)])
-                    guard end >= 0 else { continue }
+                // The dependent subtrees, walked from the real state after their prefix.
+                var allowedEnds: [(token: Int32, end: Int32)] = []
+                for nodes in split.dependent {
+                    let token = trie.tokens[Int(trie.tokenStart[nodes.lowerBound])]
+                    let prefix = trie.tokenBytes[Int(token)].prefix(Int(trie.depth[nodes.lowerBound]) - 1)
+                    let from = next(s, bytes: prefix)
+                    guard from >= 0 else { continue }
+                    walk(from: from, nodes: nodes, { token, end in allowedEnds.append((token, end)) })
+                }
+                for (token, end) in allowedEnds {
                     m.words[Int(token) >> 6] |= 1 << UInt64(token & 63)
-                    m.dependentAllowed.append((token, end))
                     m.finishBytesAfter = max(m.finishBytesAfter, completion(end))
                 }
+                m.dependentAllowed = allowedEnds
                 if !walked {
                     splitMasks += 1
                     splitMaskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
@@ -356,6 +368,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         var below: Int32 = -1
         var deepest: Int32 = 0
         for n in stacks[Int(s)] {
+            if below == 0 { return 0 }
             if nodeDepth[Int(n)] > nodeDepth[Int(deepest)] { deepest = n }
             var p = n == 0 ? 0 : nodeParent[Int(n)]
             if below < 0 { below = p; continue }
@@ -366,6 +379,9 @@ public final class GrammarAutomaton: @unchecked Sendable {
             below = p
         }
         while nodeDepth[Int(deepest)] - nodeDepth[Int(below)] < Self.localFrames, below != 0 { below = nodeParent[Int(below)] }
+        // Stacks that part near the root but run deep would be copied whole and shared by
+        // nothing: such a state is walked as it is.
+        if nodeDepth[Int(deepest)] - nodeDepth[Int(below)] > Self.maxKeptFrames { return 0 }
         return max(below, 0)
     }
 
@@ -406,6 +422,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         // End states repeat for almost every token (inside a string, all but a few end
         // in the same one): each is kept once, marked in an array by state id.
         var seen = [Bool](repeating: false, count: stacks.count + 64)
+        limitHit = nil
         walk(from: s, { token, end in
             split.allowed[Int(token) >> 6] |= 1 << UInt64(token & 63)
             let e = Int(end)
@@ -416,7 +433,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
             }
         }, dependent: { split.dependent.append($0) })
         split.limit = limitHit
-        if splits.count >= Self.maxCachedMasks { splits.removeAll() }
+        if splits.count >= Self.maxCachedMasks / 4 { splits.removeAll() }
         splits[s] = split
         return split
     }
@@ -426,29 +443,29 @@ public final class GrammarAutomaton: @unchecked Sendable {
         walkNanoseconds += DispatchTime.now().uptimeNanoseconds - started
     }
 
-    /// Calls `body` with every token that can follow state `s` and the state after it, and
-    /// `dependent` with every token on whose way a stack popped into the context before its
-    /// last byte (the frames cut off decide whether it is allowed, and where it ends).
-    /// Transitions are read straight from the table; a byte not seen before in a state is
-    /// computed (which may move the table) and the walk goes on. The callbacks must not
-    /// build states.
-    private func walk(from s: Int32, _ body: (Int32, Int32) -> Void, dependent: (Int32) -> Void = { _ in }) {
+    /// Calls `body` with every token of trie nodes `nodes` (the whole trie, or the subtrees
+    /// under one node, `s` being the state after that node's bytes) that can follow state
+    /// `s`, and the state after it. Where a stack pops into the context, the tokens that end
+    /// there are allowed (the frames cut off go on) and the longer ones under it go to
+    /// `dependent` as one range of nodes: the frames cut off decide them. Transitions are
+    /// read straight from the table; a byte not seen before in a state is computed (which
+    /// may move the table) and the walk goes on. The callbacks must not build states.
+    private func walk(from s: Int32, nodes: Range<Int>? = nil, _ body: (Int32, Int32) -> Void,
+                      dependent: (Range<Int>) -> Void = { _ in }) {
+        let range = nodes ?? 0..<trie.nodeCount
+        guard !range.isEmpty else { return }
         var at = [Int32](repeating: 0, count: trie.maxDepth + 1)
-        var popped = [Bool](repeating: false, count: trie.maxDepth + 1)
-        at[0] = s
-        popped[0] = poppedIntoContext[Int(s)]
-        let count = trie.nodeCount
         trie.byte.withUnsafeBufferPointer { byte in
         trie.depth.withUnsafeBufferPointer { depth in
         trie.subtreeEnd.withUnsafeBufferPointer { end in
         trie.tokenStart.withUnsafeBufferPointer { start in
         trie.tokens.withUnsafeBufferPointer { tokens in
         at.withUnsafeMutableBufferPointer { at in
-        popped.withUnsafeMutableBufferPointer { popped in
+            at[Int(depth[range.lowerBound]) &- 1] = s
             var table = transitions
             var flags = poppedIntoContext
-            var i = 0
-            while i < count {
+            var i = range.lowerBound
+            while i < range.upperBound {
                 let d = Int(depth[i])
                 let from = at[d &- 1]
                 var t = table[Int(from) &* 256 &+ Int(byte[i])]
@@ -457,26 +474,18 @@ public final class GrammarAutomaton: @unchecked Sendable {
                     table = transitions
                     flags = poppedIntoContext
                 }
-                if t < 0 {
-                    if popped[d &- 1] {
-                        for k in Int(start[i])..<Int(start[Int(end[i])]) { dependent(tokens[k]) }
-                    }
+                if t < 0 { i = Int(end[i]); continue }
+                at[d] = t
+                let first = Int(start[i]), last = Int(start[i &+ 1])
+                if first < last { for k in first..<last { body(tokens[k], t) } }
+                if flags[Int(t)] {
+                    if i &+ 1 < Int(end[i]) { dependent((i &+ 1)..<Int(end[i])) }
                     i = Int(end[i])
                     continue
                 }
-                at[d] = t
-                popped[d] = popped[d &- 1] || flags[Int(t)]
-                let first = Int(start[i]), last = Int(start[i &+ 1])
-                if first < last {
-                    if popped[d &- 1] {
-                        for k in first..<last { dependent(tokens[k]) }
-                    } else {
-                        for k in first..<last { body(tokens[k], t) }
-                    }
-                }
                 i &+= 1
             }
-        }}}}}}}
+        }}}}}}
     }
 
     // MARK: building states
