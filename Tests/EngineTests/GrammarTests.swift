@@ -100,6 +100,12 @@ final class GrammarTests: XCTestCase {
          array  ::= "[" ( value ("," value)* )? "]"
          string ::= "\\"" ( [^"\\\\] | "\\\\" ["\\\\n] )* "\\""
          """, ["{", "}", "[", "]", "\"", ":", ",", "k", "\\", "n", "true", "null"]),
+        ("""
+         root ::= list
+         list ::= "[" item ("," item)* "]"
+         item ::= atom | list
+         atom ::= ("a" | "ab") ("b" | "bc")* "c"?   # ambiguous, at any depth
+         """, ["[", "]", ",", "a", "b", "c"]),
     ]
 
     func testAutomatonAgreesWithReferenceMatcherOnRandomStrings() throws {
@@ -239,7 +245,9 @@ final class GrammarTests: XCTestCase {
         XCTAssertEqual(a.finishingTokens(s).flatMap { Self.byteTrie.tokenBytes[$0] }, Array("]}".utf8))
         // Shallow, and nested deep enough that the mask comes from a split shared with a
         // shallower state (its ends are cut-state ends put back on the frames cut off).
-        for prefix in [#"{"k":["#, #"{"k":[{"k":["a"#, #"{"k":[{"k":[{"k":[{"k":["ab"#, #"{"k":[{"k":[{"k":[{"k":["ab","#] {
+        let nested = try automaton(Self.grammars[5].gbnf)
+        for (a, prefix) in [(a, #"{"k":["#), (a, #"{"k":[{"k":["a"#), (a, #"{"k":[{"k":[{"k":[{"k":["ab"#), (a, #"{"k":[{"k":[{"k":[{"k":["ab","#),
+                            (nested, "[[[[ab"), (nested, "[[[[abb,"), (nested, "[[[a,[ab"), (nested, "[[[a,[abbc,[a")] {
             let s = a.next(a.initial, bytes: Array(prefix.utf8))
             let plan = a.finishingTokens(s)
             for budget in 0...(plan.count + 2) {
@@ -262,6 +270,7 @@ final class GrammarTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(a.splitMasks, 0, "a deep state's mask came from a shared split")
+        XCTAssertGreaterThan(nested.splitMasks, 0)
     }
 
     /// Grammars built to explode compile and run in bounded time: empty alternatives that
