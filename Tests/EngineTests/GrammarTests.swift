@@ -191,13 +191,20 @@ final class GrammarTests: XCTestCase {
         var rng = SplitMix64(seed: 7)
         for (gbnf, _) in Self.grammars {
             let syntax = try GBNFParser.parse(gbnf)
-            let a = try automaton(gbnf)
+            // The same with caches so small that masks, splits and their ends are evicted
+            // all the time.
+            let a = try automaton(gbnf), tiny = try automaton(gbnf)
+            tiny.maxCachedMasks = 4
             for _ in 0..<3 {
                 let text = Array(Self.derive(.reference("root"), syntax, &rng, depth: 0).utf8)
-                var s = a.initial
+                var s = a.initial, t = tiny.initial
                 for (i, b) in text.enumerated() {
-                    if i % 2 == 0 { assertExact(a, s, String(decoding: text[..<i], as: UTF8.self)) }
+                    if i % 2 == 0 {
+                        assertExact(a, s, String(decoding: text[..<i], as: UTF8.self))
+                        assertExact(tiny, t, String(decoding: text[..<i], as: UTF8.self) + " (tiny caches)")
+                    }
                     s = a.next(s, b)
+                    t = tiny.next(t, b)
                 }
             }
         }
@@ -207,11 +214,11 @@ final class GrammarTests: XCTestCase {
         for depth in 1...6 {
             prefix += #"{"k":["#
             for inside in [#""ab"#, #""ab\"#, #""ab","#, #""ab",{"#] {
-                let walks = a.walks, shared = a.splitMasks
+                let walks = a.counters.walks, shared = a.counters.splitMasks
                 assertExact(a, a.next(a.initial, bytes: Array((prefix + inside).utf8)), prefix + inside)
                 if depth >= 3 {
-                    XCTAssertEqual(a.walks, walks, "nested \(depth) deep, \(inside) shares the split of a shallower state")
-                    XCTAssertEqual(a.splitMasks, shared + 1)
+                    XCTAssertEqual(a.counters.walks, walks, "nested \(depth) deep, \(inside) shares the split of a shallower state")
+                    XCTAssertEqual(a.counters.splitMasks, shared + 1)
                 }
             }
         }
@@ -246,8 +253,13 @@ final class GrammarTests: XCTestCase {
         // Shallow, and nested deep enough that the mask comes from a split shared with a
         // shallower state (its ends are cut-state ends put back on the frames cut off).
         let nested = try automaton(Self.grammars[5].gbnf)
-        for (a, prefix) in [(a, #"{"k":["#), (a, #"{"k":[{"k":["a"#), (a, #"{"k":[{"k":[{"k":[{"k":["ab"#), (a, #"{"k":[{"k":[{"k":[{"k":["ab","#),
-                            (nested, "[[[[ab"), (nested, "[[[[abb,"), (nested, "[[[a,[ab"), (nested, "[[[a,[abbc,[a")] {
+        // And the same with caches so small that every group and end map is evicted.
+        let tiny = try automaton(Self.grammars[4].gbnf), tinyNested = try automaton(Self.grammars[5].gbnf)
+        tiny.maxCachedMasks = 4
+        tinyNested.maxCachedMasks = 4
+        let objects = [#"{"k":["#, #"{"k":[{"k":["a"#, #"{"k":[{"k":[{"k":[{"k":["ab"#, #"{"k":[{"k":[{"k":[{"k":["ab","#]
+        let arrays = ["[[[[ab", "[[[[abb,", "[[[a,[ab", "[[[a,[abbc,[a"]
+        for (a, prefix) in objects.map({ (a, $0) }) + arrays.map({ (nested, $0) }) + objects.map({ (tiny, $0) }) + arrays.map({ (tinyNested, $0) }) {
             let s = a.next(a.initial, bytes: Array(prefix.utf8))
             let plan = a.finishingTokens(s)
             for budget in 0...(plan.count + 2) {
@@ -269,8 +281,8 @@ final class GrammarTests: XCTestCase {
                 }
             }
         }
-        XCTAssertGreaterThan(a.splitMasks, 0, "a deep state's mask came from a shared split")
-        XCTAssertGreaterThan(nested.splitMasks, 0)
+        XCTAssertGreaterThan(a.counters.splitMasks, 0, "a deep state's mask came from a shared split")
+        XCTAssertGreaterThan(nested.counters.splitMasks, 0)
     }
 
     /// Grammars built to explode compile and run in bounded time: empty alternatives that

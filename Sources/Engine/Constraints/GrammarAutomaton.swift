@@ -53,20 +53,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private var spellings: [[UInt8]: [Int]] = [:]
     public private(set) var initial: Int32 = 0
 
-    /// Time spent computing and applying masks, and how many times (for the statistics).
-    public internal(set) var maskNanoseconds: UInt64 = 0
-    public internal(set) var maskedTokens: Int = 0
-    /// Time spent on what was not cached yet (a state's first mask, its finishes once a cap
-    /// is near, a capped state's groups), part of the above.
-    public private(set) var buildNanoseconds: UInt64 = 0
-    /// Walks of the vocabulary (a cut state's split, a capped state's groups) and their
-    /// time, part of the build time.
-    public private(set) var walks = 0
-    public private(set) var walkNanoseconds: UInt64 = 0
-    /// States' first masks built from a split walked before, and their time, part of the
-    /// build time: what a new state costs when its top frames were seen.
-    public private(set) var splitMasks = 0
-    public private(set) var splitMaskNanoseconds: UInt64 = 0
+    /// What masking cost this automaton so far (for the statistics).
+    public internal(set) var counters = MaskCounters()
 
     static let dead: Int32 = -1
     private static let unknown: Int32 = -2
@@ -80,7 +68,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
     /// `computeNext`'s answer when a limit was hit: dead, and not remembered as a
     /// transition (the grammar does allow the byte; the automaton could not follow it).
     private static let limit: Int32 = -3
-    static let maxCachedMasks = 2_048
+    /// How many states' masks are cached; the other caches are sized from it (lowered by tests).
+    var maxCachedMasks = 2_048
     /// The fewest frames a cut keeps on its deepest stack: a JSON string's character, the
     /// repetition of characters and the string itself, so that inside a string only tokens
     /// that close it depend on what is below.
@@ -245,7 +234,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         _ = maxTokensToFinishAfter(s)
         let m = mask(s)
         let started = DispatchTime.now().uptimeNanoseconds
-        defer { buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
+        defer { counters.buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
         let wordCount = (trie.vocabularySize + 63) / 64
         var groups: [[UInt64]] = []
         var groupOfFinish: [Int: Int] = [:]
@@ -271,7 +260,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
             for w in 0..<wordCount { running[w] |= groups[g][w] }
             cumulative.append((f, running))
         }
-        if budgetGroups.count >= Self.maxCachedMasks / 64 { budgetGroups.removeAll() }
+        if budgetGroups.count >= maxCachedMasks / 64 { budgetGroups.removeAll() }
         budgetGroups[s] = cumulative
         return cumulative
     }
@@ -287,7 +276,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         var ends = [UInt16](repeating: Self.noEnd, count: trie.vocabularySize)
         walk(from: s, { token, end in ends[Int(token)] = index[end] ?? Self.noEnd })
         countWalk(since: started)
-        if splitTokenEnds.count >= 64 { splitTokenEnds.removeAll() }
+        if splitTokenEnds.count >= maxCachedMasks / 32 { splitTokenEnds.removeAll() }
         splitTokenEnds[s] = ends
         return ends
     }
@@ -295,7 +284,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private func mask(_ s: Int32) -> Mask {
         if let m = masks[s] { return m }
         let started = DispatchTime.now().uptimeNanoseconds
-        defer { buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
+        defer { counters.buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
         limitHit = nil
         var m = Mask(words: [UInt64](repeating: 0, count: (trie.vocabularySize + 63) / 64), finishBytesAfter: 0,
                      cut: s, cutBelow: 0, cutEnds: [], dependentAllowed: [])
@@ -328,8 +317,8 @@ public final class GrammarAutomaton: @unchecked Sendable {
                 }
                 m.dependentAllowed = allowedEnds
                 if !walked {
-                    splitMasks += 1
-                    splitMaskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
+                    counters.splitMasks += 1
+                    counters.splitMaskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
                 }
             } catch {
                 m.limit = error as? GrammarError ?? .tooLarge("the grammar's automaton")
@@ -337,7 +326,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
             m.limit = m.limit ?? limitHit
             if isAccepting(s) { for t in trie.endOfGeneration { m.words[t >> 6] |= 1 << UInt64(t & 63) } }
         }
-        if masks.count >= Self.maxCachedMasks { masks.removeAll() }
+        if masks.count >= maxCachedMasks { masks.removeAll() }
         masks[s] = m
         return m
     }
@@ -348,7 +337,7 @@ public final class GrammarAutomaton: @unchecked Sendable {
         var m = mask(s)
         if let known = m.maxTokensToFinishAfter { return known }
         let started = DispatchTime.now().uptimeNanoseconds
-        defer { buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
+        defer { counters.buildNanoseconds += DispatchTime.now().uptimeNanoseconds - started }
         let finishes = m.cutEnds.map { end in
             // A limit hit putting the cut frames back: the bound in bytes stands in.
             guard let real = m.cutBelow == 0 ? end : try? uncut(end, onto: m.cutBelow) else { return Int(m.finishBytesAfter) }
@@ -402,13 +391,13 @@ public final class GrammarAutomaton: @unchecked Sendable {
     private func uncut(_ s: Int32, onto below: Int32) throws -> Int32 {
         var out = Set<Int32>(), visited = Set<Int32>()
         for n in stacks[Int(s)] {
-            var root = n
-            while root > Self.context { root = nodeParent[Int(root)] }
             if n == Self.context {
                 try expand(below, into: &out, visited: &visited, depth: 0)
-            } else {
-                out.insert(root == Self.context ? try reroot(n, above: Self.context, onto: below) : n)
+                continue
             }
+            var root = n
+            while root > Self.context { root = nodeParent[Int(root)] }
+            out.insert(root == Self.context ? try reroot(n, above: Self.context, onto: below) : n)
         }
         return try state(out)
     }
@@ -433,14 +422,14 @@ public final class GrammarAutomaton: @unchecked Sendable {
             }
         }, dependent: { split.dependent.append($0) })
         split.limit = limitHit
-        if splits.count >= Self.maxCachedMasks / 4 { splits.removeAll() }
+        if splits.count >= maxCachedMasks / 4 { splits.removeAll() }
         splits[s] = split
         return split
     }
 
     private func countWalk(since started: UInt64) {
-        walks += 1
-        walkNanoseconds += DispatchTime.now().uptimeNanoseconds - started
+        counters.walks += 1
+        counters.walkNanoseconds += DispatchTime.now().uptimeNanoseconds - started
     }
 
     /// Calls `body` with every token of trie nodes `nodes` (the whole trie, or the subtrees
@@ -578,5 +567,30 @@ public final class GrammarAutomaton: @unchecked Sendable {
             nodeCompletion[Int(p)] = c
         }
         return nodeCompletion[Int(n)]
+    }
+}
+
+/// What masking cost: time spent computing and applying masks, and how many tokens were
+/// masked; and, part of it, the time spent on what was not cached yet (a state's first mask,
+/// its finishes once a cap is near, a capped state's groups). Of that, the walks of the
+/// vocabulary (a cut state's split, a capped state's groups), and the states' first masks
+/// built from a split walked before: what a new state costs when its top frames were seen.
+public struct MaskCounters: Sendable {
+    public var maskedTokens = 0
+    public var maskNanoseconds: UInt64 = 0
+    public var buildNanoseconds: UInt64 = 0
+    public var walks = 0
+    public var walkNanoseconds: UInt64 = 0
+    public var splitMasks = 0
+    public var splitMaskNanoseconds: UInt64 = 0
+
+    static func += (a: inout MaskCounters, b: MaskCounters) {
+        a.maskedTokens += b.maskedTokens
+        a.maskNanoseconds += b.maskNanoseconds
+        a.buildNanoseconds += b.buildNanoseconds
+        a.walks += b.walks
+        a.walkNanoseconds += b.walkNanoseconds
+        a.splitMasks += b.splitMasks
+        a.splitMaskNanoseconds += b.splitMaskNanoseconds
     }
 }

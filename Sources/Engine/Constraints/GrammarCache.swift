@@ -16,7 +16,7 @@ final class GrammarCache: @unchecked Sendable {
         let shown: Set<Int>
     }
     /// What retired automata counted, so the statistics keep it.
-    private var retired = (tokens: 0, nanoseconds: UInt64(0), walks: 0, walkNanoseconds: UInt64(0), buildNanoseconds: UInt64(0), splitMasks: 0, splitMaskNanoseconds: UInt64(0))
+    private var retired = MaskCounters()
     static let maxGrammars = 16
     /// How deep an output may nest a grammar's rules (lowered by tests).
     var maxNesting = GrammarAutomaton.defaultMaxDepth
@@ -42,13 +42,7 @@ final class GrammarCache: @unchecked Sendable {
 
     private func retire(_ key: Key) {
         guard let a = automata.removeValue(forKey: key) else { return }
-        retired.tokens += a.maskedTokens
-        retired.nanoseconds += a.maskNanoseconds
-        retired.walks += a.walks
-        retired.walkNanoseconds += a.walkNanoseconds
-        retired.buildNanoseconds += a.buildNanoseconds
-        retired.splitMasks += a.splitMasks
-        retired.splitMaskNanoseconds += a.splitMaskNanoseconds
+        retired += a.counters
     }
 
     /// Adds what masking cost so far to `s`. Called on the engine thread, which alone
@@ -57,17 +51,9 @@ final class GrammarCache: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         var r = retired
-        for a in automata.values {
-            r.tokens += a.maskedTokens
-            r.nanoseconds += a.maskNanoseconds
-            r.walks += a.walks
-            r.walkNanoseconds += a.walkNanoseconds
-            r.buildNanoseconds += a.buildNanoseconds
-            r.splitMasks += a.splitMasks
-            r.splitMaskNanoseconds += a.splitMaskNanoseconds
-        }
-        s.constrainedTokens += r.tokens
-        s.maskSeconds += Double(r.nanoseconds) / 1e9
+        for a in automata.values { r += a.counters }
+        s.constrainedTokens += r.maskedTokens
+        s.maskSeconds += Double(r.maskNanoseconds) / 1e9
         s.maskWalks += r.walks
         s.maskWalkSeconds += Double(r.walkNanoseconds) / 1e9
         s.maskBuildSeconds += Double(r.buildNanoseconds) / 1e9

@@ -46,8 +46,8 @@ public struct GrammarConstraint: LogitsProcessor {
         guard on[on.count - 1] else { return }
         let started = DispatchTime.now().uptimeNanoseconds
         defer {
-            automaton.maskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
-            automaton.maskedTokens += 1
+            automaton.counters.maskNanoseconds += DispatchTime.now().uptimeNanoseconds - started
+            automaton.counters.maskedTokens += 1
         }
         if plans[plans.count - 1].isEmpty, state >= 0 {
             if let hit = automaton.maskLimit(state) { failure = failure ?? hit }
