@@ -177,7 +177,7 @@ final class EngineCore {
             proposer = DraftModelProposer(draftModel, blockSize: configuration.blockSize, blockCount: blockCount, contextLength: contextLength)
         }
         if let proposer {
-            let counts = Array(Set([1, 2, 4, 8, 16, speculation.maxDraft + 1].filter { $0 <= speculation.maxDraft + 1 })).sorted()
+            let counts = Array(Set([1, 2, 4, 8, 16, 32, speculation.maxDraft + 1])).sorted()
             let policy = SpeculationPolicy(maxDraft: speculation.maxDraft, calibration: try Self.calibrate(model, cache: cache, blocks: scheduler.blocks, tokens: counts))
             if let drafting = proposer as? DraftModelProposer { policy.draftSeconds = try drafting.measurePassSeconds() }
             speculator = Speculator(configuration: speculation, proposer: proposer, policy: policy)
@@ -345,7 +345,11 @@ final class EngineCore {
         let started = DispatchTime.now().uptimeNanoseconds
         let logits = try model.forward(batch, cache: cache)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        speculator?.policy.record(tokens: batch.tokens.count, seconds: seconds)
+        if let policy = speculator?.policy {
+            var step = StepPlan()
+            for slice in batch.sequences { step.add(tokens: slice.count, from: slice.firstPosition) }
+            policy.record(step, seconds: seconds)
+        }
         // Prompt-heavy steps give the recompute rate a swap is weighed against.
         if batch.tokens.count >= 64 {
             let rate = Double(batch.tokens.count) / seconds

@@ -1,33 +1,63 @@
 import Foundation
 
+/// A step being planned: its tokens, how many positions they attend to in all, and how
+/// many tokens it is expected to yield.
+struct StepPlan {
+    var tokens = 0
+    var attended = 0
+    var output = 0.0
+
+    /// Adds `count` tokens of one sequence at positions `first`, `first + 1`, …; the
+    /// token at position p attends to p + 1 positions.
+    mutating func add(tokens count: Int, from first: Int) {
+        tokens += count
+        attended += count * first + count * (count + 1) / 2
+    }
+}
+
 /// How many tokens to draft, chosen per sequence and step from what drafting has been
 /// worth (each sequence's measured acceptance) and what verifying costs (a model of the
-/// forward pass's time against its token count, measured on this machine).
+/// forward pass's time, measured on this machine).
 ///
 /// On a CPU the verify pass is not free: a pass over k + 1 tokens costs about
 /// max(weight bytes ÷ bandwidth, (k + 1) × FLOPs ÷ compute), plus whatever the kernels
-/// lose to unpacking, so a draft is worth its tokens only when enough of them are kept.
+/// lose to unpacking, plus each token's attention over its context, so a draft is worth
+/// its tokens only when enough of them are kept. The model has two parts. The pass over
+/// the weights is measured at start for each token count, at the start of a context where
+/// attention costs next to nothing. Attention is a cost per attended position, fitted to
+/// the steps the engine runs (what they took beyond the weights' pass, against the
+/// positions their tokens attended to); it is what makes a drafted token at a long context
+/// cost more than the calibration says, and, since each sequence's tokens pay for their
+/// own context, what keeps a batch of long sequences from drafting when their tokens
+/// already keep the compute busy.
+///
 /// With acceptance α per drafted token (a geometric run, as in Leviathan et al.), drafting
 /// k yields on average E(k) = (1 − α^(k+1)) / (1 − α) tokens per pass. The step as a whole
 /// is planned greedily: it starts with every sequence's own tokens, and each decoding
-/// sequence in turn takes the k that most raises the step's tokens per second, so drafting
-/// backs off when a full batch already keeps the compute busy.
+/// sequence in turn takes the k that most raises the step's tokens per second.
 final class SpeculationPolicy {
     let maxDraft: Int
-    /// Seconds of a forward pass of n tokens, n = 1...maxTracked (index 0 unused).
-    private(set) var stepSeconds: [Double]
+    /// Seconds of a pass of n tokens at the start of a context, n = 1...maxTracked (index
+    /// 0 unused); beyond, proportional to n.
+    private let passSeconds: [Double]
+    /// Seconds of attention per attended position, fitted to the steps run.
+    private(set) var secondsPerAttendedPosition = 0.0
+    /// The fit's sums (least squares through the origin), fading per step so that the
+    /// model follows what the machine does now.
+    private var fit = (residualTimesAttended: 0.0, attendedSquared: 0.0)
     /// Seconds of a draft model's passes: the first of a draft (one or two tokens in) and
     /// each further one; zero for proposers without a model.
     var draftSeconds: (first: Double, next: Double) = (0, 0)
     private let maxTracked: Int
 
-    /// `calibration`: measured (tokens, seconds) of forward passes, at least one token count.
+    /// `calibration`: measured (tokens, seconds) of forward passes at the start of a
+    /// context, at least one token count.
     init(maxDraft: Int, calibration: [(tokens: Int, seconds: Double)]) {
         precondition(!calibration.isEmpty)
         self.maxDraft = maxDraft
         maxTracked = max(64, maxDraft + 1)
         let points = calibration.sorted { $0.tokens < $1.tokens }
-        stepSeconds = [0] + (1...maxTracked).map { Self.interpolate(points, at: $0) }
+        passSeconds = [0] + (1...maxTracked).map { Self.interpolate(points, at: $0) }
     }
 
     /// Straight lines between measured points; beyond the last, its cost per token.
@@ -40,29 +70,36 @@ final class SpeculationPolicy {
         return last.seconds * Double(n) / Double(last.tokens)
     }
 
-    func cost(tokens n: Int) -> Double {
-        n <= maxTracked ? stepSeconds[max(1, n)] : stepSeconds[maxTracked] * Double(n) / Double(maxTracked)
+    private func pass(tokens n: Int) -> Double {
+        n <= maxTracked ? passSeconds[max(1, n)] : passSeconds[maxTracked] * Double(n) / Double(maxTracked)
     }
 
-    /// A measured step: the model follows what the machine does now (other load, longer
-    /// contexts), one exponentially weighted point at a time.
-    func record(tokens n: Int, seconds: Double) {
-        guard n >= 1, n <= maxTracked, seconds > 0 else { return }
-        stepSeconds[n] = 0.8 * stepSeconds[n] + 0.2 * seconds
+    func cost(_ step: StepPlan) -> Double {
+        pass(tokens: step.tokens) + secondsPerAttendedPosition * Double(step.attended)
+    }
+
+    /// A step that ran: what it took beyond the weights' pass is laid to its attention.
+    func record(_ step: StepPlan, seconds: Double) {
+        guard step.tokens >= 1, step.tokens <= maxTracked, step.attended > 0, seconds > 0 else { return }
+        let attended = Double(step.attended)
+        fit.residualTimesAttended = 0.9 * fit.residualTimesAttended + attended * (seconds - pass(tokens: step.tokens))
+        fit.attendedSquared = 0.9 * fit.attendedSquared + attended * attended
+        secondsPerAttendedPosition = max(0, fit.residualTimesAttended / fit.attendedSquared)
     }
 
     static func expectedTokens(draft k: Int, acceptance α: Double) -> Double {
         α >= 1 ? Double(k + 1) : (1 - pow(α, Double(k + 1))) / (1 - α)
     }
 
-    /// The draft length for one sequence of a step that holds `stepTokens` tokens (this
-    /// sequence's own included) and yields `stepOutput` tokens: the k in 0...limit that
-    /// most raises the step's output per second.
-    func draftLength(acceptance α: Double, limit: Int, stepTokens: Int, stepOutput: Double) -> Int {
-        var best = 0, bestRate = stepOutput / cost(tokens: stepTokens)
+    /// The draft length for one sequence of `step` (its own token included, at position
+    /// `context - 1`): the k in 0...limit that most raises the step's output per second.
+    func draftLength(acceptance α: Double, limit: Int, context: Int, step: StepPlan) -> Int {
+        var best = 0, bestRate = step.output / cost(step)
         for k in stride(from: 1, through: min(limit, maxDraft), by: 1) {
-            let seconds = cost(tokens: stepTokens + k) + draftSeconds.first + Double(k - 1) * draftSeconds.next
-            let rate = (stepOutput - 1 + Self.expectedTokens(draft: k, acceptance: α)) / seconds
+            var drafted = step
+            drafted.add(tokens: k, from: context)
+            let seconds = cost(drafted) + draftSeconds.first + Double(k - 1) * draftSeconds.next
+            let rate = (step.output - 1 + Self.expectedTokens(draft: k, acceptance: α)) / seconds
             // A small margin: a draft must pay clearly, since α and the costs are estimates.
             if rate > bestRate * 1.02 { best = k; bestRate = rate }
         }
@@ -74,17 +111,19 @@ final class SpeculationPolicy {
     /// acceptance β (of a branch's first token, where the chain's was wrong). The walk
     /// reaches the branch's place with probability α^after, finds the chain wrong there
     /// with 1 − α (certainly, past the chain's end), and then keeps the branch's first
-    /// token with β and each further one with α. The step holds `stepTokens` and yields
-    /// `stepOutput`; the length is the one that most raises its output per second, if that
-    /// clearly beats no branch.
+    /// token with β and each further one with α. The branch's first token sits at
+    /// position `context + after`; `step` holds the chain. The length is the one that most
+    /// raises the step's output per second, if that clearly beats no branch.
     func branchLength(after: Int, chain: Int, available: Int, acceptance α: Double, branchAcceptance β: Double,
-                      stepTokens: Int, stepOutput: Double) -> Int {
+                      context: Int, step: StepPlan) -> Int {
         let reached = pow(α, Double(after)) * (after < chain ? 1 - α : 1) * β
-        let without = stepOutput / cost(tokens: stepTokens)
+        let without = step.output / cost(step)
         var best = 0, bestRate = without
         for length in stride(from: 1, through: available, by: 1) {
             let gain = reached * Self.expectedTokens(draft: length - 1, acceptance: α)
-            let rate = (stepOutput + gain) / cost(tokens: stepTokens + length)
+            var branched = step
+            branched.add(tokens: length, from: context + after)
+            let rate = (step.output + gain) / cost(branched)
             if rate > bestRate { best = length; bestRate = rate }
         }
         return bestRate > without * 1.02 ? best : 0

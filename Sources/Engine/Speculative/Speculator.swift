@@ -23,8 +23,11 @@ final class Speculator {
         try proposer.prepare(running.filter { $0.uncomputed > 1 })
         // The step before drafts: every running sequence's own tokens, within the budget,
         // and one token out of each decoding sequence.
-        var stepTokens = min(tokenBudget, running.reduce(0) { $0 + $1.uncomputed })
-        var stepOutput = Double(running.filter { $0.uncomputed == 1 }.count)
+        var step = StepPlan()
+        for s in running where step.tokens < tokenBudget {
+            step.add(tokens: min(s.uncomputed, tokenBudget - step.tokens), from: s.computed)
+        }
+        step.output = Double(running.filter { $0.uncomputed == 1 }.count)
         var requests: [(sequence: Sequence, limit: Int)] = []
         for s in running {
             s.draft = Draft()
@@ -34,16 +37,16 @@ final class Speculator {
             let sampling = s.request.request.parameters.sampling
             if sampling.seed != nil && sampling.temperature > 0 && !configuration.speculatesSeededSampling { continue }
             let room = min(s.request.request.parameters.maxTokens - s.generatedCount, contextLength - s.tokens.count) - 1
-            let limit = min(room, configuration.maxDraft, tokenBudget - stepTokens)
+            let limit = min(room, configuration.maxDraft, tokenBudget - step.tokens)
             guard limit > 0 else { continue }
             var k = limit
             if configuration.adaptive {
                 let α = s.acceptance.rate
-                k = policy.draftLength(acceptance: α, limit: limit, stepTokens: stepTokens, stepOutput: stepOutput)
+                k = policy.draftLength(acceptance: α, limit: limit, context: s.tokens.count, step: step)
                 if k == 0 { s.acceptance.relax() }
-                stepOutput += SpeculationPolicy.expectedTokens(draft: k, acceptance: α) - 1
+                step.output += SpeculationPolicy.expectedTokens(draft: k, acceptance: α) - 1
             }
-            stepTokens += k
+            step.add(tokens: k, from: s.tokens.count)
             if k > 0 { requests.append((s, k)) }
         }
         guard !requests.isEmpty else { return }
@@ -55,9 +58,9 @@ final class Speculator {
             let α = s.acceptance.rate, β = s.branchAcceptance.rate
             s.draft.branches = s.draft.branches.compactMap { branch in
                 let length = policy.branchLength(after: branch.after, chain: s.draft.tokens.count, available: branch.tokens.count,
-                                                 acceptance: α, branchAcceptance: β, stepTokens: stepTokens, stepOutput: stepOutput)
+                                                 acceptance: α, branchAcceptance: β, context: s.tokens.count, step: step)
                 guard length > 0 else { return nil }
-                stepTokens += length
+                step.add(tokens: length, from: s.tokens.count + branch.after)
                 return Draft.Branch(after: branch.after, tokens: Array(branch.tokens.prefix(length)))
             }
         }
