@@ -16,7 +16,7 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// Vector fp32 throughput, GFLOP/s (norms, RoPE, attention, activations, sampling).
     public var vectorGFLOPs: Double
     /// Quantized matrix-product throughput, GOP/s (a multiply-add is two), by
-    /// `matrixKey(format:tokens:)`; a datasheet profile has one figure for every format.
+    /// `MatrixRoof.key(tokens:)`; a datasheet profile has one figure for every format, "*".
     public var matrixGOPs: [String: Double]
     /// What handing work to the thread pool and waiting for it costs, once per parallel
     /// operation (a GPU's kernel launch plays the same part): the latency floor of a step
@@ -26,9 +26,9 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// the draw at the engine's defaults; scalar code, so its own roof); 0 takes the vector roof.
     public var samplingNanosecondsPerLogit: Double
     /// Attention's time per (query head, position) with every thread working, by
-    /// `AttentionRoof.key`: from the kernel itself, as a step splits it, on a cache that
-    /// stays in cache as far as it fits (its softmax recurrence, not the FMA units, sets its
-    /// pace on a CPU); where absent, the vector roof stands in.
+    /// `AttentionRoof.key`: from the kernel itself, as a step splits it, on keys and values
+    /// read from memory as a step reads them (its softmax recurrence, not the FMA units, sets
+    /// most of its pace on a CPU); where absent, the vector roof stands in.
     public var attentionNanoseconds: [String: Double]
     /// The build that measured this profile (nil for a datasheet): another build's kernels
     /// and sampler may run at other speeds, so a cached profile is measured again.
@@ -48,21 +48,19 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     }
 
 
-    /// Kernel speed depends on how many tokens share a pass over the weights (1 takes the
-    /// single-token kernel, more the tiled one, whose tile is 16 wide): measured at 1, 2, 4,
-    /// 8 and 16, a width rounded up to the next of them.
-    public static func matrixKey(format: TensorFormat, tokens: Int) -> String { "\(format.name)@\(probedWidth(tokens))" }
-
-    /// The batch width whose roof stands for `tokens`.
+    /// The batch width whose roof stands for `tokens`: kernel speed depends on how many
+    /// tokens share a pass over the weights (1 takes the single-token kernel, more the tiled
+    /// one, whose tile is 16 wide), measured at 1, 2, 4, 8 and 16, a width rounded up to
+    /// the next of them.
     public static func probedWidth(_ tokens: Int) -> Int {
         var width = 1
         while width < min(max(tokens, 1), 16) { width *= 2 }
         return width
     }
 
-    /// The matrix roof for `format` at `tokens`, where known.
-    public func matrixRoof(format: TensorFormat, tokens: Int) -> Double? {
-        matrixGOPs[Self.matrixKey(format: format, tokens: tokens)] ?? matrixGOPs["*"]
+    /// The matrix roof for `roof` at `tokens`, where known.
+    public func matrixRoof(_ roof: MatrixRoof, tokens: Int) -> Double? {
+        matrixGOPs[roof.key(tokens: tokens)] ?? matrixGOPs["*"]
     }
 
     /// Datasheet figures (dense, no sparsity): bandwidth, fp32 vector and int8 matrix peaks.
@@ -133,7 +131,11 @@ public enum HardwareProbe {
 
     /// Nanoseconds per (query head, position) of the attention kernel for `roof`'s heads,
     /// `tokens` queries (each its own sequence) against 512 positions, split over the
-    /// threads as a decode step of that width splits them; best of several passes.
+    /// threads as a decode step of that width splits them; best of several passes. Each
+    /// pass reads the next of enough copies of the cache to overflow the last-level cache,
+    /// so that its keys and values come from memory, as a step's do: there, one layer's
+    /// cache is read again only after every other layer's and all the weights have passed
+    /// (a cache-resident probe ran SmolLM2's attention a third faster than its steps did).
     public static func attentionNanoseconds(_ roof: AttentionRoof, tokens: Int, threads: Int) -> Double {
         let positions = 512, blockSize = 16, width = roof.kvHeads * roof.headDim, blocks = positions / blockSize
         var generator = SystemRandomNumberGenerator()
@@ -143,19 +145,27 @@ public enum HardwareProbe {
             }
         }
         let keys = rows(roof.kv.keys, scale: 2), values = rows(roof.kv.values, scale: 1)
+        let copies = max(2, (64 << 20) / (keys.count + values.count))
+        let copiedKeys = [[UInt8]](repeating: keys, count: copies).flatMap { $0 }
+        let copiedValues = [[UInt8]](repeating: values, count: copies).flatMap { $0 }
         let table = (0..<Int32(tokens * blocks)).map { $0 }
         let q = (0..<(tokens * roof.heads * roof.headDim)).map { _ in Float.random(in: -1...1, using: &generator) }
         var out = [Float](repeating: 0, count: q.count)
         let pool = ThreadPool(threads: threads)
         let shape = Attention.Shape(heads: roof.heads, kvHeads: roof.kvHeads, headDim: roof.headDim)
-        return keys.withUnsafeBytes { k in
-            values.withUnsafeBytes { v in
+        var copy = 0
+        return copiedKeys.withUnsafeBytes { k in
+            copiedValues.withUnsafeBytes { v in
                 table.withUnsafeBufferPointer { t in
-                    let layer = Attention.PagedLayer(keys: k.baseAddress!, values: v.baseAddress!, blockSize: blockSize, type: roof.kv,
-                                                     keyRowBytes: roof.kv.keys.rowBytes(width), valueRowBytes: roof.kv.values.rowBytes(width))
                     let batch = (0..<tokens).map { Attention.Query(row: $0, position: positions - 1, blockTable: t.baseAddress! + $0 * blocks) }
                     let seconds = batch.withUnsafeBufferPointer { b in
-                        fastestPass { Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: pool) }
+                        fastestPass {
+                            let layer = Attention.PagedLayer(keys: k.baseAddress! + copy * keys.count, values: v.baseAddress! + copy * values.count,
+                                                             blockSize: blockSize, type: roof.kv, keyRowBytes: roof.kv.keys.rowBytes(width),
+                                                             valueRowBytes: roof.kv.values.rowBytes(width))
+                            copy = (copy + 1) % copies
+                            Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: pool)
+                        }
                     }
                     return seconds * 1e9 / Double(tokens * roof.heads * positions)
                 }
@@ -184,10 +194,15 @@ public enum HardwareProbe {
         return best
     }
 
-    /// GOP/s of the matrix kernel for `format` with `tokens` tokens, on a 512 × 2048 matrix
-    /// (at most 2 MiB, cache-resident after the first pass), best of several passes.
-    public static func matrixThroughput(format: TensorFormat, tokens: Int, threads: Int, precision: ActivationPrecision = .int8) -> Double {
-        let rows = 512, cols = 2048
+    /// GOP/s of the matrix kernel for `roof` with `tokens` tokens, best of several passes,
+    /// on a matrix of that format and shape that stays in cache after the first pass (at
+    /// most 4M weights: a larger one keeps its width and is cut to fewer rows, since past a
+    /// few milliseconds a pass's fixed costs no longer show). A small matrix's pass is short
+    /// enough that converting the activations, splitting the rows and waking the threads
+    /// weigh on its rate (SmolLM2's 192 × 576 projections run at about half the rate of a
+    /// 512 × 2048 matrix), and a large one's rate is higher than a small probe's.
+    public static func matrixThroughput(_ roof: MatrixRoof, tokens: Int, threads: Int, precision: ActivationPrecision = .int8) -> Double {
+        let format = roof.format, cols = roof.cols, rows = min(roof.rows, max(16, (4 << 20) / cols))
         var generator = SystemRandomNumberGenerator()
         let values = (0..<(rows * cols)).map { _ in Float.random(in: -1...1, using: &generator) }
         var bytes = [UInt8](repeating: 0, count: rows * format.rowBytes(cols))
@@ -215,6 +230,22 @@ public enum HardwareProbe {
             }
         }
     }
+}
+
+/// A matrix product as far as its speed goes: the weights' format and the matrix's shape.
+public struct MatrixRoof: Sendable, Hashable {
+    public var format: TensorFormat
+    public var rows: Int
+    public var cols: Int
+
+    public init(format: TensorFormat, rows: Int, cols: Int) {
+        self.format = format
+        self.rows = rows
+        self.cols = cols
+    }
+
+    /// Measured at 1, 2, 4, 8 and 16 tokens, as the attention roofs are.
+    public func key(tokens: Int) -> String { "\(format.name) \(rows)×\(cols)@\(HardwareProfile.probedWidth(tokens))" }
 }
 
 /// The attention a model's layers run, as far as its speed goes: head size, query and KV

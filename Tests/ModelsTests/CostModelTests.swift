@@ -72,10 +72,14 @@ final class CostModelTests: XCTestCase {
         let headFlops: Double = 2 * 2 * 259 * 64
         XCTAssertEqual(head.predictedSeconds, headFlops / 0.05e9, accuracy: 1e-12)
         XCTAssertEqual(Roofline.stepSeconds(c, on: machine), rows.reduce(0) { $0 + $1.predictedSeconds }, accuracy: 1e-15)
-        // Per-format roofs are looked up by the batch width; a missing one is named.
-        let perFormat = HardwareProfile(name: "p", threads: 1, measured: true, bandwidthGBs: 10, vectorGFLOPs: 100, matrixGOPs: [HardwareProfile.matrixKey(format: .q8_0, tokens: 2): 1])
-        XCTAssertTrue(Roofline.missingRoofs(c, on: perFormat).contains { $0.format == .q5_0 && $0.tokens == 2 })
-        XCTAssertFalse(Roofline.missingRoofs(c, on: perFormat).contains { $0.format == .q8_0 })
+        // Roofs are looked up by format, shape and batch width; a missing one is named.
+        let headRoof = MatrixRoof(format: .q8_0, rows: 259, cols: 64)
+        XCTAssertEqual(headRoof.key(tokens: 2), "Q8_0 259×64@2")
+        let perShape = HardwareProfile(name: "p", threads: 1, measured: true, bandwidthGBs: 10, vectorGFLOPs: 100, matrixGOPs: [headRoof.key(tokens: 2): 1])
+        let missing = Roofline.missingRoofs(c, on: perShape)
+        XCTAssertTrue(missing.contains { $0.roof.format == .q5_0 && $0.tokens == 2 })
+        XCTAssertTrue(missing.contains { $0.roof == MatrixRoof(format: .q8_0, rows: 32, cols: 64) }, "V: the same format, another shape")
+        XCTAssertFalse(missing.contains { $0.roof == headRoof })
         // Infinitely fast arithmetic: every width up to the limit stays memory-bound; arithmetic
         // far slower than memory: only one token.
         let model = try ModelRegistry.load(SyntheticModel.file("qwen2"), options: ModelOptions(threads: 1))

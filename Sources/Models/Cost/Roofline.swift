@@ -29,17 +29,17 @@ public enum Roofline {
         public let dispatchSeconds: Double
     }
 
-    /// The matrix roofs `costs` use, by `HardwareProfile.matrixKey`.
+    /// The matrix roofs `costs` use, by `MatrixRoof.key(tokens:)`.
     public static func matrixKeys(_ costs: [OperationCost]) -> Set<String> {
-        Set(costs.compactMap { c in if case .matrix(let f) = c.unit { HardwareProfile.matrixKey(format: f, tokens: c.tokens) } else { nil } })
+        Set(costs.compactMap { c in if case .matrix(let roof) = c.unit { roof.key(tokens: c.tokens) } else { nil } })
     }
 
-    /// The matrix roofs `costs` need that `hardware` lacks (format and batch width).
-    public static func missingRoofs(_ costs: [OperationCost], on hardware: HardwareProfile) -> [(format: TensorFormat, tokens: Int)] {
-        var seen = Set<String>(), missing: [(format: TensorFormat, tokens: Int)] = []
+    /// The matrix roofs `costs` need that `hardware` lacks (format, shape and batch width).
+    public static func missingRoofs(_ costs: [OperationCost], on hardware: HardwareProfile) -> [(roof: MatrixRoof, tokens: Int)] {
+        var seen = Set<String>(), missing: [(roof: MatrixRoof, tokens: Int)] = []
         for c in costs {
-            guard case .matrix(let format) = c.unit, hardware.matrixRoof(format: format, tokens: c.tokens) == nil else { continue }
-            if seen.insert(HardwareProfile.matrixKey(format: format, tokens: c.tokens)).inserted { missing.append((format, c.tokens)) }
+            guard case .matrix(let roof) = c.unit, hardware.matrixRoof(roof, tokens: c.tokens) == nil else { continue }
+            if seen.insert(roof.key(tokens: c.tokens)).inserted { missing.append((roof, c.tokens)) }
         }
         return missing
     }
@@ -56,9 +56,9 @@ public enum Roofline {
         case .sampler(let logits):
             guard hardware.samplingNanosecondsPerLogit > 0 else { return (memory, cost.flops / (hardware.vectorGFLOPs * share * 1e9), dispatch) }
             return (memory, Double(logits) * hardware.samplingNanosecondsPerLogit / 1e9, dispatch)
-        case .matrix(let format):
-            guard let roof = hardware.matrixRoof(format: format, tokens: cost.tokens) else {
-                preconditionFailure("no matrix roof for \(format) at \(cost.tokens) tokens: probe it first (missingRoofs)")
+        case .matrix(let matrix):
+            guard let roof = hardware.matrixRoof(matrix, tokens: cost.tokens) else {
+                preconditionFailure("no matrix roof for \(matrix.key(tokens: cost.tokens)): probe it first (missingRoofs)")
             }
             return (memory, cost.flops / (roof * 1e9), dispatch)
         case .attention(let roof, let headPositions):

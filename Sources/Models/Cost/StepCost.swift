@@ -14,10 +14,10 @@ public struct StepShape: Sendable, Equatable {
 }
 
 /// The arithmetic and memory traffic of one operation of a step, and the roof that bounds
-/// its arithmetic: a quantized matrix kernel (per weight format) or the vector units.
+/// its arithmetic: a quantized matrix kernel (per weight format and shape) or the vector units.
 public struct OperationCost: Sendable, Equatable {
     public enum Unit: Sendable, Hashable {
-        case matrix(TensorFormat)
+        case matrix(MatrixRoof)
         case vector
         /// The sampler over this many logits (scalar code with a measured roof of its own).
         case sampler(logits: Int)
@@ -76,7 +76,7 @@ struct StepCostBuilder {
         let t = Double(tokens)
         let weights = Double(w.rows * w.rowBytes)
         let activations = t * Double(w.cols) * 4 + t * Double(w.rows) * 4 * (accumulate ? 2 : 1)
-        costs.append(OperationCost(op, unit: .matrix(w.format), flops: 2 * t * Double(w.rows) * Double(w.cols), bytes: weights + activations,
+        costs.append(OperationCost(op, unit: .matrix(MatrixRoof(format: w.format, rows: w.rows, cols: w.cols)), flops: 2 * t * Double(w.rows) * Double(w.cols), bytes: weights + activations,
                                    tokens: tokens, dispatches: first ? (tokens > 8 ? 2 : 1) : 0))
     }
 

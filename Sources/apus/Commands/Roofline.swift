@@ -211,11 +211,10 @@ enum MachineProfiles {
         }
         profile.kernelsBuild = build
         let missing = Roofline.missingRoofs(costs, on: profile)
-        for (format, tokens) in missing {
-            let width = HardwareProfile.probedWidth(tokens)
-            FileHandle.standardError.write(Data("measuring the \(format) kernel at \(width) tokens...\n".utf8))
-            profile.matrixGOPs[HardwareProfile.matrixKey(format: format, tokens: tokens)] =
-                HardwareProbe.matrixThroughput(format: format, tokens: width, threads: threads, precision: precision)
+        for (roof, tokens) in missing {
+            let key = roof.key(tokens: tokens)
+            FileHandle.standardError.write(Data("measuring the matrix kernel (\(key))...\n".utf8))
+            profile.matrixGOPs[key] = HardwareProbe.matrixThroughput(roof, tokens: HardwareProfile.probedWidth(tokens), threads: threads, precision: precision)
         }
         let missingAttention = Roofline.missingAttentionRoofs(costs, on: profile)
         for (roof, tokens) in missingAttention {
