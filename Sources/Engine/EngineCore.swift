@@ -178,7 +178,9 @@ final class EngineCore {
         }
         if let proposer {
             let counts = Array(Set([1, 2, 4, 8, 16, 32, speculation.maxDraft + 1])).sorted()
-            let policy = SpeculationPolicy(maxDraft: speculation.maxDraft, calibration: try Self.calibrate(model, cache: cache, blocks: scheduler.blocks, tokens: counts))
+            let measured = try Self.calibrate(model, cache: cache, blocks: scheduler.blocks, tokens: counts)
+            let policy = SpeculationPolicy(maxDraft: speculation.maxDraft, calibration: measured.passes,
+                                           secondsPerAttendedPosition: measured.secondsPerAttendedPosition)
             if let drafting = proposer as? DraftModelProposer { policy.draftSeconds = try drafting.measurePassSeconds() }
             speculator = Speculator(configuration: speculation, proposer: proposer, policy: policy)
         } else {
@@ -186,30 +188,42 @@ final class EngineCore {
         }
     }
 
-    /// Times forward passes of each token count (the best of two, after one unmeasured
-    /// pass that maps the weights in) on scratch blocks, for the speculation policy's cost
-    /// model.
-    private static func calibrate(_ model: any LanguageModel, cache: PagedKVCache, blocks: BlockManager, tokens counts: [Int]) throws -> [(tokens: Int, seconds: Double)] {
-        let positions = counts.max()!
+    /// What the speculation policy's cost model needs, measured on scratch blocks: the time
+    /// of a pass of each token count at the start of a context, and attention's time per
+    /// attended position, from a pass of 8 tokens after `attentionPositions` positions less
+    /// the same pass at the start. After one unmeasured pass that maps the weights in, three
+    /// rounds over every pass, the best of each one's three: this machine's speed drifts for
+    /// seconds at a time, and in rounds a slow spell spoils one measurement of several
+    /// passes rather than every measurement of one.
+    private static func calibrate(_ model: any LanguageModel, cache: PagedKVCache, blocks: BlockManager,
+                                  tokens counts: [Int]) throws -> (passes: [(tokens: Int, seconds: Double)], secondsPerAttendedPosition: Double) {
+        let attentionTokens = 8, attentionPositions = 1024
         var table: [Int32] = []
         defer { for b in table { blocks.release(b) } }
-        while table.count * cache.blockSize < positions, let b = blocks.allocate() { table.append(b) }
-        let usable = counts.filter { $0 <= table.count * cache.blockSize }
+        while table.count * cache.blockSize < attentionPositions + attentionTokens, let b = blocks.allocate() { table.append(b) }
+        let room = table.count * cache.blockSize
+        let usable = counts.filter { $0 <= room }
         guard !usable.isEmpty else { throw EngineError.invalidConfiguration("the KV cache is too small to measure the verify pass") }
-        var warm = ForwardBatch()
-        warm.append(Array(repeating: 0, count: usable.last!), firstPosition: 0, blockTable: table, logitsOfLast: 1)
-        _ = try model.forward(warm, cache: cache)
-        return try usable.map { n in
+        // Attention is measured where the cache holds enough positions to show it.
+        let after = room - attentionTokens >= 256 ? min(attentionPositions, room - attentionTokens) : 0
+        func pass(_ n: Int, from first: Int) throws -> Double {
             var batch = ForwardBatch()
-            batch.append(Array(repeating: 0, count: n), firstPosition: 0, blockTable: table, logitsOfLast: n)
-            var best = Double.infinity
-            for _ in 0..<2 {
-                let start = DispatchTime.now().uptimeNanoseconds
-                _ = try model.forward(batch, cache: cache)
-                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-            }
-            return (n, best)
+            batch.append(Array(repeating: 0, count: n), firstPosition: first, blockTable: table, logitsOfLast: n)
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try model.forward(batch, cache: cache)
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
+        _ = try pass(usable.last!, from: 0)
+        var best = [Double](repeating: .infinity, count: usable.count), late = Double.infinity, early = Double.infinity
+        for _ in 0..<3 {
+            for (i, n) in usable.enumerated() { best[i] = min(best[i], try pass(n, from: 0)) }
+            if after > 0 {
+                early = min(early, try pass(attentionTokens, from: 0))
+                late = min(late, try pass(attentionTokens, from: after))
+            }
+        }
+        let attention = after > 0 ? max(0, late - early) / Double(attentionTokens * after) : 0
+        return (Array(zip(usable, best)), attention)
     }
 
     var hasWork: Bool { scheduler.hasWork }
@@ -345,11 +359,6 @@ final class EngineCore {
         let started = DispatchTime.now().uptimeNanoseconds
         let logits = try model.forward(batch, cache: cache)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        if let policy = speculator?.policy {
-            var step = StepPlan()
-            for slice in batch.sequences { step.add(tokens: slice.count, from: slice.firstPosition) }
-            policy.record(step, seconds: seconds)
-        }
         // Prompt-heavy steps give the recompute rate a swap is weighed against.
         if batch.tokens.count >= 64 {
             let rate = Double(batch.tokens.count) / seconds

@@ -16,23 +16,40 @@ final class SpeculationPolicyTests: XCTestCase {
     }
 
     /// Qwen2.5-Coder-1.5B on this machine's two AVX2 cores: the passes as calibrated, and
-    /// sixteen sequences 700 tokens in taking 0.36 s a step, a third more than the pass.
+    /// attention at the cost that makes sixteen sequences 700 tokens in take 0.36 s a step,
+    /// a third more than the pass, as they did.
     func testAttentionAtLongContextsStopsABusyBatchFromDrafting() {
-        let policy = SpeculationPolicy(maxDraft: 16, calibration: [(1, 0.035), (2, 0.070), (4, 0.100), (8, 0.167), (16, 0.247),
-                                                                     (17, 0.256), (32, 0.480)])
+        let passes: [(tokens: Int, seconds: Double)] = [(1, 0.035), (2, 0.070), (4, 0.100), (8, 0.167), (16, 0.247), (17, 0.256), (32, 0.480)]
+        let attention = (0.36 - 0.247) / Double(16 * 700)
+        let policy = SpeculationPolicy(maxDraft: 16, calibration: passes, secondsPerAttendedPosition: attention)
         var batch = StepPlan()
         for _ in 0..<16 { batch.add(tokens: 1, from: 699) }
         batch.output = 16
-        // The calibration alone sees the seventeenth token as nearly free.
-        XCTAssertGreaterThan(policy.draftLength(acceptance: 0.97, limit: 16, context: 700, step: batch), 0)
-        for _ in 0..<20 { policy.record(batch, seconds: 0.36) }
-        XCTAssertEqual(policy.secondsPerAttendedPosition, (0.36 - 0.247) / Double(16 * 700), accuracy: 1e-9)
+        XCTAssertEqual(policy.cost(batch), 0.247 + attention * Double(16 * 700), accuracy: 1e-12)
         XCTAssertEqual(policy.draftLength(acceptance: 0.97, limit: 16, context: 700, step: batch), 0)
+        // Without attention's cost the seventeenth token looks nearly free.
+        let passesOnly = SpeculationPolicy(maxDraft: 16, calibration: passes)
+        XCTAssertGreaterThan(passesOnly.draftLength(acceptance: 0.97, limit: 16, context: 700, step: batch), 0)
         // One sequence alone still drafts: its pass is bound by reading the weights.
         var alone = StepPlan()
         alone.add(tokens: 1, from: 699)
         alone.output = 1
         XCTAssertGreaterThanOrEqual(policy.draftLength(acceptance: 0.97, limit: 16, context: 700, step: alone), 4)
+    }
+
+    /// A calibration in which more tokens took less time (this machine slowed down while
+    /// measuring the fewer) is read as the faster measurement for both.
+    func testASlowerMeasurementOfFewerTokensGivesWay() {
+        let policy = SpeculationPolicy(maxDraft: 16, calibration: [(1, 0.04), (2, 0.07), (4, 0.10), (16, 0.44), (17, 0.37), (32, 0.62)])
+        var sixteen = StepPlan(), seventeen = StepPlan()
+        sixteen.add(tokens: 16, from: 0)
+        seventeen.add(tokens: 17, from: 0)
+        XCTAssertEqual(policy.cost(sixteen), 0.37, accuracy: 1e-12)
+        XCTAssertEqual(policy.cost(seventeen), 0.37, accuracy: 1e-12)
+        // Between the points, straight lines through the corrected ones: 8 tokens on the way from 4 to 16.
+        var eight = StepPlan()
+        eight.add(tokens: 8, from: 0)
+        XCTAssertEqual(policy.cost(eight), 0.10 + (0.37 - 0.10) * 4 / 12, accuracy: 1e-12)
     }
 
     func testABranchIsDraftedWhereItPays() {

@@ -22,14 +22,16 @@ struct StepPlan {
 /// On a CPU the verify pass is not free: a pass over k + 1 tokens costs about
 /// max(weight bytes ÷ bandwidth, (k + 1) × FLOPs ÷ compute), plus whatever the kernels
 /// lose to unpacking, plus each token's attention over its context, so a draft is worth
-/// its tokens only when enough of them are kept. The model has two parts. The pass over
-/// the weights is measured at start for each token count, at the start of a context where
-/// attention costs next to nothing. Attention is a cost per attended position, fitted to
-/// the steps the engine runs (what they took beyond the weights' pass, against the
-/// positions their tokens attended to); it is what makes a drafted token at a long context
-/// cost more than the calibration says, and, since each sequence's tokens pay for their
-/// own context, what keeps a batch of long sequences from drafting when their tokens
-/// already keep the compute busy.
+/// its tokens only when enough of them are kept. The model has two parts, both measured at
+/// start (`EngineCore.calibrate`): the pass over the weights for each token count, at the
+/// start of a context where attention costs next to nothing; and attention, a cost per
+/// attended position (the sum over a step's tokens of the positions each attends to). The
+/// second is what makes a drafted token at a long context cost more than a short pass says,
+/// and, since each sequence's tokens pay for their own context, what keeps a batch of long
+/// sequences from drafting when their tokens already keep the compute busy. Both are fixed
+/// once measured: a step's time also carries this machine's drift, which a fit to the steps
+/// run would take for the cost of attention (a slow minute made drafting look dear and
+/// stopped it).
 ///
 /// With acceptance α per drafted token (a geometric run, as in Leviathan et al.), drafting
 /// k yields on average E(k) = (1 − α^(k+1)) / (1 − α) tokens per pass. The step as a whole
@@ -40,11 +42,8 @@ final class SpeculationPolicy {
     /// Seconds of a pass of n tokens at the start of a context, n = 1...maxTracked (index
     /// 0 unused); beyond, proportional to n.
     private let passSeconds: [Double]
-    /// Seconds of attention per attended position, fitted to the steps run.
-    private(set) var secondsPerAttendedPosition = 0.0
-    /// The fit's sums (least squares through the origin), fading per step so that the
-    /// model follows what the machine does now.
-    private var fit = (residualTimesAttended: 0.0, attendedSquared: 0.0)
+    /// Seconds of attention per attended position.
+    let secondsPerAttendedPosition: Double
     /// Seconds of a draft model's passes: the first of a draft (one or two tokens in) and
     /// each further one; zero for proposers without a model.
     var draftSeconds: (first: Double, next: Double) = (0, 0)
@@ -52,11 +51,15 @@ final class SpeculationPolicy {
 
     /// `calibration`: measured (tokens, seconds) of forward passes at the start of a
     /// context, at least one token count.
-    init(maxDraft: Int, calibration: [(tokens: Int, seconds: Double)]) {
+    init(maxDraft: Int, calibration: [(tokens: Int, seconds: Double)], secondsPerAttendedPosition: Double = 0) {
         precondition(!calibration.isEmpty)
         self.maxDraft = maxDraft
+        self.secondsPerAttendedPosition = secondsPerAttendedPosition
         maxTracked = max(64, maxDraft + 1)
-        let points = calibration.sorted { $0.tokens < $1.tokens }
+        // A pass of more tokens never takes less time; where a measurement says so, this
+        // machine was slow at that moment, and the later, faster one stands for both.
+        var points = calibration.sorted { $0.tokens < $1.tokens }
+        for i in points.indices.reversed().dropFirst() { points[i].seconds = min(points[i].seconds, points[i + 1].seconds) }
         passSeconds = [0] + (1...maxTracked).map { Self.interpolate(points, at: $0) }
     }
 
@@ -76,15 +79,6 @@ final class SpeculationPolicy {
 
     func cost(_ step: StepPlan) -> Double {
         pass(tokens: step.tokens) + secondsPerAttendedPosition * Double(step.attended)
-    }
-
-    /// A step that ran: what it took beyond the weights' pass is laid to its attention.
-    func record(_ step: StepPlan, seconds: Double) {
-        guard step.tokens >= 1, step.tokens <= maxTracked, step.attended > 0, seconds > 0 else { return }
-        let attended = Double(step.attended)
-        fit.residualTimesAttended = 0.9 * fit.residualTimesAttended + attended * (seconds - pass(tokens: step.tokens))
-        fit.attendedSquared = 0.9 * fit.attendedSquared + attended * attended
-        secondsPerAttendedPosition = max(0, fit.residualTimesAttended / fit.attendedSquared)
     }
 
     static func expectedTokens(draft k: Int, acceptance α: Double) -> Double {
