@@ -79,8 +79,9 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
 }
 
 /// Small probes that measure this machine's `HardwareProfile`: a streaming read on the
-/// page size the weights use, an fp32 fused multiply-add loop in registers, and each
-/// quantized matrix kernel on a matrix that stays in cache.
+/// page size the weights use, an fp32 fused multiply-add loop in registers, each quantized
+/// matrix kernel per format and shape on a matrix that stays in cache, and the attention
+/// kernel on a KV cache read from memory.
 public enum HardwareProbe {
     /// Streaming read GB/s on 4 KiB pages (the page size of mapped weight files).
     public static func bandwidth(threads: Int) -> Double {
@@ -197,12 +198,13 @@ public enum HardwareProbe {
     /// GOP/s of the matrix kernel for `roof` with `tokens` tokens, best of several passes,
     /// on a matrix of that format and shape that stays in cache after the first pass (at
     /// most 4M weights: a larger one keeps its width and is cut to fewer rows, since past a
-    /// few milliseconds a pass's fixed costs no longer show). A small matrix's pass is short
+    /// few milliseconds a pass's fixed costs no longer show; whole groups of 16 rows, as the
+    /// kernels split them). A small matrix's pass is short
     /// enough that converting the activations, splitting the rows and waking the threads
     /// weigh on its rate (SmolLM2's 192 × 576 projections run at about half the rate of a
     /// 512 × 2048 matrix), and a large one's rate is higher than a small probe's.
     public static func matrixThroughput(_ roof: MatrixRoof, tokens: Int, threads: Int, precision: ActivationPrecision = .int8) -> Double {
-        let format = roof.format, cols = roof.cols, rows = min(roof.rows, max(16, (4 << 20) / cols))
+        let format = roof.format, cols = roof.cols, rows = min(roof.rows, max(16, (4 << 20) / cols / 16 * 16))
         var generator = SystemRandomNumberGenerator()
         let values = (0..<(rows * cols)).map { _ in Float.random(in: -1...1, using: &generator) }
         var bytes = [UInt8](repeating: 0, count: rows * format.rowBytes(cols))

@@ -189,10 +189,11 @@ final class GrammarTests: XCTestCase {
             XCTAssertEqual(Array(wrong.prefix(8)), [], "\(wrong.count) tokens wrong after \(what)")
         }
         var rng = SplitMix64(seed: 7)
+        var walks = (cached: 0, tiny: 0)
         for (gbnf, _) in Self.grammars {
             let syntax = try GBNFParser.parse(gbnf)
-            // The same with caches so small that masks, splits and their ends are evicted
-            // all the time.
+            // The same with caches so small that masks and splits are evicted all the time
+            // (the budget test below does the same for end maps and budget groups).
             let a = try automaton(gbnf), tiny = try automaton(gbnf)
             tiny.maxCachedMasks = 4
             for _ in 0..<3 {
@@ -207,7 +208,10 @@ final class GrammarTests: XCTestCase {
                     t = tiny.next(t, b)
                 }
             }
+            walks.cached += a.counters.walks
+            walks.tiny += tiny.counters.walks
         }
+        XCTAssertGreaterThan(walks.tiny, walks.cached, "the tiny caches evicted splits and walked them again")
         // Nested ever deeper, a string's state is new each time, and its top frames are not.
         let a = try automaton(Self.grammars[4].gbnf)
         var prefix = ""

@@ -12,7 +12,8 @@ struct RooflineCommand: ParsableCommand {
             A step is --batch sequences each adding one token at --context positions. Each operation's time is \
             predicted as the larger of its bytes over the memory bandwidth and its arithmetic over the roof that \
             bounds it. --hardware this measures the roofs here with small probes (a streaming read on 4 KiB pages, \
-            an fp32 multiply-add loop, each quantized matrix kernel on a matrix that stays in cache), cached per \
+            an fp32 multiply-add loop, each quantized matrix kernel per format and matrix shape on a matrix that stays in \
+            cache, the attention kernel on a KV cache read from memory), cached per \
             machine and thread count in ~/.cache/apus/hardware/ (measured again after a rebuild or upgrade); \
             h100, h200 and m3-max are datasheet figures, and their times are predictions. --measure runs real steps (after --warmup, the median of --steps) with \
             per-operation timers and prints the measured time and the ratio beside the prediction. --svg writes \
