@@ -214,15 +214,14 @@ final class EngineCore {
             return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
         _ = try pass(usable.last!, from: 0)
-        var best = [Double](repeating: .infinity, count: usable.count), late = Double.infinity, early = Double.infinity
+        var best = [Double](repeating: .infinity, count: usable.count), late = Double.infinity
         for _ in 0..<3 {
             for (i, n) in usable.enumerated() { best[i] = min(best[i], try pass(n, from: 0)) }
-            if after > 0 {
-                early = min(early, try pass(attentionTokens, from: 0))
-                late = min(late, try pass(attentionTokens, from: after))
-            }
+            if after > 0 { late = min(late, try pass(attentionTokens, from: after)) }
         }
-        let attention = after > 0 ? max(0, late - early) / Double(attentionTokens * after) : 0
+        // The same pass at the start is the table's own (every count list holds 8).
+        let early = usable.firstIndex(of: attentionTokens).map { best[$0] }
+        let attention = after > 0 && early != nil ? max(0, late - early!) / Double(attentionTokens * after) : 0
         return (Array(zip(usable, best)), attention)
     }
 
