@@ -29,6 +29,11 @@ final class BlockManager {
     private var previous: [Int32], next: [Int32]
     private var oldest: Int32 = -1, newest: Int32 = -1
     private(set) var cachedFreeCount = 0
+    /// Called when a block's last holder lets go of it (cached or not): the cache frees what
+    /// it keeps beside the block for its holders (`kivi4` keys' staging). Only a partial
+    /// block imported from a prefill worker is read again after that, and kivi4 caches
+    /// import none.
+    var onFree: ((Int32) -> Void)?
 
     init(blockCount: Int, blockSize: Int, prefixCaching: Bool) {
         precondition(blockCount > 0 && blockSize > 0)
@@ -84,6 +89,7 @@ final class BlockManager {
         precondition(references[i] > 0, "block \(block) released more often than held")
         references[i] -= 1
         guard references[i] == 0 else { return }
+        onFree?(block)
         if hashes[i] != nil { append(block) } else { empty.append(block) }
     }
 

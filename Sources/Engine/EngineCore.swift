@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Models
 import Tokenizer
 
@@ -161,12 +162,26 @@ final class EngineCore {
         // make every request without max_tokens fail against a 16,384-position pool.
         let poolPositions = blockCount * configuration.blockSize
         contextLength = min(configuration.contextLength ?? poolPositions, model.trainedContextLength)
+        var speculation = configuration.speculation
+        // kivi4 keys quantize a block once its last position is written, and a draft that
+        // fills a block and is then rejected would leave it sealed with the draft's keys; they
+        // are not swapped either (a preempted sequence's open block lives outside the pool),
+        // so preempted sequences are recomputed.
+        let stagesKeys = model.kvShape.type.keys.isPerChannel
+        if stagesKeys {
+            guard configuration.blockSize == ChannelKeys.positions else {
+                throw EngineError.invalidConfiguration("kivi4 keys are quantized \(ChannelKeys.positions) positions at a time: the block size must be \(ChannelKeys.positions), got \(configuration.blockSize)")
+            }
+            guard speculation.mode == .off || speculation.isDefault else {
+                throw EngineError.invalidConfiguration("speculative decoding rolls back positions whose kivi4 keys may be sealed: use --speculative off with kivi4 keys, or another key type")
+            }
+            speculation.mode = .off
+        }
         cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
-        let swap = configuration.swapMemoryBytes + configuration.swapFileBytes > 0
+        let swap = configuration.swapMemoryBytes + configuration.swapFileBytes > 0 && !stagesKeys
             ? SwapSpace(memoryBytes: configuration.swapMemoryBytes, fileBytes: configuration.swapFileBytes) : nil
         scheduler = Scheduler(cache: cache, tokenBudget: configuration.tokenBudget, maxRunning: configuration.maxRunningSequences,
                               prefixCaching: configuration.prefixCaching, swap: swap)
-        let speculation = configuration.speculation
         let proposer: (any Proposer)?
         switch speculation.mode {
         case .off: proposer = nil
@@ -240,6 +255,9 @@ final class EngineCore {
             throw EngineError.invalidLogprobs(k)
         }
         try r.parameters.sampling.validate()
+        if r.exportsKV && cache.stagesKeys {
+            throw EngineError.invalidConfiguration("this worker's kivi4 keys cannot be exported: a prefill worker for disaggregated serving stores keys as f16, q8_0 or q4_0")
+        }
         if !r.resumedTokens.isEmpty {
             guard r.samples == 1, r.promptLogprobs == nil, r.pooling == nil else {
                 throw EngineError.invalidResume("resume_token_ids continues one sample: n must be 1, with no prompt log-probabilities")

@@ -37,6 +37,7 @@ final class Scheduler {
         self.cache = cache
         self.swap = swap
         blocks = BlockManager(blockCount: cache.blockCount, blockSize: cache.blockSize, prefixCaching: prefixCaching)
+        if cache.stagesKeys { blocks.onFree = { [cache] in cache.close(Int($0)) } }
         self.tokenBudget = tokenBudget
         self.maxRunning = maxRunning
         watermark = max(1, cache.blockCount / 100)

@@ -58,20 +58,38 @@ public enum Attention {
         public let type: KVCacheType
         public let keyRowBytes: Int
         public let valueRowBytes: Int
+        /// For `kivi4` keys, the open blocks' f16 keys.
+        public let stagedKeys: StagedKeys?
 
-        public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, blockSize: Int, type: KVCacheType, keyRowBytes: Int, valueRowBytes: Int) {
+        public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, blockSize: Int, type: KVCacheType, keyRowBytes: Int, valueRowBytes: Int,
+                    stagedKeys: StagedKeys? = nil) {
             precondition(blockSize > 0, "blocks hold at least one position")
+            precondition(!type.keys.isPerChannel || (stagedKeys != nil && blockSize == ChannelKeys.positions),
+                         "kivi4 keys need blocks of \(ChannelKeys.positions) positions and their staged keys")
             self.keys = keys
             self.values = values
             self.blockSize = blockSize
             self.type = type
             self.keyRowBytes = keyRowBytes
             self.valueRowBytes = valueRowBytes
+            self.stagedKeys = stagedKeys
         }
 
         /// An f16 layer whose rows are `rowWidth` halves (the default: the row bytes are unused by the f16 path).
         public init(keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, blockSize: Int) {
             self.init(keys: UnsafeRawPointer(keys), values: UnsafeRawPointer(values), blockSize: blockSize, type: .f16, keyRowBytes: 0, valueRowBytes: 0)
+        }
+    }
+
+    /// The f16 keys of a `kivi4` cache's open blocks: block `b`'s rows of one layer start
+    /// `offset` halves into `blocks[b]` (nil for a block that is not open).
+    public struct StagedKeys {
+        public let blocks: UnsafePointer<UnsafeMutablePointer<Float16>?>
+        public let offset: Int
+
+        public init(blocks: UnsafePointer<UnsafeMutablePointer<Float16>?>, offset: Int) {
+            self.blocks = blocks
+            self.offset = offset
         }
     }
 
@@ -132,7 +150,7 @@ public enum Attention {
                 for i in 0..<chunks {
                     let c = firstChunk + i
                     chunk(q, kvHeads: kvHeadsPerItem, group: groupPerItem, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h0,
-                          positions: max(first, c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials, index: i)
+                          query: query.position, positions: max(first, c * chunkPositions)..<min(visible, (c + 1) * chunkPositions), into: partials, index: i)
                 }
                 for j in 0..<headsPerItem { partials.head(j).combine(chunks, into: out.value + query.row * qStride + (h0 + j) * d) }
             }
@@ -191,11 +209,11 @@ public enum Attention {
     }
 
     /// `kvHeads · group` query heads from `firstHead` (`group` of them per KV head; their
-    /// f16-rounded queries `headDim` apart in `q`) over `positions` of a sequence, read
-    /// through its block table: an online softmax pass into chunk `index` of each head's
-    /// partials.
+    /// f16-rounded queries `headDim` apart in `q`), of the query at position `query`, over
+    /// `positions` of a sequence, read through its block table: an online softmax pass into
+    /// chunk `index` of each head's partials.
     static func chunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>, shape: Shape,
-                      firstHead h0: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
+                      firstHead h0: Int, query: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize, heads = kvHeads * group
         let modelGroup = shape.heads / shape.kvHeads
         let scale = shape.scale
@@ -207,7 +225,7 @@ public enum Attention {
         }
         if !cache.type.isF16 {
             quantizedChunk(q, kvHeads: kvHeads, group: group, cache: cache, blockTable: blockTable, shape: shape, firstKVHead: h0 / modelGroup,
-                           positions: positions, into: partials, index: c)
+                           query: query, positions: positions, into: partials, index: c)
             return
         }
         let keys = cache.keys.assumingMemoryBound(to: Float16.self) + (h0 / modelGroup) * d
@@ -249,20 +267,43 @@ public enum Attention {
     /// version) doubled the perplexity cost of a
     /// quantized cache (`bench/2026-12-04-kv-quantization.md`). With AVX2, the C kernel does
     /// the same eight positions at a time (`apus_attention_quantized`).
+    ///
+    /// `kivi4` keys (Swift only): the query's own block (that of position `query`) from its
+    /// staged f16 keys, every other block decoded from its channels.
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
-                               shape: Shape, firstKVHead: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
-        let d = shape.headDim, bs = cache.blockSize
-        let keyLayout = cache.type.keys.tensorFormat.layout, valueLayout = cache.type.values.tensorFormat.layout
-        let keyHeadBytes = cache.type.keys.rowBytes(d), valueHeadBytes = cache.type.values.rowBytes(d)
-        // The C kernel where this CPU has one: rows are whole two-byte units.
-        var rows = apus_kv_rows(keys: (cache.keys + firstKVHead * keyHeadBytes).assumingMemoryBound(to: UInt16.self),
-                                values: (cache.values + firstKVHead * valueHeadBytes).assumingMemoryBound(to: UInt16.self),
-                                table: blockTable, block_size: Int32(bs), stride: Int32(cache.keyRowBytes / 2),
-                                value_stride: Int32(cache.valueRowBytes / 2))
-        if apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
-                                    q, Int32(kvHeads), Int32(group), Int32(d), &rows,
-                                    Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
-                                    partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
+                               shape: Shape, firstKVHead: Int, query: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
+        let d = shape.headDim, bs = cache.blockSize, perChannel = cache.type.keys.isPerChannel
+        let valueLayout = cache.type.values.tensorFormat.layout, valueHeadBytes = cache.type.values.rowBytes(d)
+        if !perChannel {
+            // The C kernel where this CPU has one: rows are whole two-byte units.
+            let keyHeadBytes = cache.type.keys.rowBytes(d)
+            var rows = apus_kv_rows(keys: (cache.keys + firstKVHead * keyHeadBytes).assumingMemoryBound(to: UInt16.self),
+                                    values: (cache.values + firstKVHead * valueHeadBytes).assumingMemoryBound(to: UInt16.self),
+                                    table: blockTable, block_size: Int32(bs), stride: Int32(cache.keyRowBytes / 2),
+                                    value_stride: Int32(cache.valueRowBytes / 2))
+            if apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
+                                        q, Int32(kvHeads), Int32(group), Int32(d), &rows,
+                                        Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
+                                        partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
+        }
+        let width = shape.kvStride, ownBlock = query / bs
+        func decodeKeys(head: Int, block: Int, logicalBlock: Int, slots: Range<Int>, into keys: UnsafeMutablePointer<Float>) {
+            if perChannel && logicalBlock == ownBlock {
+                let staged = cache.stagedKeys!.blocks[block]!, offset = cache.stagedKeys!.offset
+                for (i, slot) in slots.enumerated() {
+                    let row = staged + offset + slot * width + head * d
+                    for j in 0..<d { keys[i * d + j] = Float(row[j]) }
+                }
+            } else if perChannel {
+                ChannelKeys.dequantize(cache.keys + block * bs * cache.keyRowBytes, width: width, channels: (head * d)..<((head + 1) * d),
+                                       positions: slots, into: keys, stride: d)
+            } else {
+                let keyLayout = cache.type.keys.tensorFormat.layout, keyHeadBytes = cache.type.keys.rowBytes(d)
+                for (i, slot) in slots.enumerated() {
+                    keyLayout.dequantizeRow(cache.keys + (block * bs + slot) * cache.keyRowBytes + head * keyHeadBytes, count: d, into: keys + i * d)
+                }
+            }
+        }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: bs * d + d) { scratch in
             let keys = scratch.baseAddress!, value = scratch.baseAddress! + bs * d
             for kh in 0..<kvHeads {
@@ -270,10 +311,8 @@ public enum Attention {
                 var p = positions.lowerBound
                 while p < positions.upperBound {
                     let offset = p % bs, n = min(bs - offset, positions.upperBound - p)
-                    let row = Int(blockTable[p / bs]) * bs + offset
-                    for i in 0..<n {
-                        keyLayout.dequantizeRow(cache.keys + (row + i) * cache.keyRowBytes + head * keyHeadBytes, count: d, into: keys + i * d)
-                    }
+                    let block = Int(blockTable[p / bs]), row = block * bs + offset
+                    decodeKeys(head: head, block: block, logicalBlock: p / bs, slots: offset..<(offset + n), into: keys)
                     for i in 0..<n {
                         valueLayout.dequantizeRow(cache.values + (row + i) * cache.valueRowBytes + head * valueHeadBytes, count: d, into: value)
                         for j in 0..<group {
@@ -314,7 +353,7 @@ public enum Attention {
                 for item in range {
                     let h = item / chunks, i = item % chunks, c = firstChunk + i
                     chunk(q.value + h * d, kvHeads: 1, group: 1, cache: cache, blockTable: query.blockTable, shape: shape, firstHead: h,
-                          positions: max(first, c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
+                          query: query.position, positions: max(first, c * chunkPositions)..<min(visible, (c + 1) * chunkPositions),
                           into: Partials(buffers.value + h * perHead, chunks: chunks, headDim: d), index: i)
                 }
             }

@@ -141,10 +141,21 @@ public enum HardwareProbe {
         let positions = 512, blockSize = 16, width = roof.kvHeads * roof.headDim, blocks = positions / blockSize
         var generator = SystemRandomNumberGenerator()
         func rows(_ format: KVCacheFormat, scale: Float) -> [UInt8] {
-            (0..<(tokens * positions)).flatMap { _ in
+            if format.isPerChannel {  // whole blocks of kivi4 keys
+                return (0..<(tokens * blocks)).flatMap { _ in
+                    let keys = (0..<(blockSize * width)).map { _ in Float16(Float.random(in: -scale...scale, using: &generator)) }
+                    return [UInt8](unsafeUninitializedCapacity: ChannelKeys.blockBytes(width: width)) { buffer, count in
+                        keys.withUnsafeBufferPointer { ChannelKeys.quantize($0.baseAddress!, width: width, into: buffer.baseAddress!) }
+                        count = buffer.count
+                    }
+                }
+            }
+            return (0..<(tokens * positions)).flatMap { _ in
                 Quantization.quantize((0..<width).map { _ in Float.random(in: -scale...scale, using: &generator) }, format: format.tensorFormat)
             }
         }
+        // A query reads its own block's kivi4 keys from staging: one block of them serves every table.
+        let staged = [Float16](repeating: 0, count: blockSize * width)
         let keys = rows(roof.kv.keys, scale: 2), values = rows(roof.kv.values, scale: 1)
         let copies = max(2, (64 << 20) / (keys.count + values.count))
         let copiedKeys = [[UInt8]](repeating: keys, count: copies).flatMap { $0 }
@@ -155,7 +166,10 @@ public enum HardwareProbe {
         let pool = ThreadPool(threads: threads)
         let shape = Attention.Shape(heads: roof.heads, kvHeads: roof.kvHeads, headDim: roof.headDim)
         var copy = 0
-        return copiedKeys.withUnsafeBytes { k in
+        return staged.withUnsafeBufferPointer { stagedBlock in
+            let stagedBlocks = [UnsafeMutablePointer<Float16>?](repeating: UnsafeMutablePointer(mutating: stagedBlock.baseAddress!), count: tokens * blocks)
+            return stagedBlocks.withUnsafeBufferPointer { stagedTable in
+        copiedKeys.withUnsafeBytes { k in
             copiedValues.withUnsafeBytes { v in
                 table.withUnsafeBufferPointer { t in
                     let batch = (0..<tokens).map { Attention.Query(row: $0, position: positions - 1, blockTable: t.baseAddress! + $0 * blocks) }
@@ -163,13 +177,16 @@ public enum HardwareProbe {
                         fastestPass {
                             let layer = Attention.PagedLayer(keys: k.baseAddress! + copy * keys.count, values: v.baseAddress! + copy * values.count,
                                                              blockSize: blockSize, type: roof.kv, keyRowBytes: roof.kv.keys.rowBytes(width),
-                                                             valueRowBytes: roof.kv.values.rowBytes(width))
+                                                             valueRowBytes: roof.kv.values.rowBytes(width),
+                                                             stagedKeys: roof.kv.keys.isPerChannel ? Attention.StagedKeys(blocks: stagedTable.baseAddress!, offset: 0) : nil)
                             copy = (copy + 1) % copies
                             Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: pool)
                         }
                     }
                     return seconds * 1e9 / Double(tokens * roof.heads * positions)
                 }
+            }
+        }
             }
         }
     }

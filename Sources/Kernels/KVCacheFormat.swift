@@ -3,9 +3,10 @@
 /// hold about twice and nearly four times as many positions in the same memory. Quantized
 /// keys and values are stored rotated (`Hadamard`), and attention scores the keys' blocks
 /// against the query (rounded to f16, as for an f16 cache, but not quantized) and decodes
-/// values to f32.
+/// values to f32. `kivi4`, for keys only, quantizes each channel over a block of 16
+/// positions with a minimum (`ChannelKeys`).
 public enum KVCacheFormat: String, CaseIterable, Sendable {
-    case f16, q8_0, q4_0
+    case f16, q8_0, q4_0, kivi4
 
     /// The name as given on the command line, in any case (`Q8_0`).
     public init?(name: String) {
@@ -13,31 +14,41 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
         self = format
     }
 
+    /// Whether keys are quantized per channel over a block's positions (`ChannelKeys`)
+    /// rather than position by position.
+    public var isPerChannel: Bool { self == .kivi4 }
+
+    /// The tensor format of one position's row; not for `kivi4`, which has no rows.
     public var tensorFormat: TensorFormat {
         switch self {
         case .f16: .f16
         case .q8_0: .q8_0
         case .q4_0: .q4_0
+        case .kivi4: preconditionFailure("kivi4 keys are stored per block, not in rows of a tensor format")
         }
     }
 
-    /// Whether keys and values are stored rotated by `Hadamard`, and queries and attention
-    /// outputs rotated to match: every quantized format, whose blocks an outlier channel
-    /// would otherwise spoil; f16 stores them as they are.
-    public var isRotated: Bool { self != .f16 }
+    /// The format's number in the KV transfer's wire header: ggml's type number, and 0xFE
+    /// for `kivi4`, which ggml lacks.
+    public var wireCode: UInt16 { isPerChannel ? 0xFE : UInt16(tensorFormat.ggmlType) }
 
-    /// Bytes of `width` values (keys or values of one position in one layer).
-    public func rowBytes(_ width: Int) -> Int { tensorFormat.rowBytes(width) }
+    /// Whether keys and values are stored rotated by `Hadamard`, and queries and attention
+    /// outputs rotated to match: every format quantized position by position, whose blocks
+    /// an outlier channel would otherwise spoil; f16 stores them as they are, and `kivi4`
+    /// gives each channel its own scale, which a rotation would mix (Qwen2.5-Coder-0.5B:
+    /// perplexity 6.72 rotated against 5.45 not).
+    public var isRotated: Bool { self == .q8_0 || self == .q4_0 }
+
+    /// Bytes of `width` values (keys or values of one position in one layer); for `kivi4`
+    /// a block's bytes shared out over its 16 positions.
+    public func rowBytes(_ width: Int) -> Int {
+        isPerChannel ? ChannelKeys.blockBytes(width: width) / ChannelKeys.positions : tensorFormat.rowBytes(width)
+    }
 
     /// Whether heads of `headDim` values are whole blocks, so each head's keys start a block.
-    public func canStore(headDim: Int) -> Bool { headDim % tensorFormat.blockSize == 0 }
+    public func canStore(headDim: Int) -> Bool { isPerChannel ? headDim % 16 == 0 : headDim % tensorFormat.blockSize == 0 }
 }
 
-/// How a KV cache stores its keys and its values, each in its own format (llama.cpp's `-ctk`
-/// and `-ctv`). Keys carry nearly all of a quantized cache's error, since a key's error
-/// scales every score it enters while a value's is averaged by the softmax: Qwen2.5-Coder-0.5B
-/// loses 3.7% of perplexity with Q8_0 keys and nothing with Q4_0 values
-/// (`bench/2026-12-06-kv-key-value-types.md`), so keys may stay finer than values.
 public struct KVCacheType: Sendable, Hashable, CustomStringConvertible {
     public var keys: KVCacheFormat
     public var values: KVCacheFormat

@@ -25,6 +25,7 @@ struct SpeculationArguments: ParsableArguments {
         c.maxDraft = draftMax
         c.adaptive = !draftFixed
         c.treeWidth = draftTreeWidth
+        c.isDefault = speculative == nil && draftModel == nil
         return c
     }
 

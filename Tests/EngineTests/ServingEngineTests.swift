@@ -1,6 +1,7 @@
 @testable import Engine
 import Foundation
 import GGUF
+import Kernels
 import Models
 import TestSupport
 import Tokenizer
@@ -135,6 +136,68 @@ final class ServingEngineTests: XCTestCase {
         check("preempted", try run(golden + randomRequests(6, seed: 4, maxPrompt: 40), on: core))
         XCTAssertGreaterThan(core.currentStatistics().preemptions, 0, "the small cache forced preemption")
         XCTAssertEqual(core.currentStatistics().kvBlocksUsed, 0)
+    }
+
+    /// kivi4 keys keep the promise too: sealed blocks are read the same whatever shares the
+    /// pass, through the prefix cache, copy-on-write of parallel samples and recomputation
+    /// after preemption; every block's staged keys are freed once the requests are done.
+    /// Speculation, which would roll back sealed blocks, is refused when asked for and off
+    /// by default.
+    func testKIVIKeysGiveTheSameTokensWhateverSharesTheBatch() throws {
+        let golden = try goldenRequests(maxTokens: 20)
+        let tokenizer = try load().tokenizer
+        let model = try ModelRegistry.load(try TestSupport.model(), options: ModelOptions(kvType: KVCacheType(keys: .kivi4, values: .q4_0)))
+        func core(_ configure: (inout EngineConfiguration) -> Void = { _ in }) throws -> EngineCore {
+            var c = EngineConfiguration()
+            c.contextLength = 2048
+            c.speculation.mode = .ngram
+            c.speculation.isDefault = true
+            configure(&c)
+            return try EngineCore(model: model, tokenizer: tokenizer, configuration: c)
+        }
+        XCTAssertThrowsError(try core { $0.speculation.isDefault = false }) {
+            XCTAssertEqual($0 as? EngineError, .invalidConfiguration(
+                "speculative decoding rolls back positions whose kivi4 keys may be sealed: use --speculative off with kivi4 keys, or another key type"))
+        }
+        XCTAssertThrowsError(try core { $0.blockSize = 8 }) {
+            XCTAssertEqual($0 as? EngineError, .invalidConfiguration("kivi4 keys are quantized 16 positions at a time: the block size must be 16, got 8"))
+        }
+        XCTAssertNil(try core().speculator, "the default speculation is off")
+
+        let generator = Generator(model: model, tokenizer: tokenizer, contextLength: 2048)
+        var alone: [[Int]] = []
+        for r in golden {
+            let single = try run([r], on: try core())[0].tokens[0]
+            XCTAssertEqual(single, try generator.generate(prompt: r.prompt, parameters: r.parameters).tokens, "engine alone vs generator")
+            alone.append(single)
+        }
+        func check(_ name: String, _ results: [Finished]) {
+            for (i, expected) in alone.enumerated() { XCTAssertEqual(results[i].tokens[0], expected, "\(name): golden prompt \(i)") }
+        }
+        let shared = try core()
+        check("mixed", try run(golden + randomRequests(12, seed: 1), on: shared))
+        check("prefix cache hits", try run(golden, on: shared))
+        XCTAssertGreaterThan(shared.currentStatistics().promptTokensCached, 0)
+        XCTAssertEqual(shared.cache.openBlocks, 0, "no block keeps staged keys once its holders are done")
+
+        // A prompt of 3 blocks and 5 positions: the samples share its open block until they copy it.
+        var samples = GenerationRequest(prompt: Array(golden[0].prompt.prefix(10)) + (0..<43).map { 100 + 7 * $0 }, parameters: golden[0].parameters)
+        samples.samples = 3
+        samples.parameters.sampling.temperature = 0.9
+        samples.parameters.sampling.seed = 7
+        let forked = try run([samples], on: try core())[0]
+        for i in 0..<3 {
+            var one = samples
+            one.samples = 1
+            one.parameters.sampling.seed = 7 + UInt64(i)
+            XCTAssertEqual(forked.tokens[i], try run([one], on: try core())[0].tokens[0], "sample \(i)")
+        }
+        XCTAssertEqual(Set(forked.tokens).count, 3, "different seeds, different samples")
+
+        let small = try core { $0.kvCacheBytes = 6 * 16 * model.kvBytesPerPosition }
+        check("preempted", try run(golden + randomRequests(6, seed: 4, maxPrompt: 40), on: small))
+        XCTAssertGreaterThan(small.currentStatistics().preemptions, 0, "the small cache forced preemption")
+        XCTAssertEqual(small.cache.openBlocks, 0)
     }
 
     /// Sample i of a seeded request with n samples is the request with seed + i alone; the

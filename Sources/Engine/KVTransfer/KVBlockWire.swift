@@ -35,7 +35,7 @@ public enum KVBlockWire {
         var out = magic
         out.put(version)
         // The keys' element type in the low byte, the values' in the high one.
-        out.put(UInt16(layout.type.keys.tensorFormat.ggmlType) | UInt16(layout.type.values.tensorFormat.ggmlType) << 8)
+        out.put(layout.type.keys.wireCode | layout.type.values.wireCode << 8)
         out.put(UInt32(layout.layers))
         out.put(UInt32(layout.rowWidth))
         out.put(UInt32(layout.blockSize))
@@ -186,7 +186,7 @@ public enum KVBlockWire {
             let version: UInt16 = read(at: start + 4), element: UInt16 = read(at: start + 6)
             guard version == KVBlockWire.version else { throw KVTransferError.mismatch("the blocks are in wire format version \(version); this worker reads version \(KVBlockWire.version)") }
             func format(_ type: UInt16) throws -> KVCacheFormat {
-                guard let format = KVCacheFormat.allCases.first(where: { UInt16($0.tensorFormat.ggmlType) == type }) else {
+                guard let format = KVCacheFormat.allCases.first(where: { $0.wireCode == type }) else {
                     throw KVTransferError.mismatch("the blocks hold element type \(type), which no KV cache type stores; this worker's cache holds \(layout.type)")
                 }
                 return format

@@ -12,6 +12,13 @@ final class BatchLayout {
     /// `mirrorRows[mirrorStarts[t]..<mirrorStarts[t + 1]]` (no starts when there are none).
     let mirrorStarts: [Int]
     let mirrorRows: [Int]
+    /// `kivi4` keys: the blocks this pass writes (to open), those whose last position it
+    /// writes (to seal once written), and blocks every sequence here has moved past (to
+    /// close). A sequence's first token in a pass is always one it keeps (a prompt token or
+    /// the last one sampled), so the blocks before it are full for good.
+    let blocksWritten: [Int]
+    let blocksToSeal: [Int]
+    let blocksToClose: [Int]
     /// Per RoPE configuration, `headDim` floats of cosines and sines per token.
     let angles: [FloatBuffer]
     /// The queries in attention's work order: each sequence's visited short-long-short-long
@@ -86,6 +93,14 @@ final class BatchLayout {
             (mirrorStarts, mirrorRows) = (starts, sorted.map(\.row))
         }
         self.angles = angles
+        if cache.stagesKeys {
+            let written = Set((rows + mirrorRows).map { $0 / bs })
+            blocksWritten = written.sorted()
+            blocksToSeal = Set((rows + mirrorRows).filter { $0 % bs == bs - 1 }.map { $0 / bs }).sorted()
+            blocksToClose = Set(batch.sequences.flatMap { s in s.blockTable.prefix(s.firstPosition / bs).map(Int.init) }).subtracting(written).sorted()
+        } else {
+            (blocksWritten, blocksToSeal, blocksToClose) = ([], [], [])
+        }
     }
 
     /// The further rows token `t`'s keys and values go to.

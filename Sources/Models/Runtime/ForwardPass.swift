@@ -35,6 +35,8 @@ final class ModelRuntime: @unchecked Sendable {
         let layout = try BatchLayout(batch, shape: shape, ropes: ropes, cache: cache, kvWidth: shape.kvWidth)
         lock.lock()
         defer { lock.unlock() }
+        for block in layout.blocksToClose { cache.close(block) }
+        for block in layout.blocksWritten { cache.open(block) }
         let pass = ForwardPass(runtime: self, batch: batch, layout: layout, cache: cache, workspace: workspace)
         profile.countStep()
         return body(pass)
@@ -141,7 +143,7 @@ final class ForwardPass {
         let kvLayer = cache.attentionLayer(layer)
         let keys = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.keys)), values = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.values))
         let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
-        let type = cache.type, keyRowBytes = cache.keyRowBytes, valueRowBytes = cache.valueRowBytes
+        let type = cache.type, keyRowBytes = cache.keyRowBytes, valueRowBytes = cache.valueRowBytes, bs = cache.blockSize
         // A quantized cache stores keys less their bias (after RoPE): every score of a query
         // then drops by the same q·b, which softmax cancels exactly, while the stored keys lose
         // the biases (Qwen2.5's reach 150 in layer 0) that would otherwise set their blocks'
@@ -169,16 +171,28 @@ final class ForwardPass {
                             Hadamard.rotate(key, heads: hp.kvHeads, headDim: hp.headDim)
                         }
                         if type.values.isRotated { Hadamard.rotate(value, heads: hp.kvHeads, headDim: hp.headDim) }
-                        Quantization.quantize(key, count: hp.kvWidth, format: type.keys.tensorFormat, into: keys.value + row * keyRowBytes)
+                        if type.keys.isPerChannel {
+                            let staged = cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs)
+                            for i in 0..<hp.kvWidth { staged[i] = Float16(key[i]) }
+                        } else {
+                            Quantization.quantize(key, count: hp.kvWidth, format: type.keys.tensorFormat, into: keys.value + row * keyRowBytes)
+                        }
                         Quantization.quantize(value, count: hp.kvWidth, format: type.values.tensorFormat, into: values.value + row * valueRowBytes)
                     }
                     for mirror in layout.mirrors(of: t) {
-                        (keys.value + mirror * keyRowBytes).copyMemory(from: keys.value + row * keyRowBytes, byteCount: keyRowBytes)
+                        if type.keys.isPerChannel {
+                            cache.stagedKeys(block: mirror / bs, layer: layer, slot: mirror % bs)
+                                .update(from: cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs), count: hp.kvWidth)
+                        } else {
+                            (keys.value + mirror * keyRowBytes).copyMemory(from: keys.value + row * keyRowBytes, byteCount: keyRowBytes)
+                        }
                         (values.value + mirror * valueRowBytes).copyMemory(from: values.value + row * valueRowBytes, byteCount: valueRowBytes)
                     }
                 }
             }
         } }
+        // kivi4: a block whose last position was just written is quantized before anyone reads it sealed.
+        for block in layout.blocksToSeal { cache.seal(block: block, layer: layer) }
         let attentionShape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim, window: window, scale: scale)
         profile.time(.attention) {
             layout.queries.withUnsafeBufferPointer { queries in

@@ -11,6 +11,11 @@ import Darwin
 /// `table[p / blockSize]` at offset `p % blockSize`. Keys and values are each f16, as in
 /// llama.cpp's default cache, or Q8_0 / Q4_0 blocks (`KVCacheType`). Which block belongs to whom is the
 /// engine's business: this type only stores, and copies a block for copy-on-write.
+///
+/// `kivi4` keys (`ChannelKeys`) are quantized a whole block at a time, once its last position
+/// is written; until then a block's keys are kept in f16 in a staging area of its own,
+/// allocated when the block is first written and freed when the block is closed (every
+/// sequence holding it has moved past it) or discarded (its last holder let go).
 public final class PagedKVCache: @unchecked Sendable {
     public let layers: Int
     public let blockSize: Int
@@ -23,6 +28,9 @@ public final class PagedKVCache: @unchecked Sendable {
     public let valueRowBytes: Int
     let keys: [UnsafeMutableRawPointer]
     let values: [UnsafeMutableRawPointer]
+    /// Per block, its keys in f16 while it is open (`kivi4` keys only): per layer, 16 rows of
+    /// `rowWidth`.
+    let staging: UnsafeMutablePointer<UnsafeMutablePointer<Float16>?>
     private let mapping: UnsafeMutableRawPointer
     private let mappedBytes: Int
 
@@ -38,9 +46,11 @@ public final class PagedKVCache: @unchecked Sendable {
     /// misses the TLB far less often.
     public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int, type: KVCacheType = .f16) {
         precondition(layers > 0 && blockSize > 0 && blockCount > 0 && rowWidth > 0, "empty KV cache")
-        for f in [type.keys, type.values] {
+        for f in [type.keys, type.values] where !f.isPerChannel {
             precondition(f.tensorFormat.canStore(rowLength: rowWidth), "rows of \(rowWidth) values are not whole \(f) blocks")
         }
+        precondition(!type.values.isPerChannel, "kivi4 stores keys only")
+        precondition(!type.keys.isPerChannel || blockSize == ChannelKeys.positions, "kivi4 keys need blocks of \(ChannelKeys.positions) positions")
         self.layers = layers
         self.blockSize = blockSize
         self.blockCount = blockCount
@@ -68,10 +78,50 @@ public final class PagedKVCache: @unchecked Sendable {
         }
         keys = (0..<layers).map { aligned + $0 * layerBytes }
         values = (0..<layers).map { aligned + $0 * layerBytes + keyBytes }
+        staging = .allocate(capacity: blockCount)
+        staging.initialize(repeating: nil, count: blockCount)
     }
 
     deinit {
+        for b in 0..<blockCount { staging[b]?.deallocate() }
+        staging.deallocate()
         munmap(mapping, mappedBytes)
+    }
+
+    /// Whether keys are quantized a block at a time (`kivi4`) and staged until then.
+    public var stagesKeys: Bool { type.keys.isPerChannel }
+
+    /// Gives block `block` a staging area if it has none: it is about to be written.
+    func open(_ block: Int) {
+        guard stagesKeys, staging[block] == nil else { return }
+        let count = layers * blockSize * rowWidth
+        staging[block] = .allocate(capacity: count)
+        staging[block]!.initialize(repeating: 0, count: count)
+    }
+
+    /// Frees block `block`'s staging area: no query will read its keys from there again
+    /// (it is sealed, and every sequence holding it has moved past it), or its content is
+    /// worthless (nobody holds it). Blocks without one are left as they are.
+    public func close(_ block: Int) {
+        guard stagesKeys, let area = staging[block] else { return }
+        area.deallocate()
+        staging[block] = nil
+    }
+
+    /// Blocks that have a staging area now.
+    public var openBlocks: Int { stagesKeys ? (0..<blockCount).reduce(0) { $0 + (staging[$1] == nil ? 0 : 1) } : 0 }
+
+    /// The f16 keys of position `slot` of open block `block` in layer `layer`.
+    public func stagedKeys(block: Int, layer: Int, slot: Int) -> UnsafeMutablePointer<Float16> {
+        precondition(staging[block] != nil, "block \(block) is not open")
+        return staging[block]! + (layer * blockSize + slot) * rowWidth
+    }
+
+    /// Quantizes open block `block`'s staged keys of layer `layer` into the pool: its last
+    /// position has been written.
+    public func seal(block: Int, layer: Int) {
+        ChannelKeys.quantize(stagedKeys(block: block, layer: layer, slot: 0), width: rowWidth,
+                             into: keys[layer] + block * blockSize * keyRowBytes)
     }
 
     /// Bytes a sequence's first `positions` positions take over all layers, keys and values.
@@ -80,11 +130,13 @@ public final class PagedKVCache: @unchecked Sendable {
     /// Copies a sequence's first `positions` positions, read through `table`, out into
     /// `buffer` (`bytes(positions:)` long: per layer its keys, then its values): a swap-out.
     public func read(table: [Int32], positions: Int, into buffer: UnsafeMutableRawPointer) {
+        precondition(!stagesKeys, "kivi4 keys are not swapped: the engine recomputes them")
         transfer(table: table, positions: positions) { cache, i, count in (buffer + i).copyMemory(from: cache, byteCount: count) }
     }
 
     /// Writes what `read` copied back through `table` (which may name other blocks): a swap-in.
     public func write(table: [Int32], positions: Int, from buffer: UnsafeRawPointer) {
+        precondition(!stagesKeys, "kivi4 keys are not swapped: the engine recomputes them")
         transfer(table: table, positions: positions) { cache, i, count in cache.copyMemory(from: buffer + i, byteCount: count) }
     }
 
@@ -109,18 +161,25 @@ public final class PagedKVCache: @unchecked Sendable {
     /// every layer: the copy of copy-on-write.
     public func copyBlock(_ source: Int, to destination: Int, positions: Int) {
         precondition((0..<blockCount).contains(source) && (0..<blockCount).contains(destination) && positions <= blockSize)
+        // A block's kivi4 keys are whole-block data: copied whole, with the staged keys.
+        let keyBytes = stagesKeys ? blockSize * keyRowBytes : positions * keyRowBytes
         for l in 0..<layers {
-            for (half, rowBytes) in [(keys[l], keyRowBytes), (values[l], valueRowBytes)] {
+            for (half, rowBytes, bytes) in [(keys[l], keyRowBytes, keyBytes), (values[l], valueRowBytes, positions * valueRowBytes)] {
                 let stride = blockSize * rowBytes
-                (half + destination * stride).copyMemory(from: half + source * stride, byteCount: positions * rowBytes)
+                (half + destination * stride).copyMemory(from: half + source * stride, byteCount: bytes)
             }
+        }
+        if stagesKeys, let area = staging[source] {
+            open(destination)
+            staging[destination]!.update(from: area, count: layers * blockSize * rowWidth)
         }
     }
 
     /// Layer `layer` as attention reads it.
     func attentionLayer(_ layer: Int) -> Attention.PagedLayer {
         Attention.PagedLayer(keys: keys[layer], values: values[layer], blockSize: blockSize, type: type, keyRowBytes: keyRowBytes,
-                             valueRowBytes: valueRowBytes)
+                             valueRowBytes: valueRowBytes,
+                             stagedKeys: stagesKeys ? Attention.StagedKeys(blocks: UnsafePointer(staging), offset: layer * blockSize * rowWidth) : nil)
     }
 }
 
