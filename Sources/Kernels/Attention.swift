@@ -274,13 +274,21 @@ public enum Attention {
                                shape: Shape, firstKVHead: Int, query: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize, perChannel = cache.type.keys.isPerChannel
         let valueLayout = cache.type.values.tensorFormat.layout, valueHeadBytes = cache.type.values.rowBytes(d)
-        if !perChannel {
-            // The C kernel where this CPU has one: rows are whole two-byte units.
-            let keyHeadBytes = cache.type.keys.rowBytes(d)
-            var rows = apus_kv_rows(keys: (cache.keys + firstKVHead * keyHeadBytes).assumingMemoryBound(to: UInt16.self),
-                                    values: (cache.values + firstKVHead * valueHeadBytes).assumingMemoryBound(to: UInt16.self),
-                                    table: blockTable, block_size: Int32(bs), stride: Int32(cache.keyRowBytes / 2),
-                                    value_stride: Int32(cache.valueRowBytes / 2))
+        // The C kernel where this CPU has one: rows are whole two-byte units.
+        let keyHeadBytes = perChannel ? 0 : cache.type.keys.rowBytes(d)
+        var rows = apus_kv_rows(keys: (cache.keys + firstKVHead * keyHeadBytes).assumingMemoryBound(to: UInt16.self),
+                                values: (cache.values + firstKVHead * valueHeadBytes).assumingMemoryBound(to: UInt16.self),
+                                table: blockTable, block_size: Int32(bs), stride: Int32(cache.keyRowBytes / 2),
+                                value_stride: Int32(cache.valueRowBytes / 2))
+        if let staged = cache.stagedKeys {
+            var keys = apus_kivi4_keys(blocks: cache.keys.assumingMemoryBound(to: UInt8.self),
+                                       staged: UnsafeRawPointer(staged.blocks).assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
+                                       staged_offset: staged.offset, width: Int32(shape.kvStride), first_channel: Int32(firstKVHead * d),
+                                       own_block: Int32(query / bs))
+            if apus_attention_kivi4(Int32(cache.type.values.tensorFormat.ggmlType), &keys, q, Int32(kvHeads), Int32(group), Int32(d), &rows,
+                                    Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
+                                    partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
+        } else {
             if apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
                                         q, Int32(kvHeads), Int32(group), Int32(d), &rows,
                                         Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,

@@ -13,9 +13,11 @@
 /// of its own block from staging and every earlier block sealed, whatever was written
 /// since, so a position's result does not depend on how the batch around it was formed.
 ///
-/// Layout of one block of `width` channels: the levels, 8 bytes per channel (byte `i` holds
-/// position `2i` in its low nibble and `2i + 1` in its high one), then each channel's f16
-/// scale, then each channel's f16 minimum. Key = minimum + scale · level.
+/// Layout of one block of `width` channels (a multiple of 32): the levels, a row of
+/// `width / 2` bytes per position (in each 16 bytes, byte `j` holds channel `32g + j` in its
+/// low nibble and `32g + 16 + j` in its high one, as a Q4_0 block orders its values), then
+/// each channel's f16 scale, then each channel's f16 minimum. Key = minimum + scale · level,
+/// one fused multiply-add.
 public enum ChannelKeys {
     public static let positions = 16
 
@@ -26,9 +28,11 @@ public enum ChannelKeys {
     /// Levels are rounded against the f16 scale and minimum that are stored, so decoding
     /// reproduces what was chosen.
     public static func quantize(_ keys: UnsafePointer<Float16>, width: Int, into block: UnsafeMutableRawPointer) {
+        precondition(width % 32 == 0, "kivi4 keys come in groups of 32 channels")
         let levels = block.assumingMemoryBound(to: UInt8.self)
         let scales = (block + width * positions / 2).assumingMemoryBound(to: Float16.self)
         let minima = scales + width
+        levels.initialize(repeating: 0, count: width * positions / 2)
         for c in 0..<width {
             var lo = Float(keys[c]), hi = lo
             for p in 1..<positions {
@@ -40,14 +44,16 @@ public enum ChannelKeys {
             scales[c] = scale
             minima[c] = minimum
             let inverse: Float = scale == 0 ? 0 : 1 / Float(scale)
-            for i in 0..<(positions / 2) {
-                func level(_ p: Int) -> UInt8 {
-                    UInt8(min(15, max(0, ((Float(keys[p * width + c]) - Float(minimum)) * inverse).rounded())))
-                }
-                levels[c * positions / 2 + i] = level(2 * i) | level(2 * i + 1) << 4
+            let (byte, shift) = levelByte(c)
+            for p in 0..<positions {
+                let level = UInt8(min(15, max(0, ((Float(keys[p * width + c]) - Float(minimum)) * inverse).rounded())))
+                levels[p * width / 2 + byte] |= level << shift
             }
         }
     }
+
+    /// Channel `c`'s byte within a position's row of levels, and its nibble's shift.
+    @inline(__always) static func levelByte(_ c: Int) -> (byte: Int, shift: UInt8) { (c / 32 * 16 + c % 16, c % 32 < 16 ? 0 : 4) }
 
     /// Decodes channels `channels` of positions `positions` (within the block) of `block`,
     /// a block of `width` channels, into rows `stride` apart in `out` (the first channel at
@@ -57,13 +63,12 @@ public enum ChannelKeys {
         let levels = block.assumingMemoryBound(to: UInt8.self)
         let scales = (block + width * Self.positions / 2).assumingMemoryBound(to: Float16.self)
         let minima = scales + width
-        for c in channels {
-            let scale = Float(scales[c]), minimum = Float(minima[c]), column = out + (c - channels.lowerBound)
-            let channel = levels + c * Self.positions / 2
-            for p in positions {
-                let byte = channel[p / 2]
-                let level = p % 2 == 0 ? byte & 0x0F : byte >> 4
-                column[(p - positions.lowerBound) * stride] = minimum.addingProduct(scale, Float(level))
+        for p in positions {
+            let row = out + (p - positions.lowerBound) * stride
+            for c in channels {
+                let (byte, shift) = levelByte(c)
+                let level = (levels[p * width / 2 + byte] >> shift) & 0x0F
+                row[c - channels.lowerBound] = Float(minima[c]).addingProduct(Float(scales[c]), Float(level))
             }
         }
     }

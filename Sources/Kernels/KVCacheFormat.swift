@@ -46,7 +46,7 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
     }
 
     /// Whether heads of `headDim` values are whole blocks, so each head's keys start a block.
-    public func canStore(headDim: Int) -> Bool { isPerChannel ? headDim % 16 == 0 : headDim % tensorFormat.blockSize == 0 }
+    public func canStore(headDim: Int) -> Bool { isPerChannel ? headDim % 32 == 0 : headDim % tensorFormat.blockSize == 0 }
 }
 
 public struct KVCacheType: Sendable, Hashable, CustomStringConvertible {

@@ -183,12 +183,36 @@ INLINE AVX2 void decode_head(const int format, const uint16_t *src, int d, float
     for (int c = 0; c < d / 8; c++) _mm256_storeu_ps(x + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 8 * c))));
 }
 
+// Position p's key of KV head g (`d` channels) from kivi4 keys: staged f16 in the query's
+// own block, else minimum + scale · level by one fused multiply-add, as ChannelKeys decodes.
+INLINE AVX2 void decode_kivi4(const apus_kivi4_keys *keys, const apus_kv_rows *kv, int p, int g, int d, float *x) {
+    const int block = kv->table[p / kv->block_size], slot = p % kv->block_size, channel = keys->first_channel + g * d;
+    if (p / kv->block_size == keys->own_block) {
+        decode_head(APUS_F16, keys->staged[block] + keys->staged_offset + (size_t)slot * keys->width + channel, d, x);
+        return;
+    }
+    const uint8_t *base = keys->blocks + (size_t)block * 12 * keys->width;
+    const uint8_t *levels = base + (size_t)slot * (keys->width / 2) + channel / 2;
+    const uint16_t *scales = (const uint16_t *)(base + (size_t)kv->block_size * (keys->width / 2)) + channel, *minima = scales + keys->width;
+    for (int b = 0; b < d / 32; b++, levels += 16, scales += 32, minima += 32, x += 32) {
+        const __m256i v = unpack_nibbles(levels);
+        const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+        const __m128i q[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int j = 0; j < 4; j++) {
+            const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(scales + 8 * j)));
+            const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(minima + 8 * j)));
+            _mm256_storeu_ps(x + 8 * j, _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q[j])), m));
+        }
+    }
+}
+
 // attention_avx512's structure in AVX2, eight positions at a time: each KV head's keys and
 // values decoded to f32 once for its query heads (each f16, or Q8_0/Q4_0 blocks:
-// `key_format`, `value_format`), eight scores per head at once, their weights from one
-// vector exp, the value sums in registers; the next eight rows prefetched.
-static AVX2 void attention_avx2_tiled(int key_format, int value_format, const float *q, int kv_heads, int group, int q_stride,
-                                      const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io,
+// `key_format`, `value_format`; kivi4 keys from `kivi`), eight scores per head at once,
+// their weights from one vector exp, the value sums in registers; the next eight rows
+// prefetched.
+static AVX2 void attention_avx2_tiled(int key_format, int value_format, const apus_kivi4_keys *kivi, const float *q, int kv_heads, int group,
+                                      int q_stride, const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io,
                                       float *sum_io, int state_stride) {
     const int nv = d / 8, key_units = head_units(key_format, d), value_units = head_units(value_format, d);
     float kf[8 * 256], vf[8 * 256];
@@ -200,14 +224,19 @@ static AVX2 void attention_avx2_tiled(int key_format, int value_format, const fl
         for (int i = 0; i < n; i++) rows[i] = rows[8 + i];
         for (int i = 0; i < 8 && p0 + 8 + i < end; i++) {
             const size_t row = rows[8 + i] = row_index(kv, p0 + 8 + i);
-            for (int line = 0; line < key_bytes; line += 64) _mm_prefetch((const char *)(kv->keys + row * kv->stride) + line, _MM_HINT_T0);
+            if (!kivi)
+                for (int line = 0; line < key_bytes; line += 64) _mm_prefetch((const char *)(kv->keys + row * kv->stride) + line, _MM_HINT_T0);
             for (int line = 0; line < value_bytes; line += 64)
                 _mm_prefetch((const char *)(kv->values + row * kv->value_stride) + line, _MM_HINT_T0);
         }
         for (int g = 0; g < kv_heads; g++) {
             for (int i = 0; i < 8; i++) {
                 if (i < n) {
-                    decode_head(key_format, kv->keys + rows[i] * kv->stride + (size_t)g * key_units, d, kf + i * d);
+                    if (kivi) {
+                        decode_kivi4(kivi, kv, p0 + i, g, d, kf + i * d);
+                    } else {
+                        decode_head(key_format, kv->keys + rows[i] * kv->stride + (size_t)g * key_units, d, kf + i * d);
+                    }
                     decode_head(value_format, kv->values + rows[i] * kv->value_stride + (size_t)g * value_units, d, vf + i * d);
                 } else {
                     for (int c = 0; c < nv; c++) _mm256_storeu_ps(kf + i * d + 8 * c, _mm256_setzero_ps());
@@ -400,7 +429,7 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
         return 1;
     }
     if (apus_int8_isa() >= 1 && d % 8 == 0 && d <= 256) {
-        attention_avx2_tiled(APUS_F16, APUS_F16, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        attention_avx2_tiled(APUS_F16, APUS_F16, 0, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }
     if (apus_int8_isa() >= 1) {
@@ -422,12 +451,29 @@ int apus_attention_quantized(int key_format, int value_format, const float *q, i
     }
 #if APUS_X86
     if (apus_int8_isa() >= 1) {
-        attention_avx2_tiled(key_format, value_format, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io,
+        attention_avx2_tiled(key_format, value_format, 0, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io,
                              state_stride);
         return 1;
     }
 #endif
     (void)q; (void)kv_heads; (void)q_stride; (void)kv; (void)begin; (void)end; (void)scale; (void)out;
+    (void)max_io; (void)sum_io; (void)state_stride;
+    return 0;
+}
+
+int apus_attention_kivi4(int value_format, const apus_kivi4_keys *keys, const float *q, int kv_heads, int group, int q_stride,
+                         const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io, float *sum_io,
+                         int state_stride) {
+    if (group > APUS_MAX_GROUP || kv_heads * group > APUS_MAX_HEADS || d % 32 != 0 || d > 256 || kv->block_size != 16) return 0;
+    if (value_format != APUS_F16 && value_format != APUS_Q8_0 && value_format != APUS_Q4_0) return 0;
+#if APUS_X86
+    if (apus_int8_isa() >= 1) {
+        attention_avx2_tiled(APUS_F16, value_format, keys, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io,
+                             state_stride);
+        return 1;
+    }
+#endif
+    (void)keys; (void)q; (void)kv_heads; (void)q_stride; (void)kv; (void)begin; (void)end; (void)scale; (void)out;
     (void)max_io; (void)sum_io; (void)state_stride;
     return 0;
 }

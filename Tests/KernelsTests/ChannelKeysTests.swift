@@ -5,14 +5,14 @@ import XCTest
 
 /// `kivi4` keys: each channel of a 16-position block in 4-bit levels over its own minimum and
 /// scale, and attention that reads a query's own block from the staged f16 keys and every
-/// other block sealed.
+/// other block sealed, on every instruction-set level.
 final class ChannelKeysTests: XCTestCase {
     /// Every decoded key lies within half a step of the original (plus the f16 rounding of the
     /// minimum and scale), on channels of very different offsets and spreads; a constant
     /// channel comes back exactly.
     func testABlockDecodesWithinHalfAStepPerChannel() {
         var g = SplitMix(3)
-        for width in [16, 48, 192] {
+        for width in [32, 96, 192] {
             let offsets = (0..<width).map { c in c % 7 == 0 ? Float.random(in: -60...60, using: &g) : Float.random(in: -1...1, using: &g) }
             let spreads = (0..<width).map { c in c % 5 == 0 ? 0 : Float.random(in: 0.01...3, using: &g) }
             let keys = (0..<(16 * width)).map { i in Float16(offsets[i % width] + Float.random(in: -1...1, using: &g) * spreads[i % width]) }
@@ -49,6 +49,9 @@ final class ChannelKeysTests: XCTestCase {
     /// reference that takes its own block's keys in f16 and every other block's decoded, and
     /// bitwise the same result alone as in the batch.
     func testAttentionReadsItsOwnBlockStagedAndTheRestSealed() {
+        defer { IntegerKernels.limit(to: .avx512vnni) }
+        for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
+        IntegerKernels.limit(to: level)
         for values in [KVCacheFormat.q4_0, .f16] {
             let type = KVCacheType(keys: .kivi4, values: values)
             for (d, heads, kvHeads, window) in [(64, 6, 2, nil), (32, 4, 4, nil), (256, 4, 1, 100 as Int?)] {
@@ -140,13 +143,14 @@ final class ChannelKeysTests: XCTestCase {
                         let m = scores.max()!, weights = scores.map { exp($0 - m) }, total = weights.reduce(0, +)
                         for i in 0..<d {
                             let expected = zip(first...query.position, weights).reduce(0.0) { $0 + $1.1 * Double(decodedValues[s][$1.0 * width + kv * d + i]) } / total
-                            XCTAssertEqual(Double(out[base + i]), expected, accuracy: 2e-5, "\(type) d \(d) query \(query) head \(h) dimension \(i)")
+                            XCTAssertEqual(Double(out[base + i]), expected, accuracy: 2e-5, "\(level) \(type) d \(d) query \(query) head \(h) dimension \(i)")
                         }
                     }
                     let alone = attend(Array(q[(query.row * heads * d)..<((query.row + 1) * heads * d)]), [(0, query.sequence, query.position)])
-                    XCTAssertEqual(alone, Array(out[(query.row * heads * d)..<((query.row + 1) * heads * d)]), "\(type) d \(d) \(query) alone")
+                    XCTAssertEqual(alone, Array(out[(query.row * heads * d)..<((query.row + 1) * heads * d)]), "\(level) \(type) d \(d) \(query) alone")
                 }
             }
+        }
         }
     }
 }
