@@ -163,19 +163,23 @@ final class EngineCore {
         let poolPositions = blockCount * configuration.blockSize
         contextLength = min(configuration.contextLength ?? poolPositions, model.trainedContextLength)
         var speculation = configuration.speculation
-        // kivi4 keys quantize a block once its last position is written, and a draft that
-        // fills a block and is then rejected would leave it sealed with the draft's keys; they
-        // are not swapped either (a preempted sequence's open block lives outside the pool),
-        // so preempted sequences are recomputed.
+        // kivi4 keys keep a block's keys staged until every sequence holding it has moved
+        // past it, which a verify pass's first token (always kept) tells; a prompt-lookup
+        // chain rolls back only after that token. A draft model's own cache and a token
+        // tree's branches write from positions that may be rolled back, which kivi4 keys do
+        // not support. Nor are they swapped (an open block's keys live outside the pool), so
+        // preempted sequences are recomputed.
         let stagesKeys = model.kvShape.type.keys.isPerChannel
         if stagesKeys {
             guard configuration.blockSize == ChannelKeys.positions else {
                 throw EngineError.invalidConfiguration("kivi4 keys are quantized \(ChannelKeys.positions) positions at a time: the block size must be \(ChannelKeys.positions), got \(configuration.blockSize)")
             }
-            guard speculation.mode == .off || speculation.isDefault else {
-                throw EngineError.invalidConfiguration("speculative decoding rolls back positions whose kivi4 keys may be sealed: use --speculative off with kivi4 keys, or another key type")
+            if speculation.mode == .draft || (speculation.mode == .ngram && speculation.treeWidth > 1) {
+                guard speculation.isDefault else {
+                    throw EngineError.invalidConfiguration("draft models and token trees are not supported with kivi4 keys: use --speculative ngram with --draft-tree-width 1, or off, or another key type")
+                }
+                speculation.mode = .off
             }
-            speculation.mode = .off
         }
         cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
         let swap = configuration.swapMemoryBytes + configuration.swapFileBytes > 0 && !stagesKeys

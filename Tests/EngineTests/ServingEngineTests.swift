@@ -141,8 +141,7 @@ final class ServingEngineTests: XCTestCase {
     /// kivi4 keys keep the promise too: sealed blocks are read the same whatever shares the
     /// pass, through the prefix cache, copy-on-write of parallel samples and recomputation
     /// after preemption; every block's staged keys are freed once the requests are done.
-    /// Speculation, which would roll back sealed blocks, is refused when asked for and off
-    /// by default.
+    /// Draft models and token trees are refused when asked for, and off where only the default.
     func testKIVIKeysGiveTheSameTokensWhateverSharesTheBatch() throws {
         let golden = try goldenRequests(maxTokens: 20)
         let tokenizer = try load().tokenizer
@@ -150,19 +149,19 @@ final class ServingEngineTests: XCTestCase {
         func core(_ configure: (inout EngineConfiguration) -> Void = { _ in }) throws -> EngineCore {
             var c = EngineConfiguration()
             c.contextLength = 2048
-            c.speculation.mode = .ngram
             c.speculation.isDefault = true
             configure(&c)
             return try EngineCore(model: model, tokenizer: tokenizer, configuration: c)
         }
-        XCTAssertThrowsError(try core { $0.speculation.isDefault = false }) {
+        XCTAssertThrowsError(try core { $0.speculation.mode = .ngram; $0.speculation.isDefault = false; $0.speculation.treeWidth = 2 }) {
             XCTAssertEqual($0 as? EngineError, .invalidConfiguration(
-                "speculative decoding rolls back positions whose kivi4 keys may be sealed: use --speculative off with kivi4 keys, or another key type"))
+                "draft models and token trees are not supported with kivi4 keys: use --speculative ngram with --draft-tree-width 1, or off, or another key type"))
         }
         XCTAssertThrowsError(try core { $0.blockSize = 8 }) {
             XCTAssertEqual($0 as? EngineError, .invalidConfiguration("kivi4 keys are quantized 16 positions at a time: the block size must be 16, got 8"))
         }
-        XCTAssertNil(try core().speculator, "the default speculation is off")
+        XCTAssertNotNil(try core { $0.speculation.mode = .ngram }.speculator, "the default, a prompt-lookup chain, speculates")
+        XCTAssertNil(try core { $0.speculation.mode = .ngram; $0.speculation.treeWidth = 2 }.speculator, "a default tree width past 1 turns speculation off")
 
         let generator = Generator(model: model, tokenizer: tokenizer, contextLength: 2048)
         var alone: [[Int]] = []

@@ -1,6 +1,7 @@
 @testable import Engine
 import Foundation
 import GGUF
+import Kernels
 import Models
 import TestSupport
 import Tokenizer
@@ -73,6 +74,24 @@ final class SpeculativeDecodingTests: XCTestCase {
             let mixed = golden + sampledRequests(8, seed: 5)
             XCTAssertEqual(Array(try run(mixed, on: try core(model, tokenizer, .ngram) { $0.speculation.speculatesSeededSampling = true }).prefix(golden.count)), plain,
                            "\(m.catalogName): among sampled requests")
+        }
+    }
+
+    /// kivi4 keys: a rejected draft may have filled and sealed a block, which the next pass
+    /// writes again and seals anew before any query reads it sealed; greedy output with
+    /// prompt lookup is still plain decoding's, and no block keeps staged keys afterwards.
+    func testGreedyOutputIsIdenticalWithPromptLookupOnKIVIKeys() throws {
+        for m in [TestModel.smolLM2, .qwen05] {
+            let tokenizer = try load(m).tokenizer
+            let model = try ModelRegistry.load(try TestSupport.model(m), options: ModelOptions(kvType: KVCacheType(keys: .kivi4, values: .q4_0)))
+            let golden = try goldenRequests(m)
+            let plain = try run(golden, on: try core(model, tokenizer, .off))
+            let forced = try core(model, tokenizer, .ngram) { $0.speculation.maxDraft = 16 }
+            XCTAssertEqual(try run(golden, on: forced), plain, "\(m.catalogName): prompt lookup, drafting 16")
+            let s = forced.currentStatistics()
+            XCTAssertGreaterThan(s.draftTokens, 100, "\(m.catalogName): drafts were verified")
+            XCTAssertLessThan(s.acceptedDraftTokens, s.draftTokens, "\(m.catalogName): some drafts were rejected")
+            XCTAssertEqual(forced.cache.openBlocks, 0)
         }
     }
 

@@ -132,6 +132,18 @@ final class SyntheticArchitectureTests: XCTestCase {
         batch.append([3], firstPosition: 40, blockTable: [5, 2, 7], logitsOfLast: 1)
         _ = try model.forward(batch, cache: cache)
         XCTAssertEqual(cache.openBlocks, 1, "blocks 5 and 2 are behind the sequence")
+
+        // A single-sequence cache cut back into a block it had moved past recomputes that
+        // block from its start, and the logits are a fresh run's.
+        let longer = sequence + [3]
+        let fresh = try model.forward(longer, cache: model.makeCache(capacity: 64), logitRows: 40..<41)
+        let single = model.makeCache(capacity: 64)
+        _ = try model.forward(sequence, cache: single, logitRows: 39..<40)
+        _ = try model.forward([3], cache: single, logitRows: 0..<1)
+        XCTAssertEqual(single.storage.openBlocks, 1, "the sequence has moved past its first two blocks")
+        single.truncate(to: 20)
+        XCTAssertEqual(single.length, 16)
+        XCTAssertEqual(try model.forward(Array(longer[16...]), cache: single, logitRows: 24..<25).map(\.bitPattern), fresh.map(\.bitPattern))
     }
 
     /// A key channel far above the rest (Qwen2.5's biases make them) would set the scale of

@@ -241,8 +241,11 @@ public final class KVCache: @unchecked Sendable {
         blockTable = (0..<Int32(blocks)).map { $0 }
     }
 
-    /// Forgets positions from `newLength` on (for example to start a new sequence).
+    /// Forgets positions from `newLength` on (for example to start a new sequence). kivi4
+    /// keys keep no f16 copy of a block the sequence has moved past, so there it forgets
+    /// from the start of `newLength`'s block, whose positions are computed again.
     public func truncate(to newLength: Int) {
-        length = min(length, max(0, newLength))
+        let kept = min(length, max(0, newLength))
+        length = storage.stagesKeys ? kept / storage.blockSize * storage.blockSize : kept
     }
 }
