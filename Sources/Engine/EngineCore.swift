@@ -43,6 +43,8 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
     case invalidLogprobs(Int)
     case invalidEmbeddingRequest
     case invalidResume(String)
+    /// KV blocks asked of or given to a worker whose keys are kivi4.
+    case kvTransferUnsupported
     case shutDown
 
     public var description: String {
@@ -54,6 +56,8 @@ public enum EngineError: Error, Equatable, CustomStringConvertible {
         case .invalidLogprobs(let k): "logprobs must be between 0 and \(GenerationRequest.maxLogprobs), got \(k)"
         case .invalidEmbeddingRequest: "an embedding request generates nothing: max tokens 0, one sample, no log-probabilities"
         case .invalidResume(let message): message
+        case .kvTransferUnsupported:
+            "this worker's keys are kivi4, whose blocks are not exported or imported: disaggregated serving needs f16, q8_0 or q4_0 keys"
         case .shutDown: "the engine is shutting down"
         }
     }
@@ -162,23 +166,20 @@ final class EngineCore {
         // make every request without max_tokens fail against a 16,384-position pool.
         let poolPositions = blockCount * configuration.blockSize
         contextLength = min(configuration.contextLength ?? poolPositions, model.trainedContextLength)
-        var speculation = configuration.speculation
-        // kivi4 keys keep a block's keys staged until every sequence holding it has moved
-        // past it, which a verify pass's first token (always kept) tells; a prompt-lookup
-        // chain rolls back only after that token. A draft model's own cache and a token
-        // tree's branches write from positions that may be rolled back, which kivi4 keys do
-        // not support. Nor are they swapped (an open block's keys live outside the pool), so
+        let speculation = configuration.speculation
+        // kivi4 keys keep a block's keys staged until a sequence holding it has moved past
+        // it, which a verify pass's first token (always kept) tells; a prompt-lookup chain
+        // rolls back only after that token. A draft model's own cache and a token tree's
+        // branches write from positions that may be rolled back, which kivi4 keys do not
+        // support. Nor are they swapped (an open block's keys live outside the pool), so
         // preempted sequences are recomputed.
         let stagesKeys = model.kvShape.type.keys.isPerChannel
         if stagesKeys {
             guard configuration.blockSize == ChannelKeys.positions else {
                 throw EngineError.invalidConfiguration("kivi4 keys are quantized \(ChannelKeys.positions) positions at a time: the block size must be \(ChannelKeys.positions), got \(configuration.blockSize)")
             }
-            if speculation.mode == .draft || (speculation.mode == .ngram && speculation.treeWidth > 1) {
-                guard speculation.isDefault else {
-                    throw EngineError.invalidConfiguration("draft models and token trees are not supported with kivi4 keys: use --speculative ngram with --draft-tree-width 1, or off, or another key type")
-                }
-                speculation.mode = .off
+            guard speculation.mode == .off || (speculation.mode == .ngram && speculation.treeWidth == 1) else {
+                throw EngineError.invalidConfiguration("draft models and token trees are not supported with kivi4 keys: use --speculative ngram with --draft-tree-width 1, or off, or another key type")
             }
         }
         cache = model.makePagedCache(blockSize: configuration.blockSize, blockCount: blockCount)
@@ -259,9 +260,7 @@ final class EngineCore {
             throw EngineError.invalidLogprobs(k)
         }
         try r.parameters.sampling.validate()
-        if r.exportsKV && cache.stagesKeys {
-            throw EngineError.invalidConfiguration("this worker's kivi4 keys cannot be exported: a prefill worker for disaggregated serving stores keys as f16, q8_0 or q4_0")
-        }
+        if r.exportsKV && cache.stagesKeys { throw EngineError.kvTransferUnsupported }
         if !r.resumedTokens.isEmpty {
             guard r.samples == 1, r.promptLogprobs == nil, r.pooling == nil else {
                 throw EngineError.invalidResume("resume_token_ids continues one sample: n must be 1, with no prompt log-probabilities")

@@ -266,10 +266,11 @@ public enum Attention {
     /// quantizing it to 8 bits as well (llama.cpp's one-token path, and this kernel's first
     /// version) doubled the perplexity cost of a
     /// quantized cache (`bench/2026-12-04-kv-quantization.md`). With AVX2, the C kernel does
-    /// the same eight positions at a time (`apus_attention_quantized`).
+    /// the same eight positions at a time (`apus_attention_quantized`, and for `kivi4` keys
+    /// `apus_attention_kivi4`).
     ///
-    /// `kivi4` keys (Swift only): the query's own block (that of position `query`) from its
-    /// staged f16 keys, every other block decoded from its channels.
+    /// `kivi4` keys: the query's own block (that of position `query`) from its staged f16
+    /// keys, every other block decoded from its channels.
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
                                shape: Shape, firstKVHead: Int, query: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize, perChannel = cache.type.keys.isPerChannel

@@ -49,6 +49,11 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
     public func canStore(headDim: Int) -> Bool { isPerChannel ? headDim % 32 == 0 : headDim % tensorFormat.blockSize == 0 }
 }
 
+/// How a KV cache stores its keys and its values, each in its own format (llama.cpp's `-ctk`
+/// and `-ctv`). Keys carry nearly all of a quantized cache's error, since a key's error
+/// scales every score it enters while a value's is averaged by the softmax: Qwen2.5-Coder-0.5B
+/// loses 3.7% of perplexity with Q8_0 keys and nothing with Q4_0 values
+/// (`bench/2026-12-06-kv-key-value-types.md`), so keys may stay finer than values.
 public struct KVCacheType: Sendable, Hashable, CustomStringConvertible {
     public var keys: KVCacheFormat
     public var values: KVCacheFormat

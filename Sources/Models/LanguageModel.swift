@@ -103,6 +103,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case contextFull(needed: Int, capacity: Int)
     case invalidBatch(String)
     case unsupportedKVFormat(format: String, headDim: Int)
+    case perChannelValues
 
     public var description: String {
         switch self {
@@ -114,6 +115,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
         case .invalidBatch(let problem): "invalid batch: \(problem)"
         case .unsupportedKVFormat(let format, let headDim):
             "KV cache type \(format) stores heads in blocks of 32 values; this model's heads have \(headDim) (use --kv-type f16)"
+        case .perChannelValues: "kivi4 stores keys only: values take f16, q8_0 or q4_0"
         }
     }
 }

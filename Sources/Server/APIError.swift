@@ -54,6 +54,7 @@ public struct APIError: Error, Equatable, CustomStringConvertible {
             case .invalidLogprobs: return .invalidRequest(e.description, param: "logprobs")
             case .invalidEmbeddingRequest: return .invalidRequest(e.description)
             case .invalidResume: return .invalidRequest(e.description, param: "resume_token_ids")
+            case .kvTransferUnsupported: return .invalidRequest(e.description, code: "kv_transfer_unsupported")
             case .shutDown: return APIError(.serviceUnavailable, "the server is shutting down", type: "server_error", retryAfter: 5)
             case .invalidConfiguration: return nil
             }

@@ -25,7 +25,6 @@ struct SpeculationArguments: ParsableArguments {
         c.maxDraft = draftMax
         c.adaptive = !draftFixed
         c.treeWidth = draftTreeWidth
-        c.isDefault = speculative == nil && draftModel == nil
         return c
     }
 

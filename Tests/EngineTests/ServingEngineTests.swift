@@ -108,6 +108,23 @@ final class ServingEngineTests: XCTestCase {
         }
     }
 
+    /// Each request's greedy tokens run alone on a fresh core, checked against the
+    /// single-stream generator's.
+    func tokensAlone(_ requests: [GenerationRequest], model: any LanguageModel, tokenizer: Tokenizer,
+                     core: () throws -> EngineCore) throws -> [[Int]] {
+        let generator = Generator(model: model, tokenizer: tokenizer, contextLength: 2048)
+        return try requests.map { r in
+            let single = try run([r], on: try core())[0].tokens[0]
+            XCTAssertEqual(single, try generator.generate(prompt: r.prompt, parameters: r.parameters).tokens, "engine alone vs generator")
+            return single
+        }
+    }
+
+    /// The first requests of `results` got the tokens they got alone.
+    func checkTokens(_ name: String, _ results: [Finished], _ alone: [[Int]]) {
+        for (i, expected) in alone.enumerated() { XCTAssertEqual(results[i].tokens[0], expected, "\(name): golden prompt \(i)") }
+    }
+
     /// The batch-invariance promise: a golden prompt's greedy tokens are the same alone (and
     /// equal to the single-stream generator's), all together, among 30 random requests,
     /// without the prefix cache, with a 16-token budget, and under preemption.
@@ -115,17 +132,8 @@ final class ServingEngineTests: XCTestCase {
         let maxTokens = 24
         let golden = try goldenRequests(maxTokens: maxTokens)
         let (model, tokenizer) = try load()
-        let generator = Generator(model: model, tokenizer: tokenizer, contextLength: 2048)
-        var alone: [[Int]] = []
-        for r in golden {
-            let single = try run([r], on: try makeCore())[0].tokens[0]
-            XCTAssertEqual(single, try generator.generate(prompt: r.prompt, parameters: r.parameters).tokens, "engine alone vs generator")
-            alone.append(single)
-        }
-
-        func check(_ name: String, _ results: [Finished]) {
-            for (i, expected) in alone.enumerated() { XCTAssertEqual(results[i].tokens[0], expected, "\(name): golden prompt \(i)") }
-        }
+        let alone = try tokensAlone(golden, model: model, tokenizer: tokenizer) { try makeCore() }
+        func check(_ name: String, _ results: [Finished]) { checkTokens(name, results, alone) }
         check("together", try run(golden, on: try makeCore()))
         check("mixed", try run(golden + randomRequests(30, seed: 1), on: try makeCore()))
         check("no prefix cache", try run(golden + randomRequests(10, seed: 2), on: try makeCore { $0.prefixCaching = false }))
@@ -141,7 +149,7 @@ final class ServingEngineTests: XCTestCase {
     /// kivi4 keys keep the promise too: sealed blocks are read the same whatever shares the
     /// pass, through the prefix cache, copy-on-write of parallel samples and recomputation
     /// after preemption; every block's staged keys are freed once the requests are done.
-    /// Draft models and token trees are refused when asked for, and off where only the default.
+    /// Draft models and token trees are refused.
     func testKIVIKeysGiveTheSameTokensWhateverSharesTheBatch() throws {
         let golden = try goldenRequests(maxTokens: 20)
         let tokenizer = try load().tokenizer
@@ -149,30 +157,24 @@ final class ServingEngineTests: XCTestCase {
         func core(_ configure: (inout EngineConfiguration) -> Void = { _ in }) throws -> EngineCore {
             var c = EngineConfiguration()
             c.contextLength = 2048
-            c.speculation.isDefault = true
             configure(&c)
             return try EngineCore(model: model, tokenizer: tokenizer, configuration: c)
         }
-        XCTAssertThrowsError(try core { $0.speculation.mode = .ngram; $0.speculation.isDefault = false; $0.speculation.treeWidth = 2 }) {
+        XCTAssertThrowsError(try core { $0.speculation.mode = .ngram; $0.speculation.treeWidth = 2 }) {
             XCTAssertEqual($0 as? EngineError, .invalidConfiguration(
                 "draft models and token trees are not supported with kivi4 keys: use --speculative ngram with --draft-tree-width 1, or off, or another key type"))
         }
         XCTAssertThrowsError(try core { $0.blockSize = 8 }) {
             XCTAssertEqual($0 as? EngineError, .invalidConfiguration("kivi4 keys are quantized 16 positions at a time: the block size must be 16, got 8"))
         }
-        XCTAssertNotNil(try core { $0.speculation.mode = .ngram }.speculator, "the default, a prompt-lookup chain, speculates")
-        XCTAssertNil(try core { $0.speculation.mode = .ngram; $0.speculation.treeWidth = 2 }.speculator, "a default tree width past 1 turns speculation off")
+        XCTAssertNotNil(try core { $0.speculation.mode = .ngram }.speculator, "the command line's default, a prompt-lookup chain, speculates")
+        var export = golden[0]
+        export.exportsKV = true
+        XCTAssertThrowsError(try core().validate(export)) { XCTAssertEqual($0 as? EngineError, .kvTransferUnsupported) }
+        XCTAssertThrowsError(try core().importBlocks([])) { XCTAssertEqual($0 as? EngineError, .kvTransferUnsupported) }
 
-        let generator = Generator(model: model, tokenizer: tokenizer, contextLength: 2048)
-        var alone: [[Int]] = []
-        for r in golden {
-            let single = try run([r], on: try core())[0].tokens[0]
-            XCTAssertEqual(single, try generator.generate(prompt: r.prompt, parameters: r.parameters).tokens, "engine alone vs generator")
-            alone.append(single)
-        }
-        func check(_ name: String, _ results: [Finished]) {
-            for (i, expected) in alone.enumerated() { XCTAssertEqual(results[i].tokens[0], expected, "\(name): golden prompt \(i)") }
-        }
+        let alone = try tokensAlone(golden, model: model, tokenizer: tokenizer) { try core() }
+        func check(_ name: String, _ results: [Finished]) { checkTokens(name, results, alone) }
         let shared = try core()
         check("mixed", try run(golden + randomRequests(12, seed: 1), on: shared))
         check("prefix cache hits", try run(golden, on: shared))

@@ -121,6 +121,9 @@ final class SyntheticArchitectureTests: XCTestCase {
             XCTAssertLessThan(error, 0.3, "\(architecture) kivi4 against f16")
             XCTAssertGreaterThan(error, 0, "\(architecture): kivi4 keys are quantized")
         }
+        XCTAssertThrowsError(try ModelRegistry.load(SyntheticModel.file("llama", shape: shape), options: ModelOptions(threads: 1, kvType: KVCacheType(.kivi4)))) {
+            XCTAssertEqual("\($0)", "kivi4 stores keys only: values take f16, q8_0 or q4_0")
+        }
         // Only the blocks a sequence is still in keep their f16 keys.
         let model = try ModelRegistry.load(SyntheticModel.file("llama", shape: shape), options: ModelOptions(threads: 1, kvType: type))
         let cache = model.makePagedCache(blockSize: 16, blockCount: 8)
@@ -144,6 +147,10 @@ final class SyntheticArchitectureTests: XCTestCase {
         single.truncate(to: 20)
         XCTAssertEqual(single.length, 16)
         XCTAssertEqual(try model.forward(Array(longer[16...]), cache: single, logitRows: 24..<25).map(\.bitPattern), fresh.map(\.bitPattern))
+        // Cut inside the block it is still in, it keeps what it has.
+        single.truncate(to: 38)
+        XCTAssertEqual(single.length, 38)
+        XCTAssertEqual(try model.forward(Array(longer[38...]), cache: single, logitRows: 2..<3).map(\.bitPattern), fresh.map(\.bitPattern))
     }
 
     /// A key channel far above the rest (Qwen2.5's biases make them) would set the scale of

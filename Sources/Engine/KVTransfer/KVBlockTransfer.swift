@@ -57,9 +57,7 @@ extension EngineCore {
         guard scheduler.blocks.prefixCaching else {
             throw EngineError.invalidConfiguration("importing KV blocks needs the prefix cache, which this engine runs without")
         }
-        guard !cache.stagesKeys else {
-            throw EngineError.invalidConfiguration("KV blocks cannot be imported into kivi4 keys: a decode worker for disaggregated serving stores keys as f16, q8_0 or q4_0")
-        }
+        guard !cache.stagesKeys else { throw EngineError.kvTransferUnsupported }
         let layout = kvLayout
         var result = KVImport()
         var room = max(0, scheduler.blocks.freeCount - earlier)

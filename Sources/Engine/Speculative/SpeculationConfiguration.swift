@@ -18,9 +18,6 @@ public struct SpeculationConfiguration: Sendable, Equatable {
     /// Choose each draft's length from measured acceptance and the cost of the verify pass
     /// (off: always draft `maxDraft` where the proposer has that many, for measurement).
     public var adaptive = true
-    /// Whether `mode` is only the default rather than asked for: a KV cache that cannot roll
-    /// drafts back (`kivi4` keys) then turns speculation off instead of refusing it.
-    public var isDefault = false
     /// Speculate seeded sampled requests too (their tokens keep the model's distribution
     /// but then depend on timing); for the statistical tests, which need seeds.
     var speculatesSeededSampling = false

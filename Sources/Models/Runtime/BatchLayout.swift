@@ -13,9 +13,11 @@ final class BatchLayout {
     let mirrorStarts: [Int]
     let mirrorRows: [Int]
     /// `kivi4` keys: the blocks this pass writes (to open), those whose last position it
-    /// writes (to seal once written), and blocks every sequence here has moved past (to
-    /// close). A sequence's first token in a pass is always one it keeps (a prompt token or
-    /// the last one sampled), so the blocks before it are full for good.
+    /// writes (to seal once written), and blocks a sequence here has moved past (to close).
+    /// A sequence's first token in a pass is always one it keeps (a prompt token or the last
+    /// one sampled), so the blocks before it are full for good; any other holder of such a
+    /// block is past it too, since blocks are shared only once full (prefix cache) or copied
+    /// before a write (parallel samples).
     let blocksWritten: [Int]
     let blocksToSeal: [Int]
     let blocksToClose: [Int]

@@ -17,6 +17,7 @@ final class ModelRuntime: @unchecked Sendable {
     private let lock = NSLock()
 
     init(file: GGUFFile, shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) throws {
+        guard !options.kvType.values.isPerChannel else { throw ModelError.perChannelValues }
         guard options.kvType.canStore(headDim: shape.headDim) else {
             throw ModelError.unsupportedKVFormat(format: options.kvType.description, headDim: shape.headDim)
         }

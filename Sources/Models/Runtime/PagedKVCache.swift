@@ -242,10 +242,12 @@ public final class KVCache: @unchecked Sendable {
     }
 
     /// Forgets positions from `newLength` on (for example to start a new sequence). kivi4
-    /// keys keep no f16 copy of a block the sequence has moved past, so there it forgets
-    /// from the start of `newLength`'s block, whose positions are computed again.
+    /// keys keep no f16 copy of a block the sequence has moved past, so when `newLength`
+    /// falls inside such a block it forgets from that block's start, whose positions are
+    /// computed again.
     public func truncate(to newLength: Int) {
-        let kept = min(length, max(0, newLength))
-        length = storage.stagesKeys ? kept / storage.blockSize * storage.blockSize : kept
+        let kept = min(length, max(0, newLength)), bs = storage.blockSize
+        let closed = storage.stagesKeys && kept % bs != 0 && storage.staging[Int(blockTable[kept / bs])] == nil
+        length = closed ? kept / bs * bs : kept
     }
 }

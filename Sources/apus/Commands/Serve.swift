@@ -113,6 +113,9 @@ struct Serve: AsyncParsableCommand {
         }
         if servedModelName.contains(where: { $0.isEmpty || $0.contains(where: \.isWhitespace) }) { throw ValidationError("--served-model-name takes names without spaces") }
         if maxLoadedModels < 1 { throw ValidationError("--max-loaded-models must be at least 1") }
+        if role != .both && modelArguments.kvCache.type.keys.isPerChannel {
+            throw ValidationError("--role \(role) ships KV blocks, which kivi4 keys cannot: use f16, q8_0 or q4_0 keys")
+        }
         if role == .decode && engineArguments.noPrefixCache {
             throw ValidationError("--role decode imports KV blocks into the prefix cache; drop --no-prefix-cache")
         }
