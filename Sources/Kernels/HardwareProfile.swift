@@ -155,7 +155,14 @@ public enum HardwareProbe {
             }
         }
         // A query reads its own block's kivi4 keys from staging: one block of them serves every table.
-        let staged = [Float16](repeating: 0, count: blockSize * width)
+        let staged = UnsafeMutablePointer<Float16>.allocate(capacity: blockSize * width)
+        staged.initialize(repeating: 0, count: blockSize * width)
+        let stagedTable = UnsafeMutablePointer<UnsafeMutablePointer<Float16>?>.allocate(capacity: tokens * blocks)
+        stagedTable.initialize(repeating: staged, count: tokens * blocks)
+        defer {
+            staged.deallocate()
+            stagedTable.deallocate()
+        }
         let keys = rows(roof.kv.keys, scale: 2), values = rows(roof.kv.values, scale: 1)
         let copies = max(2, (64 << 20) / (keys.count + values.count))
         let copiedKeys = [[UInt8]](repeating: keys, count: copies).flatMap { $0 }
@@ -166,10 +173,7 @@ public enum HardwareProbe {
         let pool = ThreadPool(threads: threads)
         let shape = Attention.Shape(heads: roof.heads, kvHeads: roof.kvHeads, headDim: roof.headDim)
         var copy = 0
-        return staged.withUnsafeBufferPointer { stagedBlock in
-            let stagedBlocks = [UnsafeMutablePointer<Float16>?](repeating: UnsafeMutablePointer(mutating: stagedBlock.baseAddress!), count: tokens * blocks)
-            return stagedBlocks.withUnsafeBufferPointer { stagedTable in
-        copiedKeys.withUnsafeBytes { k in
+        return copiedKeys.withUnsafeBytes { k in
             copiedValues.withUnsafeBytes { v in
                 table.withUnsafeBufferPointer { t in
                     let batch = (0..<tokens).map { Attention.Query(row: $0, position: positions - 1, blockTable: t.baseAddress! + $0 * blocks) }
@@ -178,15 +182,13 @@ public enum HardwareProbe {
                             let layer = Attention.PagedLayer(keys: k.baseAddress! + copy * keys.count, values: v.baseAddress! + copy * values.count,
                                                              blockSize: blockSize, type: roof.kv, keyRowBytes: roof.kv.keys.rowBytes(width),
                                                              valueRowBytes: roof.kv.values.rowBytes(width),
-                                                             stagedKeys: roof.kv.keys.isPerChannel ? Attention.StagedKeys(blocks: stagedTable.baseAddress!, offset: 0) : nil)
+                                                             stagedKeys: roof.kv.keys.isPerChannel ? Attention.StagedKeys(blocks: UnsafePointer(stagedTable), offset: 0) : nil)
                             copy = (copy + 1) % copies
                             Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: pool)
                         }
                     }
                     return seconds * 1e9 / Double(tokens * roof.heads * positions)
                 }
-            }
-        }
             }
         }
     }

@@ -1,6 +1,6 @@
 /// How a KV cache stores keys and values: f16, llama.cpp's default, or 32-value blocks of
 /// Q8_0 or Q4_0 (llama.cpp's `-ctk`/`-ctv`; Atom and KIVI quantize KV to 8 and 4 bits), which
-/// hold about twice and nearly four times as many positions in the same memory. Quantized
+/// hold about twice and nearly four times as many positions in the same memory. Q8_0 and Q4_0
 /// keys and values are stored rotated (`Hadamard`), and attention scores the keys' blocks
 /// against the query (rounded to f16, as for an f16 cache, but not quantized) and decodes
 /// values to f32. `kivi4`, for keys only, quantizes each channel over a block of 16

@@ -191,7 +191,7 @@ INLINE AVX2 void decode_kivi4(const apus_kivi4_keys *keys, const apus_kv_rows *k
         decode_head(APUS_F16, keys->staged[block] + keys->staged_offset + (size_t)slot * keys->width + channel, d, x);
         return;
     }
-    const uint8_t *base = keys->blocks + (size_t)block * 12 * keys->width;
+    const uint8_t *base = keys->blocks + (size_t)block * (size_t)(kv->block_size / 2 + 4) * keys->width;
     const uint8_t *levels = base + (size_t)slot * (keys->width / 2) + channel / 2;
     const uint16_t *scales = (const uint16_t *)(base + (size_t)kv->block_size * (keys->width / 2)) + channel, *minima = scales + keys->width;
     for (int b = 0; b < d / 32; b++, levels += 16, scales += 32, minima += 32, x += 32) {

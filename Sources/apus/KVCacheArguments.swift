@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kernels
+import Models
 
 /// How the KV cache stores keys and values: `--kv-type` for both, and the keys' or the
 /// values' own where they differ (llama.cpp's `-ctk` and `-ctv`, which are accepted too).
@@ -19,7 +20,7 @@ struct KVCacheArguments: ParsableArguments {
     var type: KVCacheType { KVCacheType(keys: kvTypeK ?? kvType, values: kvTypeV ?? (kvType.isPerChannel ? .q4_0 : kvType)) }
 
     func validate() throws {
-        if kvTypeV?.isPerChannel == true { throw ValidationError("kivi4 stores keys only: --kv-type-v takes f16, q8_0 or q4_0") }
+        if kvTypeV?.isPerChannel == true { throw ValidationError("\(ModelError.perChannelValues)") }
     }
 }
 

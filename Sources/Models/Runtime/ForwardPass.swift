@@ -181,12 +181,7 @@ final class ForwardPass {
                         Quantization.quantize(value, count: hp.kvWidth, format: type.values.tensorFormat, into: values.value + row * valueRowBytes)
                     }
                     for mirror in layout.mirrors(of: t) {
-                        if type.keys.isPerChannel {
-                            cache.stagedKeys(block: mirror / bs, layer: layer, slot: mirror % bs)
-                                .update(from: cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs), count: hp.kvWidth)
-                        } else {
-                            (keys.value + mirror * keyRowBytes).copyMemory(from: keys.value + row * keyRowBytes, byteCount: keyRowBytes)
-                        }
+                        (keys.value + mirror * keyRowBytes).copyMemory(from: keys.value + row * keyRowBytes, byteCount: keyRowBytes)
                         (values.value + mirror * valueRowBytes).copyMemory(from: values.value + row * valueRowBytes, byteCount: valueRowBytes)
                     }
                 }
