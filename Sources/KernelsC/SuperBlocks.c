@@ -594,7 +594,7 @@ static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, cons
             u->q[2 * n + 1] = hi;
         }
         u->scales = _mm256_cvtepu8_epi16(packed);
-        u->correction = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(packed, packed));
+        u->correction = _mm256_cvtepu8_epi16(_mm_srli_si128(packed, 8));
     } else {  // Q6_K
         for (int n = 0; n < 2; n++) {
             const uint8_t *ql = w + 64 * n, *qhp = w + 128 + 32 * n;
@@ -612,32 +612,40 @@ static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, cons
 }
 
 // One super-block of four rows, interleaved so that one `vpmaddubsw` multiplies eight values
-// of each of the four rows by the same eight activations of one token (broadcast): the
-// activations are loaded once for four rows (eight in a pass of two quads), and the 16-bit
-// products of a group's 32 values add up before one `vpmaddwd` applies the four rows' scales.
-// The 16-bit sums stay exact: a lane adds at most eight products of a level and an activation
-// (|a| <= 128), 8 · 15 · 128 for Q4_K, 8 · 31 · 128 for Q5_K, and two groups of sixteen values
-// are scaled separately where scales cover sixteen values (Q6_K: 4 · 63 · 128).
+// of each of the four rows by the same eight activations of one token (broadcast). Two quads
+// and two tokens go together: each load of a quad's values serves both tokens and each
+// broadcast both quads, and the 16-bit products of a group's 32 values add up before one
+// `vpmaddwd` applies the four rows' scales. The 16-bit sums stay exact: a lane adds at most
+// eight products of a level and an activation (|a| <= 128), 8 · 15 · 128 for Q4_K, 8 · 31 ·
+// 128 for Q5_K, and two groups of sixteen values are scaled separately where scales cover
+// sixteen values (Q6_K: 4 · 63 · 128).
 typedef struct {
     __m256i q[8][4];        // group j, values 32j + 8c .. 32j + 8c + 7 of rows 0-3 (c = 0..3)
     __m256i scale[16];      // the scale of each row's values in those lanes: per 32 values (Q4_K, Q5_K: [j]) or 16 ([2j], [2j + 1])
-    __m256i correction[4];  // per row
-    __m128 d, dmin;         // per row (dmin 0 where the format has none)
+    // The weights of the token's sixteen-value sums in the correction term. Q4_K, Q5_K: the
+    // eight minima of rows 0 | 2 in [0] and of rows 1 | 3 in [1], against sums of pairs of
+    // sixteen-value sums; the others: sixteen per row, [r].
+    __m256i correction[4];
+    __m256 d_dmin;          // d of rows 0-3, then dmin (0 where the format has none)
 } quad_k;
 
 static inline __attribute__((always_inline)) AVX2 void unpack_quad(int format, const uint8_t *w, size_t row_bytes, quad_k *quad) {
     const int d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
+    const int wide = format == APUS_Q4_K || format == APUS_Q5_K;
     unpacked_k u[4];
-    float d[4], dmin[4];
+    float d_dmin[8];
     for (int r = 0; r < 4; r++) {
         const uint8_t *blk = w + (size_t)r * row_bytes;
         unpack_k(format, blk, &u[r]);
-        d[r] = f16_at(blk + d_at);
-        dmin[r] = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
-        quad->correction[r] = u[r].correction;
+        d_dmin[r] = f16_at(blk + d_at);
+        d_dmin[4 + r] = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
+        if (!wide) quad->correction[r] = u[r].correction;
     }
-    quad->d = _mm_loadu_ps(d);
-    quad->dmin = _mm_loadu_ps(dmin);
+    quad->d_dmin = _mm256_loadu_ps(d_dmin);
+    if (wide) {  // u.correction: the eight minima in the low half
+        quad->correction[0] = _mm256_permute2x128_si256(u[0].correction, u[2].correction, 0x20);
+        quad->correction[1] = _mm256_permute2x128_si256(u[1].correction, u[3].correction, 0x20);
+    }
     // Each group's four rows as a 4 x 4 transpose of 64-bit chunks.
     for (int j = 0; j < 8; j++) {
         const __m256i a = _mm256_unpacklo_epi64(u[0].q[j], u[1].q[j]), b = _mm256_unpackhi_epi64(u[0].q[j], u[1].q[j]);
@@ -654,7 +662,7 @@ static inline __attribute__((always_inline)) AVX2 void unpack_quad(int format, c
     const __m256i by_group[4] = {_mm256_unpacklo_epi32(s01lo, s23lo), _mm256_unpackhi_epi32(s01lo, s23lo),
                                  _mm256_unpacklo_epi32(s01hi, s23hi), _mm256_unpackhi_epi32(s01hi, s23hi)};
     const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7);
-    const int groups = format == APUS_Q4_K || format == APUS_Q5_K ? 8 : 16;
+    const int groups = wide ? 8 : 16;
     for (int g = 0; g < groups; g++) {
         // by_group[k] holds groups 2k, 2k + 1 (low half) and 8 + 2k, 9 + 2k (high half).
         const __m256i v = by_group[g % 8 / 2];
@@ -670,61 +678,79 @@ static inline __attribute__((always_inline)) AVX2 void unpack_quad(int format, c
     }
 }
 
-// One token against `quads` (1 or 2) unpacked quads: per row the super-block's two exact
-// integers, [isum rows 0-3] and [imin rows 0-3] (imin 0 where the format has no minima).
-static inline __attribute__((always_inline)) AVX2 void quads_token(int format, int quads, const quad_k *const *quad, const apus_q8k_block *a,
-                                                                    __m128i *isum, __m128i *imin) {
-    const int wide = format == APUS_Q4_K || format == APUS_Q5_K;  // one scale per 32 values
-    __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (int j = 0; j < 8; j++) {
-        __m256i x[4];
-        for (int c = 0; c < 4; c++) {
-            int64_t chunk;
-            memcpy(&chunk, a->qs + 32 * j + 8 * c, 8);
-            x[c] = _mm256_set1_epi64x(chunk);
-        }
-        for (int k = 0; k < quads; k++) {
-            const __m256i m0 = _mm256_maddubs_epi16(quad[k]->q[j][0], x[0]), m1 = _mm256_maddubs_epi16(quad[k]->q[j][1], x[1]);
-            const __m256i m2 = _mm256_maddubs_epi16(quad[k]->q[j][2], x[2]), m3 = _mm256_maddubs_epi16(quad[k]->q[j][3], x[3]);
-            if (wide) {
-                const __m256i s = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
-                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(s, quad[k]->scale[j]));
-            } else {
-                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_add_epi16(m0, m1), quad[k]->scale[2 * j]));
-                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_add_epi16(m2, m3), quad[k]->scale[2 * j + 1]));
-            }
-        }
-    }
+// What a token brings to the correction term: Q4_K and Q5_K sum its sixteen-value sums in
+// pairs (bsum 2g + bsum 2g + 1, one per minimum, in both halves), the others take them as
+// they are.
+static inline __attribute__((always_inline)) AVX2 __m256i correction_sums(int format, const apus_q8k_block *a) {
     const __m256i bsums = _mm256_loadu_si256((const __m256i *)a->bsums);
-    for (int k = 0; k < quads; k++) {
-        const __m256i c01 = _mm256_hadd_epi32(_mm256_madd_epi16(quad[k]->correction[0], bsums), _mm256_madd_epi16(quad[k]->correction[1], bsums));
-        const __m256i c23 = _mm256_hadd_epi32(_mm256_madd_epi16(quad[k]->correction[2], bsums), _mm256_madd_epi16(quad[k]->correction[3], bsums));
-        const __m256i c = _mm256_hadd_epi32(c01, c23);
-        const __m128i correction = _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-        // acc: [row 0, row 0, row 1, row 1 | row 2, row 2, row 3, row 3].
-        const __m128i sums = _mm_hadd_epi32(_mm256_castsi256_si128(acc[k]), _mm256_extracti128_si256(acc[k], 1));
-        if (format == APUS_Q3_K) {
-            isum[k] = _mm_sub_epi32(sums, _mm_slli_epi32(correction, 2));
-            imin[k] = _mm_setzero_si128();
-        } else if (format == APUS_Q6_K) {
-            isum[k] = _mm_sub_epi32(sums, _mm_slli_epi32(correction, 5));
-            imin[k] = _mm_setzero_si128();
-        } else {
-            isum[k] = sums;
-            imin[k] = correction;
+    if (format != APUS_Q4_K && format != APUS_Q5_K) return bsums;
+    return _mm256_permute4x64_epi64(_mm256_hadd_epi16(bsums, bsums), 0x88);
+}
+
+// `quads` (1 or 2) quads against `tokens` (1 or 2) tokens: per quad and token the eight int32
+// lanes [row 0, row 0, row 1, row 1 | row 2, row 2, row 3, row 3] whose pairs add up to each
+// row's Σ scale · Σ level · a.
+static inline __attribute__((always_inline)) AVX2 void quads_dot(int format, int quads, int tokens, const quad_k *const *quad,
+                                                                  const apus_q8k_block *const *a, __m256i acc[2][2]) {
+    const int wide = format == APUS_Q4_K || format == APUS_Q5_K;  // one scale per 32 values
+    for (int k = 0; k < quads; k++)
+        for (int t = 0; t < tokens; t++) acc[k][t] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; j++) {
+        for (int half = 0; half < (wide ? 1 : 2); half++) {
+            const int c0 = wide ? 0 : 2 * half, c1 = wide ? 4 : 2 * half + 2;
+            __m256i s[2][2];
+            for (int c = c0; c < c1; c++) {
+                __m256i x[2];
+                for (int t = 0; t < tokens; t++) {
+                    int64_t chunk;
+                    memcpy(&chunk, a[t]->qs + 32 * j + 8 * c, 8);
+                    x[t] = _mm256_set1_epi64x(chunk);
+                }
+                for (int k = 0; k < quads; k++) {
+                    const __m256i v = _mm256_load_si256(&quad[k]->q[j][c]);
+                    for (int t = 0; t < tokens; t++) {
+                        const __m256i p = _mm256_maddubs_epi16(v, x[t]);
+                        s[k][t] = c == c0 ? p : _mm256_add_epi16(s[k][t], p);
+                    }
+                }
+            }
+            for (int k = 0; k < quads; k++) {
+                const __m256i scale = _mm256_load_si256(&quad[k]->scale[wide ? j : 2 * j + half]);
+                for (int t = 0; t < tokens; t++) acc[k][t] = _mm256_add_epi32(acc[k][t], _mm256_madd_epi16(s[k][t], scale));
+            }
         }
     }
 }
 
+// One quad's and token's two exact integers per row, [isum rows 0-3 | imin rows 0-3] (imin 0
+// where the format has no minima), from quads_dot's lanes and the token's correction_sums.
+static inline __attribute__((always_inline)) AVX2 __m256i quad_integers(int format, const quad_k *quad, __m256i lanes, __m256i sums) {
+    __m256i correction;  // in the lanes' layout
+    if (format == APUS_Q4_K || format == APUS_Q5_K) {
+        correction = _mm256_hadd_epi32(_mm256_madd_epi16(quad->correction[0], sums), _mm256_madd_epi16(quad->correction[1], sums));
+    } else {
+        const __m256i c01 = _mm256_hadd_epi32(_mm256_madd_epi16(quad->correction[0], sums), _mm256_madd_epi16(quad->correction[1], sums));
+        const __m256i c23 = _mm256_hadd_epi32(_mm256_madd_epi16(quad->correction[2], sums), _mm256_madd_epi16(quad->correction[3], sums));
+        correction = _mm256_add_epi32(_mm256_permute2x128_si256(c01, c23, 0x20), _mm256_permute2x128_si256(c01, c23, 0x31));
+    }
+    // [isum 0, isum 1, corr 0, corr 1 | isum 2, isum 3, corr 2, corr 3], then in row order.
+    const __m256i both = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(lanes, correction), _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+    if (format != APUS_Q3_K && format != APUS_Q6_K) return both;
+    // Levels offset by 4 (Q3_K) or 32 (Q6_K): isum less the offset times Σ scale · bsum.
+    const __m256i offsets = _mm256_slli_epi32(_mm256_permute2x128_si256(both, both, 0x01), format == APUS_Q3_K ? 2 : 5);
+    return _mm256_blend_epi32(_mm256_sub_epi32(both, offsets), _mm256_setzero_si256(), 0xF0);
+}
+
 // `quads` (1 or 2) quads of rows from row r on against every token, super-block after
 // super-block: each super-block of the rows is unpacked once for all tokens, and each token's
-// two chains (`acc` and `low` of FINISH, for four rows at once) advance in block order by the
-// scalar FINISH's IEEE operations, so every result is bitwise rows_k's.
+// two chains (`acc` and `low` of FINISH, for four rows at once: [acc rows 0-3 | low rows 0-3])
+// advance in block order by the scalar FINISH's IEEE operations, so every result is bitwise
+// rows_k's.
 static inline __attribute__((always_inline)) AVX2 void quads_pass(int format, int quads, const uint8_t *w, size_t row_bytes, int r,
                                                                    const apus_q8k_block *act, int tokens, int blocks, float *y,
-                                                                   int y_stride, int accumulate, __m128 *chains) {
+                                                                   int y_stride, int accumulate, __m256 *chains) {
     const int stride = block_bytes_k(format);
-    memset(chains, 0, sizeof(__m128) * 4 * (size_t)tokens);
+    memset(chains, 0, sizeof(__m256) * 2 * (size_t)tokens);
     quad_k quad[2];
     const quad_k *const pointers[2] = {&quad[0], &quad[1]};
     // The pass reads its rows a block apart, several streams the hardware prefetcher follows
@@ -735,22 +761,28 @@ static inline __attribute__((always_inline)) AVX2 void quads_pass(int format, in
     for (int b = 0; b < blocks; b++) {
         for (int line = 0; line < share; line += 64) _mm_prefetch((const char *)next + (size_t)b * share + line, _MM_HINT_T0);
         for (int k = 0; k < quads; k++) unpack_quad(format, w + (size_t)(r + 4 * k) * row_bytes + (size_t)b * stride, row_bytes, &quad[k]);
-        for (int t = 0; t < tokens; t++) {
-            const apus_q8k_block *a = act + (size_t)t * blocks + b;
-            __m128i isum[2], imin[2];
-            quads_token(format, quads, pointers, a, isum, imin);
-            const __m128 da = _mm_set1_ps(a->d);
-            __m128 *chain = chains + 4 * (size_t)t;
-            for (int k = 0; k < quads; k++) {
-                chain[2 * k] = _mm_fmadd_ps(_mm_mul_ps(quad[k].d, da), _mm_cvtepi32_ps(isum[k]), chain[2 * k]);
-                chain[2 * k + 1] = _mm_fmadd_ps(_mm_mul_ps(quad[k].dmin, da), _mm_cvtepi32_ps(imin[k]), chain[2 * k + 1]);
+        for (int t = 0; t < tokens; t += 2) {
+            const int pair = tokens - t >= 2 ? 2 : 1;
+            const apus_q8k_block *a[2] = {act + (size_t)t * blocks + b, act + (size_t)(t + pair - 1) * blocks + b};
+            __m256i lanes[2][2];
+            if (pair == 2) quads_dot(format, quads, 2, pointers, a, lanes);
+            else quads_dot(format, quads, 1, pointers, a, lanes);
+            for (int i = 0; i < pair; i++) {
+                const __m256i sums = correction_sums(format, a[i]);
+                const __m256 da = _mm256_set1_ps(a[i]->d);
+                __m256 *chain = chains + 2 * (size_t)(t + i);
+                for (int k = 0; k < quads; k++) {
+                    const __m256i integers = quad_integers(format, &quad[k], lanes[k][i], sums);
+                    chain[k] = _mm256_fmadd_ps(_mm256_mul_ps(quad[k].d_dmin, da), _mm256_cvtepi32_ps(integers), chain[k]);
+                }
             }
         }
     }
     for (int t = 0; t < tokens; t++) {
         for (int k = 0; k < quads; k++) {
             float *out = y + (size_t)t * y_stride + r + 4 * k;
-            const __m128 v = _mm_sub_ps(chains[4 * (size_t)t + 2 * k], chains[4 * (size_t)t + 2 * k + 1]);
+            const __m256 chain = chains[2 * (size_t)t + k];
+            const __m128 v = _mm_sub_ps(_mm256_castps256_ps128(chain), _mm256_extractf128_ps(chain, 1));
             _mm_storeu_ps(out, accumulate ? _mm_add_ps(_mm_loadu_ps(out), v) : v);
         }
     }
@@ -761,7 +793,7 @@ static inline __attribute__((always_inline)) AVX2 void quads_pass(int format, in
 static inline __attribute__((always_inline)) AVX2 void rows_k_quads(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
                                                                      const apus_q8k_block *act, int tokens, int blocks, float *y,
                                                                      int y_stride, int accumulate) {
-    __m128 *chains = format == APUS_IQ4_XS || tokens < 2 || r1 - r0 < 4 || blocks < 1 ? 0 : aligned_alloc(16, sizeof(__m128) * 4 * (size_t)tokens);
+    __m256 *chains = format == APUS_IQ4_XS || tokens < 2 || r1 - r0 < 4 || blocks < 1 ? 0 : aligned_alloc(32, sizeof(__m256) * 2 * (size_t)tokens);
     const int whole = r0 + (r1 - r0) / 4 * 4;
     if (chains) {
         // Tokens in tiles whose activations stay in L2 (256 KiB) while every row passes over them.
