@@ -695,6 +695,9 @@ static inline __attribute__((always_inline)) AVX2 void quads_dot(int format, int
     const int wide = format == APUS_Q4_K || format == APUS_Q5_K;  // one scale per 32 values
     for (int k = 0; k < quads; k++)
         for (int t = 0; t < tokens; t++) acc[k][t] = _mm256_setzero_si256();
+    // Two groups per iteration, measured fastest on Zen 3: at two to eight tokens, one group
+    // per iteration ran 10-25% slower, and the loop unrolled whole two to three times slower.
+#pragma clang loop unroll_count(2)
     for (int j = 0; j < 8; j++) {
         for (int half = 0; half < (wide ? 1 : 2); half++) {
             const int c0 = wide ? 0 : 2 * half, c1 = wide ? 4 : 2 * half + 2;
