@@ -538,27 +538,26 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni_any(int forma
     else rows_k_vnni_batch(format, w, row_bytes, r0, r1, act, tokens, blocks, y, y_stride, accumulate);
 }
 
-// A super-block of Q2_K, Q3_K, Q4_K, Q5_K or Q6_K unpacked: group j's 32 levels as unsigned
-// bytes in value order (paired with activations 32j..32j+31), its scales as sixteen int16
-// (Q4_K, Q5_K: the eight scales, then the eight minima), and the 16-bit factors its
-// correction term weighs the token's sixteen-value sums with (the minima, or the scales for
-// Q3_K's and Q6_K's level offsets).
+// One row's super-block of Q2_K, Q3_K, Q4_K, Q5_K or Q6_K, as unpack_quad takes it: Q2_K's and
+// Q3_K's levels (group j's 32 as unsigned bytes in value order, paired with activations
+// 32j..32j+31; the other formats' levels come from quad_levels), the scales as bytes (Q4_K,
+// Q5_K: the eight scales in bytes 0-7), and the 16-bit factors the correction term weighs
+// the token's sixteen-value sums with (the minima, or the scales for Q3_K's and Q6_K's level
+// offsets; Q4_K, Q5_K: the eight minima in the low half). The integers are superblock_lanes'.
 typedef struct {
     __m256i q[8];
-    __m256i scales;
+    __m128i scales;
     __m256i correction;
 } unpacked_k;
 
-// superblock_lanes' unpacking, the same integers in the same places.
 static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, const uint8_t *w, unpacked_k *u) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
     if (format == APUS_Q2_K) {
         const __m128i packed = _mm_loadu_si128((const __m128i *)w);
         for (int n = 0; n < 2; n++) {
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * n));
             for (int k = 0; k < 4; k++) u->q[4 * n + k] = _mm256_and_si256(_mm256_srli_epi16(bytes, 2 * k), _mm256_set1_epi8(3));
         }
-        u->scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+        u->scales = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
         u->correction = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
     } else if (format == APUS_Q3_K) {
         int8_t sc[16];
@@ -572,42 +571,19 @@ static inline __attribute__((always_inline)) AVX2 void unpack_k(int format, cons
                 u->q[4 * n + k] = _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
             }
         }
-        u->scales = u->correction = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        u->scales = _mm_loadu_si128((const __m128i *)sc);
+        u->correction = _mm256_cvtepi8_epi16(u->scales);
     } else if (format == APUS_Q4_K || format == APUS_Q5_K) {
         const __m128i x = _mm_loadu_si128((const __m128i *)(w + 4));
         const __m128i low6 = _mm_and_si128(x, _mm_set1_epi8(0x3F));
         const __m128i nibbles = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(x, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 4, 0, 0)), _mm_set1_epi8(0x0F));
         const __m128i high6 = _mm_or_si128(nibbles, _mm_and_si128(_mm_srli_epi32(x, 2), _mm_set1_epi8(0x30)));
-        const __m128i packed = _mm_unpacklo_epi32(low6, high6);
-        const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
-        const __m256i qh = format == APUS_Q5_K ? _mm256_loadu_si256((const __m256i *)(w + 16)) : _mm256_setzero_si256();
-        for (int n = 0; n < 4; n++) {
-            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
-            __m256i lo = _mm256_and_si256(bytes, low4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-            if (format == APUS_Q5_K) {
-                const __m256i one = _mm256_set1_epi8(1);
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n), one), 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * n + 1), one), 4));
-            }
-            u->q[2 * n] = lo;
-            u->q[2 * n + 1] = hi;
-        }
-        u->scales = _mm256_cvtepu8_epi16(packed);
+        const __m128i packed = _mm_unpacklo_epi32(low6, high6);  // bytes: scales 0-7, minima 0-7
+        u->scales = packed;
         u->correction = _mm256_cvtepu8_epi16(_mm_srli_si128(packed, 8));
     } else {  // Q6_K
-        for (int n = 0; n < 2; n++) {
-            const uint8_t *ql = w + 64 * n, *qhp = w + 128 + 32 * n;
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            for (int k = 0; k < 4; k++) {
-                const __m256i src = k % 2 == 0 ? l0 : l1;
-                const __m256i nib = k < 2 ? _mm256_and_si256(src, low4) : _mm256_and_si256(_mm256_srli_epi16(src, 4), low4);
-                const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), _mm256_set1_epi8(3)), 4);
-                u->q[4 * n + k] = _mm256_or_si256(nib, high);
-            }
-        }
-        u->scales = u->correction = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+        u->scales = _mm_loadu_si128((const __m128i *)(w + 192));
+        u->correction = _mm256_cvtepi8_epi16(u->scales);
     }
 }
 
@@ -629,6 +605,84 @@ typedef struct {
     __m256 d_dmin;          // d of rows 0-3, then dmin (0 where the format has none)
 } quad_k;
 
+// vpshufb controls for unpack_quad's scales: per 128-bit half, byte 2g (lanes 0-3) or 2g + 1
+// (lanes 4-7) into the high byte of each 16-bit lane, zero below. Read through `opaque`, as
+// word_pick's.
+static const uint8_t scale_picks[8][32] = {
+#define SP(g) {0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, \
+               0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1}
+    SP(0), SP(1), SP(2), SP(3), SP(4), SP(5), SP(6), SP(7),
+#undef SP
+};
+
+static inline __attribute__((always_inline)) AVX2 __m256i scale_pick(int g) {
+    const uint8_t (*opaque)[32] = scale_picks;
+    __asm__("" : "+r"(opaque));
+    return _mm256_loadu_si256((const __m256i *)opaque[g]);
+}
+
+// Four rows' 32 bytes as a 4 x 4 transpose of 64-bit chunks: out[c] holds chunk c (bytes
+// 8c..8c+7) of rows 0-3.
+static inline __attribute__((always_inline)) AVX2 void transpose_chunks(const __m256i rows[4], __m256i out[4]) {
+    const __m256i a = _mm256_unpacklo_epi64(rows[0], rows[1]), b = _mm256_unpackhi_epi64(rows[0], rows[1]);
+    const __m256i c = _mm256_unpacklo_epi64(rows[2], rows[3]), e = _mm256_unpackhi_epi64(rows[2], rows[3]);
+    out[0] = _mm256_permute2x128_si256(a, c, 0x20);
+    out[1] = _mm256_permute2x128_si256(b, e, 0x20);
+    out[2] = _mm256_permute2x128_si256(a, c, 0x31);
+    out[3] = _mm256_permute2x128_si256(b, e, 0x31);
+}
+
+// The 32 bytes at `offset` of four rows, transposed.
+static inline __attribute__((always_inline)) AVX2 void load_transposed(const uint8_t *w, size_t row_bytes, int offset, __m256i out[4]) {
+    __m256i rows[4];
+    for (int r = 0; r < 4; r++) rows[r] = _mm256_loadu_si256((const __m256i *)(w + (size_t)r * row_bytes + offset));
+    transpose_chunks(rows, out);
+}
+
+// Q4_K's, Q5_K's and Q6_K's levels of four rows in the quad's layout, unpacked from bytes
+// transposed while still packed: a byte holds two levels (Q5_K's and Q6_K's high-bit bytes
+// four or eight), each in its lane of the group, so one transpose serves them all.
+static inline __attribute__((always_inline)) AVX2 void quad_levels(int format, const uint8_t *w, size_t row_bytes, quad_k *quad) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    if (format == APUS_Q4_K || format == APUS_Q5_K) {
+        const int qs = format == APUS_Q4_K ? 16 : 48;
+        __m256i qh[4];
+        if (format == APUS_Q5_K) load_transposed(w, row_bytes, 16, qh);
+        for (int n = 0; n < 4; n++) {
+            __m256i bytes[4];
+            load_transposed(w, row_bytes, qs + 32 * n, bytes);
+            for (int c = 0; c < 4; c++) {
+                __m256i lo = _mm256_and_si256(bytes[c], low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes[c], 4), low4);
+                if (format == APUS_Q5_K) {
+                    const __m256i one = _mm256_set1_epi8(1);
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[c], 2 * n), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[c], 2 * n + 1), one), 4));
+                }
+                quad->q[2 * n][c] = lo;
+                quad->q[2 * n + 1][c] = hi;
+            }
+        }
+    } else {  // Q6_K: group 4n + k from the low (k < 2) or high nibbles of ql bytes 64n + 32(k % 2) .., two bits of qh bytes 128 + 32n .. above them
+        const __m256i high2 = _mm256_set1_epi8(0x30);
+        for (int n = 0; n < 2; n++) {
+            __m256i l0[4], l1[4], qh[4];
+            load_transposed(w, row_bytes, 64 * n, l0);
+            load_transposed(w, row_bytes, 64 * n + 32, l1);
+            load_transposed(w, row_bytes, 128 + 32 * n, qh);
+            for (int c = 0; c < 4; c++) {
+                // Bits 2k, 2k + 1 of each qh byte moved to bits 4, 5 (the mask drops what a
+                // 16-bit shift carries over from the neighbouring byte).
+                const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(qh[c], 4), high2), h1 = _mm256_and_si256(_mm256_slli_epi16(qh[c], 2), high2);
+                const __m256i h2 = _mm256_and_si256(qh[c], high2), h3 = _mm256_and_si256(_mm256_srli_epi16(qh[c], 2), high2);
+                quad->q[4 * n][c] = _mm256_or_si256(_mm256_and_si256(l0[c], low4), h0);
+                quad->q[4 * n + 1][c] = _mm256_or_si256(_mm256_and_si256(l1[c], low4), h1);
+                quad->q[4 * n + 2][c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0[c], 4), low4), h2);
+                quad->q[4 * n + 3][c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1[c], 4), low4), h3);
+            }
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) AVX2 void unpack_quad(int format, const uint8_t *w, size_t row_bytes, quad_k *quad) {
     const int d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
     const int wide = format == APUS_Q4_K || format == APUS_Q5_K;
@@ -646,36 +700,21 @@ static inline __attribute__((always_inline)) AVX2 void unpack_quad(int format, c
         quad->correction[0] = _mm256_permute2x128_si256(u[0].correction, u[2].correction, 0x20);
         quad->correction[1] = _mm256_permute2x128_si256(u[1].correction, u[3].correction, 0x20);
     }
-    // Each group's four rows as a 4 x 4 transpose of 64-bit chunks.
-    for (int j = 0; j < 8; j++) {
-        const __m256i a = _mm256_unpacklo_epi64(u[0].q[j], u[1].q[j]), b = _mm256_unpackhi_epi64(u[0].q[j], u[1].q[j]);
-        const __m256i c = _mm256_unpacklo_epi64(u[2].q[j], u[3].q[j]), e = _mm256_unpackhi_epi64(u[2].q[j], u[3].q[j]);
-        quad->q[j][0] = _mm256_permute2x128_si256(a, c, 0x20);
-        quad->q[j][1] = _mm256_permute2x128_si256(b, e, 0x20);
-        quad->q[j][2] = _mm256_permute2x128_si256(a, c, 0x31);
-        quad->q[j][3] = _mm256_permute2x128_si256(b, e, 0x31);
-    }
-    // Scale g of rows 0-3 as one 64-bit element ([g0, g1 | g8, g9] and so on), then copied to
-    // four 16-bit lanes per row: rows 0 and 1 in the low half, 2 and 3 in the high one.
-    const __m256i s01lo = _mm256_unpacklo_epi16(u[0].scales, u[1].scales), s01hi = _mm256_unpackhi_epi16(u[0].scales, u[1].scales);
-    const __m256i s23lo = _mm256_unpacklo_epi16(u[2].scales, u[3].scales), s23hi = _mm256_unpackhi_epi16(u[2].scales, u[3].scales);
-    const __m256i by_group[4] = {_mm256_unpacklo_epi32(s01lo, s23lo), _mm256_unpackhi_epi32(s01lo, s23lo),
-                                 _mm256_unpacklo_epi32(s01hi, s23hi), _mm256_unpackhi_epi32(s01hi, s23hi)};
-    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7);
-    const int groups = wide ? 8 : 16;
-    for (int g = 0; g < groups; g++) {
-        // by_group[k] holds groups 2k, 2k + 1 (low half) and 8 + 2k, 9 + 2k (high half).
-        const __m256i v = by_group[g % 8 / 2];
-        const int element = (g >= 8 ? 2 : 0) + g % 2;
-        __m256i all;
-        switch (element) {
-        case 0: all = _mm256_permute4x64_epi64(v, 0x00); break;
-        case 1: all = _mm256_permute4x64_epi64(v, 0x55); break;
-        case 2: all = _mm256_permute4x64_epi64(v, 0xAA); break;
-        default: all = _mm256_permute4x64_epi64(v, 0xFF); break;
+    if (format == APUS_Q2_K || format == APUS_Q3_K) {
+        for (int j = 0; j < 8; j++) {
+            const __m256i rows[4] = {u[0].q[j], u[1].q[j], u[2].q[j], u[3].q[j]};
+            transpose_chunks(rows, quad->q[j]);
         }
-        quad->scale[g] = _mm256_shuffle_epi8(all, spread);
+    } else {
+        quad_levels(format, w, row_bytes, quad);  // from the packed bytes, transposed first
     }
+    // Scale g of rows 0 and 1 side by side in the low half, of rows 2 and 3 in the high one
+    // (bytes 2g, 2g + 1 of groups 0-7, then 8-15), then each put in the high byte of four
+    // 16-bit lanes and shifted down with its sign.
+    const __m256i top = _mm256_set_m128i(u[2].scales, u[0].scales), bottom = _mm256_set_m128i(u[3].scales, u[1].scales);
+    const __m256i pairs[2] = {_mm256_unpacklo_epi8(top, bottom), _mm256_unpackhi_epi8(top, bottom)};
+    const int groups = wide ? 8 : 16;
+    for (int g = 0; g < groups; g++) quad->scale[g] = _mm256_srai_epi16(_mm256_shuffle_epi8(pairs[g / 8], scale_pick(g % 8)), 8);
 }
 
 // What a token brings to the correction term: Q4_K and Q5_K sum its sixteen-value sums in
