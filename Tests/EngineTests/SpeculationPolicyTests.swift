@@ -69,4 +69,23 @@ final class SpeculationPolicyTests: XCTestCase {
         short.add(tokens: 3, from: 0)
         XCTAssertEqual(flat.branchLength(after: 2, chain: 2, available: 4, acceptance: α, branchAcceptance: 0.5, context: 1, step: short), 4)
     }
+
+    /// The estimate starts at its prior (0.8), climbs past where a prior that stayed would
+    /// cap it (0.96) while every drafted token is kept, drops at a rejection, and drifts back
+    /// toward the prior through steps without a draft.
+    func testAcceptanceFollowsTheDraftsPastThePrior() {
+        var estimate = AcceptanceEstimate()
+        XCTAssertEqual(estimate.rate, 0.8, accuracy: 1e-12)
+        for _ in 0..<10 { estimate.observe(drafted: 8, accepted: 8) }
+        XCTAssertGreaterThan(estimate.rate, 0.99)
+        let copying = estimate.rate
+        estimate.observe(drafted: 8, accepted: 3)
+        XCTAssertLessThan(estimate.rate, copying - 0.02)
+        XCTAssertGreaterThan(estimate.rate, 0.9, "one rejection after many kept tokens")
+        for _ in 0..<200 { estimate.relax() }
+        XCTAssertEqual(estimate.rate, 0.8, accuracy: 1e-6)
+        var failing = AcceptanceEstimate()
+        for _ in 0..<10 { failing.observe(drafted: 4, accepted: 0) }
+        XCTAssertLessThan(failing.rate, 0.1)
+    }
 }

@@ -139,6 +139,23 @@ final class SpeculativeDecodingTests: XCTestCase {
                        [Draft.Branch(after: 0, tokens: [4, 7])])
     }
 
+    /// After a substituted token (9 became 7 below), the chain resumes after the token it
+    /// replaced; a substitution's longer run beats a shorter suffix that matched exactly.
+    func testPromptLookupResumesAfterASubstitutedToken() {
+        //            0  1  2  3  4  5  6  7  8  9 10 11
+        let edited = [1, 2, 3, 9, 4, 5, 6, 8, 1, 2, 3, 7]
+        XCTAssertEqual(PromptLookup.lookup(edited, maxMatch: 8, minMatch: 2, limit: 3).tokens, [4, 5, 6])
+        XCTAssertEqual(PromptLookup.lookup(edited, maxMatch: 8, minMatch: 2, limit: 9).tokens, [4, 5, 6, 8, 1, 2, 3, 7])
+        // `3 7` occurred already (followed by 0); the run `1 2 3` before the last token is longer.
+        let again = [1, 2, 3, 9, 4, 5, 3, 7, 0, 1, 2, 3, 7]
+        XCTAssertEqual(PromptLookup.lookup(again, maxMatch: 8, minMatch: 2, limit: 3).tokens, [4, 5, 3])
+        // Where the suffix matches as long a run, the exact match stands.
+        let exact = [5, 3, 7, 0, 1, 2, 3, 9, 4, 5, 3, 7]
+        XCTAssertEqual(PromptLookup.lookup(exact, maxMatch: 8, minMatch: 2, limit: 2).tokens, [0, 1])
+        // A run shorter than minMatch before the last token is no evidence.
+        XCTAssertEqual(PromptLookup.lookup([1, 9, 4, 5, 1, 7], maxMatch: 8, minMatch: 2, limit: 3).tokens, [])
+    }
+
     /// A draft model drafting for itself: greedy drafts are exactly the target's choices, so
     /// every drafted token is kept, and the output is plain decoding's. A small cache makes
     /// sequences wait and be preempted with drafts in flight.
