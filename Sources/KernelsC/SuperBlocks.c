@@ -640,8 +640,9 @@ static inline __attribute__((always_inline)) AVX2 void load_transposed(const uin
 }
 
 // Q4_K's, Q5_K's and Q6_K's levels of four rows in the quad's layout, unpacked from bytes
-// transposed while still packed: a byte holds two levels (Q5_K's and Q6_K's high-bit bytes
-// four or eight), each in its lane of the group, so one transpose serves them all.
+// transposed while still packed: a byte holds bits of two levels (a Q6_K high-bit byte of
+// four, a Q5_K one of eight), all in the same lane of their groups, so one transpose serves
+// them all.
 static inline __attribute__((always_inline)) AVX2 void quad_levels(int format, const uint8_t *w, size_t row_bytes, quad_k *quad) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     if (format == APUS_Q4_K || format == APUS_Q5_K) {

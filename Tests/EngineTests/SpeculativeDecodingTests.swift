@@ -149,9 +149,10 @@ final class SpeculativeDecodingTests: XCTestCase {
         // `3 7` occurred already (followed by 0); the run `1 2 3` before the last token is longer.
         let again = [1, 2, 3, 9, 4, 5, 3, 7, 0, 1, 2, 3, 7]
         XCTAssertEqual(PromptLookup.lookup(again, maxMatch: 8, minMatch: 2, limit: 3).tokens, [4, 5, 3])
-        // Where the suffix matches as long a run, the exact match stands.
-        let exact = [5, 3, 7, 0, 1, 2, 3, 9, 4, 5, 3, 7]
-        XCTAssertEqual(PromptLookup.lookup(exact, maxMatch: 8, minMatch: 2, limit: 2).tokens, [0, 1])
+        // A run before the last token no longer than the suffix that matched: the exact match
+        // stands (`1 2` was followed by 9, but `2 7` by 5).
+        let tie = [1, 2, 9, 4, 4, 0, 2, 7, 5, 5, 1, 2, 7]
+        XCTAssertEqual(PromptLookup.lookup(tie, maxMatch: 8, minMatch: 2, limit: 3).tokens, [5, 5, 1])
         // A run shorter than minMatch before the last token is no evidence.
         XCTAssertEqual(PromptLookup.lookup([1, 9, 4, 5, 1, 7], maxMatch: 8, minMatch: 2, limit: 3).tokens, [])
     }

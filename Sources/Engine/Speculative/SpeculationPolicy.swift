@@ -158,7 +158,7 @@ struct AcceptanceEstimate {
     }
 
     /// A step without a draft: the counts move a tenth of the way back to the prior, so that
-    /// a sequence whose drafts failed in one passage tries again in the next.
+    /// a sequence whose drafts (or branches) failed in one passage tries again in the next.
     mutating func relax() {
         accepted = 0.9 * accepted + 0.1 * priorAccepted
         rejected = 0.9 * rejected + 0.1 * priorRejected

@@ -43,7 +43,10 @@ final class Speculator {
             if configuration.adaptive {
                 let α = s.acceptance.rate
                 k = policy.draftLength(acceptance: α, limit: limit, context: s.tokens.count, step: step)
-                if k == 0 { s.acceptance.relax() }
+                if k == 0 {
+                    s.acceptance.relax()
+                    s.branchAcceptance.relax()
+                }
                 step.output += SpeculationPolicy.expectedTokens(draft: k, acceptance: α) - 1
             }
             step.add(tokens: k, from: s.tokens.count)
