@@ -190,7 +190,7 @@ final class EngineCore {
         let proposer: (any Proposer)?
         switch speculation.mode {
         case .off: proposer = nil
-        case .ngram: proposer = PromptLookup(width: speculation.treeWidth)
+        case .ngram: proposer = PromptLookup(tokenizer: tokenizer, width: speculation.treeWidth)
         case .draft:
             guard let draftModel else { throw EngineError.invalidConfiguration("speculative decoding with a draft model needs a draft model") }
             try draftModel.checkVocabulary(against: model, tokenizer: tokenizer)

@@ -157,6 +157,68 @@ final class SpeculativeDecodingTests: XCTestCase {
         XCTAssertEqual(PromptLookup.lookup([1, 9, 4, 5, 1, 7], maxMatch: 8, minMatch: 2, limit: 3).tokens, [])
     }
 
+    /// The copy's draft after following `output` written after `prompt` (Qwen2.5's tokens;
+    /// each text ends where the source's tokens do, as a model's output would).
+    private func copyDraft(_ prompt: String, _ output: String, limit: Int = 12) throws -> (draft: String, track: CopyTrack) {
+        let tokenizer = try Tokenizer(file: TestSupport.model(.qwen05))
+        let p = tokenizer.encode(prompt, addSpecial: false), o = tokenizer.encode(output, addSpecial: false)
+        var track = CopyTrack(tokenizer: tokenizer, promptCount: p.count, maxMatch: 8, minMatch: 2)
+        let draft = (p + o).withUnsafeBufferPointer { t in
+            track.follow(t)
+            return track.draft(t, limit: limit)
+        }
+        return (tokenizer.decode(draft), track)
+    }
+
+    static let module = """
+        Rename fetchUser to loadAccount and userId to accountId:
+        ```javascript
+        const cache = new Map();
+        const remote = "https://example.invalid/api";
+
+        async function fetchUser(userId) {
+          return cache.get(userId) ?? fetchRemote(userId);
+        }
+
+        function forget(userId) {
+          cache.delete(userId);
+        }
+        ```
+        """
+    static let copied = """
+        ```javascript
+        const cache = new Map();
+        const remote = "https://example.invalid/api";
+
+
+        """
+
+    /// Renames are learned as words from the first edited place (`fetchUser(userId` was
+    /// written `loadAccount(accountId`, in other tokens), and drafted wherever the words
+    /// recur, inside other tokens too (`(userId`).
+    func testCopyTrackDraftsLearnedRenames() throws {
+        let (draft, track) = try copyDraft(Self.module, Self.copied + "async function loadAccount(accountId) {\n  return cache.get")
+        XCTAssertEqual(track.renames.map { String(decoding: $0.old, as: UTF8.self) + " → " + String(decoding: $0.new, as: UTF8.self) },
+                       ["fetchUser → loadAccount", "userId → accountId"])
+        XCTAssertTrue(draft.hasPrefix("(accountId) ?? fetchRemote(accountId);\n}"), draft)
+        // Midway through the first edit, the copy resumes after as many tokens as were
+        // written since, or after the source token the last token ends.
+        XCTAssertTrue(try copyDraft(Self.module, Self.copied + "async function loadAccount").draft.hasPrefix("(userId) {\n"))
+        XCTAssertTrue(try copyDraft(Self.module, Self.copied + "async function loadAccount(accountId").draft.hasPrefix(") {\n  return"))
+    }
+
+    /// A rename the copy writes unchanged somewhere is forgotten; a short copy that ends is
+    /// no edit (free text repeats a few words by chance).
+    func testCopyTrackForgetsRenamesAndShortCopies() throws {
+        let unchanged = try copyDraft(Self.module, Self.copied + "async function loadAccount(accountId) {\n  return cache.get(userId) ?? fetchRemote")
+        XCTAssertEqual(unchanged.track.renames.map { String(decoding: $0.old, as: UTF8.self) }, ["fetchUser"])
+        XCTAssertTrue(unchanged.draft.hasPrefix("(userId);\n}"), unchanged.draft)
+        let story = "The old lighthouse keeper climbed the stairs every night at dusk."
+        let chance = try copyDraft(story, " He said the old lighthouse was", limit: 4)
+        XCTAssertEqual(chance.track.renames, [])
+        XCTAssertEqual(chance.draft, "")
+    }
+
     /// A draft model drafting for itself: greedy drafts are exactly the target's choices, so
     /// every drafted token is kept, and the output is plain decoding's. A small cache makes
     /// sequences wait and be preempted with drafts in flight.

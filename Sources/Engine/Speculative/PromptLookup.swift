@@ -1,3 +1,5 @@
+import Tokenizer
+
 /// Prompt lookup decoding (Saxena 2023; llama.cpp's `ngram-simple`, vLLM's `[ngram]`): the
 /// last few tokens of a sequence are looked up earlier in the same sequence, prompt and
 /// output alike, and what followed them there is the draft. Edits, code, summaries and
@@ -10,20 +12,38 @@ final class PromptLookup: Proposer {
     /// Continuations drafted at most: the chain, and `width - 1` branches off it.
     let width: Int
 
-    init(maxMatch: Int = 8, minMatch: Int = 2, width: Int = 1) {
+    /// The text of tokens, for the renames a copy makes (`CopyTrack`).
+    let tokenizer: Tokenizer
+
+    init(tokenizer: Tokenizer, maxMatch: Int = 8, minMatch: Int = 2, width: Int = 1) {
         precondition(minMatch >= 1 && maxMatch >= minMatch && width >= 1)
+        self.tokenizer = tokenizer
         self.maxMatch = maxMatch
         self.minMatch = minMatch
         self.width = width
     }
 
+    /// The copy each sequence follows, while it follows one.
+    private var tracks: [ObjectIdentifier: CopyTrack] = [:]
+
+    /// The copy's continuation where a sequence follows a copy, otherwise the lookup's.
     func propose(_ requests: [(sequence: Sequence, limit: Int)]) -> [Draft] {
-        requests.map { Self.lookup($0.sequence.tokens, maxMatch: maxMatch, minMatch: minMatch, limit: $0.limit, width: width) }
+        requests.map { request in
+            let s = request.sequence
+            var track = tracks[ObjectIdentifier(s)] ?? CopyTrack(tokenizer: tokenizer, promptCount: s.promptCount, maxMatch: maxMatch, minMatch: minMatch)
+            let copied = s.tokens.withUnsafeBufferPointer { t in
+                track.follow(t)
+                return track.draft(t, limit: request.limit)
+            }
+            tracks[ObjectIdentifier(s)] = track
+            if !copied.isEmpty { return Draft(tokens: copied) }
+            return Self.lookup(s.tokens, maxMatch: maxMatch, minMatch: minMatch, limit: request.limit, width: width)
+        }
     }
 
     func prepare(_ sequences: [Sequence]) {}
 
-    func release(_ sequence: Sequence) {}
+    func release(_ sequence: Sequence) { tracks[ObjectIdentifier(sequence)] = nil }
 
     /// The chain is what followed the most recent earlier occurrence of the longest suffix of
     /// `tokens` (between `minMatch` and `maxMatch` tokens) that occurs earlier, up to `limit`
