@@ -139,24 +139,6 @@ final class SpeculativeDecodingTests: XCTestCase {
                        [Draft.Branch(after: 0, tokens: [4, 7])])
     }
 
-    /// After a substituted token (9 became 7 below), the chain resumes after the token it
-    /// replaced; a substitution's longer run beats a shorter suffix that matched exactly.
-    func testPromptLookupResumesAfterASubstitutedToken() {
-        //            0  1  2  3  4  5  6  7  8  9 10 11
-        let edited = [1, 2, 3, 9, 4, 5, 6, 8, 1, 2, 3, 7]
-        XCTAssertEqual(PromptLookup.lookup(edited, maxMatch: 8, minMatch: 2, limit: 3).tokens, [4, 5, 6])
-        XCTAssertEqual(PromptLookup.lookup(edited, maxMatch: 8, minMatch: 2, limit: 9).tokens, [4, 5, 6, 8, 1, 2, 3, 7])
-        // `3 7` occurred already (followed by 0); the run `1 2 3` before the last token is longer.
-        let again = [1, 2, 3, 9, 4, 5, 3, 7, 0, 1, 2, 3, 7]
-        XCTAssertEqual(PromptLookup.lookup(again, maxMatch: 8, minMatch: 2, limit: 3).tokens, [4, 5, 3])
-        // A run before the last token no longer than the suffix that matched: the exact match
-        // stands (`1 2` was followed by 9, but `2 7` by 5).
-        let tie = [1, 2, 9, 4, 4, 0, 2, 7, 5, 5, 1, 2, 7]
-        XCTAssertEqual(PromptLookup.lookup(tie, maxMatch: 8, minMatch: 2, limit: 3).tokens, [5, 5, 1])
-        // A run shorter than minMatch before the last token is no evidence.
-        XCTAssertEqual(PromptLookup.lookup([1, 9, 4, 5, 1, 7], maxMatch: 8, minMatch: 2, limit: 3).tokens, [])
-    }
-
     /// The copy's draft after following `output` written after `prompt` (Qwen2.5's tokens;
     /// each text ends where the source's tokens do, as a model's output would).
     private func copyDraft(_ prompt: String, _ output: String, limit: Int = 12) throws -> (draft: String, track: CopyTrack) {

@@ -4,7 +4,8 @@ import Tokenizer
 /// last few tokens of a sequence are looked up earlier in the same sequence, prompt and
 /// output alike, and what followed them there is the draft. Edits, code, summaries and
 /// chat with quoted context repeat long runs of their input, which this finds for the price
-/// of a scan: no model, no memory.
+/// of a scan: no model, no memory. Once a sequence copies a long run, `CopyTrack` follows the
+/// copy through its edits and drafts it with the renames it has made so far.
 final class PromptLookup: Proposer {
     /// Longest and shortest suffix looked up; the longest that occurs wins.
     let maxMatch: Int
@@ -50,13 +51,6 @@ final class PromptLookup: Proposer {
     /// tokens. Branches come from the next occurrences in the same order (longest suffix,
     /// then most recent): each that leaves the chain, at a place and with a token no branch
     /// has yet, up to `width - 1` of them, each up to `limit` tokens.
-    ///
-    /// The last token may also have replaced one of the text it copies (a renamed
-    /// identifier, a changed word): then the chain is what followed that token, found as above
-    /// from the tokens before the last (`substitution`), where they make a longer run than the
-    /// matched suffix (then without branches). After `self.items` became `self.records` once,
-    /// `self.records` matches that place, and what follows the next `self.items` is the better
-    /// guess.
     static func lookup(_ tokens: [Int], maxMatch: Int, minMatch: Int, limit: Int, width: Int = 1) -> Draft {
         let count = tokens.count
         guard limit > 0, count > minMatch else { return Draft() }
@@ -87,31 +81,7 @@ final class PromptLookup: Proposer {
                     if draft.branches.count == width - 1 { break search }
                 }
             }
-            let substituted = substitution(t, maxMatch: maxMatch, minMatch: max(minMatch, matched + 1), limit: limit)
-            return substituted.tokens.isEmpty ? draft : substituted
+            return draft
         }
-    }
-
-    /// The continuation after the most recent earlier occurrence of the longest run of tokens
-    /// (between `minMatch` and `maxMatch`) that ends just before the last token, skipping the
-    /// one token that followed that run there, which differs from the last: after `x.items`
-    /// became `x.records`, the text that followed `items`. Edits substitute one token for
-    /// another more often than anything else, and without this the chain waits until two
-    /// tokens past every change.
-    private static func substitution(_ t: UnsafeBufferPointer<Int>, maxMatch: Int, minMatch: Int, limit: Int) -> Draft {
-        let last = t.count - 1
-        for n in stride(from: min(maxMatch, last - 1), through: minMatch, by: -1) {
-            // The run t[last - n ..< last] earlier at [end - n, end), followed by t[end] ≠ t[last].
-            var end = last - 1
-            while end >= n {
-                defer { end -= 1 }
-                guard t[end] != t[last], t[end - 1] == t[last - 1] else { continue }
-                var i = 1
-                while i < n && t[end - 1 - i] == t[last - 1 - i] { i += 1 }
-                guard i == n else { continue }
-                return Draft(tokens: Array(t[(end + 1)..<min(end + 1 + limit, t.count)]))
-            }
-        }
-        return Draft()
     }
 }
