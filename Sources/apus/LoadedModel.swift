@@ -132,6 +132,9 @@ extension Pooling: ExpressibleByArgument {}
 extension WorkerRole: ExpressibleByArgument {}
 
 extension IntegerKernels.Level: ExpressibleByArgument {
+    /// The names `init(argument:)` takes, for the help and its errors (not the raw values).
+    public static var allValueStrings: [String] { ["portable", "avx2", "avx512vnni"] }
+
     public init?(argument: String) {
         switch argument {
         case "portable": self = .portable
