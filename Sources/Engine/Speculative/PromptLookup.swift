@@ -27,11 +27,14 @@ final class PromptLookup: Proposer {
     /// The copy each sequence follows, while it follows one.
     private var tracks: [ObjectIdentifier: CopyTrack] = [:]
 
-    /// The copy's continuation where a sequence follows a copy, otherwise the lookup's.
+    /// The copy's continuation where a sequence follows an established copy, otherwise the
+    /// lookup's.
     func propose(_ requests: [(sequence: Sequence, limit: Int)]) -> [Draft] {
         requests.map { request in
             let s = request.sequence
-            var track = tracks[ObjectIdentifier(s)] ?? CopyTrack(tokenizer: tokenizer, promptCount: s.promptCount, maxMatch: maxMatch, minMatch: minMatch)
+            // Out of the dictionary while it changes, so that its arrays are not copied.
+            var track = tracks.removeValue(forKey: ObjectIdentifier(s))
+                ?? CopyTrack(tokenizer: tokenizer, promptCount: s.promptCount, maxMatch: maxMatch, minMatch: minMatch)
             let copied = s.tokens.withUnsafeBufferPointer { t in
                 track.follow(t)
                 return track.draft(t, limit: request.limit)
@@ -55,7 +58,7 @@ final class PromptLookup: Proposer {
         let count = tokens.count
         guard limit > 0, count > minMatch else { return Draft() }
         return tokens.withUnsafeBufferPointer { t -> Draft in
-            var draft = Draft(), matched = 0  // the chain's suffix length, 0 while none
+            var draft = Draft()
             search: for n in stride(from: min(maxMatch, count - 1), through: minMatch, by: -1) {
                 // Occurrences ending at `end` (exclusive), latest first; the suffix itself ends at `count`.
                 var end = count - 1
@@ -66,9 +69,8 @@ final class PromptLookup: Proposer {
                     while i < n && t[end - 1 - i] == t[count - 1 - i] { i += 1 }
                     guard i == n else { continue }
                     let continuation = t[end..<min(end + limit, count)]
-                    if matched == 0 {
+                    if draft.tokens.isEmpty {
                         draft.tokens = Array(continuation)
-                        matched = n
                     } else {
                         var after = 0
                         while after < draft.tokens.count, after < continuation.count,
