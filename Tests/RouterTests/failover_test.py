@@ -82,7 +82,7 @@ def wait_ready(url, seconds=120):
 def request(i, max_tokens):
     if i % 2:
         return "/v1/completions", {"model": "m", "prompt": f"Story {i}: Once upon a time, in a town by the sea,", "max_tokens": max_tokens,
-                                   "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+                                   "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
     return "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": f"Write a long poem about the number {i}."}],
                                     "max_tokens": max_tokens, "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
                                     "ignore_eos": True}
@@ -138,7 +138,9 @@ def main():
     parser.add_argument("--apus", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    # Enough that the drained replica cannot finish its streams within its second of drain,
+    # however fast the machine: every stream runs to max_tokens (ignore_eos).
+    parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--netns", action="store_true", help="each replica in a network namespace of its own")
     args = parser.parse_args()
     ports = [free_port() for _ in range(3)]
