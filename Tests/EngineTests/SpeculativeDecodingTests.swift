@@ -201,6 +201,44 @@ final class SpeculativeDecodingTests: XCTestCase {
         XCTAssertEqual(chance.draft, "")
     }
 
+    /// Whatever the tokens, following and drafting never fail, and a draft keeps to its
+    /// limit. The tokens come from a few words and separators (and a control token, whose
+    /// text is empty), mostly copied from earlier runs with tokens changed now and then, so
+    /// that copies, departures, resumptions and renames all happen.
+    func testCopyTrackFollowsAnyTokens() throws {
+        let tokenizer = try Tokenizer(file: TestSupport.model(.qwen05))
+        var alphabet = tokenizer.encode(" user userId(userId fetchUser loadAccount accountId(accountId ( ) ; . ,\n", addSpecial: false)
+        alphabet += tokenizer.vocabulary.endOfGeneration.prefix(1)
+        var g = SplitMix64(seed: 7)
+        var drafts = 0, renamed = 0
+        for _ in 0..<300 {
+            let promptCount = Int.random(in: 0...30, using: &g)
+            var tokens = (0..<promptCount).map { _ in alphabet.randomElement(using: &g)! }
+            var track = CopyTrack(tokenizer: tokenizer, promptCount: promptCount, maxMatch: 8, minMatch: 2)
+            var copyFrom: Int?
+            for _ in 0..<Int.random(in: 1...150, using: &g) {
+                if let c = copyFrom, c < tokens.count, Int.random(in: 0..<10, using: &g) > 0 {
+                    tokens.append(tokens[c])
+                    copyFrom = c + 1
+                } else {
+                    tokens.append(alphabet.randomElement(using: &g)!)
+                    copyFrom = tokens.isEmpty || Bool.random(using: &g) ? copyFrom.map { $0 + 1 } : Int.random(in: 0..<tokens.count, using: &g)
+                }
+                guard Int.random(in: 0..<3, using: &g) == 0 else { continue }
+                let limit = Int.random(in: 1...16, using: &g)
+                let draft = tokens.withUnsafeBufferPointer { t in
+                    track.follow(t)
+                    return track.draft(t, limit: limit)
+                }
+                XCTAssertLessThanOrEqual(draft.count, limit)
+                drafts += draft.isEmpty ? 0 : 1
+                renamed += track.renames.isEmpty ? 0 : 1
+            }
+        }
+        XCTAssertGreaterThan(drafts, 100, "copies were followed")
+        XCTAssertGreaterThan(renamed, 10, "renames were learned")
+    }
+
     /// A draft model drafting for itself: greedy drafts are exactly the target's choices, so
     /// every drafted token is kept, and the output is plain decoding's. A small cache makes
     /// sequences wait and be preempted with drafts in flight.
