@@ -45,13 +45,15 @@ public struct Tokenizer: Sendable {
     public init(file: GGUFFile) throws { try self.init(metadata: file.metadata) }
 
     /// Token ids for `text`. `addSpecial` adds BOS/EOS where the model's metadata asks for them.
-    public func encode(_ text: String, parseSpecial: Bool = false, addSpecial: Bool = true) -> [Int] {
+    /// `continuing`: the text continues other text (a piece cut out of a longer one), so
+    /// SentencePiece puts no space before it.
+    public func encode(_ text: String, parseSpecial: Bool = false, addSpecial: Bool = true, continuing: Bool = false) -> [Int] {
         var out: [Int] = []
         if addSpecial, vocabulary.addBOS, let bos = vocabulary.bos { out.append(bos) }
         let utf8 = Array(text.utf8)
-        // The first fragment counts as following a special token (llama.cpp's `is_prev_special`
-        // starts true), whether or not BOS was added.
-        var afterSpecial = true
+        // Otherwise the first fragment counts as following a special token (llama.cpp's
+        // `is_prev_special` starts true), whether or not BOS was added.
+        var afterSpecial = !continuing
         for fragment in partition(utf8, parseSpecial: parseSpecial) {
             switch fragment {
             case .token(let id):

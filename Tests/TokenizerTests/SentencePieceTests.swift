@@ -41,6 +41,8 @@ final class SentencePieceTests: XCTestCase {
         XCTAssertEqual(spm.encode("b[x]a", addSpecial: false), [3, 5, 12, 9], "user-defined tokens are matched unparsed, and a ▁ follows them too")
         XCTAssertEqual(spm.decode([9, 3, 5]), "a b", "the prefix space is dropped from the first token")
         XCTAssertEqual(spm.decode([1, 9, 3, 5]), " a b", "after a leading BOS nothing is dropped, as in llama.cpp")
+        XCTAssertEqual(spm.encode("a b", addSpecial: false, continuing: true), [4, 3, 5], "text that continues other text: no prefix")
+        XCTAssertEqual(spm.encode("a[x]a", addSpecial: false, continuing: true), [4, 12, 9], "but after a user-defined token, as always")
         let plain = try tokenizer(addSpacePrefix: false)
         XCTAssertEqual(plain.encode("a b", addSpecial: false), [4, 3, 5])
         XCTAssertEqual(plain.decode([3, 4]), " a")

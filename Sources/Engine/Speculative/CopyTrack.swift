@@ -206,8 +206,7 @@ struct CopyTrack {
     /// covers, as the rename makes them, and the index after them; the rename whose text
     /// starts first, the longest of those. A rename starts a word (`userId` in `(userId`),
     /// and one of under four bytes also ends one (`i` is not renamed inside `in`). Nil where
-    /// the renamed text does not encode back to itself (an encoder that adds a space prefix
-    /// to every text, a character split between tokens).
+    /// the renamed text does not encode back to itself (a character split between tokens).
     private func renamed(_ t: UnsafeBufferPointer<Int>, at i: Int, before end: Int) -> (tokens: [Int], next: Int, rename: Rename)? {
         guard !renames.isEmpty, i < end else { return nil }
         var bytes: [UInt8] = [], ends: [Int] = []  // ends[n]: where token i + n ends in `bytes`
@@ -224,7 +223,7 @@ struct CopyTrack {
         }
         guard let best, let last = ends.firstIndex(where: { $0 >= best.start + best.rename.old.count }) else { return nil }
         let text = Array(bytes[..<best.start] + best.rename.new + bytes[(best.start + best.rename.old.count)..<ends[last]])
-        let tokens = tokenizer.encode(String(decoding: text, as: UTF8.self), parseSpecial: false, addSpecial: false)
+        let tokens = tokenizer.encode(String(decoding: text, as: UTF8.self), parseSpecial: false, addSpecial: false, continuing: true)
         guard !tokens.isEmpty, tokens.flatMap({ tokenizer.bytes(of: $0) }) == text else { return nil }
         return (tokens, i + last + 1, best.rename)
     }
