@@ -336,13 +336,16 @@ def overload_suite():
         outcomes = list(pool.map(one, range(16)))
     check(outcomes.count("429") >= 1 and outcomes.count("ok") >= 1, f"overload outcomes {outcomes}")
 
-    # A stream queued behind two long requests gets SSE comments while it waits.
+    # A stream queued behind two long requests gets SSE comments while it waits. The stream is
+    # sent once both run, and they run long enough (600 tokens, two seconds on the fastest machine
+    # here) that it waits many keep-alive intervals.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        long = []
-        for i in range(2):
-            long.append(pool.submit(client.completions.create, model=args.model, prompt=f"Long {i}:", max_tokens=200, temperature=0,
-                                    extra_body={"ignore_eos": True}))
-            time.sleep(0.3)
+        long = [pool.submit(client.completions.create, model=args.model, prompt=f"Long {i}:", max_tokens=600, temperature=0,
+                            extra_body={"ignore_eos": True}) for i in range(2)]
+        started = time.time()
+        while time.time() < started + 10 and metric("apus_num_requests_running") != 2:
+            time.sleep(0.01)
+        check(metric("apus_num_requests_running") == 2, "both long requests run")
         conn, r = open_stream("/v1/completions", {"model": args.model, "prompt": "Hello", "max_tokens": 4, "stream": True})
         body = r.read().decode()
         conn.close()
