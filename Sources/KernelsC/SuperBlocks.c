@@ -363,6 +363,38 @@ static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const 
 // are the same exact integers as the AVX2 superblock_lanes'; FINISH's float steps follow unchanged.
 // A super-block is unpacked once and then serves every token of the batch: a verify pass
 // of a few drafted tokens (or a few decoding sequences) reads and unpacks the weights once.
+// vpshufb controls that widen one byte of each 128-bit lane to all its 16-bit lanes: byte 2n
+// in the low 256 bits and byte 2n + 1 in the high 256 (entry n). Read through `opaque`, as
+// word_pick's are; vpermw, which they replace, made decoding about 5% slower.
+static const uint16_t scale_byte_picks[4][32] = {
+#define EIGHT(x) 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x)
+#define PICK(lo, hi) {EIGHT(lo), EIGHT(lo), EIGHT(hi), EIGHT(hi)}
+    PICK(0, 1), PICK(2, 3), PICK(4, 5), PICK(6, 7),
+#undef PICK
+#undef EIGHT
+};
+
+static inline __attribute__((always_inline)) VNNI __m512i scale_byte_pick(int n) {
+    const uint16_t (*opaque)[32] = scale_byte_picks;
+    __asm__("" : "+r"(opaque));
+    return _mm512_loadu_si512((const void *)opaque[n]);
+}
+
+// Likewise for sixteen-bit scales: word 4h + L in 128-bit lane L (entry h).
+static const uint16_t scale_word_picks[2][32] = {
+#define EIGHT(w) 0x0100 + 0x0202 * (w), 0x0100 + 0x0202 * (w), 0x0100 + 0x0202 * (w), 0x0100 + 0x0202 * (w), \
+                 0x0100 + 0x0202 * (w), 0x0100 + 0x0202 * (w), 0x0100 + 0x0202 * (w), 0x0100 + 0x0202 * (w)
+    {EIGHT(0), EIGHT(1), EIGHT(2), EIGHT(3)},
+    {EIGHT(4), EIGHT(5), EIGHT(6), EIGHT(7)},
+#undef EIGHT
+};
+
+static inline __attribute__((always_inline)) VNNI __m512i scale_word_pick(int h) {
+    const uint16_t (*opaque)[32] = scale_word_picks;
+    __asm__("" : "+r"(opaque));
+    return _mm512_loadu_si512((const void *)opaque[h]);
+}
+
 typedef struct {
     __m512i q[4], scale16[4];  // 64 levels each, and the scale of each pair of them
     __m128i mins16;            // Q4_K, Q5_K: the eight minima
@@ -377,9 +409,8 @@ static inline __attribute__((always_inline)) VNNI void unpack_superblock_vnni(in
         const uint32_t scales_lo = packed[0] & 0x3F3F3F3Fu, mins_lo = packed[1] & 0x3F3F3F3Fu;
         const uint32_t scales_hi = (packed[2] & 0x0F0F0F0Fu) | (((packed[0] >> 6) & 0x03030303u) << 4);
         const uint32_t mins_hi = ((packed[2] >> 4) & 0x0F0F0F0Fu) | (((packed[1] >> 6) & 0x03030303u) << 4);
-        // Scales as sixteen-bit lanes, scale j in lanes 2j and 2j + 1 of each 128-bit lane's
-        // copy, so a permute puts scale 2n in the low half and 2n + 1 in the high half.
-        const __m512i scales = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_set_epi32(0, 0, (int)scales_hi, (int)scales_lo)));
+        // The eight scales in bytes 0-7 of every 128-bit lane.
+        const __m512i scales = _mm512_set1_epi64((long long)(scales_lo | (uint64_t)scales_hi << 32));
         u->mins16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mins_hi, (int)mins_lo));
         const uint8_t *qs = w + (format == APUS_Q4_K ? 16 : 48);
         const __m512i qh = format == APUS_Q5_K ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16))) : _mm512_setzero_si512();
@@ -392,27 +423,25 @@ static inline __attribute__((always_inline)) VNNI void unpack_superblock_vnni(in
                 const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * n)), _mm256_set1_epi16((short)(2 * n + 1)), 1);
                 q = _mm512_or_si512(q, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(1)), 4));
             }
-            const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * n)), _mm256_set1_epi16((short)(2 * n + 1)), 1);
             u->q[n] = q;
-            u->scale16[n] = _mm512_permutexvar_epi16(pick, scales);
+            u->scale16[n] = _mm512_shuffle_epi8(scales, scale_byte_pick(n));
         }
     } else {  // Q6_K: levels 0..63 stand for q + 32, so Σ sc·Σ q·a = Σ sc·Σ level·a - 32 Σ sc·bsum.
         const int8_t *sc = (const int8_t *)(w + 192);
-        const __m512i scales = _mm512_cvtepi8_epi16(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)sc)));
         u->scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
         for (int n = 0; n < 2; n++) {
+            // Scales 8n..8n+7 as sixteen-bit lanes in every 128-bit lane.
+            const __m512i scales = _mm512_broadcast_i32x4(n == 0 ? _mm256_castsi256_si128(u->scales16) : _mm256_extracti128_si256(u->scales16, 1));
             const __m512i ql = _mm512_loadu_si512((const void *)(w + 64 * n));
             const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n)));
             for (int h = 0; h < 2; h++) {  // values 128n + 64h .. +63: nibbles k = 2h (low half) and 2h + 1 (high half)
                 const __m512i nib = h == 0 ? _mm512_and_si512(ql, low4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), low4);
                 const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * h)), _mm256_set1_epi16((short)(4 * h + 2)), 1);
                 const __m512i high = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), _mm512_set1_epi8(3)), 4);
-                // Sixteen-bit lane i holds values 2i, 2i + 1 of the 64: group 8n + 4h + i / 8.
-                const int g = 8 * n + 4 * h;
-                const __m512i pick = _mm512_set_epi16(g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2,
-                                                      g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
+                // Sixteen-bit lane i holds values 2i, 2i + 1 of the 64: group 8n + 4h + i / 8,
+                // word 4h + i / 8 of `scales`.
                 u->q[2 * n + h] = _mm512_or_si512(nib, high);
-                u->scale16[2 * n + h] = _mm512_permutexvar_epi16(pick, scales);
+                u->scale16[2 * n + h] = _mm512_shuffle_epi8(scales, scale_word_pick(h));
             }
         }
     }
