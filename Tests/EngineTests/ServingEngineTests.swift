@@ -386,8 +386,12 @@ final class ServingEngineTests: XCTestCase {
             XCTAssertEqual(tokens, requests[i].parameters.maxTokens, "request \(i)")
             XCTAssertEqual(reason, .length, "request \(i)")
         }
-        // Aborts reach the loop asynchronously; give it a moment to process the last ones.
-        for _ in 0..<100 where engine.statistics.kvBlocksUsed > 0 { try await Task.sleep(nanoseconds: 10_000_000) }
+        // Aborts reach the loop asynchronously; give it time to process the last ones.
+        func settled() -> Bool {
+            let s = engine.statistics
+            return s.kvBlocksUsed == 0 && s.runningSequences + s.waitingSequences == 0 && s.finishedRequests + s.abortedRequests == requests.count
+        }
+        for _ in 0..<1000 where !settled() { try await Task.sleep(nanoseconds: 10_000_000) }
         let s = engine.statistics
         XCTAssertEqual(s.kvBlocksUsed, 0)
         XCTAssertEqual(s.runningSequences + s.waitingSequences, 0)

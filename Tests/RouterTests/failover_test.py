@@ -138,8 +138,9 @@ def main():
     parser.add_argument("--apus", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--requests", type=int, default=16)
-    # Enough that the drained replica cannot finish its streams within its second of drain,
-    # however fast the machine: every stream runs to max_tokens (ignore_eos).
+    # Enough that the drained replica cannot finish its streams within its 0.25 s of drain:
+    # every stream runs to max_tokens (ignore_eos); eight streams on one thread took over 3 s
+    # on the fastest machine here.
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--netns", action="store_true", help="each replica in a network namespace of its own")
     args = parser.parse_args()
@@ -150,7 +151,7 @@ def main():
     def replica(i):
         return subprocess.Popen((namespaces.prefix(i) if namespaces else []) +
                                 [args.apus, "serve", "--model", args.model, "--host", hosts[i], "--port", str(ports[i]), "--threads", "1",
-                                 "--kv-memory", "128", "--drain-seconds", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 "--kv-memory", "128", "--drain-seconds", "0.25"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     replicas = [replica(0), replica(1)]
     router_log = tempfile.TemporaryFile()
@@ -203,7 +204,12 @@ def main():
         replicas[0].wait()
         replicas[0] = replica(0)
         wait_ready(urls[0])
-        time.sleep(1.5)  # the router's health check sees it back
+        def healthy():
+            gauge = f'apus_router_replica_healthy{{replica="{urls[0]}"}} '
+            return any(l.startswith(gauge) and float(l.split()[-1]) == 1 for l in get(base + "/metrics").splitlines())
+        deadline = time.time() + 30
+        while not healthy() and time.time() < deadline:
+            time.sleep(0.1)  # until the router's health check sees it back
         under_load(lambda: replicas[1].send_signal(signal.SIGTERM), "SIGTERM")
     finally:
         for p in replicas + [router]:

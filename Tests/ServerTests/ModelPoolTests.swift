@@ -114,8 +114,10 @@ final class ModelPoolTests: XCTestCase {
         // 100 + 100 bytes is past the budget of 150: b waits for a's room.
         await assertRefuses(pool, "b", status: 503, containing: "b cannot load now")
         _ = consume leases
-        _ = try await pool.lease("b", strict: false)
+        // Held through the check: a dropped lease starts b's 0.2 s keep-alive at once.
+        let b = try await pool.lease("b", strict: false)
         XCTAssertEqual(status(pool), ["a unloaded", "b loaded"])
+        _ = consume b
 
         // Idle past its keep-alive, b unloads by itself.
         try await Task.sleep(nanoseconds: 800_000_000)

@@ -124,8 +124,11 @@ try:
     check(names == args.model, f"the models list names the served model: {names}")
 
     def say(text):
-        browser.eval(f"""document.getElementById('prompt').value = {json.dumps(text)}; document.getElementById('send').click();""")
-        browser.wait("document.getElementById('send').disabled", "the page to send", seconds=5)
+        # Read in the same evaluation as the click: send() disables the button before its first
+        # await, and a fast reply (or an error) may enable it again before a later poll.
+        sending = browser.eval(f"""document.getElementById('prompt').value = {json.dumps(text)}; document.getElementById('send').click();
+                                  document.getElementById('send').disabled""")
+        check(sending, "the page sends")
         browser.wait("!document.getElementById('send').disabled", "the reply to finish")
         return browser.eval("[...document.querySelectorAll('.message.assistant')].map(m => m.dataset.text)")
 

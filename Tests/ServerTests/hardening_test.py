@@ -338,7 +338,9 @@ def checks_suite():
                 except OSError:
                     open_.discard(i)
             time.sleep(0.3)
-        check(not open_ and time.time() - start < 3.5, f"200 slowloris connections are all closed by the header timeout ({len(open_)} left after {time.time() - start:.1f} s)")
+        # The 2 s header timeout, then a send that succeeds and one that fails, 0.3 s apart: 2.7 s
+        # measured; a timer reset by each byte would run to the loop's 6 s.
+        check(not open_ and time.time() - start < 4.5, f"200 slowloris connections are all closed by the header timeout ({len(open_)} left after {time.time() - start:.1f} s)")
         status, _, _ = server.get("/health")
         check(status == 200, "and the server still answers")
 
@@ -376,7 +378,8 @@ def checks_suite():
         waited = time.time() - start
         time.sleep(3)
         used = server.cpu_seconds() - cpu
-        check(status == 200 and waited < 6, f"with 80 idle connections and 64 descriptors a normal request is answered in {waited:.1f} s")
+        # Two waves of 2 s idle timeouts (the server holds about 32 at a time): 4.0 s measured.
+        check(status == 200 and waited < 8, f"with 80 idle connections and 64 descriptors a normal request is answered in {waited:.1f} s")
         check(used < 1.5, f"the server does not spin meanwhile ({used:.2f} CPU-seconds in {time.time() - start:.0f} s)")
         check("connections open, the limit" in server.text() and "file-descriptor limit 64" in server.text(), "the limit is logged")
         for s in idle:
@@ -384,9 +387,11 @@ def checks_suite():
 
     # 9. Drain: a stream still running at the deadline ends with an error event and [DONE];
     # a second signal exits at once.
-    with Server("--drain-seconds", "1") as server:
+    # 0.2 s: a 2,000-token stream outlasts it more than ten times over even on the fastest
+    # machine here (600 tokens/s for one stream).
+    with Server("--drain-seconds", "0.2") as server:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "Once", "max_tokens": 1500, "stream": True, "ignore_eos": True}),
+        conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "Once", "max_tokens": 2000, "stream": True, "ignore_eos": True}),
                      headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         response.readline()
@@ -418,7 +423,7 @@ def checks_suite():
         body = json.dumps({"messages": [{"role": "user", "content": "Once"}], "max_tokens": 1500, "stream": True, "ignore_eos": True,
                            "n": 4, "logprobs": True, "top_logprobs": 20}).encode()
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        deadline, running = time.time() + 30, None
+        deadline, running = time.time() + 120, None
         time.sleep(1)
         while time.time() < deadline:
             running = re.search(r"^apus_num_requests_running (\S+)$", server.get("/metrics")[2].decode(), re.M)
