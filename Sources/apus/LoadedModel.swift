@@ -132,16 +132,13 @@ extension Pooling: ExpressibleByArgument {}
 extension WorkerRole: ExpressibleByArgument {}
 
 extension IntegerKernels.Level: ExpressibleByArgument {
-    /// The names `init(argument:)` takes, for the help and its errors (not the raw values).
-    public static var allValueStrings: [String] { ["portable", "avx2", "avx512vnni"] }
+    /// The case names, which `init(argument:)` takes, for the help and its errors (not the
+    /// raw values).
+    public static var allValueStrings: [String] { allCases.map { "\($0)" } }
 
     public init?(argument: String) {
-        switch argument {
-        case "portable": self = .portable
-        case "avx2": self = .avx2
-        case "avx512vnni": self = .avx512vnni
-        default: return nil
-        }
+        guard let level = Self.allCases.first(where: { "\($0)" == argument }) else { return nil }
+        self = level
     }
 }
 
