@@ -168,10 +168,17 @@ static inline AVX2 __m256i scaled_dot32(__m256i w, const int8_t *a, __m256i scal
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)a)), scale16);
 }
 
+// Row `i` of a table of vpshufb controls, read through a pointer hidden from the optimizer:
+// seeing the constant, clang replaces each vpshufb by two or three other shuffles.
+static inline const void *opaque(const void *p) {
+    __asm__("" : "+r"(p));
+    return p;
+}
+#define OPAQUE_ROW(table, i) ((const void *)((const __typeof__((table)[0]) *)opaque(table))[i])
+
 // vpshufb controls that copy one 16-bit lane to all eight of a 128-bit half: word k in both
 // halves (Q4_K, Q5_K: entry k), or word j in the low half and j + 1 in the high one (entry 8 +
-// j / 2, j even). They are read through `opaque`: seeing the constant, the compiler replaces
-// each vpshufb by two or three other shuffles.
+// j / 2, j even), read through `OPAQUE_ROW`.
 static const uint16_t word_picks[12][16] = {
 #define PICK(lo, hi) {0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), 0x0100 + 0x0202 * (lo), \
                        0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi), 0x0100 + 0x0202 * (hi)}
@@ -181,9 +188,7 @@ static const uint16_t word_picks[12][16] = {
 };
 
 static inline __attribute__((always_inline)) AVX2 __m256i word_pick(int entry) {
-    const uint16_t (*opaque)[16] = word_picks;
-    __asm__("" : "+r"(opaque));
-    return _mm256_loadu_si256((const __m256i *)opaque[entry]);
+    return _mm256_loadu_si256((const __m256i *)OPAQUE_ROW(word_picks, entry));
 }
 
 // Sixteen-bit lanes holding the scale of group g (lanes 0-7) and of group g + 1 (lanes 8-15),
@@ -358,8 +363,8 @@ static inline __attribute__((always_inline)) AVX2 void rows_k(int format, const 
 }
 
 // vpshufb controls that widen one byte of each 128-bit lane to all its 16-bit lanes: byte 2n
-// in the low 256 bits and byte 2n + 1 in the high 256 (entry n). Read through `opaque`, as
-// word_pick's are; with vpermw in their place the one-token kernel ran 6% slower from cache.
+// in the low 256 bits and byte 2n + 1 in the high 256 (entry n), read through `OPAQUE_ROW`;
+// with vpermw in their place the one-token kernel ran 6% slower from cache.
 static const uint16_t scale_byte_picks[4][32] = {
 #define EIGHT(x) 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x), 0x8000 | (x)
 #define PICK(lo, hi) {EIGHT(lo), EIGHT(lo), EIGHT(hi), EIGHT(hi)}
@@ -369,9 +374,7 @@ static const uint16_t scale_byte_picks[4][32] = {
 };
 
 static inline __attribute__((always_inline)) VNNI __m512i scale_byte_pick(int n) {
-    const uint16_t (*opaque)[32] = scale_byte_picks;
-    __asm__("" : "+r"(opaque));
-    return _mm512_loadu_si512((const void *)opaque[n]);
+    return _mm512_loadu_si512(OPAQUE_ROW(scale_byte_picks, n));
 }
 
 // Likewise for sixteen-bit scales: word 4h + L in 128-bit lane L (entry h).
@@ -384,9 +387,7 @@ static const uint16_t scale_word_picks[2][32] = {
 };
 
 static inline __attribute__((always_inline)) VNNI __m512i scale_word_pick(int h) {
-    const uint16_t (*opaque)[32] = scale_word_picks;
-    __asm__("" : "+r"(opaque));
-    return _mm512_loadu_si512((const void *)opaque[h]);
+    return _mm512_loadu_si512(OPAQUE_ROW(scale_word_picks, h));
 }
 
 // AVX-512 VNNI (decode and small batches): 64 values per instruction. The unsigned levels of
@@ -635,8 +636,7 @@ typedef struct {
 } quad_k;
 
 // vpshufb controls for unpack_quad's scales: per 128-bit half, byte 2g (lanes 0-3) or 2g + 1
-// (lanes 4-7) into the high byte of each 16-bit lane, zero below. Read through `opaque`, as
-// word_pick's.
+// (lanes 4-7) into the high byte of each 16-bit lane, zero below; read through `OPAQUE_ROW`.
 static const uint8_t scale_picks[8][32] = {
 #define SP(g) {0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, \
                0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g), 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1, 0x80, 2 * (g) + 1}
@@ -645,9 +645,7 @@ static const uint8_t scale_picks[8][32] = {
 };
 
 static inline __attribute__((always_inline)) AVX2 __m256i scale_pick(int g) {
-    const uint8_t (*opaque)[32] = scale_picks;
-    __asm__("" : "+r"(opaque));
-    return _mm256_loadu_si256((const __m256i *)opaque[g]);
+    return _mm256_loadu_si256((const __m256i *)OPAQUE_ROW(scale_picks, g));
 }
 
 // Four rows' 32 bytes as a 4 x 4 transpose of 64-bit chunks: out[c] holds chunk c (bytes
