@@ -1,9 +1,10 @@
-// The AVX2 K-quant kernel for several tokens, alone, one thread: cycles per token and per
+// A K-quant kernel (AVX2, or with `vnni` the AVX-512 VNNI one) for one and several tokens,
+// alone, one thread: cycles per token and per
 // eight rows' super-block with the weights in cache (64 rows of 1536 columns), and the time
 // of 256 MB of weights streamed from memory (8960 x 1536 matrices, as Qwen2.5-Coder-1.5B's
 // feed-forward) against a plain streaming read of the same bytes. Built by kquant-tokens.sh
 // against a revision's Sources/KernelsC.
-// Usage: kquant-tokens FORMAT(12 Q4_K, 13 Q5_K, 14 Q6_K) GHZ
+// Usage: kquant-tokens FORMAT(12 Q4_K, 13 Q5_K, 14 Q6_K) GHZ [avx2|vnni]
 #include <immintrin.h>
 #include "KernelsC.h"
 #include "FormatTable.h"
@@ -38,6 +39,11 @@ int main(int argc, char **argv) {
     const int format = argc > 1 ? atoi(argv[1]) : 12;
     const double ghz = argc > 2 ? atof(argv[2]) : 3.0;
     const apus_format_kernels *k = apus_format_kernels_of(format);
+    const apus_rows_kernel kernel = argc > 3 && strcmp(argv[3], "vnni") == 0 ? k->vnni : k->avx2;
+    if (!kernel) {
+        fprintf(stderr, "no such kernel for format %d\n", format);
+        return 1;
+    }
     const int cols = 1536, blocks = cols / 256, max_tokens = 64;
     const size_t row_bytes = blocks * block_bytes(format);
     float *x = malloc(sizeof(float) * cols * max_tokens);
@@ -45,18 +51,18 @@ int main(int argc, char **argv) {
     for (int i = 0; i < cols * max_tokens; i++) x[i] = (rand() % 2000 - 1000) / 100.0f;
     apus_q8k_block *a = malloc(sizeof(apus_q8k_block) * blocks * max_tokens);
     apus_quantize_q8k(x, max_tokens, cols, a);
-    const int counts[] = {2, 4, 8, 16, 64};
+    const int counts[] = {1, 2, 4, 8, 16, 64};
 
     const int rows = 64;
     uint8_t *w = weights(format, rows * row_bytes);
     float *y = malloc(sizeof(float) * 8960 * max_tokens);
     printf("cached, cycles per token and 8-row super-block:");
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         const int t = counts[i], reps = 2000000 / (rows * t) + 1;
         double best = 1e9;
         for (int rep = 0; rep < 7; rep++) {
             const double t0 = now();
-            for (int m = 0; m < reps; m++) k->avx2(w, row_bytes, 0, rows, a, t, blocks, y, rows, 0);
+            for (int m = 0; m < reps; m++) kernel(w, row_bytes, 0, rows, a, t, blocks, y, rows, 0);
             const double e = now() - t0;
             if (e < best) best = e;
         }
@@ -80,11 +86,11 @@ int main(int argc, char **argv) {
     }
     printf("streamed, ms per 256 MB (streaming read %.1f ms):", stream * 1e3);
     for (int i = 0; i < 4; i++) {
-        const int t = i == 0 ? 1 : counts[i - 1];
+        const int t = counts[i];
         double best = 1e9;
         for (int rep = 0; rep < 3; rep++) {
             const double t0 = now();
-            for (int m = 0; m < matrices; m++) k->avx2(big + m * matrix, row_bytes, 0, big_rows, a, t, blocks, y, big_rows, 0);
+            for (int m = 0; m < matrices; m++) kernel(big + m * matrix, row_bytes, 0, big_rows, a, t, blocks, y, big_rows, 0);
             const double e = now() - t0;
             if (e < best) best = e;
         }
