@@ -1,5 +1,6 @@
 import Foundation
 @testable import Kernels
+import TestSupport
 import XCTest
 
 final class OperatorTests: XCTestCase {
@@ -222,19 +223,6 @@ final class OperatorTests: XCTestCase {
                 }
             }
         }
-    }
-}
-
-/// SplitMix64, for reproducible shuffles in tests.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
