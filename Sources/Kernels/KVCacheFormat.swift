@@ -1,6 +1,8 @@
 /// How a KV cache stores keys and values: f16, llama.cpp's default, or 32-value blocks of
 /// Q8_0 or Q4_0 (llama.cpp's `-ctk`/`-ctv`; Atom and KIVI quantize KV to 8 and 4 bits), which
-/// hold about twice and nearly four times as many positions in the same memory. Q8_0 and Q4_0
+/// hold about twice and nearly four times as many positions in the same memory. Quantized
+/// keys are stored as the model fitted them at load, less each channel's mean key and
+/// scaled against its queries (`KeyTransform`, in Models). Q8_0 and Q4_0
 /// keys and values are stored rotated (`Hadamard`), and attention scores the keys' blocks
 /// against the query (rounded to f16, as for an f16 cache, but not quantized) and decodes
 /// values to f32. `kivi4`, for keys only, quantizes each channel over a block of 16
@@ -39,6 +41,16 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
     /// perplexity 6.72 rotated against 5.45 not).
     public var isRotated: Bool { self == .q8_0 || self == .q4_0 }
 
+    /// Encodes one position's `count` keys or values (rotated already, if the format is) into
+    /// `row`: Q4_0 blocks with the scale of least squared error
+    /// (`Q4_0Layout.quantizeMinimizingError`), other formats as their tensors are encoded.
+    public func encode(_ x: UnsafePointer<Float>, count: Int, into row: UnsafeMutableRawPointer) {
+        guard self == .q4_0 else { return Quantization.quantize(x, count: count, format: tensorFormat, into: row) }
+        for b in 0..<(count / Q4_0Layout.blockValues) {
+            Q4_0Layout.quantizeMinimizingError(x + b * Q4_0Layout.blockValues, into: row + b * Q4_0Layout.blockBytes)
+        }
+    }
+
     /// Bytes of `width` values (keys or values of one position in one layer); for `kivi4`
     /// a block's bytes shared out over its 16 positions.
     public func rowBytes(_ width: Int) -> Int {
@@ -50,10 +62,10 @@ public enum KVCacheFormat: String, CaseIterable, Sendable {
 }
 
 /// How a KV cache stores its keys and its values, each in its own format (llama.cpp's `-ctk`
-/// and `-ctv`). Keys carry nearly all of a quantized cache's error, since a key's error
-/// scales every score it enters while a value's is averaged by the softmax: Qwen2.5-Coder-0.5B
-/// loses 3.7% of perplexity with Q8_0 keys and nothing with Q4_0 values
-/// (`bench/2026-12-06-kv-key-value-types.md`), so keys may stay finer than values.
+/// and `-ctv`). Keys carry most of a quantized cache's error, since a key's error scales
+/// every score it enters while a value's is averaged by the softmax: SmolLM2-135M loses 0.8%
+/// of perplexity with Q4_0 values and 2.6% with Q4_0 keys and values
+/// (`bench/2026-12-07-kv-key-calibration.md`), so keys may stay finer than values.
 public struct KVCacheType: Sendable, Hashable, CustomStringConvertible {
     public var keys: KVCacheFormat
     public var values: KVCacheFormat
