@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "KernelsC", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "Kernels", dependencies: ["KernelsC"], swiftSettings: numericFlags),
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
-        .target(name: "Models", dependencies: ["GGUF", "Kernels"], swiftSettings: numericFlags),
+        .target(name: "Models", dependencies: ["GGUF", "Kernels", "Tokenizer"], swiftSettings: numericFlags),
         .target(name: "Engine", dependencies: ["Models", "Tokenizer", "Kernels", "Digest"]),
         .target(name: "ModelStore", dependencies: ["Digest"]),
         .target(

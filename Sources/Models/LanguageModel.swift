@@ -1,5 +1,6 @@
 import GGUF
 import Kernels
+import Tokenizer
 
 /// A decoder-only language model: token ids in, next-token logits out.
 public protocol LanguageModel: AnyObject, Sendable {
@@ -30,16 +31,19 @@ public protocol LanguageModel: AnyObject, Sendable {
 }
 
 /// What a model's KV cache holds: `layers` layers of `rowWidth` values per position (KV
-/// heads × head size), keys and again values, stored as `type` says.
+/// heads × head size), keys and again values, stored as `type` says, quantized keys
+/// transformed as the model fitted them at load (`keyTransformDigest`, 0 for none).
 public struct KVShape: Sendable, Equatable {
     public var layers: Int
     public var rowWidth: Int
     public var type: KVCacheType
+    public var keyTransformDigest: UInt64
 
-    public init(layers: Int, rowWidth: Int, type: KVCacheType) {
+    public init(layers: Int, rowWidth: Int, type: KVCacheType, keyTransformDigest: UInt64 = 0) {
         self.layers = layers
         self.rowWidth = rowWidth
         self.type = type
+        self.keyTransformDigest = keyTransformDigest
     }
 }
 
@@ -122,7 +126,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
 
 /// Architecture names (`general.architecture`) mapped to their loaders.
 public enum ModelRegistry {
-    static let loaders: [String: @Sendable (GGUFFile, ModelOptions) throws -> any LanguageModel] = [
+    static let loaders: [String: @Sendable (GGUFFile, ModelOptions) throws -> any RuntimeModel] = [
         "llama": { try Llama(file: $0, options: $1, variant: .llama) },
         "qwen2": { try Llama(file: $0, options: $1, variant: .qwen2) },
         "qwen3": { try Llama(file: $0, options: $1, variant: .qwen3) },
@@ -134,6 +138,16 @@ public enum ModelRegistry {
     public static func load(_ file: GGUFFile, options: ModelOptions = ModelOptions()) throws -> any LanguageModel {
         let architecture = try file.metadata.string("general.architecture")
         guard let loader = loaders[architecture] else { throw ModelError.unsupportedArchitecture(architecture) }
-        return try loader(file, options)
+        let model = try loader(file, options)
+        if options.kvType.keys != .f16 {
+            let tokens = try Tokenizer(file: file).encode(keyCalibrationText)
+            try model.runtime.calibrateKeys(tokens: tokens, forward: model.forward)
+        }
+        return model
     }
+}
+
+/// An architecture written on the shared `ModelRuntime`, as every registered one is.
+protocol RuntimeModel: LanguageModel {
+    var runtime: ModelRuntime { get }
 }

@@ -88,19 +88,21 @@ struct ModelArguments: ParsableArguments {
         let file = try GGUFFile(path: path, residency: weights)
         var options = ModelOptions(precision: activations, pool: pool, kvType: kvCache.type)
         if let threads { options.threads = threads }
-        return LoadedModel(file: file, model: try ModelRegistry.load(file, options: options), tokenizer: try Tokenizer(file: file),
-                           templateOverride: templateOverride, kvIdentity: try Self.kvIdentity(of: path, precision: activations))
+        let model = try ModelRegistry.load(file, options: options)
+        return LoadedModel(file: file, model: model, tokenizer: try Tokenizer(file: file), templateOverride: templateOverride,
+                           kvIdentity: try Self.kvIdentity(of: path, precision: activations, keyTransform: model.kvShape.keyTransformDigest))
     }
 
     /// What two workers' keys and values agree on only when they run the same file with the
     /// same arithmetic: the first 8 bytes of the SHA-256 of the file's size, its first and
-    /// last MiB (its metadata and tokenizer; its last tensors) and the activation precision.
-    static func kvIdentity(of path: String, precision: ActivationPrecision) throws -> UInt64 {
+    /// last MiB (its metadata and tokenizer; its last tensors), the activation precision and
+    /// the digest of the key transforms a quantized cache fitted at load.
+    static func kvIdentity(of path: String, precision: ActivationPrecision, keyTransform: UInt64) throws -> UInt64 {
         guard let file = FileHandle(forReadingAtPath: path) else { throw ValidationError("cannot read \(path)") }
         defer { try? file.close() }
         let size = try file.seekToEnd()
         var sha = SHA256()
-        sha.update(Array(String(size).utf8) + Array(precision.rawValue.utf8))
+        sha.update(Array(String(size).utf8) + Array(precision.rawValue.utf8) + Array(String(keyTransform).utf8))
         try file.seek(toOffset: 0)
         sha.update(Array(try file.read(upToCount: 1 << 20) ?? Data()))
         try file.seek(toOffset: size > 1 << 20 ? size - (1 << 20) : 0)

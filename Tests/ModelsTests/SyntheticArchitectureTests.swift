@@ -155,9 +155,9 @@ final class SyntheticArchitectureTests: XCTestCase {
 
     /// A key channel far above the rest (Qwen2.5's biases make them) would set the scale of
     /// its whole block. The cache stores heads rotated, so that it spreads over the head, and
-    /// quantized keys less their bias, which softmax does not see. Measured on this model
-    /// (relative logit error against the f16 cache): Q8_0 4.3%, 4.9% with the bias kept in the
-    /// keys; Q4_0 25% and 53%. The bounds lie between.
+    /// quantized keys less the mean fitted at load (`KeyTransform`), which softmax does not
+    /// see. Measured on this model (relative logit error against the f16 cache): Q8_0 4.3%
+    /// (4.9% with the bias kept in the keys); Q4_0 27% (53%).
     func testAnOutlierKeyChannelCostsLittleInAQuantizedCache() throws {
         var shape = SyntheticModel.Shape()
         shape.headDim = 32

@@ -106,3 +106,5 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         }
     }
 }
+
+extension Gemma3: RuntimeModel {}

@@ -90,3 +90,5 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         }
     }
 }
+
+extension Llama: RuntimeModel {}

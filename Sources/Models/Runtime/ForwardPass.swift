@@ -15,6 +15,11 @@ final class ModelRuntime: @unchecked Sendable {
     let profile = OperationProfile()
     private let workspace = Workspace()
     private let lock = NSLock()
+    /// Per layer, how a rotated, quantized cache stores keys (`KeyTransform`), fitted at load
+    /// by `calibrateKeys`; nil for other caches.
+    var keyTransforms: [KeyTransform]?
+    /// Gathers keys and queries while `calibrateKeys` runs.
+    var keyStatistics: KeyStatistics?
 
     init(file: GGUFFile, shape: TransformerShape, ropes: [RoPEConfiguration], options: ModelOptions) throws {
         guard !options.kvType.values.isPerChannel else { throw ModelError.perChannelValues }
@@ -28,7 +33,7 @@ final class ModelRuntime: @unchecked Sendable {
         pool = options.pool ?? ThreadPool(threads: options.threads)
     }
 
-    var kvShape: KVShape { KVShape(layers: shape.layers, rowWidth: shape.kvWidth, type: options.kvType) }
+    var kvShape: KVShape { KVShape(layers: shape.layers, rowWidth: shape.kvWidth, type: options.kvType, keyTransformDigest: keyTransformDigest) }
 
     /// Checks and lays out `batch`, runs `body` on a pass over it, and returns its logits.
     func run(_ batch: ForwardBatch, cache: PagedKVCache, _ body: (ForwardPass) -> [Float]) throws -> [Float] {
@@ -145,12 +150,7 @@ final class ForwardPass {
         let keys = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.keys)), values = UncheckedBox(UnsafeMutableRawPointer(mutating: kvLayer.values))
         let angles = layout.angles[rope], ropeLayout = runtime.ropes[rope].layout
         let type = cache.type, keyRowBytes = cache.keyRowBytes, valueRowBytes = cache.valueRowBytes, bs = cache.blockSize
-        // A quantized cache stores keys less their bias (after RoPE): every score of a query
-        // then drops by the same q·b, which softmax cancels exactly, while the stored keys lose
-        // the biases (Qwen2.5's reach 150 in layer 0) that would otherwise set their blocks'
-        // scales. Qwen2.5-Coder-0.5B with Q8_0 keys: perplexity +3.2% over f16 without this,
-        // -0.4% with it. Not where a norm follows the bias, nor for f16 keys.
-        let keyOffset = UncheckedBox(type.keys != .f16 && a.keyNorm == nil ? a.keyBias : nil)
+        let keyTransform = UncheckedBox(type.keys != .f16 ? runtime.keyTransforms?[layer] : nil)
         profile.time(.ropeAndCacheWrite) { layout.cacheRows.withUnsafeBufferPointer { cacheRows in
             let rows = UncheckedBox(cacheRows.baseAddress!)
             pool.parallelFor(n, minimumChunk: Self.cacheWriteChunk(type)) { range in
@@ -166,9 +166,13 @@ final class ForwardPass {
                         for i in 0..<hp.kvWidth { valueRow[i] = Float16(value[i]) }
                     } else {
                         RoPE.apply(key, heads: hp.kvHeads, headDim: hp.headDim, angles: angle, layout: ropeLayout)
-                        if let bias = keyOffset.value { for i in 0..<hp.kvWidth { key[i] -= bias[i] } }
+                        let query = q.pointer + t * hp.queryWidth
+                        if let transform = keyTransform.value {
+                            transform.apply(key: key)
+                            transform.apply(query: query, heads: hp.heads, headDim: hp.headDim)
+                        }
                         if type.keys.isRotated {
-                            Hadamard.rotate(q.pointer + t * hp.queryWidth, heads: hp.heads, headDim: hp.headDim)
+                            Hadamard.rotate(query, heads: hp.heads, headDim: hp.headDim)
                             Hadamard.rotate(key, heads: hp.kvHeads, headDim: hp.headDim)
                         }
                         if type.values.isRotated { Hadamard.rotate(value, heads: hp.kvHeads, headDim: hp.headDim) }
@@ -176,9 +180,9 @@ final class ForwardPass {
                             let staged = cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs)
                             for i in 0..<hp.kvWidth { staged[i] = Float16(key[i]) }
                         } else {
-                            Quantization.quantize(key, count: hp.kvWidth, format: type.keys.tensorFormat, into: keys.value + row * keyRowBytes)
+                            type.keys.encode(key, count: hp.kvWidth, into: keys.value + row * keyRowBytes)
                         }
-                        Quantization.quantize(value, count: hp.kvWidth, format: type.values.tensorFormat, into: values.value + row * valueRowBytes)
+                        type.values.encode(value, count: hp.kvWidth, into: values.value + row * valueRowBytes)
                     }
                     for mirror in layout.mirrors(of: t) {
                         (keys.value + mirror * keyRowBytes).copyMemory(from: keys.value + row * keyRowBytes, byteCount: keyRowBytes)
@@ -187,6 +191,12 @@ final class ForwardPass {
                 }
             }
         } }
+        if let statistics = runtime.keyStatistics, type.isF16 {
+            for t in 0..<n {
+                let keyRow = UnsafePointer(keys.value.assumingMemoryBound(to: Float16.self) + layout.cacheRows[t] * hp.kvWidth)
+                statistics.add(layer: layer, keys: keyRow, queries: q.pointer + t * hp.queryWidth)
+            }
+        }
         // kivi4: a block whose last position was just written is quantized before anyone reads it sealed.
         for block in layout.blocksToSeal { cache.seal(block: block, layer: layer) }
         let attentionShape = Attention.Shape(heads: hp.heads, kvHeads: hp.kvHeads, headDim: hp.headDim, window: window, scale: scale)
