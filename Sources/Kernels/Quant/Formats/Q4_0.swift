@@ -33,9 +33,10 @@ public enum Q4_0Layout: WeightBlockLayout {
         var best = Float(Float16(signedMax / -8))
         guard best != 0 else { return quantize(x, into: block) }
         var bestError = squaredError(x, scale: best)
-        for target: Float in [7.6, 7.8, 8, 8.2, 8.4] {
-            for sign: Float in [-1, 1] {
-                let d = leastSquaresScale(x, levelsOf: sign * target / amax)
+        for step in -2...2 {
+            for side in 0..<2 {
+                let target = Float(side == 0 ? -1 : 1) * (8 + 0.2 * Float(step))
+                let d = leastSquaresScale(x, levelsOf: target / amax)
                 guard d != 0, d.isFinite else { continue }
                 let error = squaredError(x, scale: d)
                 if error < bestError { (best, bestError) = (d, error) }
@@ -43,34 +44,45 @@ public enum Q4_0Layout: WeightBlockLayout {
         }
         block.storeBytes(of: Float16(best).bitPattern.littleEndian, as: UInt16.self)
         let inverse = 1 / best
-        for j in 0..<16 {
-            let low = UInt8(level(x[j] * inverse) + 8), high = UInt8(level(x[j + 16] * inverse) + 8)
-            block.storeBytes(of: low | high << 4, toByteOffset: 2 + j, as: UInt8.self)
+        for i in 0..<2 {
+            let low = levels(eight(x, i) * inverse) + 8, high = levels(eight(x, i + 2) * inverse) + 8
+            for j in 0..<8 { block.storeBytes(of: UInt8(low[j]) | UInt8(high[j]) << 4, toByteOffset: 2 + 8 * i + j, as: UInt8.self) }
         }
     }
 
-    /// The Q4_0 level nearest `v` (in units of the scale), within -8 … 7.
-    @inline(__always) private static func level(_ v: Float) -> Float { min(7, max(-8, v.rounded(.toNearestOrEven))) }
+    /// Eight values of `x` from `x[8 * i]`.
+    @inline(__always) private static func eight(_ x: UnsafePointer<Float>, _ i: Int) -> SIMD8<Float> {
+        UnsafeRawPointer(x + 8 * i).loadUnaligned(as: SIMD8<Float>.self)
+    }
+
+    /// The Q4_0 levels nearest `v` (in units of the scale), within -8 … 7: rounded half to
+    /// even by adding and taking away 1.5 · 2²³, and clamped by `replacing`, which stay
+    /// vector code where Swift's `rounded` and `clamped` on a SIMD vector are calls.
+    @inline(__always) private static func levels(_ v: SIMD8<Float>) -> SIMD8<Float> {
+        let magic = SIMD8<Float>(repeating: 12_582_912)
+        let r = (v + magic) - magic
+        return r.replacing(with: 7, where: r .> 7).replacing(with: -8, where: r .< -8)
+    }
 
     /// The scale, rounded to f16, that best fits `x` to the levels `x * inverse` picks.
     @inline(__always) private static func leastSquaresScale(_ x: UnsafePointer<Float>, levelsOf inverse: Float) -> Float {
-        var xq: Float = 0, qq: Float = 0
-        for j in 0..<32 {
-            let q = level(x[j] * inverse)
-            xq += x[j] * q
+        var xq = SIMD8<Float>(), qq = SIMD8<Float>()
+        for i in 0..<4 {
+            let v = eight(x, i), q = levels(v * inverse)
+            xq += v * q
             qq += q * q
         }
-        return Float(Float16(xq / qq))
+        return Float(Float16(xq.sum() / qq.sum()))
     }
 
     /// Σ (x − d · level(x / d))² over the block.
     @inline(__always) private static func squaredError(_ x: UnsafePointer<Float>, scale d: Float) -> Float {
         let inverse = 1 / d
-        var sum: Float = 0
-        for j in 0..<32 {
-            let e = x[j] - d * level(x[j] * inverse)
+        var sum = SIMD8<Float>()
+        for i in 0..<4 {
+            let v = eight(x, i), e = v - d * levels(v * inverse)
             sum += e * e
         }
-        return sum
+        return sum.sum()
     }
 }
