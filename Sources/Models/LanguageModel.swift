@@ -140,8 +140,8 @@ public enum ModelRegistry {
         guard let loader = loaders[architecture] else { throw ModelError.unsupportedArchitecture(architecture) }
         let model = try loader(file, options)
         if options.kvType.keys != .f16 {
-            let tokens = try Tokenizer(file: file).encode(keyCalibrationText)
-            try model.runtime.calibrateKeys(tokens: tokens, forward: model.forward)
+            let tokens = try Tokenizer(file: file).encode(keyCalibrationText).prefix(model.trainedContextLength)
+            try model.runtime.calibrateKeys(tokens: Array(tokens), forward: model.forward)
         }
         return model
     }
