@@ -15,8 +15,8 @@ final class ModelRuntime: @unchecked Sendable {
     let profile = OperationProfile()
     private let workspace = Workspace()
     private let lock = NSLock()
-    /// Per layer, how a rotated, quantized cache stores keys (`KeyTransform`), fitted at load
-    /// by `calibrateKeys`; nil for other caches.
+    /// Per layer, how a cache of quantized keys stores them (`KeyTransform`), fitted at load
+    /// by `calibrateKeys`; nil for f16 keys.
     var keyTransforms: [KeyTransform]?
     /// Gathers keys and queries while `calibrateKeys` runs.
     var keyStatistics: KeyStatistics?

@@ -1,9 +1,10 @@
 import Kernels
 
-/// How a rotated, quantized cache (Q8_0 or Q4_0 keys) stores a layer's keys, fitted to the
+/// How a cache of quantized keys (Q8_0, Q4_0, kivi4) stores a layer's keys, fitted to the
 /// model once at load: per KV channel, a shift subtracted from every key after RoPE, and a
 /// signed scale the key is divided by and every query that reads it multiplied by, before
-/// both are rotated (`Hadamard`).
+/// Q8_0 and Q4_0 keys are rotated (`Hadamard`). For kivi4, whose channels have their own
+/// scales and minimums, only the shift matters: it takes Qwen2.5's biases out of the keys.
 ///
 /// Neither changes what attention computes. A query's scores against every position drop by
 /// the same `q · shift`, which softmax cancels, and `(q s) · (k / s) = q · k`. What they

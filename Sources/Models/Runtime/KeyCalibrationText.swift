@@ -1,4 +1,4 @@
-/// The text a rotated, quantized cache fits its key transforms on at load (`KeyTransform`):
+/// The text a cache of quantized keys fits its key transforms on at load (`KeyTransform`):
 /// our own words, mixed as what people run through these models is mixed (prose, a recipe, a
 /// question and answer, Python, Swift, SQL, JSON, notes), so that no one kind of text sets
 /// the channels' means. Only its first `ModelRuntime.calibrationPositions` tokens are used.
