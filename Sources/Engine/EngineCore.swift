@@ -260,7 +260,7 @@ final class EngineCore {
             throw EngineError.invalidLogprobs(k)
         }
         try r.parameters.sampling.validate()
-        if r.exportsKV && cache.stagesKeys { throw EngineError.kvTransferUnsupported }
+        if r.exportsKV && cache.type.keys.isPerChannel { throw EngineError.kvTransferUnsupported }
         if !r.resumedTokens.isEmpty {
             guard r.samples == 1, r.promptLogprobs == nil, r.pooling == nil else {
                 throw EngineError.invalidResume("resume_token_ids continues one sample: n must be 1, with no prompt log-probabilities")

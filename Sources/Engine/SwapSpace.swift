@@ -59,7 +59,9 @@ final class SwapSpace {
     /// it at `prefillTokensPerSecond` (nil: not measured yet, so swap). Returns whether it did;
     /// the caller releases the blocks either way.
     func swapOut(_ s: Sequence, cache: PagedKVCache, prefillTokensPerSecond: Double?) -> Bool {
-        let positions = s.computed, bytes = cache.bytes(positions: positions)
+        // Staged keys (Q4_0) go in whole blocks: an open block's positions are recomputed.
+        let positions = cache.stagesKeys ? s.computed / cache.blockSize * cache.blockSize : s.computed
+        let bytes = cache.bytes(positions: positions)
         let recompute = prefillTokensPerSecond.map { Double(positions) / $0 } ?? .infinity
         guard positions > 0, 2 * Double(bytes) / copyBytesPerSecond < recompute else {
             recomputed += 1

@@ -58,7 +58,8 @@ public enum Attention {
         public let type: KVCacheType
         public let keyRowBytes: Int
         public let valueRowBytes: Int
-        /// For `kivi4` keys, the open blocks' f16 keys.
+        /// The open blocks' f16 keys: for `kivi4` keys always, for Q4_0 keys where the cache
+        /// keeps them (a query reads its own block's keys from here).
         public let stagedKeys: StagedKeys?
 
         public init(keys: UnsafeRawPointer, values: UnsafeRawPointer, blockSize: Int, type: KVCacheType, keyRowBytes: Int, valueRowBytes: Int,
@@ -81,7 +82,7 @@ public enum Attention {
         }
     }
 
-    /// The f16 keys of a `kivi4` cache's open blocks: block `b`'s rows of one layer start
+    /// The f16 keys of a cache's open blocks (`kivi4` keys, staged Q4_0 keys): block `b`'s rows of one layer start
     /// `offset` halves into `blocks[b]` (nil for a block that is not open).
     public struct StagedKeys {
         public let blocks: UnsafePointer<UnsafeMutablePointer<Float16>?>
@@ -269,8 +270,9 @@ public enum Attention {
     /// the same eight positions at a time (`apus_attention_quantized`, and for `kivi4` keys
     /// `apus_attention_kivi4`).
     ///
-    /// `kivi4` keys: the query's own block (that of position `query`) from its staged f16
-    /// keys, every other block decoded from its channels.
+    /// Staged keys (`kivi4`, and Q4_0 where the cache stages them): the query's own block
+    /// (that of position `query`) from its f16 keys, every other block decoded from its
+    /// channels or rows.
     static func quantizedChunk(_ q: UnsafePointer<Float>, kvHeads: Int, group: Int, cache: PagedLayer, blockTable: UnsafePointer<Int32>,
                                shape: Shape, firstKVHead: Int, query: Int, positions: Range<Int>, into partials: Partials, index c: Int) {
         let d = shape.headDim, bs = cache.blockSize, perChannel = cache.type.keys.isPerChannel
@@ -281,7 +283,7 @@ public enum Attention {
                                 values: (cache.values + firstKVHead * valueHeadBytes).assumingMemoryBound(to: UInt16.self),
                                 table: blockTable, block_size: Int32(bs), stride: Int32(cache.keyRowBytes / 2),
                                 value_stride: Int32(cache.valueRowBytes / 2))
-        if let staged = cache.stagedKeys {
+        if perChannel, let staged = cache.stagedKeys {
             var keys = apus_kivi4_keys(blocks: cache.keys.assumingMemoryBound(to: UInt8.self),
                                        staged: UnsafeRawPointer(staged.blocks).assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
                                        staged_offset: staged.offset, width: Int32(shape.kvStride), first_channel: Int32(firstKVHead * d),
@@ -290,17 +292,26 @@ public enum Attention {
                                     Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
                                     partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
         } else {
-            if apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
-                                        q, Int32(kvHeads), Int32(group), Int32(d), &rows,
-                                        Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
-                                        partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
+            var staged = apus_staged_keys()
+            if let keys = cache.stagedKeys {
+                staged = apus_staged_keys(staged: UnsafeRawPointer(keys.blocks).assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
+                                          staged_offset: keys.offset, width: Int32(shape.kvStride), first_channel: Int32(firstKVHead * d),
+                                          own_block: Int32(query / bs))
+            }
+            let done = withUnsafePointer(to: staged) { staged in
+                apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
+                                         cache.stagedKeys == nil ? nil : staged, q, Int32(kvHeads), Int32(group), Int32(d), &rows,
+                                         Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
+                                         partials.maxima + c, partials.denominators + c, Int32(partials.stride))
+            }
+            if done != 0 { return }
         }
         let width = shape.kvStride, ownBlock = query / bs
         func decodeKeys(head: Int, block: Int, logicalBlock: Int, slots: Range<Int>, into keys: UnsafeMutablePointer<Float>) {
-            if perChannel && logicalBlock == ownBlock {
-                let staged = cache.stagedKeys!.blocks[block]!, offset = cache.stagedKeys!.offset
+            if let staged = cache.stagedKeys, logicalBlock == ownBlock {
+                let rows = staged.blocks[block]!
                 for (i, slot) in slots.enumerated() {
-                    let row = staged + offset + slot * width + head * d
+                    let row = rows + staged.offset + slot * width + head * d
                     for j in 0..<d { keys[i * d + j] = Float(row[j]) }
                 }
             } else if perChannel {

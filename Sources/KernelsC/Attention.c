@@ -211,9 +211,9 @@ INLINE AVX2 void decode_kivi4(const apus_kivi4_keys *keys, const apus_kv_rows *k
 // `key_format`, `value_format`; kivi4 keys from `kivi`), eight scores per head at once,
 // their weights from one vector exp, the value sums in registers; the next eight rows
 // prefetched.
-static AVX2 void attention_avx2_tiled(int key_format, int value_format, const apus_kivi4_keys *kivi, const float *q, int kv_heads, int group,
-                                      int q_stride, const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io,
-                                      float *sum_io, int state_stride) {
+static AVX2 void attention_avx2_tiled(int key_format, int value_format, const apus_kivi4_keys *kivi, const apus_staged_keys *staged,
+                                      const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
+                                      float scale, float *out, float *max_io, float *sum_io, int state_stride) {
     const int nv = d / 8, key_units = head_units(key_format, d), value_units = head_units(value_format, d);
     float kf[8 * 256], vf[8 * 256];
     const int key_bytes = 2 * key_units * kv_heads, value_bytes = 2 * value_units * kv_heads;
@@ -232,8 +232,12 @@ static AVX2 void attention_avx2_tiled(int key_format, int value_format, const ap
         for (int g = 0; g < kv_heads; g++) {
             for (int i = 0; i < 8; i++) {
                 if (i < n) {
+                    const int p = p0 + i;
                     if (kivi) {
-                        decode_kivi4(kivi, kv, p0 + i, g, d, kf + i * d);
+                        decode_kivi4(kivi, kv, p, g, d, kf + i * d);
+                    } else if (staged && p / kv->block_size == staged->own_block) {
+                        decode_head(APUS_F16, staged->staged[kv->table[p / kv->block_size]] + staged->staged_offset +
+                                    (size_t)(p % kv->block_size) * staged->width + staged->first_channel + g * d, d, kf + i * d);
                     } else {
                         decode_head(key_format, kv->keys + rows[i] * kv->stride + (size_t)g * key_units, d, kf + i * d);
                     }
@@ -429,7 +433,7 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
         return 1;
     }
     if (apus_int8_isa() >= 1 && d % 8 == 0 && d <= 256) {
-        attention_avx2_tiled(APUS_F16, APUS_F16, 0, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
+        attention_avx2_tiled(APUS_F16, APUS_F16, 0, 0, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io, state_stride);
         return 1;
     }
     if (apus_int8_isa() >= 1) {
@@ -442,8 +446,9 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
     return 0;
 }
 
-int apus_attention_quantized(int key_format, int value_format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv,
-                             int begin, int end, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride) {
+int apus_attention_quantized(int key_format, int value_format, const apus_staged_keys *staged, const float *q, int kv_heads, int group,
+                             int q_stride, const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io,
+                             float *sum_io, int state_stride) {
     if (group > APUS_MAX_GROUP || kv_heads * group > APUS_MAX_HEADS || d % 32 != 0 || d > 256) return 0;
     for (int k = 0; k < 2; k++) {
         const int format = k ? value_format : key_format;
@@ -451,12 +456,12 @@ int apus_attention_quantized(int key_format, int value_format, const float *q, i
     }
 #if APUS_X86
     if (apus_int8_isa() >= 1) {
-        attention_avx2_tiled(key_format, value_format, 0, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io,
-                             state_stride);
+        attention_avx2_tiled(key_format, value_format, 0, staged, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io,
+                             sum_io, state_stride);
         return 1;
     }
 #endif
-    (void)q; (void)kv_heads; (void)q_stride; (void)kv; (void)begin; (void)end; (void)scale; (void)out;
+    (void)staged; (void)q; (void)kv_heads; (void)q_stride; (void)kv; (void)begin; (void)end; (void)scale; (void)out;
     (void)max_io; (void)sum_io; (void)state_stride;
     return 0;
 }
@@ -468,7 +473,7 @@ int apus_attention_kivi4(int value_format, const apus_kivi4_keys *keys, const fl
     if (value_format != APUS_F16 && value_format != APUS_Q8_0 && value_format != APUS_Q4_0) return 0;
 #if APUS_X86
     if (apus_int8_isa() >= 1) {
-        attention_avx2_tiled(APUS_F16, value_format, keys, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io,
+        attention_avx2_tiled(APUS_F16, value_format, keys, 0, q, kv_heads, group, q_stride, kv, begin, end, d, scale, out, max_io, sum_io,
                              state_stride);
         return 1;
     }

@@ -48,9 +48,11 @@ public struct KVShape: Sendable, Equatable {
 }
 
 extension LanguageModel {
-    /// A paged cache of `blockCount` blocks of `blockSize` positions.
-    public func makePagedCache(blockSize: Int, blockCount: Int) -> PagedKVCache {
-        PagedKVCache(layers: kvShape.layers, blockSize: blockSize, blockCount: blockCount, rowWidth: kvShape.rowWidth, type: kvShape.type)
+    /// A paged cache of `blockCount` blocks of `blockSize` positions (`stagesQ4_0Keys` as
+    /// `PagedKVCache` takes it).
+    public func makePagedCache(blockSize: Int, blockCount: Int, stagesQ4_0Keys: Bool = true) -> PagedKVCache {
+        PagedKVCache(layers: kvShape.layers, blockSize: blockSize, blockCount: blockCount, rowWidth: kvShape.rowWidth, type: kvShape.type,
+                     stagesQ4_0Keys: stagesQ4_0Keys)
     }
 
     /// Bytes of KV cache one position takes.

@@ -8,11 +8,13 @@ import XCTest
 /// and over kivi4 keys: against a double-precision reference that decodes the same blocks
 /// (only the kernel's f32 sums differ), on every instruction-set level, and the same result
 /// for a query alone and in a ragged batch. kivi4 blocks are all both sealed and staged, as
-/// a block the writer has just filled is, and the reference takes a query's own block from
-/// the staged f16 keys and every other block decoded.
+/// a block the writer has just filled is, and so are Q4_0 keys where the cache stages them;
+/// the reference takes a query's own block from the staged f16 keys and every other block
+/// decoded.
 final class QuantizedKVAttentionTests: XCTestCase {
     struct Fixture {
         let type: KVCacheType
+        let stagesKeys: Bool
         let shape: Attention.Shape
         let blockSize: Int
         let keyRowBytes: Int
@@ -23,13 +25,14 @@ final class QuantizedKVAttentionTests: XCTestCase {
         /// blocks' sealed keys, and `stagedKeys` their f16 ones).
         var decodedKeys: [[Float]] = []
         var stagedKeys: [[Float]] = []
-        /// kivi4: per block of the pool, its staged f16 keys.
+        /// With staged keys: per block of the pool, its staged f16 keys.
         var stagedBlocks: [[Float16]] = []
         var decodedValues: [[Float]] = []
         var tables: [[Int32]] = []
 
-        init(type: KVCacheType, shape: Attention.Shape, lengths: [Int], blockSize: Int, seed: UInt64) {
+        init(type: KVCacheType, stagesKeys: Bool, shape: Attention.Shape, lengths: [Int], blockSize: Int, seed: UInt64) {
             self.type = type
+            self.stagesKeys = stagesKeys
             self.shape = shape
             self.blockSize = blockSize
             let width = shape.kvStride
@@ -41,7 +44,7 @@ final class QuantizedKVAttentionTests: XCTestCase {
             order.shuffle(using: &g)
             keys = [UInt8](repeating: 0xFF, count: order.count * blockSize * keyRowBytes)
             values = [UInt8](repeating: 0xFF, count: order.count * blockSize * valueRowBytes)
-            stagedBlocks = [[Float16]](repeating: [], count: type.keys.isPerChannel ? order.count : 0)
+            stagedBlocks = [[Float16]](repeating: [], count: stagesKeys ? order.count : 0)
             var next = 0
             for (s, n) in counts.enumerated() {
                 let table = Array(order[next..<(next + n)])
@@ -76,8 +79,10 @@ final class QuantizedKVAttentionTests: XCTestCase {
                             }
                         }
                     }
-                    stagedKeys.append(k.map { Float(Float16($0)) })
+                } else if stagesKeys {
+                    for (j, b) in table.enumerated() { stagedBlocks[Int(b)] = k[(j * blockSize * width)..<((j + 1) * blockSize * width)].map { Float16($0) } }
                 }
+                if stagesKeys { stagedKeys.append(k.map { Float(Float16($0)) }) }
                 decodedKeys.append(dk)
                 decodedValues.append(dv)
             }
@@ -105,7 +110,7 @@ final class QuantizedKVAttentionTests: XCTestCase {
                     let batch = queries.map { Attention.Query(row: $0.row, position: $0.position, blockTable: tables[$0.sequence]) }
                     let layer = Attention.PagedLayer(keys: k.baseAddress!, values: v.baseAddress!, blockSize: blockSize, type: type, keyRowBytes: keyRowBytes,
                                                        valueRowBytes: valueRowBytes,
-                                                       stagedKeys: type.keys.isPerChannel ? Attention.StagedKeys(blocks: UnsafePointer(staged), offset: 0) : nil)
+                                                       stagedKeys: stagesKeys ? Attention.StagedKeys(blocks: UnsafePointer(staged), offset: 0) : nil)
                     batch.withUnsafeBufferPointer { b in
                         Attention.causal(queries: q, batch: b, cache: layer, shape: shape, into: &out, pool: ThreadPool(threads: threads))
                     }
@@ -121,7 +126,7 @@ final class QuantizedKVAttentionTests: XCTestCase {
             let query = q.map { Double(Float(Float16($0))) }
             let first = shape.window.map { max(0, position + 1 - $0) } ?? 0
             let scores = (first...position).map { p in
-                let keys = type.keys.isPerChannel && p / blockSize == position / blockSize ? stagedKeys[s] : decodedKeys[s]
+                let keys = stagesKeys && p / blockSize == position / blockSize ? stagedKeys[s] : decodedKeys[s]
                 return (0..<d).reduce(0.0) { $0 + query[$1] * Double(keys[p * width + kv * d + $1]) } * Double(shape.scale)
             }
             let m = scores.max()!
@@ -136,15 +141,16 @@ final class QuantizedKVAttentionTests: XCTestCase {
         defer { IntegerKernels.limit(to: .avx512vnni) }
         for level in IntegerKernels.Level.allCases where level <= IntegerKernels.available {
             IntegerKernels.limit(to: level)
-            let types = [KVCacheType(.q8_0), KVCacheType(.q4_0), KVCacheType(keys: .q8_0, values: .q4_0),
-                         KVCacheType(keys: .f16, values: .q4_0), KVCacheType(keys: .q4_0, values: .f16),
-                         KVCacheType(keys: .kivi4, values: .q4_0), KVCacheType(keys: .kivi4, values: .f16)]
-            for format in types {
+            // Q4_0 keys with their own block staged (as a cache keeps them) and without (a draft model's cache).
+            let types = [(KVCacheType(.q8_0), false), (KVCacheType(.q4_0), true), (KVCacheType(.q4_0), false), (KVCacheType(keys: .q8_0, values: .q4_0), false),
+                         (KVCacheType(keys: .f16, values: .q4_0), false), (KVCacheType(keys: .q4_0, values: .f16), true),
+                         (KVCacheType(keys: .kivi4, values: .q4_0), true), (KVCacheType(keys: .kivi4, values: .f16), true)]
+            for (format, stages) in types {
                 for (d, heads, kvHeads, window) in [(64, 6, 2, nil), (32, 4, 4, nil), (256, 4, 1, 100 as Int?)] {
                     let shape = Attention.Shape(heads: heads, kvHeads: kvHeads, headDim: d, window: window)
                     // 700 positions: past one 512-position chunk, so a lone query splits over the threads.
                     // kivi4 keys come in blocks of 16 positions; the rest in blocks that split no head.
-                    let fixture = Fixture(type: format, shape: shape, lengths: [37, 700], blockSize: format.keys.isPerChannel ? 16 : 7,
+                    let fixture = Fixture(type: format, stagesKeys: stages, shape: shape, lengths: [37, 700], blockSize: format.keys.isPerChannel ? 16 : 7,
                                           seed: UInt64(d + heads))
                     var g = SplitMix(99)
                     let queries: [(row: Int, sequence: Int, position: Int)] = [(0, 0, 36), (1, 1, 699), (2, 1, 5), (3, 0, 0), (4, 0, 15), (5, 1, 16)]
@@ -156,7 +162,7 @@ final class QuantizedKVAttentionTests: XCTestCase {
                             let expected = fixture.reference(q[base..<(base + d)], sequence: query.sequence, position: query.position, head: h)
                             for i in 0..<d {
                                 XCTAssertEqual(Double(out[base + i]), expected[i], accuracy: 2e-5,
-                                               "\(level) \(format) d \(d) query \(query) head \(h) dimension \(i)")
+                                               "\(level) \(format) staged \(stages) d \(d) query \(query) head \(h) dimension \(i)")
                             }
                         }
                         // Alone, the query gets bitwise what it got in the batch.

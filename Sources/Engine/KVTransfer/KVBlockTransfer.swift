@@ -8,7 +8,9 @@ extension EngineCore {
     /// the cache right after the step that wrote them (while their sequences hold them).
     /// Once the whole prompt is computed, a last, partial block follows with every position
     /// after the last full block but the prompt's last: the receiver then computes one token
-    /// of the prompt, whose logits it needs, and nothing else.
+    /// of the prompt, whose logits it needs, and nothing else. A cache that stages keys
+    /// (Q4_0 keys) sends full blocks only: a partial block's staged keys stay here, and the
+    /// receiver computes its positions again.
     func exportBlocks(of chunks: [ScheduledChunk]) -> [EngineEvent] {
         var events: [EngineEvent] = []
         let bs = cache.blockSize
@@ -31,7 +33,7 @@ extension EngineCore {
                 state.exportedNames.append(block.name)
             }
             let rest = (s.promptCount - 1) % bs, last = (s.promptCount - 1) / bs
-            if s.computed >= s.promptCount, rest > 0, !state.exportedPartialBlock {
+            if s.computed >= s.promptCount, rest > 0, !state.exportedPartialBlock, !cache.stagesKeys {
                 blocks.append(read(last, positions: rest, parent: last > 0 ? state.exportedNames[last - 1] : nil))
                 state.exportedPartialBlock = true
             }
@@ -57,7 +59,7 @@ extension EngineCore {
         guard scheduler.blocks.prefixCaching else {
             throw EngineError.invalidConfiguration("importing KV blocks needs the prefix cache, which this engine runs without")
         }
-        guard !cache.stagesKeys else { throw EngineError.kvTransferUnsupported }
+        guard !cache.type.keys.isPerChannel else { throw EngineError.kvTransferUnsupported }
         let layout = kvLayout
         var result = KVImport()
         var room = max(0, scheduler.blocks.freeCount - earlier)
@@ -67,6 +69,9 @@ extension EngineCore {
             let positions = block.tokens.count
             guard (1...layout.blockSize).contains(positions), block.contents.count == layout.bytes(positions: positions) else {
                 throw EngineError.invalidConfiguration("a KV block of \(positions) tokens and \(block.contents.count) bytes does not fit blocks of \(layout)")
+            }
+            guard positions == layout.blockSize || !cache.stagesKeys else {
+                throw EngineError.invalidConfiguration("a KV block of \(positions) tokens is partial: this cache stages its \(cache.type.keys) keys and takes whole blocks only")
             }
             if scheduler.blocks.isCached(block.name) {
                 result.alreadyCached += 1

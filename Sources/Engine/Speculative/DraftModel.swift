@@ -56,7 +56,8 @@ final class DraftModelProposer: Proposer {
     /// longest prefix an earlier one computed (a system prompt, the turns of a chat).
     init(_ draft: DraftModel, blockSize: Int, blockCount: Int, contextLength: Int) {
         model = draft.model
-        cache = draft.model.makePagedCache(blockSize: blockSize, blockCount: blockCount)
+        // Catching up goes back into blocks the draft cache has left, whose staged keys are gone.
+        cache = draft.model.makePagedCache(blockSize: blockSize, blockCount: blockCount, stagesQ4_0Keys: false)
         blocks = BlockManager(blockCount: blockCount, blockSize: blockSize, prefixCaching: true)
         self.contextLength = contextLength
     }

@@ -158,10 +158,22 @@ int apus_attention_f16(const float *q, int kv_heads, int group, int q_stride, co
 /// `kv->values` point at the first KV head's first block and the strides count two-byte
 /// units (every such row is a whole number of them); each head's blocks follow the previous
 /// head's. Keys and values are decoded to f32 (the integer times the block's scale) and
-/// scored against `q` as given (f16-rounded floats, not quantized). Returns 0 without AVX2,
-/// for head sizes that are not a multiple of 32 up to 256, or heads past the limits above.
-int apus_attention_quantized(int key_format, int value_format, const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv,
-                             int begin, int end, int d, float scale, float *out, float *max_io, float *sum_io, int state_stride);
+/// scored against `q` as given (f16-rounded floats, not quantized). With `staged` (Q4_0
+/// keys), the keys of the query's own block, `staged->own_block` of its table, are read from
+/// their f16 copy instead (`staged[block] + staged_offset`, rows of `width`, from channel
+/// `first_channel`). Returns 0 without AVX2, for head sizes that are not a multiple of 32 up
+/// to 256, or heads past the limits above.
+typedef struct {
+    const uint16_t *const *staged;
+    size_t staged_offset;
+    int width;
+    int first_channel;
+    int own_block;
+} apus_staged_keys;
+
+int apus_attention_quantized(int key_format, int value_format, const apus_staged_keys *staged, const float *q, int kv_heads, int group,
+                             int q_stride, const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io,
+                             float *sum_io, int state_stride);
 
 /// `kivi4` keys of one layer (`ChannelKeys` in Swift): blocks of `block_size` (16)
 /// positions, each `12 · width` bytes (a row of `width / 2` bytes of levels per position,

@@ -58,7 +58,7 @@ final class BatchLayout {
                 throw ModelError.invalidBatch("token \(t) is mirrored through a block table that does not cover position \(positions[t])")
             }
         }
-        guard batch.mirrors.isEmpty || !cache.stagesKeys else {
+        guard batch.mirrors.isEmpty || !cache.type.keys.isPerChannel else {
             throw ModelError.invalidBatch("kivi4 keys take no mirrored tokens (token trees are not supported with them)")
         }
         for r in batch.logitRows where r < 0 || r >= total { throw ModelError.invalidBatch("logit row \(r) is outside the batch of \(total)") }
@@ -99,9 +99,9 @@ final class BatchLayout {
         }
         self.angles = angles
         if cache.stagesKeys {
-            let written = Set(rows.map { $0 / bs })
+            let written = Set((rows + mirrorRows).map { $0 / bs })
             blocksWritten = written.sorted()
-            blocksToSeal = Set(rows.filter { $0 % bs == bs - 1 }.map { $0 / bs }).sorted()
+            blocksToSeal = cache.type.keys.isPerChannel ? Set(rows.filter { $0 % bs == bs - 1 }.map { $0 / bs }).sorted() : []
             blocksToClose = Set(batch.sequences.flatMap { s in s.blockTable.prefix(s.firstPosition / bs).map(Int.init) }).subtracting(written).sorted()
         } else {
             (blocksWritten, blocksToSeal, blocksToClose) = ([], [], [])

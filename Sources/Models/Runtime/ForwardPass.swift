@@ -181,12 +181,20 @@ final class ForwardPass {
                             for i in 0..<hp.kvWidth { staged[i] = Float16(key[i]) }
                         } else {
                             type.keys.encode(key, count: hp.kvWidth, into: keys.value + row * keyRowBytes)
+                            if cache.stagesKeys {
+                                let staged = cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs)
+                                for i in 0..<hp.kvWidth { staged[i] = Float16(key[i]) }
+                            }
                         }
                         type.values.encode(value, count: hp.kvWidth, into: values.value + row * valueRowBytes)
                     }
                     for mirror in layout.mirrors(of: t) {
                         (keys.value + mirror * keyRowBytes).copyMemory(from: keys.value + row * keyRowBytes, byteCount: keyRowBytes)
                         (values.value + mirror * valueRowBytes).copyMemory(from: values.value + row * valueRowBytes, byteCount: valueRowBytes)
+                        if cache.stagesKeys {
+                            cache.stagedKeys(block: mirror / bs, layer: layer, slot: mirror % bs)
+                                .update(from: cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs), count: hp.kvWidth)
+                        }
                     }
                 }
             }

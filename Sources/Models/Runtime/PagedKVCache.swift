@@ -16,6 +16,14 @@ import Darwin
 /// is written; until then a block's keys are kept in f16 in a staging area of its own,
 /// allocated when the block is first written and freed when the block is closed (every
 /// sequence holding it has moved past it) or discarded (its last holder let go).
+///
+/// Q4_0 keys are staged the same way beside their rows (KIVI's full-precision residual), so
+/// that a query reads the keys of its own block, the up to 16 positions just before it, in
+/// f16: attention heads that look at the last few tokens are the ones 4-bit keys hurt most
+/// (Qwen2.5-Coder-0.5B, mean over eight sign draws: +3.9% perplexity over f16 with every key
+/// in Q4_0, +2.1% with the own block in f16; `bench/2026-12-07-kv-q4_0-sign-draws.md`).
+/// Their rows are written as the keys come, so a full block needs no staging: whole blocks
+/// are what such a cache swaps and exports.
 public final class PagedKVCache: @unchecked Sendable {
     public let layers: Int
     public let blockSize: Int
@@ -28,8 +36,8 @@ public final class PagedKVCache: @unchecked Sendable {
     public let valueRowBytes: Int
     let keys: [UnsafeMutableRawPointer]
     let values: [UnsafeMutableRawPointer]
-    /// Per block, its keys in f16 while it is open (`kivi4` keys only): per layer, 16 rows of
-    /// `rowWidth`.
+    /// Per block, its keys in f16 while it is open (`stagesKeys`): per layer, `blockSize` rows
+    /// of `rowWidth`.
     let staging: UnsafeMutablePointer<UnsafeMutablePointer<Float16>?>
     private let mapping: UnsafeMutableRawPointer
     private let mappedBytes: Int
@@ -44,7 +52,10 @@ public final class PagedKVCache: @unchecked Sendable {
     /// (measured under 16 concurrent requests, in a VM). On Linux the pool asks for
     /// transparent huge pages first, so a batch reading blocks scattered over the pool
     /// misses the TLB far less often.
-    public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int, type: KVCacheType = .f16) {
+    ///
+    /// `stagesQ4_0Keys` false keeps Q4_0 keys in their rows only: a draft model's cache, whose
+    /// sequences go back into blocks they have left (its drafts are only proposals).
+    public init(layers: Int, blockSize: Int, blockCount: Int, rowWidth: Int, type: KVCacheType = .f16, stagesQ4_0Keys: Bool = true) {
         precondition(layers > 0 && blockSize > 0 && blockCount > 0 && rowWidth > 0, "empty KV cache")
         for f in [type.keys, type.values] where !f.isPerChannel {
             precondition(f.tensorFormat.canStore(rowLength: rowWidth), "rows of \(rowWidth) values are not whole \(f) blocks")
@@ -56,6 +67,7 @@ public final class PagedKVCache: @unchecked Sendable {
         self.blockCount = blockCount
         self.rowWidth = rowWidth
         self.type = type
+        stagesKeys = type.keys.isPerChannel || (type.keys == .q4_0 && stagesQ4_0Keys)
         keyRowBytes = type.keys.rowBytes(rowWidth)
         valueRowBytes = type.values.rowBytes(rowWidth)
         let hugePage = 2 << 20
@@ -88,8 +100,9 @@ public final class PagedKVCache: @unchecked Sendable {
         munmap(mapping, mappedBytes)
     }
 
-    /// Whether keys are quantized a block at a time (`kivi4`) and staged until then.
-    public var stagesKeys: Bool { type.keys.isPerChannel }
+    /// Whether an open block's keys are staged in f16: `kivi4` keys (quantized a block at a
+    /// time, when it is sealed) and Q4_0 keys (also in their rows from the start).
+    public let stagesKeys: Bool
 
     /// Gives block `block` a staging area if it has none: it is about to be written.
     func open(_ block: Int) {
@@ -129,14 +142,18 @@ public final class PagedKVCache: @unchecked Sendable {
 
     /// Copies a sequence's first `positions` positions, read through `table`, out into
     /// `buffer` (`bytes(positions:)` long: per layer its keys, then its values): a swap-out.
+    /// A cache that stages keys copies whole blocks only (an open block's staged keys stay
+    /// behind: its positions are recomputed).
     public func read(table: [Int32], positions: Int, into buffer: UnsafeMutableRawPointer) {
-        precondition(!stagesKeys, "kivi4 keys are not swapped: the engine recomputes them")
+        precondition(!type.keys.isPerChannel, "kivi4 keys are not swapped: the engine recomputes them")
+        precondition(!stagesKeys || positions % blockSize == 0, "staged keys are copied in whole blocks, not \(positions) positions")
         transfer(table: table, positions: positions) { cache, i, count in (buffer + i).copyMemory(from: cache, byteCount: count) }
     }
 
     /// Writes what `read` copied back through `table` (which may name other blocks): a swap-in.
     public func write(table: [Int32], positions: Int, from buffer: UnsafeRawPointer) {
-        precondition(!stagesKeys, "kivi4 keys are not swapped: the engine recomputes them")
+        precondition(!type.keys.isPerChannel, "kivi4 keys are not swapped: the engine recomputes them")
+        precondition(!stagesKeys || positions % blockSize == 0, "staged keys are copied in whole blocks, not \(positions) positions")
         transfer(table: table, positions: positions) { cache, i, count in cache.copyMemory(from: buffer + i, byteCount: count) }
     }
 
@@ -162,7 +179,7 @@ public final class PagedKVCache: @unchecked Sendable {
     public func copyBlock(_ source: Int, to destination: Int, positions: Int) {
         precondition((0..<blockCount).contains(source) && (0..<blockCount).contains(destination) && positions <= blockSize)
         // A block's kivi4 keys are whole-block data: copied whole, with the staged keys.
-        let keyBytes = stagesKeys ? blockSize * keyRowBytes : positions * keyRowBytes
+        let keyBytes = type.keys.isPerChannel ? blockSize * keyRowBytes : positions * keyRowBytes
         for l in 0..<layers {
             for (half, rowBytes, bytes) in [(keys[l], keyRowBytes, keyBytes), (values[l], valueRowBytes, positions * valueRowBytes)] {
                 let stride = blockSize * rowBytes
