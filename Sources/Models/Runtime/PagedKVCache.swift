@@ -20,8 +20,9 @@ import Darwin
 /// Q4_0 keys are staged the same way beside their rows (KIVI's full-precision residual), so
 /// that a query reads the keys of its own block, the up to 16 positions just before it, in
 /// f16: attention heads that look at the last few tokens are the ones 4-bit keys hurt most
-/// (Qwen2.5-Coder-0.5B, mean over eight sign draws: +3.9% perplexity over f16 with every key
-/// in Q4_0, +2.1% with the own block in f16; `bench/2026-12-07-kv-q4_0-sign-draws.md`).
+/// (Qwen2.5-Coder-0.5B, mean over eight draws of the key transform's signs: +3.9% perplexity
+/// over f16 with every key in Q4_0, +1.6% with the own block in f16;
+/// `bench/2026-12-07-kv-q4_0-sign-draws.md`).
 /// Their rows are written as the keys come, so a full block needs no staging: whole blocks
 /// are what such a cache swaps and exports.
 public final class PagedKVCache: @unchecked Sendable {
