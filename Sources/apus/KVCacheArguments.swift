@@ -5,7 +5,7 @@ import Models
 /// How the KV cache stores keys and values: `--kv-type` for both, and the keys' or the
 /// values' own where they differ (llama.cpp's `-ctk` and `-ctv`, which are accepted too).
 struct KVCacheArguments: ParsableArguments {
-    @Option(name: .long, help: "How the KV cache stores keys and values: f16 (default), q8_0 (half the memory), q4_0 (about 0.28) or kivi4 (keys per channel, values q4_0: about 0.33, and far closer to f16 than q4_0).")
+    @Option(name: .long, help: "How the KV cache stores keys and values: f16 (default), q8_0 (half the memory), q4_0 (about 0.28) or kivi4 (keys per channel, values q4_0: about 0.33).")
     var kvType: KVCacheFormat = .f16
 
     @Option(name: [.customLong("kv-type-k"), .customLong("cache-type-k"), .customLong("ctk", withSingleDash: true)],

@@ -104,13 +104,13 @@ final class GoldenFidelityTests: XCTestCase {
 
     /// Perplexity on the same text with quantized KV caches, against the f16 cache's
     /// (issue 13's bars: Q8_0 within 0.5%, Q4_0 within 3%). Measured on the whole text with
-    /// AVX-512 VNNI kernels, Q8_0: SmolLM2 +0.03%, Qwen2.5-Coder-0.5B −0.16%; Q4_0: +2.5% and
-    /// +2.0%, and +2.9% and +3.4% with AVX2 kernels, whose attention rounds otherwise: 4-bit
-    /// keys move perplexity by a percent on such differences
-    /// (`bench/2026-12-07-kv-key-calibration.md`). So Q4_0 is held to 4.5% here, which the
-    /// keys as stored before their transforms were fitted (`KeyTransform`) missed by far
-    /// (+6.8% and ×2.05). Qwen on the text's first six chunks of 512 (+1.4%), to keep the
-    /// suite lean.
+    /// AVX-512 VNNI kernels, Q8_0: SmolLM2 +0.03%, Qwen2.5-Coder-0.5B −0.16%; Q4_0 (its open
+    /// block's keys staged in f16): +1.2% and +2.6%, and +1.3% and +1.6% with AVX2 kernels,
+    /// whose attention rounds otherwise. 4-bit keys move perplexity by a percent on such
+    /// differences: over eight draws of the key transform's signs Qwen ranged from −0.2% to
+    /// +3.0%, +1.6% on average (`bench/2026-12-07-kv-q4_0-sign-draws.md`). So Q4_0 is held to
+    /// 3.5% here, which every key in Q4_0 missed on average (Qwen +3.9%). Qwen on the text's
+    /// first six chunks of 512 (+2.5%), to keep the suite lean.
     func testQuantizedKVCachesStayNearF16Perplexity() throws {
         for (testModel, chunks) in [(TestModel.smolLM2, Int.max), (.qwen05, 6)] {
             let file = try TestSupport.model(testModel)
@@ -129,7 +129,7 @@ final class GoldenFidelityTests: XCTestCase {
             let f16 = try perplexity(.f16), q8 = try perplexity(KVCacheType(.q8_0)), q4 = try perplexity(KVCacheType(.q4_0))
             print("\(testModel.fileName) perplexity with KV f16 \(f16), q8_0 \(q8) (\(q8 / f16)), q4_0 \(q4) (\(q4 / f16))")
             XCTAssertEqual(q8, f16, accuracy: 0.005 * f16, "\(testModel.fileName) q8_0")
-            XCTAssertLessThan(q4, 1.045 * f16, "\(testModel.fileName) q4_0")
+            XCTAssertLessThan(q4, 1.035 * f16, "\(testModel.fileName) q4_0")
         }
     }
 
