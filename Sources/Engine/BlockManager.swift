@@ -30,9 +30,10 @@ final class BlockManager {
     private var oldest: Int32 = -1, newest: Int32 = -1
     private(set) var cachedFreeCount = 0
     /// Called when a block's last holder lets go of it (cached or not): the cache frees what
-    /// it keeps beside the block for its holders (`kivi4` keys' staging). A cached full block
-    /// is read again later only sealed; only a partial block imported from a prefill worker
-    /// would be read from staging, and kivi4 caches import none.
+    /// it keeps beside the block for its holders (staged `kivi4` or Q4_0 keys). A cached full
+    /// block is read again later only from the pool; only a partial block imported from a
+    /// prefill worker would be read from staging, and caches that stage keys import whole
+    /// blocks only.
     var onFree: ((Int32) -> Void)?
 
     init(blockCount: Int, blockSize: Int, prefixCaching: Bool) {

@@ -22,26 +22,8 @@ extension ServingEngineTests {
             return try EngineCore(model: model, tokenizer: tokenizer, configuration: c)
         }
         XCTAssertTrue(try core().cache.stagesKeys)
-        let alone = try tokensAlone(golden, model: model, tokenizer: tokenizer) { try core() }
+        let alone = try checkStagedKeys(golden, model: model, tokenizer: tokenizer) { try core() }
         func check(_ name: String, _ results: [Finished]) { checkTokens(name, results, alone) }
-
-        let shared = try core()
-        check("mixed", try run(golden + randomRequests(12, seed: 1), on: shared))
-        check("prefix cache hits", try run(golden, on: shared))
-        XCTAssertGreaterThan(shared.currentStatistics().promptTokensCached, 0)
-        XCTAssertEqual(shared.cache.openBlocks, 0, "no block keeps staged keys once its holders are done")
-
-        var samples = GenerationRequest(prompt: Array(golden[0].prompt.prefix(10)) + (0..<43).map { 100 + 7 * $0 }, parameters: golden[0].parameters)
-        samples.samples = 3
-        samples.parameters.sampling.temperature = 0.9
-        samples.parameters.sampling.seed = 7
-        let forked = try run([samples], on: try core())[0]
-        for i in 0..<3 {
-            var one = samples
-            one.samples = 1
-            one.parameters.sampling.seed = 7 + UInt64(i)
-            XCTAssertEqual(forked.tokens[i], try run([one], on: try core())[0].tokens[0], "sample \(i)")
-        }
 
         let tree = try core { $0.speculation.mode = .ngram; $0.speculation.treeWidth = 4 }
         check("token trees", try run(golden, on: tree))
@@ -72,8 +54,10 @@ extension ServingEngineTests {
         var partial = blocks[0]
         partial.tokens.removeLast(6)
         partial.contents.removeLast(partial.contents.count - decode.cache.bytes(positions: 10))
-        XCTAssertThrowsError(try decode.importBlocks([partial])) {
+        let fresh = try core()
+        XCTAssertThrowsError(try fresh.importBlocks([blocks[0], partial])) {
             XCTAssertEqual($0 as? EngineError, .invalidConfiguration("a KV block of 10 tokens is partial: this cache stages its q4_0 keys and takes whole blocks only"))
         }
+        XCTAssertEqual(fresh.currentStatistics().importedKVBlocks, 0, "a refused import writes nothing")
     }
 }

@@ -146,6 +146,34 @@ final class ServingEngineTests: XCTestCase {
         XCTAssertEqual(core.currentStatistics().kvBlocksUsed, 0)
     }
 
+    /// For a cache that stages keys: the golden prompts' tokens alone (returned), among
+    /// random requests and from the prefix cache, with no block left open afterwards; and
+    /// parallel samples of a prompt of 3 blocks and 5 positions, which share its open block
+    /// until they copy it, each as it is alone.
+    func checkStagedKeys(_ golden: [GenerationRequest], model: any LanguageModel, tokenizer: Tokenizer,
+                         core: () throws -> EngineCore) throws -> [[Int]] {
+        let alone = try tokensAlone(golden, model: model, tokenizer: tokenizer) { try core() }
+        let shared = try core()
+        checkTokens("mixed", try run(golden + randomRequests(12, seed: 1), on: shared), alone)
+        checkTokens("prefix cache hits", try run(golden, on: shared), alone)
+        XCTAssertGreaterThan(shared.currentStatistics().promptTokensCached, 0)
+        XCTAssertEqual(shared.cache.openBlocks, 0, "no block keeps staged keys once its holders are done")
+
+        var samples = GenerationRequest(prompt: Array(golden[0].prompt.prefix(10)) + (0..<43).map { 100 + 7 * $0 }, parameters: golden[0].parameters)
+        samples.samples = 3
+        samples.parameters.sampling.temperature = 0.9
+        samples.parameters.sampling.seed = 7
+        let forked = try run([samples], on: try core())[0]
+        for i in 0..<3 {
+            var one = samples
+            one.samples = 1
+            one.parameters.sampling.seed = 7 + UInt64(i)
+            XCTAssertEqual(forked.tokens[i], try run([one], on: try core())[0].tokens[0], "sample \(i)")
+        }
+        XCTAssertEqual(Set(forked.tokens).count, 3, "different seeds, different samples")
+        return alone
+    }
+
     /// kivi4 keys keep the promise too: sealed blocks are read the same whatever shares the
     /// pass, through the prefix cache, copy-on-write of parallel samples and recomputation
     /// after preemption; every block's staged keys are freed once the requests are done.
@@ -173,27 +201,8 @@ final class ServingEngineTests: XCTestCase {
         XCTAssertThrowsError(try core().validate(export)) { XCTAssertEqual($0 as? EngineError, .kvTransferUnsupported) }
         XCTAssertThrowsError(try core().importBlocks([])) { XCTAssertEqual($0 as? EngineError, .kvTransferUnsupported) }
 
-        let alone = try tokensAlone(golden, model: model, tokenizer: tokenizer) { try core() }
+        let alone = try checkStagedKeys(golden, model: model, tokenizer: tokenizer) { try core() }
         func check(_ name: String, _ results: [Finished]) { checkTokens(name, results, alone) }
-        let shared = try core()
-        check("mixed", try run(golden + randomRequests(12, seed: 1), on: shared))
-        check("prefix cache hits", try run(golden, on: shared))
-        XCTAssertGreaterThan(shared.currentStatistics().promptTokensCached, 0)
-        XCTAssertEqual(shared.cache.openBlocks, 0, "no block keeps staged keys once its holders are done")
-
-        // A prompt of 3 blocks and 5 positions: the samples share its open block until they copy it.
-        var samples = GenerationRequest(prompt: Array(golden[0].prompt.prefix(10)) + (0..<43).map { 100 + 7 * $0 }, parameters: golden[0].parameters)
-        samples.samples = 3
-        samples.parameters.sampling.temperature = 0.9
-        samples.parameters.sampling.seed = 7
-        let forked = try run([samples], on: try core())[0]
-        for i in 0..<3 {
-            var one = samples
-            one.samples = 1
-            one.parameters.sampling.seed = 7 + UInt64(i)
-            XCTAssertEqual(forked.tokens[i], try run([one], on: try core())[0].tokens[0], "sample \(i)")
-        }
-        XCTAssertEqual(Set(forked.tokens).count, 3, "different seeds, different samples")
 
         let small = try core { $0.kvCacheBytes = 6 * 16 * model.kvBytesPerPosition }
         check("preempted", try run(golden + randomRequests(6, seed: 4, maxPrompt: 40), on: small))

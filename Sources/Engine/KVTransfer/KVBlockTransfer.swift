@@ -61,11 +61,8 @@ extension EngineCore {
         }
         guard !cache.type.keys.isPerChannel else { throw EngineError.kvTransferUnsupported }
         let layout = kvLayout
-        var result = KVImport()
-        var room = max(0, scheduler.blocks.freeCount - earlier)
-        var written: [Int32] = []
-        defer { for b in written.reversed() { scheduler.blocks.release(b) } }
-        for (i, block) in blocks.enumerated() {
+        // Every block is checked before any is written, so a refused import leaves nothing behind.
+        for block in blocks {
             let positions = block.tokens.count
             guard (1...layout.blockSize).contains(positions), block.contents.count == layout.bytes(positions: positions) else {
                 throw EngineError.invalidConfiguration("a KV block of \(positions) tokens and \(block.contents.count) bytes does not fit blocks of \(layout)")
@@ -73,6 +70,13 @@ extension EngineCore {
             guard positions == layout.blockSize || !cache.stagesKeys else {
                 throw EngineError.invalidConfiguration("a KV block of \(positions) tokens is partial: this cache stages its \(cache.type.keys) keys and takes whole blocks only")
             }
+        }
+        var result = KVImport()
+        var room = max(0, scheduler.blocks.freeCount - earlier)
+        var written: [Int32] = []
+        defer { for b in written.reversed() { scheduler.blocks.release(b) } }
+        for (i, block) in blocks.enumerated() {
+            let positions = block.tokens.count
             if scheduler.blocks.isCached(block.name) {
                 result.alreadyCached += 1
                 continue

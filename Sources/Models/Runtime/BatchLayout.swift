@@ -12,8 +12,9 @@ final class BatchLayout {
     /// `mirrorRows[mirrorStarts[t]..<mirrorStarts[t + 1]]` (no starts when there are none).
     let mirrorStarts: [Int]
     let mirrorRows: [Int]
-    /// `kivi4` keys: the blocks this pass writes (to open), those whose last position it
-    /// writes (to seal once written), and blocks a sequence here has moved past (to close).
+    /// Staged keys (`kivi4`, Q4_0): the blocks this pass writes (to open), those whose last
+    /// position it writes (`kivi4`: to seal once written), and blocks a sequence here has
+    /// moved past (to close).
     /// A sequence's first token in a pass is always one it keeps (a prompt token or the last
     /// one sampled), so the blocks before it are full for good; any other holder of such a
     /// block is past it too, since blocks are shared only once full (prefix cache) or copied
