@@ -283,29 +283,25 @@ public enum Attention {
                                 values: (cache.values + firstKVHead * valueHeadBytes).assumingMemoryBound(to: UInt16.self),
                                 table: blockTable, block_size: Int32(bs), stride: Int32(cache.keyRowBytes / 2),
                                 value_stride: Int32(cache.valueRowBytes / 2))
-        if perChannel, let staged = cache.stagedKeys {
-            var keys = apus_kivi4_keys(blocks: cache.keys.assumingMemoryBound(to: UInt8.self),
-                                       staged: UnsafeRawPointer(staged.blocks).assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
-                                       staged_offset: staged.offset, width: Int32(shape.kvStride), first_channel: Int32(firstKVHead * d),
-                                       own_block: Int32(query / bs))
-            if apus_attention_kivi4(Int32(cache.type.values.tensorFormat.ggmlType), &keys, q, Int32(kvHeads), Int32(group), Int32(d), &rows,
-                                    Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
-                                    partials.maxima + c, partials.denominators + c, Int32(partials.stride)) != 0 { return }
-        } else {
-            var staged = apus_staged_keys()
-            if let keys = cache.stagedKeys {
-                staged = apus_staged_keys(staged: UnsafeRawPointer(keys.blocks).assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
-                                          staged_offset: keys.offset, width: Int32(shape.kvStride), first_channel: Int32(firstKVHead * d),
-                                          own_block: Int32(query / bs))
-            }
-            let done = withUnsafePointer(to: staged) { staged in
-                apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
-                                         cache.stagedKeys == nil ? nil : staged, q, Int32(kvHeads), Int32(group), Int32(d), &rows,
-                                         Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
-                                         partials.maxima + c, partials.denominators + c, Int32(partials.stride))
-            }
-            if done != 0 { return }
+        var staged = apus_staged_keys()
+        if let keys = cache.stagedKeys {
+            staged = apus_staged_keys(staged: UnsafeRawPointer(keys.blocks).assumingMemoryBound(to: UnsafePointer<UInt16>?.self),
+                                      staged_offset: keys.offset, width: Int32(shape.kvStride), first_channel: Int32(firstKVHead * d),
+                                      own_block: Int32(query / bs))
         }
+        let done = withUnsafePointer(to: staged) { staged in
+            if perChannel {
+                var keys = apus_kivi4_keys(blocks: cache.keys.assumingMemoryBound(to: UInt8.self), staged: staged.pointee)
+                return apus_attention_kivi4(Int32(cache.type.values.tensorFormat.ggmlType), &keys, q, Int32(kvHeads), Int32(group), Int32(d), &rows,
+                                            Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
+                                            partials.maxima + c, partials.denominators + c, Int32(partials.stride))
+            }
+            return apus_attention_quantized(Int32(cache.type.keys.tensorFormat.ggmlType), Int32(cache.type.values.tensorFormat.ggmlType),
+                                            cache.stagedKeys == nil ? nil : staged, q, Int32(kvHeads), Int32(group), Int32(d), &rows,
+                                            Int32(positions.lowerBound), Int32(positions.upperBound), Int32(d), shape.scale, partials.sums + c * d,
+                                            partials.maxima + c, partials.denominators + c, Int32(partials.stride))
+        }
+        if done != 0 { return }
         let width = shape.kvStride, ownBlock = query / bs
         func decodeKeys(head: Int, block: Int, logicalBlock: Int, slots: Range<Int>, into keys: UnsafeMutablePointer<Float>) {
             if let staged = cache.stagedKeys, logicalBlock == ownBlock {

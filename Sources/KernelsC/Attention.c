@@ -183,17 +183,20 @@ INLINE AVX2 void decode_head(const int format, const uint16_t *src, int d, float
     for (int c = 0; c < d / 8; c++) _mm256_storeu_ps(x + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 8 * c))));
 }
 
-// Position p's key of KV head g (`d` channels) from kivi4 keys: staged f16 in the query's
-// own block, else minimum + scale · level by one fused multiply-add, as ChannelKeys decodes.
+// Position p's key of KV head g (`d` channels) from its staged f16 copy.
+INLINE AVX2 void decode_staged(const apus_staged_keys *keys, const apus_kv_rows *kv, int p, int g, int d, float *x) {
+    const int block = kv->table[p / kv->block_size], slot = p % kv->block_size;
+    decode_head(APUS_F16, keys->staged[block] + keys->staged_offset + (size_t)slot * keys->width + keys->first_channel + g * d, d, x);
+}
+
+// Position p's key of KV head g (`d` channels) from sealed kivi4 keys: minimum + scale ·
+// level by one fused multiply-add, as ChannelKeys decodes.
 INLINE AVX2 void decode_kivi4(const apus_kivi4_keys *keys, const apus_kv_rows *kv, int p, int g, int d, float *x) {
-    const int block = kv->table[p / kv->block_size], slot = p % kv->block_size, channel = keys->first_channel + g * d;
-    if (p / kv->block_size == keys->own_block) {
-        decode_head(APUS_F16, keys->staged[block] + keys->staged_offset + (size_t)slot * keys->width + channel, d, x);
-        return;
-    }
-    const uint8_t *base = keys->blocks + (size_t)block * (size_t)(kv->block_size / 2 + 4) * keys->width;
-    const uint8_t *levels = base + (size_t)slot * (keys->width / 2) + channel / 2;
-    const uint16_t *scales = (const uint16_t *)(base + (size_t)kv->block_size * (keys->width / 2)) + channel, *minima = scales + keys->width;
+    const int block = kv->table[p / kv->block_size], slot = p % kv->block_size, width = keys->staged.width;
+    const int channel = keys->staged.first_channel + g * d;
+    const uint8_t *base = keys->blocks + (size_t)block * (size_t)(kv->block_size / 2 + 4) * width;
+    const uint8_t *levels = base + (size_t)slot * (width / 2) + channel / 2;
+    const uint16_t *scales = (const uint16_t *)(base + (size_t)kv->block_size * (width / 2)) + channel, *minima = scales + width;
     for (int b = 0; b < d / 32; b++, levels += 16, scales += 32, minima += 32, x += 32) {
         const __m256i v = unpack_nibbles(levels);
         const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
@@ -215,6 +218,7 @@ static AVX2 void attention_avx2_tiled(int key_format, int value_format, const ap
                                       const float *q, int kv_heads, int group, int q_stride, const apus_kv_rows *kv, int begin, int end, int d,
                                       float scale, float *out, float *max_io, float *sum_io, int state_stride) {
     const int nv = d / 8, key_units = head_units(key_format, d), value_units = head_units(value_format, d);
+    const apus_staged_keys *own = kivi ? &kivi->staged : staged;  // where the query's own block is read
     float kf[8 * 256], vf[8 * 256];
     const int key_bytes = 2 * key_units * kv_heads, value_bytes = 2 * value_units * kv_heads;
     size_t rows[16];  // these eight positions, then the next eight, whose rows are prefetched
@@ -233,11 +237,10 @@ static AVX2 void attention_avx2_tiled(int key_format, int value_format, const ap
             for (int i = 0; i < 8; i++) {
                 if (i < n) {
                     const int p = p0 + i;
-                    if (kivi) {
+                    if (own && p / kv->block_size == own->own_block) {
+                        decode_staged(own, kv, p, g, d, kf + i * d);
+                    } else if (kivi) {
                         decode_kivi4(kivi, kv, p, g, d, kf + i * d);
-                    } else if (staged && p / kv->block_size == staged->own_block) {
-                        decode_head(APUS_F16, staged->staged[kv->table[p / kv->block_size]] + staged->staged_offset +
-                                    (size_t)(p % kv->block_size) * staged->width + staged->first_channel + g * d, d, kf + i * d);
                     } else {
                         decode_head(key_format, kv->keys + rows[i] * kv->stride + (size_t)g * key_units, d, kf + i * d);
                     }

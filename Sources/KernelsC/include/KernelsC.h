@@ -176,21 +176,17 @@ int apus_attention_quantized(int key_format, int value_format, const apus_staged
                              float *sum_io, int state_stride);
 
 /// `kivi4` keys of one layer (`ChannelKeys` in Swift): blocks of `block_size` (16)
-/// positions, each `12 · width` bytes (a row of `width / 2` bytes of levels per position,
-/// then `width` f16 scales and `width` f16 minima), and per block its f16 keys while it is
-/// open (`staged[block] + staged_offset`, rows of `width`). A query reads the block of its
-/// own position, `own_block` of its table, staged, and every other block from its levels.
+/// positions, each `12 · staged.width` bytes (a row of `width / 2` bytes of levels per
+/// position, then `width` f16 scales and `width` f16 minima), and their open blocks' f16 keys
+/// (`staged`, as `apus_attention_quantized` reads them). A query reads its own block staged
+/// and every other block from its levels.
 typedef struct {
     const uint8_t *blocks;
-    const uint16_t *const *staged;
-    size_t staged_offset;
-    int width;
-    int first_channel;
-    int own_block;
+    apus_staged_keys staged;
 } apus_kivi4_keys;
 
 /// `apus_attention_quantized` with `kivi4` keys (`keys`; `kv->keys` and `kv->stride` are
-/// unused) from channel `keys->first_channel` on, values as there.
+/// unused) from channel `keys->staged.first_channel` on, values as there.
 int apus_attention_kivi4(int value_format, const apus_kivi4_keys *keys, const float *q, int kv_heads, int group, int q_stride,
                          const apus_kv_rows *kv, int begin, int end, int d, float scale, float *out, float *max_io, float *sum_io,
                          int state_stride);

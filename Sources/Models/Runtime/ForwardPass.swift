@@ -176,15 +176,11 @@ final class ForwardPass {
                             Hadamard.rotate(key, heads: hp.kvHeads, headDim: hp.headDim)
                         }
                         if type.values.isRotated { Hadamard.rotate(value, heads: hp.kvHeads, headDim: hp.headDim) }
-                        if type.keys.isPerChannel {
+                        // kivi4 keys have no rows: they are quantized from the staged ones when their block is sealed.
+                        if !type.keys.isPerChannel { type.keys.encode(key, count: hp.kvWidth, into: keys.value + row * keyRowBytes) }
+                        if cache.stagesKeys {
                             let staged = cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs)
                             for i in 0..<hp.kvWidth { staged[i] = Float16(key[i]) }
-                        } else {
-                            type.keys.encode(key, count: hp.kvWidth, into: keys.value + row * keyRowBytes)
-                            if cache.stagesKeys {
-                                let staged = cache.stagedKeys(block: row / bs, layer: layer, slot: row % bs)
-                                for i in 0..<hp.kvWidth { staged[i] = Float16(key[i]) }
-                            }
                         }
                         type.values.encode(value, count: hp.kvWidth, into: values.value + row * valueRowBytes)
                     }
