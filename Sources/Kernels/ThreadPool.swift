@@ -148,12 +148,19 @@ public final class ThreadPool: @unchecked Sendable {
         if spins < 512 { apus_spin_pause() } else { sched_yield() }
     }
 
+    /// Chunk `index` of `chunks`: sizes fall linearly, chunks - i parts for chunk i, so the
+    /// chunks claimed last are small and the threads finish an operation close together.
+    /// Equal chunks left one thread idle for up to a chunk at the end of every product.
+    /// Decoding a token streams the weights of about a hundred products from memory, and on
+    /// Qwen2.5-Coder-1.5B it ran 5-6% faster this way (bench/2026-12-07-guided-chunks.md).
     @inline(never)
     private static func runChunk(_ index: Int, of chunks: Int, _ state: State) {
         let body = state.task!.assumingMemoryBound(to: ((Range<Int>) -> Void).self)
         let (count, unit) = (state.count, state.unit)
         let units = (count + unit - 1) / unit
-        body.pointee(min(count, units * index / chunks * unit)..<min(count, units * (index + 1) / chunks * unit))
+        func start(_ i: Int) -> Int { min(count, units * (i * chunks - i * (i - 1) / 2) / (chunks * (chunks + 1) / 2) * unit) }
+        let range = start(index)..<start(index + 1)
+        if !range.isEmpty { body.pointee(range) }
     }
 }
 

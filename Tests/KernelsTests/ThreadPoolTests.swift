@@ -45,7 +45,8 @@ final class ThreadPoolTests: XCTestCase {
     }
 
     /// Ranges start at multiples of the minimum chunk (row groups of the matrix kernels stay
-    /// whole) and only the last is shorter.
+    /// whole), only the last is shorter than it, and they shrink from first to last (the
+    /// chunks claimed last are the small ones).
     func testRangesAreAlignedToTheMinimumChunk() {
         let pool = ThreadPool(threads: 3)
         let ranges = Mutex<[Range<Int>]>([])
@@ -57,6 +58,7 @@ final class ThreadPoolTests: XCTestCase {
         for (a, b) in zip(sorted, sorted.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound) }
         for r in sorted { XCTAssertEqual(r.lowerBound % 16, 0, "\(r)") }
         for r in sorted.dropLast() { XCTAssertGreaterThanOrEqual(r.count, 16, "\(r)") }
+        XCTAssertEqual(sorted.map(\.count), [144, 144, 128, 112, 112, 96, 64, 64, 64, 32, 32, 8])
     }
 
     func testManyPoolsComeAndGo() {
