@@ -21,7 +21,7 @@ apus=.build/release/apus
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$bin/llama-bench" -m "$model" -p "$prompt" -n "$gen" -t "$threads" -r "$reps" -o json > "$out/llama.json"
-# --bandwidth: a plain streaming read in the same run (on stderr), beside the decode bandwidth below.
+# --bandwidth: a plain streaming read before each decode repetition, and its median share, beside the decode bandwidth.
 "$apus" bench --model "$model" -p "$prompt" -n "$gen" -t "$threads" -r "$reps" ${kernels:+--kernels $kernels} --json --bandwidth > "$out/apus.json"
 python3 - "$out/llama.json" "$out/apus.json" <<'PY'
 import json, sys
@@ -29,12 +29,14 @@ llama = json.load(open(sys.argv[1]))
 apus = json.load(open(sys.argv[2]))
 def key(r): return (r["n_threads"], r["n_prompt"], r["n_gen"])
 ref = {key(r): r for r in llama}
-print("| threads | test | llama.cpp t/s | Apus t/s | Apus / llama.cpp | Apus weights GB/s |")
+print("| threads | test | llama.cpp t/s | Apus t/s | Apus / llama.cpp | Apus weights GB/s (median share of a read beside each run) |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: |")
 for r in apus:
     l = ref.get(key(r))
     if not l: continue
     test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
     gbps = f"{r['weights_gbps']:.1f}" if r.get("weights_gbps") else ""
+    if r.get("weights_share_of_read"):
+        gbps += f" ({100 * r['weights_share_of_read']:.0f}% of {r['streaming_read_gbps']:.1f})"
     print(f"| {r['n_threads']} | {test} | {l['avg_ts']:.2f} ± {l['stddev_ts']:.2f} | {r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {r['avg_ts'] / l['avg_ts']:.2f}× | {gbps} |")
 PY

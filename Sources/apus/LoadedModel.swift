@@ -46,8 +46,8 @@ struct ModelArguments: ParsableArguments {
     @Option(name: .long, help: "Highest instruction set for the int8 kernels: portable, avx2 or avx512vnni (default: the best this CPU has).")
     var kernels: IntegerKernels.Level?
 
-    @Option(name: .long, help: "Where the weights live: mapped (from the file) or huge-pages (copied at load into 2 MiB pages).")
-    var weights: GGUFFile.Residency = .mapped
+    @Option(name: .long, help: "Where the weights live: mapped (from the file) or huge-pages (copied at load into 2 MiB pages, which decoding streams 3-7% faster; about 0.3 s per GB at load). Default: huge-pages for serve, batch, roofline and the benchmarks, which decode long enough to repay the copy; mapped for the rest.")
+    var weights: GGUFFile.Residency?
 
     @Option(name: .long, help: "A Jinja chat template file to use instead of the model's own (tokenizer.chat_template).")
     var chatTemplate: String?
@@ -80,12 +80,13 @@ struct ModelArguments: ParsableArguments {
         return try ModelStore.default.ensure(.smolLM2).path
     }
 
-    /// `pool`: worker threads shared with other models (`apus serve` with several).
-    func load(pool: ThreadPool? = nil) throws -> LoadedModel {
+    /// `pool`: worker threads shared with other models (`apus serve` with several);
+    /// `residency`: where the weights live unless --weights says.
+    func load(pool: ThreadPool? = nil, residency: GGUFFile.Residency = .mapped) throws -> LoadedModel {
         if let kernels { IntegerKernels.limit(to: kernels) }
         let templateOverride = try templateOverride()
         let path = try resolvedPath()
-        let file = try GGUFFile(path: path, residency: weights)
+        let file = try GGUFFile(path: path, residency: weights ?? residency)
         var options = ModelOptions(precision: activations, pool: pool, kvType: kvCache.type)
         if let threads { options.threads = threads }
         let model = try ModelRegistry.load(file, options: options)

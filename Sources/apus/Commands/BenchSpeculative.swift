@@ -68,7 +68,7 @@ struct BenchSpeculative: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let loaded = try modelArguments.load()
+            let loaded = try modelArguments.load(residency: .hugePages)
             let template = try loaded.chatTemplate()
             var files = prompt
             if files.isEmpty {

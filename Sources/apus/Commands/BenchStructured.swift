@@ -69,7 +69,7 @@ struct BenchStructured: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let loaded = try modelArguments.load()
+            let loaded = try modelArguments.load(residency: .hugePages)
             let template = try loaded.chatTemplate()
             let schemaText = try String(contentsOf: schema.map { URL(fileURLWithPath: $0) } ?? Self.defaultSchema, encoding: .utf8)
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration)

@@ -95,7 +95,7 @@ struct BenchThroughput: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let loaded = try modelArguments.load()
+            let loaded = try modelArguments.load(residency: .hugePages)
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
                                     draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
             defer { engine.shutdown() }

@@ -145,7 +145,7 @@ struct Serve: AsyncParsableCommand {
                 if let catalogName = arguments.catalogName, catalogName != names[0] { names.append(catalogName) }
             }
             return ModelPool.Model(names: names, bytes: fileBytes + engineArguments.configuration.kvCacheBytes) { [engineArguments, pooling, names] in
-                let loaded = try arguments.load(pool: workers)
+                let loaded = try arguments.load(pool: workers, residency: .hugePages)
                 let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
                                         draftModel: try engineArguments.speculation.loadDraft(like: arguments))
                 engine.operationProfile.isEnabled = engineArguments.profile
