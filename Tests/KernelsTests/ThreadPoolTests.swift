@@ -30,6 +30,20 @@ final class ThreadPoolTests: XCTestCase {
         }
     }
 
+    /// No chunk is empty, and with no more items than chunks each chunk is one item: the
+    /// probes that time one loop per thread (`parallelFor(threads)`) get one part each.
+    func testFewItemsGiveOneItemPerChunk() {
+        let pool = ThreadPool(threads: 8)
+        for count in 1...64 {
+            let ranges = Mutex<[Range<Int>]>([])
+            pool.parallelFor(count) { range in ranges.withLock { $0.append(range) } }
+            let all = ranges.withLock { $0 }
+            XCTAssertTrue(all.allSatisfy { !$0.isEmpty }, "count \(count): \(all)")
+            XCTAssertEqual(all.map(\.count).reduce(0, +), count)
+            if count <= 32 { XCTAssertEqual(all.count, count, "count \(count): \(all)") }
+        }
+    }
+
     /// The worker takes part: the first chunk to start waits for a second thread to start
     /// another (for up to two seconds), which only a worker can do.
     func testChunksRunConcurrentlyOnDifferentThreads() {
@@ -45,8 +59,8 @@ final class ThreadPoolTests: XCTestCase {
     }
 
     /// Ranges start at multiples of the minimum chunk (row groups of the matrix kernels stay
-    /// whole), only the last is shorter than it, and they shrink from first to last (the
-    /// chunks claimed last are the small ones).
+    /// whole), only the last is shorter than it, and they shrink, roughly, from first to last
+    /// (the chunks claimed last are the small ones).
     func testRangesAreAlignedToTheMinimumChunk() {
         let pool = ThreadPool(threads: 3)
         let ranges = Mutex<[Range<Int>]>([])
@@ -58,7 +72,7 @@ final class ThreadPoolTests: XCTestCase {
         for (a, b) in zip(sorted, sorted.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound) }
         for r in sorted { XCTAssertEqual(r.lowerBound % 16, 0, "\(r)") }
         for r in sorted.dropLast() { XCTAssertGreaterThanOrEqual(r.count, 16, "\(r)") }
-        XCTAssertEqual(sorted.map(\.count), [144, 144, 128, 112, 112, 96, 64, 64, 64, 32, 32, 8])
+        XCTAssertEqual(sorted.map(\.count), [128, 144, 112, 112, 96, 96, 80, 64, 64, 48, 32, 24])
     }
 
     func testManyPoolsComeAndGo() {
