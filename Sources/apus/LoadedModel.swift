@@ -46,7 +46,7 @@ struct ModelArguments: ParsableArguments {
     @Option(name: .long, help: "Highest instruction set for the int8 kernels: portable, avx2 or avx512vnni (default: the best this CPU has).")
     var kernels: IntegerKernels.Level?
 
-    @Option(name: .long, help: "Where the weights live: mapped (from the file) or huge-pages (copied at load into 2 MiB pages, which decoding streams 3-7% faster; about 0.3 s per GB at load). Default: huge-pages for serve, batch, roofline and the benchmarks, which decode long enough to repay the copy; mapped for the rest.")
+    @Option(name: .long, help: "Where the weights live: mapped (from the file) or huge-pages (copied at load into 2 MiB pages, which decoding streams 3-7% faster; about 0.3 s per GB at load). Default: huge-pages for serve, batch and the benchmarks, which decode long enough to repay the copy; mapped for the rest (roofline too: its bandwidth probe reads 4 KiB pages).")
     var weights: GGUFFile.Residency?
 
     @Option(name: .long, help: "A Jinja chat template file to use instead of the model's own (tokenizer.chat_template).")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import GGUF
 import Engine
 
 /// Speculative decoding options, shared by `run`, `batch`, `serve` and `bench`.
@@ -35,12 +36,13 @@ struct SpeculationArguments: ParsableArguments {
         if !(1...8).contains(draftTreeWidth) { throw ValidationError("--draft-tree-width must be between 1 and 8") }
     }
 
-    /// The draft model, loaded with the target's threads and kernels; nil unless drafting with one.
-    func loadDraft(like modelArguments: ModelArguments) throws -> DraftModel? {
+    /// The draft model, loaded with the target's threads, kernels and weight residency (the
+    /// command's default `residency` unless --weights says); nil unless drafting with one.
+    func loadDraft(like modelArguments: ModelArguments, residency: GGUFFile.Residency) throws -> DraftModel? {
         guard mode == .draft, let draftModel else { return nil }
         var arguments = modelArguments
         arguments.model = draftModel
-        let loaded = try arguments.load()
+        let loaded = try arguments.load(residency: residency)
         return DraftModel(model: loaded.model, tokenizer: loaded.tokenizer)
     }
 }

@@ -60,7 +60,7 @@ struct Batch: AsyncParsableCommand {
         try await reportingErrors {
             let loaded = try modelArguments.load(residency: .hugePages)
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
-                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
+                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments, residency: .hugePages))
             defer { engine.shutdown() }
             let lines = try String(contentsOfFile: input, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
                 .map { $0.trimmingCharacters(in: .whitespaces) }

@@ -84,7 +84,7 @@ struct BenchSpeculative: AsyncParsableCommand {
             if let draftModel {
                 var arguments = modelArguments
                 arguments.model = draftModel
-                let d = try arguments.load()
+                let d = try arguments.load(residency: .hugePages)
                 draft = DraftModel(model: d.model, tokenizer: d.tokenizer)
             }
             var modes: [(name: String, mode: SpeculationConfiguration.Mode, width: Int)] = [("off", .off, 1), ("ngram", .ngram, 1)]

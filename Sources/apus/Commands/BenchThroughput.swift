@@ -97,7 +97,7 @@ struct BenchThroughput: AsyncParsableCommand {
         try await reportingErrors {
             let loaded = try modelArguments.load(residency: .hugePages)
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
-                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments))
+                                    draftModel: try engineArguments.speculation.loadDraft(like: modelArguments, residency: .hugePages))
             defer { engine.shutdown() }
             engine.operationProfile.isEnabled = engineArguments.profile
             let vocabulary = loaded.tokenizer.vocabulary

@@ -81,7 +81,7 @@ struct RooflineCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let loaded = try modelArguments.load(residency: .hugePages)
+            let loaded = try modelArguments.load()
             let model = loaded.model
             let threads = modelArguments.threads ?? ModelOptions.defaultThreads
             let step = StepShape(sequences: batch, context: context)

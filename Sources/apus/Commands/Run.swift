@@ -114,7 +114,7 @@ struct Run: AsyncParsableCommand {
                                           + branches * (speculation.draftMax + 2 * configuration.blockSize)) * loaded.model.kvBytesPerPosition
             configuration.speculation = speculation.configuration
             let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: configuration,
-                                    draftModel: try speculation.loadDraft(like: modelArguments))
+                                    draftModel: try speculation.loadDraft(like: modelArguments, residency: .mapped))
             defer { engine.shutdown() }
             let request = GenerationRequest(prompt: tokens, parameters: parameters)
             try engine.validate(request)

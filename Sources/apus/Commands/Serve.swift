@@ -147,7 +147,7 @@ struct Serve: AsyncParsableCommand {
             return ModelPool.Model(names: names, bytes: fileBytes + engineArguments.configuration.kvCacheBytes) { [engineArguments, pooling, names] in
                 let loaded = try arguments.load(pool: workers, residency: .hugePages)
                 let engine = try Engine(model: loaded.model, tokenizer: loaded.tokenizer, configuration: engineArguments.configuration,
-                                        draftModel: try engineArguments.speculation.loadDraft(like: arguments))
+                                        draftModel: try engineArguments.speculation.loadDraft(like: arguments, residency: .hugePages))
                 engine.operationProfile.isEnabled = engineArguments.profile
                 // Completions work without a template; chat completions are then refused.
                 let template: ChatTemplate?
