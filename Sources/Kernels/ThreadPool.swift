@@ -5,12 +5,12 @@ import Synchronization
 /// A fixed set of worker threads for loops over rows, started once and reused for every
 /// operation, so the hot path has no thread creation and no Dispatch overhead.
 ///
-/// An operation is cut into a few chunks per thread, largest first, and the caller and the
-/// workers claim chunks until none are left, so a thread the OS preempts (a server shares
-/// its cores with its clients) delays the operation by at most a chunk (the first is about
-/// twice the average) instead of stalling it until that thread runs again. Workers spin while work keeps coming (between the operations of a
-/// forward pass the gap is microseconds) and park on a condition variable after
-/// `spinSeconds` without work.
+/// An operation is cut into a few chunks per thread, shrinking from first to last, and the
+/// caller and the workers claim chunks until none are left, so a thread the OS preempts (a
+/// server shares its cores with its clients) delays the operation by at most a chunk (the
+/// first are about twice the average) instead of stalling it until that thread runs again.
+/// Workers spin while work keeps coming (between the operations of a forward pass the gap is
+/// microseconds) and park on a condition variable after `spinSeconds` without work.
 ///
 /// Several callers may share one pool (the models of one server, each run by its own
 /// engine thread): operations then take turns, first come first served, each with every
