@@ -106,26 +106,29 @@ final class MatMulTests: XCTestCase {
         }
     }
 
-    /// Accumulating into `y` is bitwise the product added to what was there, on every path.
+    /// Accumulating into `y` is bitwise the product added to what was there, on every path
+    /// (one token takes the one-token kernels, four rows at a time for the K-quants).
     func testAccumulatingAddsTheProduct() {
         var seed: UInt64 = 11
-        let rows = 21, cols = 256 * 2, tokens = 18
+        let rows = 21, cols = 256 * 2
         for level in levels {
             IntegerKernels.limit(to: level)
-            for format in [TensorFormat.q4_1, .q8_0, .f16, .q6_K] {
+            for format in [TensorFormat.q4_1, .q8_0, .f16, .q4_K, .q6_K] {
                 for precision in ActivationPrecision.allCases {
-                    let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
-                    let x = Reference.randomValues(cols * tokens, seed: &seed)
-                    let base = Reference.randomValues(rows * tokens, seed: &seed)
-                    var scratch = PreparedActivations()
-                    defer { scratch.release() }
-                    stored.withUnsafeBytes { raw in
-                        let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
-                        var product = [Float](repeating: 0, count: rows * tokens)
-                        MatMul.multiply(w, x, tokens: tokens, into: &product, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch)
-                        var y = base
-                        MatMul.multiply(w, x, tokens: tokens, into: &y, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch, accumulating: true)
-                        XCTAssertEqual(y.map(\.bitPattern), zip(base, product).map { ($0 + $1).bitPattern }, "\(level) \(format) \(precision)")
+                    for tokens in [1, 18] {
+                        let stored = (0..<rows).flatMap { _ in Quantization.quantize(Reference.randomValues(cols, seed: &seed), format: format) }
+                        let x = Reference.randomValues(cols * tokens, seed: &seed)
+                        let base = Reference.randomValues(rows * tokens, seed: &seed)
+                        var scratch = PreparedActivations()
+                        defer { scratch.release() }
+                        stored.withUnsafeBytes { raw in
+                            let w = WeightMatrix(format: format, rows: rows, cols: cols, data: raw.baseAddress!)
+                            var product = [Float](repeating: 0, count: rows * tokens)
+                            MatMul.multiply(w, x, tokens: tokens, into: &product, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch)
+                            var y = base
+                            MatMul.multiply(w, x, tokens: tokens, into: &y, precision: precision, pool: ThreadPool(threads: 2), scratch: &scratch, accumulating: true)
+                            XCTAssertEqual(y.map(\.bitPattern), zip(base, product).map { ($0 + $1).bitPattern }, "\(level) \(format) \(precision) \(tokens) tokens")
+                        }
                     }
                 }
             }
@@ -195,7 +198,8 @@ final class MatMulTests: XCTestCase {
     /// maximum against activations of -127 and of +127, the largest Q8_K makes (the AVX2
     /// kernel adds up to eight products of Q5_K's and four of Q6_K's levels in sixteen bits).
     /// Each row has its own scale, so rows mixed up would show; thirteen rows and three tokens
-    /// take the eight-row and four-row passes and the single-row kernel.
+    /// take the eight-row and four-row passes and the single-row kernel, and each token alone
+    /// the one-token kernel's four-row passes and its single row.
     func testSuperBlockSumsStayExactAtTheExtremes() {
         // Where each format keeps its f16 d and dmin (nil: none); every other byte is 0xFF.
         let scaleOffsets: [(TensorFormat, Int, Int?)] = [(.q2_K, 80, 82), (.q3_K, 108, nil), (.q4_K, 0, 2), (.q5_K, 0, 2), (.q6_K, 208, nil), (.iq4_XS, 0, nil)]
@@ -217,6 +221,10 @@ final class MatMulTests: XCTestCase {
             }
             let results = bitsOnEveryLevel(format, stored, rows: rows, cols: cols, x, tokens: tokens.count, threads: 1)
             for (level, r) in zip(levels, results) { XCTAssertEqual(r, results[0], "\(format) \(level)") }
+            for (t, token) in tokens.enumerated() {
+                let alone = bitsOnEveryLevel(format, stored, rows: rows, cols: cols, token, tokens: 1, threads: 1)
+                for (level, r) in zip(levels, alone) { XCTAssertEqual(r, Array(results[0][(t * rows)..<((t + 1) * rows)]), "\(format) \(level) token \(t) alone") }
+            }
         }
     }
 
