@@ -178,9 +178,7 @@ public struct Sampler {
     }
 
     public static func argmax(_ logits: [Float]) -> Int {
-        var best = 0
-        for i in logits.indices where logits[i] > logits[best] { best = i }
-        return best
+        logits.withUnsafeBufferPointer { Argmax.index($0) }
     }
 
     static func softmax(_ x: [Float]) -> [Float] {

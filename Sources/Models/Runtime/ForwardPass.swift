@@ -271,11 +271,16 @@ final class ForwardPass {
             }
         }
         return profile.time(.outputHead) {
-            var logits = [Float](repeating: 0, count: rows * shape.vocabularySize)
-            logits.withUnsafeMutableBufferPointer { out in
+            // Every value written by the product, so neither zero-filled first nor copied after
+            // when there are no hidden rows (decoding): 600 KB a token for Qwen2.5's vocabulary.
+            let count = rows * shape.vocabularySize
+            return [Float](unsafeUninitializedCapacity: count + hidden.count) { out, initialized in
                 MatMul.multiply(head, normed.pointer, tokens: rows, into: out.baseAddress!, precision: precision, pool: pool, scratch: &workspace.scratch)
+                if !hidden.isEmpty {
+                    hidden.withUnsafeBufferPointer { h in (out.baseAddress! + count).initialize(from: h.baseAddress!, count: h.count) }
+                }
+                initialized = count + hidden.count
             }
-            return logits + hidden
         }
     }
 }

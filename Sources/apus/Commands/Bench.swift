@@ -195,7 +195,7 @@ struct BenchSingle: ParsableCommand {
             var token = Int.random(in: 0..<model.vocabularySize, using: &random)
             for _ in 0..<gen {
                 let logits = try model.forward([token], cache: cache, logitRows: 0..<1)
-                token = logits.indices.max { logits[$0] < logits[$1] }!
+                token = logits.withUnsafeBufferPointer { Argmax.index($0) }  // greedy, as the engine samples at temperature 0
             }
         }
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
