@@ -476,18 +476,19 @@ static inline __attribute__((always_inline)) VNNI __m128i superblock_mins_vnni(c
     return _mm_madd_epi16(u->mins16, _mm_hadd_epi16(b0, b1));
 }
 
-static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int format, const uint8_t *w, const apus_q8k_block *a,
+// One super-block's two exact integers for one token; `pairs` is the token's sixteen-value
+// sums added in pairs (Q4_K, Q5_K), taken once per token rather than per row. The two sums
+// are reduced together.
+static inline __attribute__((always_inline)) VNNI void superblock_sums_vnni(int format, const uint8_t *w, const apus_q8k_block *a, __m128i pairs,
                                                                              int *isum, int *imin) {
     vnni_superblock u;
     unpack_superblock_vnni(format, w, &u);
-    *isum = hsum_i32(superblock_dot_vnni(format, &u, a));
-    if (format == APUS_Q6_K) {
-        *imin = 0;
-    } else {
-        __m128i h = superblock_mins_vnni(&u, a);
-        h = _mm_hadd_epi32(h, h);
-        *imin = _mm_cvtsi128_si32(_mm_hadd_epi32(h, h));
-    }
+    const __m256i sums = superblock_dot_vnni(format, &u, a);
+    const __m128i minima = format == APUS_Q6_K ? _mm_setzero_si128() : _mm_madd_epi16(u.mins16, pairs);
+    __m128i h = _mm_hadd_epi32(_mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)), minima);
+    h = _mm_hadd_epi32(h, h);  // [isum, imin, isum, imin]
+    *isum = _mm_cvtsi128_si32(h);
+    *imin = _mm_extract_epi32(h, 1);
 }
 
 static inline uint32_t load_u32(const uint8_t *p) {
@@ -657,7 +658,10 @@ static inline __attribute__((always_inline)) VNNI void rows4_k_vnni(int format, 
 
 // The VNNI kernel for one token: four rows at a time where the prefetch, PREFETCH_DISTANCE
 // ahead of the four as one stream, stays ahead of the last of them; longer rows one at a
-// time, in memory order. Longer rows four at a time are four streams a row apart, and one
+// time, in memory order. There, taking the token's pairs of sums once and reducing each
+// super-block's two integers together made Q4_K 8-12% faster from cache, and one thread
+// streamed the 1.5B's down projection at 99-103% of a plain read against 90% (Q6_K 116%
+// against 107%); decoding the 1.5B was unchanged within the paired runs' resolution. Longer rows four at a time are four streams a row apart, and one
 // thread streamed them at 36% of a plain read; four super-blocks of one row at a time,
 // reduced together, computed 1.1× as fast from cache and streamed at 84% against 92%.
 static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
@@ -667,6 +671,10 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, c
     for (int off = 0; off < PREFETCH_DISTANCE; off += 64) _mm_prefetch((const char *)w + (size_t)r0 * row_bytes + off, _MM_HINT_T0);
     if (4 * row_bytes <= PREFETCH_DISTANCE)
         for (; r0 + 4 <= r1; r0 += 4) rows4_k_vnni(format, w, row_bytes, r0, a, blocks, y, accumulate);
+    if (r0 == r1) return;
+    // The token's pairs of sixteen-value sums, for every row's minima.
+    __m128i pairs[blocks];
+    for (int b = 0; b < blocks; b++) pairs[b] = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a[b].bsums), _mm_loadu_si128((const __m128i *)(a[b].bsums + 8)));
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         float acc = 0, low = 0;
@@ -674,7 +682,7 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, c
             const uint8_t *blk = row + (size_t)b * stride;
             PREFETCH_AHEAD_HINT(blk, stride, ONE_TOKEN_HINT);
             int isum, imin;
-            superblock_sums_vnni(format, blk, a + b, &isum, &imin);
+            superblock_sums_vnni(format, blk, a + b, pairs[b], &isum, &imin);
             const float dw = f16_at(blk + d_at);
             const float dmin = dmin_at < 0 ? 0.0f : f16_at(blk + dmin_at);
             FINISH(acc, low, dw, dmin, a + b, isum, imin);
