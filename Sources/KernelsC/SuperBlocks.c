@@ -157,13 +157,6 @@ static inline void q3k_scales(const uint8_t *s, int8_t out[16]) {
 
 #if APUS_X86
 
-static inline AVX2 int hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-    return _mm_cvtsi128_si32(s);
-}
-
 // Σ over 32 values of unsigned w × signed a, times `scale`, as eight int32 lanes (no
 // saturation: w < 64, so a pair of products stays within int16).
 static inline AVX2 __m256i scaled_dot32(__m256i w, const int8_t *a, __m256i scale16) {
@@ -508,37 +501,21 @@ static inline __attribute__((always_inline)) VNNI __m128i hsum4_i32x16(const __m
     return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-// Likewise for four vectors of four lanes.
-static inline __attribute__((always_inline)) VNNI __m128i hsum4_i32x4(const __m128i m[4]) {
-    const __m128i a = _mm_add_epi32(_mm_unpacklo_epi32(m[0], m[1]), _mm_unpackhi_epi32(m[0], m[1]));
-    const __m128i b = _mm_add_epi32(_mm_unpacklo_epi32(m[2], m[3]), _mm_unpackhi_epi32(m[2], m[3]));
-    return _mm_add_epi32(_mm_unpacklo_epi64(a, b), _mm_unpackhi_epi64(a, b));
-}
-
-// One super-block of one row against one token, unreduced, for rows4_k_vnni:
-// Σ_g scale_g · Σ q·a spread over sixteen int32 lanes (Q6_K's level offset taken off), the
-// minima's term over four (zero for Q6_K), and [d, dmin] as the low and high halves of lane 0
-// (dmin 0 for Q6_K). `av` holds the token's 256 activations, `pairs` its sixteen-value sums
-// added in pairs, `bsums` those sums.
-static inline __attribute__((always_inline)) VNNI void superblock_parts_vnni(int format, const uint8_t *blk, const __m512i av[4], __m128i pairs,
-                                                                              __m256i bsums, __m512i *dot, __m128i *min, __m128i *words) {
-    const int d_at = d_offset_k(format);
+// One Q6_K super-block of one row against one token, unreduced, for rows4_k_vnni:
+// Σ_g scale_g · Σ q·a spread over sixteen int32 lanes, the level offset taken off, and d in
+// the low half of lane 0. `av` holds the token's 256 activations, `bsums` its sixteen-value
+// sums.
+static inline __attribute__((always_inline)) VNNI void superblock_parts_q6k_vnni(const uint8_t *blk, const __m512i av[4], __m256i bsums,
+                                                                                  __m512i *dot, __m128i *words) {
     vnni_superblock u;
-    unpack_superblock_vnni(format, blk, &u);
+    unpack_superblock_vnni(APUS_Q6_K, blk, &u);
     __m512i z = _mm512_setzero_si512();
     for (int n = 0; n < 4; n++) z = _mm512_dpwssd_epi32(z, _mm512_maddubs_epi16(u.q[n], av[n]), u.scale16[n]);
-    if (format == APUS_Q6_K) {
-        *dot = _mm512_sub_epi32(z, _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(u.scales16, bsums), 5)));
-        *min = _mm_setzero_si128();
-        *words = _mm_srli_epi32(_mm_cvtsi32_si128((int)load_u32(blk + d_at - 2)), 16);  // d is the block's last two bytes
-    } else {
-        *dot = z;
-        *min = _mm_madd_epi16(u.mins16, pairs);
-        *words = _mm_cvtsi32_si128((int)load_u32(blk + d_at));
-    }
+    *dot = _mm512_sub_epi32(z, _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(u.scales16, bsums), 5)));
+    *words = _mm_srli_epi32(_mm_cvtsi32_si128((int)load_u32(blk + d_offset_k(APUS_Q6_K) - 2)), 16);  // d is the block's last two bytes
 }
 
-// A token's super-block as superblock_parts_vnni takes it.
+// A token's super-block as the four-row kernel takes it.
 typedef struct {
     __m512i av[4];
     __m128i pairs;
@@ -557,9 +534,10 @@ static inline __attribute__((always_inline)) VNNI __m256 scales4_vnni(const __m1
     return _mm256_permutevar8x32_ps(pairs, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
 }
 
-// Decoding reads each weight once per token, so the one-token kernels prefetch it as
-// non-temporal: in paired decode runs of the 1.5B while memory read at ~50 GB/s, 3-4% faster
-// than into every level (_MM_HINT_T0), and 1% at ~80 GB/s.
+// Decoding reads each weight once per token, so the one-token VNNI kernel here prefetches
+// it as non-temporal: in paired decode runs of the 1.5B while memory read at ~50 GB/s, 3-4%
+// faster than into every level (_MM_HINT_T0), and 1% at ~80 GB/s. (The other kernels, and the
+// first PREFETCH_DISTANCE bytes of a call, keep _MM_HINT_T0: not measured.)
 #define ONE_TOKEN_HINT _MM_HINT_NTA
 
 // Q4_K's and Q5_K's six-bit scales and minima, from each 128-bit lane's first sixteen bytes of
@@ -595,9 +573,9 @@ static const uint8_t minima_picks[1][64] = {{
 
 // One token against four consecutive rows at once: the token's activations loaded once for
 // the four, the four rows' sums reduced together, and FINISH's fused multiply-adds run on
-// four lanes, one per row, the scalar FINISH's IEEE operations in block order. From cache it
-// computes 1.25× as fast as one row at a time, and one thread streams Q4_K at 96-99% of a
-// plain read against 86-87%. The weights are prefetched in memory order as if the four rows
+// four lanes, one per row, the scalar FINISH's IEEE operations in block order. From cache
+// Q4_K computes 1.3× as fast as one row at a time (96-98 cycles per eight rows' super-block
+// against 125-133), and one thread streams it at 100-103% of a plain read against 86-90%. The weights are prefetched in memory order as if the four rows
 // were one stream: ahead of each row separately, the prefetches went back and forth within a
 // page and decoding ran 7-11% slower than one row at a time (paired runs).
 static inline __attribute__((always_inline)) VNNI void rows4_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r,
@@ -638,14 +616,14 @@ static inline __attribute__((always_inline)) VNNI void rows4_k_vnni(int format, 
             imin = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, sums));
             const __m128i words = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, head));
             scales = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(words), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
-        } else {
-            __m128i mins[4], words[4];
+        } else {  // Q6_K: no minima, dmin 0
+            __m128i words[4];
             for (int k = 0; k < 4; k++) {
                 PREFETCH_AHEAD_HINT(rows + (size_t)(4 * b + k) * stride, stride, ONE_TOKEN_HINT);
-                superblock_parts_vnni(format, rows + (size_t)k * row_bytes + (size_t)b * stride, x.av, x.pairs, x.bsums, &dots[k], &mins[k], &words[k]);
+                superblock_parts_q6k_vnni(rows + (size_t)k * row_bytes + (size_t)b * stride, x.av, x.bsums, &dots[k], &words[k]);
             }
             scales = scales4_vnni(words);
-            imin = hsum4_i32x4(mins);
+            imin = _mm_setzero_si128();
         }
         const __m128 da = _mm_set1_ps(a->d);
         acc = _mm_fmadd_ps(_mm_mul_ps(_mm256_castps256_ps128(scales), da), _mm_cvtepi32_ps(hsum4_i32x16(dots)), acc);

@@ -45,11 +45,19 @@ extension ServingEngineTests {
             if name == "recompute" {
                 XCTAssertEqual(s.swapOuts, 0)
                 XCTAssertEqual(s.recomputedPreemptions, s.preemptions)
-            } else {
+            } else if name == "host memory" {
                 XCTAssertEqual(s.swapOuts, s.preemptions, "\(name): every preempted sequence was swapped out")
                 XCTAssertEqual(s.swapIns, s.swapOuts, "\(name): and came back")
                 XCTAssertGreaterThan(s.swapBytes, 0)
                 XCTAssertGreaterThan(s.swapSecondsSaved, 0, "\(name): copying beat the predicted recompute")
+            } else {
+                // Each swap weighs the copy rate measured so far against recompute, and one
+                // write the disk stalls (85 MB/s once in CI, against ~3 GB/s) rightly turns
+                // the rest into recomputes; either way every preempted sequence comes back.
+                XCTAssertGreaterThan(s.swapOuts, 0, "\(name): the first preempted sequence was swapped out")
+                XCTAssertEqual(s.swapOuts + s.recomputedPreemptions, s.preemptions, "\(name): every preempted sequence was swapped or recomputed")
+                XCTAssertEqual(s.swapIns, s.swapOuts, "\(name): and came back")
+                XCTAssertGreaterThan(s.swapBytes, 0)
             }
             print(String(format: "%@: %d preemptions, %d swapped, %.1f MB copied in %.3f s, %.2f s of recompute saved (predicted), %.2f s in all",
                          name as NSString, s.preemptions, s.swapOuts, Double(s.swapBytes) / 1e6, s.swapSeconds, s.swapSecondsSaved, seconds[name]!))

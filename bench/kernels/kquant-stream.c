@@ -34,7 +34,7 @@ static void *work(void *arg) {
     if (reading) {
         const size_t part = matrix * matrices / threads;
         __m256i acc = _mm256_setzero_si256();
-        for (size_t i = t * part; i < (t + 1) * part; i += 32) acc = _mm256_xor_si256(acc, _mm256_load_si256((const __m256i *)(weights + i)));
+        for (size_t i = t * part; i < (t + 1) * part; i += 32) acc = _mm256_xor_si256(acc, _mm256_loadu_si256((const __m256i *)(weights + i)));
         volatile int sink = _mm256_extract_epi32(acc, 0);
         (void)sink;
     } else {
@@ -56,9 +56,9 @@ int main(int argc, char **argv) {
     const int format = argc > 1 ? atoi(argv[1]) : 12;
     threads = argc > 2 && atoi(argv[2]) == 2 ? 2 : 1;
     if (argc > 4) { cols = atoi(argv[3]); rows = atoi(argv[4]); }
-    const apus_format_kernels *k = apus_format_kernels_of(format);
-    if (!k || !k->vnni || cols % 256) {
-        fprintf(stderr, "no VNNI kernel for format %d, or columns not a multiple of 256\n", format);
+    const apus_format_kernels *k = format >= 12 && format <= 14 ? apus_format_kernels_of(format) : 0;
+    if (!k || !k->vnni || cols < 256 || cols % 256 || rows < 1) {
+        fprintf(stderr, "formats 12-14 only (with a VNNI kernel here), and columns a positive multiple of 256\n");
         return 1;
     }
     kernel = k->vnni;

@@ -15,13 +15,7 @@ done
 shift $((OPTIND - 1))
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for rev in "$@"; do
-    for f in $(git ls-tree -r --name-only "$rev" Sources/KernelsC/); do
-        mkdir -p "$(dirname "$work/$rev/${f#Sources/KernelsC/}")"
-        git show "$rev:$f" > "$work/$rev/${f#Sources/KernelsC/}"
-    done
-    clang -O3 -march=haswell -I"$work/$rev/include" -I"$work/$rev" bench/kernels/kquant-stream.c "$work/$rev"/*.c -o "$work/$rev/bench" -lm -lpthread
-done
+for rev in "$@"; do bench/kernels/build-at.sh "$rev" bench/kernels/kquant-stream.c "$work" > /dev/null; done
 for round in 1 2; do
     for rev in "$@"; do
         echo "$rev (round $round)"

@@ -4,7 +4,9 @@
 // of 256 MB of weights streamed from memory (8960 x 1536 matrices, as Qwen2.5-Coder-1.5B's
 // feed-forward) against a plain streaming read of the same bytes. Built by kquant-tokens.sh
 // against a revision's Sources/KernelsC.
-// Usage: kquant-tokens FORMAT(12 Q4_K, 13 Q5_K, 14 Q6_K) GHZ [avx2|vnni]
+// Usage: kquant-tokens FORMAT(12 Q4_K, 13 Q5_K, 14 Q6_K) GHZ [avx2|vnni] [COLS] (the cached
+// matrix's columns, 1536 by default; 8960 makes rows too long for the one-token VNNI kernel's
+// four-row passes)
 #include <immintrin.h>
 #include "KernelsC.h"
 #include "FormatTable.h"
@@ -44,7 +46,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "no such kernel for format %d\n", format);
         return 1;
     }
-    const int cols = 1536, blocks = cols / 256, max_tokens = 64;
+    const int cols = argc > 4 ? atoi(argv[4]) : 1536, blocks = cols / 256, max_tokens = 64;
+    if (cols < 256 || cols % 256) {
+        fprintf(stderr, "columns must be a positive multiple of 256\n");
+        return 1;
+    }
     const size_t row_bytes = blocks * block_bytes(format);
     float *x = malloc(sizeof(float) * cols * max_tokens);
     srand(1);
