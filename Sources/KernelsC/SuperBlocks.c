@@ -463,10 +463,15 @@ static inline __attribute__((always_inline)) VNNI __m256i superblock_dot_vnni(in
     return y;
 }
 
+// A token's sixteen-value sums of one super-block added in pairs, one per minimum (Q4_K,
+// Q5_K): bsum_2j + bsum_2j+1.
+static inline __attribute__((always_inline)) VNNI __m128i bsum_pairs(const apus_q8k_block *a) {
+    return _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a->bsums), _mm_loadu_si128((const __m128i *)(a->bsums + 8)));
+}
+
 // Σ_j min_j · (bsum_2j + bsum_2j+1) of one token, as four int32 lanes (Q4_K, Q5_K).
 static inline __attribute__((always_inline)) VNNI __m128i superblock_mins_vnni(const vnni_superblock *u, const apus_q8k_block *a) {
-    const __m128i b0 = _mm_loadu_si128((const __m128i *)a->bsums), b1 = _mm_loadu_si128((const __m128i *)(a->bsums + 8));
-    return _mm_madd_epi16(u->mins16, _mm_hadd_epi16(b0, b1));
+    return _mm_madd_epi16(u->mins16, bsum_pairs(a));
 }
 
 // One super-block's two exact integers for one token; `pairs` is the token's sixteen-value
@@ -525,13 +530,13 @@ typedef struct {
 static inline __attribute__((always_inline)) VNNI void load_activations_vnni(const apus_q8k_block *a, vnni_activations *x) {
     for (int n = 0; n < 4; n++) x->av[n] = _mm512_loadu_si512((const void *)(a->qs + 64 * n));
     x->bsums = _mm256_loadu_si256((const __m256i *)a->bsums);
-    x->pairs = _mm_hadd_epi16(_mm256_castsi256_si128(x->bsums), _mm256_extracti128_si256(x->bsums, 1));
+    x->pairs = bsum_pairs(a);
 }
 
-// Four super-blocks' [d, dmin] words as floats: the four d, then the four dmin.
-static inline __attribute__((always_inline)) VNNI __m256 scales4_vnni(const __m128i words[4]) {
-    const __m256 pairs = _mm256_cvtph_ps(_mm_unpacklo_epi64(_mm_unpacklo_epi32(words[0], words[1]), _mm_unpacklo_epi32(words[2], words[3])));
-    return _mm256_permutevar8x32_ps(pairs, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+// Four super-blocks' [d, dmin] words (f16 d in the low half, dmin in the high one) as floats:
+// the four d, then the four dmin.
+static inline __attribute__((always_inline)) VNNI __m256 d_dmin4_vnni(__m128i words) {
+    return _mm256_permutevar8x32_ps(_mm256_cvtph_ps(words), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
 }
 
 // Decoding reads each weight once per token, so the one-token VNNI kernel here prefetches
@@ -575,9 +580,10 @@ static const uint8_t minima_picks[1][64] = {{
 // the four, the four rows' sums reduced together, and FINISH's fused multiply-adds run on
 // four lanes, one per row, the scalar FINISH's IEEE operations in block order. From cache
 // Q4_K computes 1.3× as fast as one row at a time (96-98 cycles per eight rows' super-block
-// against 125-133), and one thread streams it at 100-103% of a plain read against 86-90%. The weights are prefetched in memory order as if the four rows
-// were one stream: ahead of each row separately, the prefetches went back and forth within a
-// page and decoding ran 7-11% slower than one row at a time (paired runs).
+// against 125-133), and one thread streams it at 100-103% of a plain read against 86-90%.
+// The weights are prefetched in memory order as if the four rows were one stream: ahead of
+// each row separately, the prefetches went back and forth within a page and decoding ran
+// 7-11% slower than one row at a time (paired runs).
 static inline __attribute__((always_inline)) VNNI void rows4_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r,
                                                                      const apus_q8k_block *a, int blocks, float *y, int accumulate) {
     const int stride = block_bytes_k(format);
@@ -614,15 +620,14 @@ static inline __attribute__((always_inline)) VNNI void rows4_k_vnni(int format, 
             const __m512i sums = _mm512_add_epi32(lanes, _mm512_shuffle_epi32(lanes, _MM_SHUFFLE(2, 3, 0, 1)));
             const __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12);
             imin = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, sums));
-            const __m128i words = _mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, head));
-            scales = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(words), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+            scales = d_dmin4_vnni(_mm512_castsi512_si128(_mm512_permutexvar_epi32(firsts, head)));
         } else {  // Q6_K: no minima, dmin 0
             __m128i words[4];
             for (int k = 0; k < 4; k++) {
                 PREFETCH_AHEAD_HINT(rows + (size_t)(4 * b + k) * stride, stride, ONE_TOKEN_HINT);
                 superblock_parts_q6k_vnni(rows + (size_t)k * row_bytes + (size_t)b * stride, x.av, x.bsums, &dots[k], &words[k]);
             }
-            scales = scales4_vnni(words);
+            scales = d_dmin4_vnni(_mm_unpacklo_epi64(_mm_unpacklo_epi32(words[0], words[1]), _mm_unpacklo_epi32(words[2], words[3])));
             imin = _mm_setzero_si128();
         }
         const __m128 da = _mm_set1_ps(a->d);
@@ -639,9 +644,10 @@ static inline __attribute__((always_inline)) VNNI void rows4_k_vnni(int format, 
 // time, in memory order. There, taking the token's pairs of sums once and reducing each
 // super-block's two integers together made Q4_K 8-12% faster from cache, and one thread
 // streamed the 1.5B's down projection at 99-103% of a plain read against 90% (Q6_K 116%
-// against 107%); decoding the 1.5B was unchanged within the paired runs' resolution. Longer rows four at a time are four streams a row apart, and one
-// thread streamed them at 36% of a plain read; four super-blocks of one row at a time,
-// reduced together, computed 1.1× as fast from cache and streamed at 84% against 92%.
+// against 107%); decoding the 1.5B was unchanged within the paired runs' resolution.
+// Longer rows four at a time are four streams a row apart, and one thread streamed them at
+// 36% of a plain read; four super-blocks of one row at a time, reduced together, computed
+// 1.1× as fast from cache and streamed at 84% against 92%.
 static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, const uint8_t *w, size_t row_bytes, int r0, int r1,
                                                                     const apus_q8k_block *a, int blocks, float *y, int accumulate) {
     const int stride = block_bytes_k(format), d_at = d_offset_k(format), dmin_at = dmin_offset_k(format);
@@ -652,7 +658,7 @@ static inline __attribute__((always_inline)) VNNI void rows_k_vnni(int format, c
     if (r0 == r1) return;
     // The token's pairs of sixteen-value sums, for every row's minima.
     __m128i pairs[blocks];
-    for (int b = 0; b < blocks; b++) pairs[b] = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a[b].bsums), _mm_loadu_si128((const __m128i *)(a[b].bsums + 8)));
+    for (int b = 0; b < blocks; b++) pairs[b] = bsum_pairs(a + b);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = w + (size_t)r * row_bytes;
         float acc = 0, low = 0;
